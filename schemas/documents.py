@@ -1,0 +1,160 @@
+"""The seed's two MongoDB documents, every field present (``None`` where unknown)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Dimensions(_Doc):
+    width: int | None = None
+    height: int | None = None
+
+
+class FileInfo(_Doc):
+    dimensions: Dimensions = Field(default_factory=Dimensions)
+    color_space: str | None = None
+    bit_depth: int | None = None
+    compression: str | None = None
+
+
+class GpsCoordinates(_Doc):
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+class AnalysisResult(_Doc):
+    is_suspicious: bool | None = None
+    confidence: float | None = None
+    anomalies: list[str] = Field(default_factory=list)
+
+
+class ExifData(_Doc):
+    exists: bool = False
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens_info: str | None = None
+    creation_date: datetime | None = None
+    software: str | None = None
+    gps_coordinates: GpsCoordinates | None = None
+    analysis_result: AnalysisResult = Field(default_factory=AnalysisResult)
+
+
+class PrnuResults(_Doc):
+    pattern_score: float | None = None
+    is_suspicious: bool | None = None
+    confidence: float | None = None
+
+
+class ElaResults(_Doc):
+    error_level_score: float | None = None
+    is_suspicious: bool | None = None
+    confidence: float | None = None
+    ela_image_path: str | None = None
+
+
+class TextureAnalysis(_Doc):
+    smoothness_score: float | None = None
+    is_suspicious: bool | None = None
+    confidence: float | None = None
+
+
+class PixelAnalysis(_Doc):
+    prnu_results: PrnuResults = Field(default_factory=PrnuResults)
+    ela_results: ElaResults = Field(default_factory=ElaResults)
+    texture_analysis: TextureAnalysis = Field(default_factory=TextureAnalysis)
+
+
+class ModelResult(_Doc):
+    model_name: str
+    model_version: str
+    is_ai_generated: bool | None = None
+    confidence: float | None = None
+    processing_time: float | None = None
+    feature_importance: dict[str, Any] = Field(default_factory=dict)
+
+
+class BoundingBox(_Doc):
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+class DetectedAnomaly(_Doc):
+    type: str
+    confidence: float
+    bounding_box: BoundingBox
+    description: str
+
+
+class VisualAnomalies(_Doc):
+    detected_anomalies: list[DetectedAnomaly] = Field(default_factory=list)
+    heatmap_path: str | None = None
+
+
+class ContributingFactor(_Doc):
+    factor: str
+    weight: float
+    contribution: float
+
+
+class AggregatedResults(_Doc):
+    is_ai_generated: bool | None = None
+    confidence_score: float | None = None
+    contributing_factors: list[ContributingFactor] = Field(default_factory=list)
+
+
+class DetectionMetadata(_Doc):
+    """``detection_metadata``: the rich per-method findings of one detection result."""
+
+    id: str | None = Field(default=None, description="the document's _id as a hex string")
+    result_id: int
+    upload_id: int
+    user_id: int | None = None
+    file_info: FileInfo = Field(default_factory=FileInfo)
+    exif_data: ExifData = Field(default_factory=ExifData)
+    pixel_analysis: PixelAnalysis = Field(default_factory=PixelAnalysis)
+    model_results: list[ModelResult] = Field(default_factory=list)
+    visual_anomalies: VisualAnomalies = Field(default_factory=VisualAnomalies)
+    aggregated_results: AggregatedResults = Field(default_factory=AggregatedResults)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class InputSize(_Doc):
+    width: int
+    height: int
+
+
+class ConfigurationParameters(_Doc):
+    """Flexible by ``config_type``; the seed's model fields are named, others pass through."""
+
+    model_path: str | None = None
+    weights_path: str | None = None
+    input_size: InputSize | None = None
+    batch_size: int | None = None
+    threshold: float | None = None
+
+
+class SystemConfiguration(_Doc):
+    """``system_configuration``: named settings such as the active detection model."""
+
+    id: str | None = None
+    config_name: str
+    config_type: str
+    parameters: ConfigurationParameters = Field(default_factory=ConfigurationParameters)
+    is_active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    created_by: int | None = None

@@ -1,0 +1,67 @@
+"""Runtime configuration: one class, read from ``SKYGATE_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of SkyGate. With nothing set, the embedded default runs with no servers."""
+
+    model_config = SettingsConfigDict(env_prefix="SKYGATE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./var"), description="SQLite file and blob folder")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite if unset")
+    mongo_url: str | None = Field(default=None, description="MongoDB URL; documents in SQL if unset")
+    broker_url: str | None = Field(default=None, description="Celery broker (redis:// or amqp://)")
+    result_backend: str | None = Field(default=None, description="Celery result backend (redis://)")
+
+    max_upload_bytes: int = 50 * 1024 * 1024
+    # 80 MP covers full-frame and medium-format cameras; anything larger is treated as a bomb.
+    max_image_pixels: int = 80_000_000
+    max_deliveries: int = 3
+    ela_quality: int = 90
+    method_soft_time_limit: int = 120
+    method_time_limit: int = 150
+    # Redis redelivers unacked tasks after this; kept far above every hard time limit.
+    visibility_timeout: int = 3600
+    log_level: str = "INFO"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL, upgrading plain ``postgresql://`` to asyncpg."""
+        if not self.database_url:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'skygate.db').resolve()}"
+        url = self.database_url
+        for plain in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+            if url.startswith(plain):
+                return "postgresql+asyncpg://" + url[len(plain):]
+        if url.startswith("sqlite://") and not url.startswith("sqlite+"):
+            return "sqlite+aiosqlite://" + url[len("sqlite://"):]
+        return url
+
+    @property
+    def mongo_database(self) -> str:
+        """Database name from the Mongo URL's path, ``skygate`` when it has none."""
+        if not self.mongo_url:
+            return "skygate"
+        name = urlsplit(self.mongo_url).path.lstrip("/").split("/")[0]
+        return name or "skygate"
+
+    @property
+    def is_embedded(self) -> bool:
+        return not self.broker_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""SkyGate entry points: the ``skygate`` command (and, later, the HTTP API)."""

@@ -1,0 +1,49 @@
+"""Everything storage, built once from the settings: SQL engine, document store, blob store."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from schemas.settings import Settings
+from storage.blobs import BlobStore, LocalBlobStore
+from storage.db import create_engine, session_factory
+from storage.documents import DocumentStore, MongoDocumentStore, SqlDocumentStore
+
+
+@dataclass
+class Storage:
+    engine: AsyncEngine
+    sessions: async_sessionmaker
+    documents: DocumentStore
+    blobs: BlobStore
+
+    async def close(self) -> None:
+        await self.documents.close()
+        await self.engine.dispose()
+
+
+def build_storage(settings: Settings) -> Storage:
+    """Build the storage objects; call inside the event loop that will use them."""
+    engine = create_engine(settings.sqlalchemy_url)
+    if settings.mongo_url:
+        documents: DocumentStore = MongoDocumentStore(settings.mongo_url, settings.mongo_database)
+    else:
+        documents = SqlDocumentStore(engine)
+    return Storage(
+        engine=engine,
+        sessions=session_factory(engine),
+        documents=documents,
+        blobs=LocalBlobStore(settings.blob_dir),
+    )
+
+
+@asynccontextmanager
+async def open_storage(settings: Settings):
+    storage = build_storage(settings)
+    try:
+        yield storage
+    finally:
+        await storage.close()

@@ -1,0 +1,138 @@
+"""SQLAlchemy tables: the seed's seven, plus the additions of later migrations.
+
+The migrations in ``storage/migrations/versions`` are the source of truth for the live schema;
+these definitions mirror them so queries can be written in SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+
+# JSONB on PostgreSQL as the seed says, JSON text elsewhere (SQLite in the embedded default).
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+NOW = sa.text("CURRENT_TIMESTAMP")
+TZ = sa.DateTime(timezone=True)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", sa.Integer, primary_key=True),
+    sa.Column("username", sa.String(50), unique=True, nullable=False),
+    sa.Column("email", sa.String(100), unique=True, nullable=False),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("first_name", sa.String(50)),
+    sa.Column("last_name", sa.String(50)),
+    sa.Column("created_at", TZ, server_default=NOW),
+    sa.Column("updated_at", TZ, server_default=NOW),
+    sa.Column("last_login", TZ),
+    sa.Column("account_status", sa.String(20), server_default="active"),
+    sa.Column("profile_image_url", sa.String(255)),
+)
+
+uploads = sa.Table(
+    "uploads",
+    metadata,
+    sa.Column("upload_id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.user_id", ondelete="CASCADE")),
+    sa.Column("file_name", sa.String(255), nullable=False),
+    sa.Column("original_file_name", sa.String(255), nullable=False),
+    sa.Column("file_path", sa.String(255), nullable=False),
+    sa.Column("file_size", sa.BigInteger, nullable=False),
+    sa.Column("file_type", sa.String(50), nullable=False),
+    sa.Column("mime_type", sa.String(100), nullable=False),
+    sa.Column("upload_date", TZ, server_default=NOW),
+    sa.Column("is_processed", sa.Boolean, server_default=sa.false()),
+    sa.Column("processing_started_at", TZ),
+    sa.Column("processing_completed_at", TZ),
+    sa.Column("thumbnail_path", sa.String(255)),
+    # Additions (migration 0003).
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("status", sa.String(20), nullable=False, server_default="queued"),
+    sa.Column("error", sa.Text),
+    sa.Column("delivery_count", sa.Integer, nullable=False, server_default="0"),
+)
+
+detection_results = sa.Table(
+    "detection_results",
+    metadata,
+    sa.Column("result_id", sa.Integer, primary_key=True),
+    sa.Column("upload_id", sa.Integer, sa.ForeignKey("uploads.upload_id", ondelete="CASCADE")),
+    sa.Column("is_ai_generated", sa.Boolean),
+    sa.Column("confidence_score", sa.Numeric(5, 4), nullable=False),
+    sa.Column("processing_time", sa.Numeric(10, 3), nullable=False),
+    sa.Column("detection_date", TZ, server_default=NOW),
+    sa.Column("algorithm_version", sa.String(50), nullable=False),
+    sa.Column("result_summary", sa.Text),
+    sa.Column("metadata_id", sa.String(50)),
+)
+
+detection_methods = sa.Table(
+    "detection_methods",
+    metadata,
+    sa.Column("method_id", sa.Integer, primary_key=True),
+    sa.Column("method_name", sa.String(100), nullable=False),
+    sa.Column("description", sa.Text),
+    sa.Column("is_active", sa.Boolean, server_default=sa.true()),
+    sa.Column("weight", sa.Numeric(3, 2), server_default="1.00"),
+    sa.Column("created_at", TZ, server_default=NOW),
+    sa.Column("updated_at", TZ, server_default=NOW),
+)
+
+method_results = sa.Table(
+    "method_results",
+    metadata,
+    sa.Column("method_result_id", sa.Integer, primary_key=True),
+    sa.Column(
+        "result_id", sa.Integer, sa.ForeignKey("detection_results.result_id", ondelete="CASCADE")
+    ),
+    sa.Column(
+        "method_id", sa.Integer, sa.ForeignKey("detection_methods.method_id", ondelete="CASCADE")
+    ),
+    sa.Column("is_ai_generated", sa.Boolean),
+    sa.Column("confidence_score", sa.Numeric(5, 4), nullable=False),
+    sa.Column("processing_time", sa.Numeric(10, 3), nullable=False),
+    sa.Column("result_details", JSONType),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.user_id", ondelete="CASCADE")),
+    sa.Column("api_key", sa.String(100), unique=True, nullable=False),
+    sa.Column("key_name", sa.String(100), nullable=False),
+    sa.Column("created_at", TZ, server_default=NOW),
+    sa.Column("expires_at", TZ),
+    sa.Column("last_used_at", TZ),
+    sa.Column("is_active", sa.Boolean, server_default=sa.true()),
+    sa.Column("request_limit", sa.Integer, server_default="1000"),
+    sa.Column("requests_made", sa.Integer, server_default="0"),
+)
+
+usage_logs = sa.Table(
+    "usage_logs",
+    metadata,
+    sa.Column("log_id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.user_id", ondelete="SET NULL")),
+    sa.Column("api_key_id", sa.Integer, sa.ForeignKey("api_keys.key_id", ondelete="SET NULL")),
+    sa.Column("request_type", sa.String(50), nullable=False),
+    sa.Column("request_path", sa.String(255), nullable=False),
+    sa.Column("request_date", TZ, server_default=NOW),
+    sa.Column("response_code", sa.Integer, nullable=False),
+    sa.Column("processing_time", sa.Numeric(10, 3), nullable=False),
+    sa.Column("ip_address", sa.String(45)),
+    sa.Column("user_agent", sa.Text),
+)
+
+# Addition (migration 0004): the document store of the embedded default, one row a document.
+embedded_documents = sa.Table(
+    "embedded_documents",
+    metadata,
+    sa.Column("doc_id", sa.String(24), primary_key=True),
+    sa.Column("collection", sa.String(64), nullable=False),
+    sa.Column("unique_key", sa.String(255), nullable=False),
+    sa.Column("body", JSONType, nullable=False),
+)
