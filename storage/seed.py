@@ -16,7 +16,7 @@ def default_model_configuration() -> SystemConfiguration:
         config_type="model",
         parameters=ConfigurationParameters(
             model_path="builtin:skygate_forensic_lr.onnx",
-            input_size=InputSize(width=512, height=512),
+            input_size=InputSize(width=1024, height=1024),
             batch_size=1,
             threshold=0.5,
         ),

@@ -1,0 +1,205 @@
+"""Validate untrusted image bytes and decode them once.
+
+Bad input is normal traffic: every failure raises :class:`InvalidImage` with a reason a
+person can act on, and nothing here decodes pixels before the pixel count is checked.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageFile
+
+# (magic prefix, offset, file_type, mime type). Sniffed from content, never from the name.
+_SIGNATURES = [
+    (b"\xff\xd8\xff", 0, "jpeg", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "png", "image/png"),
+    (b"GIF87a", 0, "gif", "image/gif"),
+    (b"GIF89a", 0, "gif", "image/gif"),
+    (b"WEBP", 8, "webp", "image/webp"),
+    (b"II*\x00", 0, "tiff", "image/tiff"),
+    (b"MM\x00*", 0, "tiff", "image/tiff"),
+    (b"BM", 0, "bmp", "image/bmp"),
+]
+_PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP", "tiff": "TIFF",
+                "bmp": "BMP"}
+
+
+class InvalidImage(ValueError):
+    """The bytes are not an image SkyGate can analyse; the message says why."""
+
+
+@dataclass
+class FileInfo:
+    """What the seed's ``file_info`` section records, plus the detected format."""
+
+    file_type: str
+    mime_type: str
+    width: int
+    height: int
+    color_space: str
+    bit_depth: int
+    compression: str
+    jpeg_quality: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def sniff_format(data: bytes) -> tuple[str, str]:
+    """Return ``(file_type, mime_type)`` from the leading bytes, or raise InvalidImage."""
+    if not data:
+        raise InvalidImage("empty file")
+    for magic, offset, file_type, mime in _SIGNATURES:
+        if data[offset:offset + len(magic)] == magic:
+            if file_type == "webp" and data[:4] != b"RIFF":
+                continue
+            return file_type, mime
+    head = data[:64]
+    if head.lstrip().startswith((b"<svg", b"<?xml")):
+        raise InvalidImage("SVG/XML is not a raster image")
+    if b"ftypheic" in head or b"ftypheix" in head or b"ftypavif" in head or b"ftypmif1" in head:
+        raise InvalidImage("HEIC/AVIF is not supported yet: convert to JPEG or PNG")
+    raise InvalidImage("not a supported image (JPEG, PNG, WebP, GIF, TIFF, BMP) by content")
+
+
+def _open(data: bytes, file_type: str, max_pixels: int) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own pixel limit below; Pillow's warning would just be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[file_type]])
+    except Image.DecompressionBombError as exc:
+        raise InvalidImage(f"decompression bomb refused: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad headers
+        raise InvalidImage(f"cannot read {file_type} header: {exc}") from exc
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise InvalidImage(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise InvalidImage(
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (decompression-bomb guard)"
+        )
+    return img
+
+
+def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, str, int, int]:
+    """Cheap checks for ingest: size, type by content, header, pixel limit, Pillow verify.
+
+    Returns ``(file_type, mime_type, width, height)``.
+    """
+    if len(data) > max_bytes:
+        raise InvalidImage(f"file is {len(data):,} bytes, over the limit of {max_bytes:,}")
+    file_type, mime = sniff_format(data)
+    img = _open(data, file_type, max_pixels)
+    try:
+        img.verify()
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidImage(f"corrupt {file_type}: {exc}") from exc
+    return file_type, mime, img.size[0], img.size[1]
+
+
+_COLOR_SPACES = {
+    "1": "Bilevel", "L": "Grayscale", "LA": "Grayscale+Alpha", "P": "Palette", "PA": "Palette",
+    "RGB": "RGB", "RGBA": "RGBA", "CMYK": "CMYK", "YCbCr": "YCbCr", "I;16": "Grayscale",
+    "I;16B": "Grayscale", "I": "Grayscale", "F": "Grayscale", "LAB": "Lab", "HSV": "HSV",
+}
+
+
+def estimate_jpeg_quality(img: Image.Image) -> int | None:
+    """Estimate the IJG quality factor from the luminance quantisation table."""
+    tables = getattr(img, "quantization", None)
+    if not tables or 0 not in tables:
+        return None
+    # IJG standard luminance table (Annex K); quality scales it by a known formula.
+    base = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13,
+                     16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56,
+                     68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103,
+                     121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
+    table = np.asarray(tables[0], dtype=np.float64)
+    # Pillow gives the table in zig-zag order; the sum is order-independent.
+    scale = table.sum() * 100.0 / base.sum()
+    quality = (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
+    return int(np.clip(round(quality), 1, 100))
+
+
+def _compression(img: Image.Image, file_type: str) -> str:
+    if file_type == "jpeg":
+        return "JPEG (progressive)" if img.info.get("progressive") else "JPEG (baseline)"
+    if file_type == "png":
+        return "PNG (deflate, lossless)"
+    if file_type == "webp":
+        return "WebP (lossless)" if img.info.get("lossless") else "WebP (lossy)"
+    if file_type == "gif":
+        return "GIF (LZW, palette)"
+    if file_type == "tiff":
+        return f"TIFF ({img.info.get('compression', 'raw')})"
+    return file_type.upper()
+
+
+@dataclass
+class DecodedImage:
+    """The original's pixels at native resolution, as the methods need them."""
+
+    rgb: np.ndarray  # (M, N, 3) uint8, row-major, no orientation or resampling applied
+    info: FileInfo
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
+    """Fully decode the first frame to 8-bit RGB; truncated or corrupt data raises.
+
+    Alpha is dropped (forensic signals live in the colour channels); 16-bit images are
+    scaled to 8 bits; EXIF orientation is not applied so pixel positions match the file.
+    """
+    file_type, mime = sniff_format(data)
+    img = _open(data, file_type, max_pixels)
+    mode = img.mode
+    bits = {"1": 1, "I;16": 16, "I;16B": 16, "I": 32, "F": 32}.get(mode, 8)
+    if file_type == "png" and img.info.get("bits"):
+        bits = int(img.info["bits"])
+    info = FileInfo(
+        file_type=file_type, mime_type=mime, width=img.size[0], height=img.size[1],
+        color_space=_COLOR_SPACES.get(mode, mode), bit_depth=bits,
+        compression=_compression(img, file_type),
+        jpeg_quality=estimate_jpeg_quality(img) if file_type == "jpeg" else None,
+        extra={"frames": getattr(img, "n_frames", 1), "mode": mode},
+    )
+    prev = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not grey pixels
+        img.seek(0)
+        img.load()
+    except Exception as exc:  # noqa: BLE001
+        raise InvalidImage(f"cannot decode {file_type}: {exc}") from exc
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = prev
+    if mode in ("I;16", "I;16B", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    else:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return DecodedImage(rgb=np.ascontiguousarray(rgb), info=info)
+
+
+def make_thumbnail(rgb: np.ndarray, *, size: int = 256) -> bytes:
+    """A JPEG thumbnail no larger than ``size`` on its long side (for people, not methods)."""
+    img = Image.fromarray(rgb)
+    img.thumbnail((size, size), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def pixels_to_bytes(rgb: np.ndarray) -> bytes:
+    """Serialise decoded pixels for the blob-store cache (``.npy``, no pickle)."""
+    out = io.BytesIO()
+    np.save(out, rgb, allow_pickle=False)
+    return out.getvalue()
+
+
+def pixels_from_bytes(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)

@@ -1,0 +1,251 @@
+"""Metadata and provenance: EXIF, XMP DigitalSourceType, generator text chunks, C2PA.
+
+A declared generator (an IPTC digital source type, a generator's PNG chunk, a C2PA
+assertion) is near-certain evidence: people rarely forge a claim *against* themselves.
+Camera tags are weak evidence for a real photo (anyone can write them), and no metadata at
+all is no evidence: the method abstains.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from datetime import UTC, datetime
+
+from PIL import ExifTags, Image
+
+from schemas.results import MethodResult
+
+AI_SOURCE_TYPES = {
+    "trainedalgorithmicmedia": "trainedAlgorithmicMedia",
+    "compositewithtrainedalgorithmicmedia": "compositeWithTrainedAlgorithmicMedia",
+    "algorithmicmedia": "algorithmicMedia",
+}
+CAPTURE_SOURCE_TYPES = {"digitalcapture", "negativefilm", "positivefilm", "print",
+                        "minorhumanedits", "computationalcapture"}
+# PNG text chunks that image generators write (A1111 "parameters", ComfyUI "prompt"/"workflow",
+# NovelAI "Comment"/"Software", InvokeAI "invokeai_metadata", Fooocus "fooocus_scheme").
+GENERATOR_CHUNKS = ("parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata",
+                    "dream", "fooocus_scheme", "generation_data")
+GENERATOR_SOFTWARE = re.compile(
+    r"stable.?diffusion|midjourney|dall.?e|firefly|comfyui|automatic1111|novelai|invokeai|"
+    r"fooocus|leonardo|imagen|flux|kolors|sdxl|diffusers|runway|ideogram",
+    re.IGNORECASE,
+)
+EDITOR_SOFTWARE = re.compile(
+    r"photoshop|lightroom|gimp|affinity|pixelmator|snapseed|picsart|canva|paint\.net|"
+    r"capture one|darktable|rawtherapee|luminar",
+    re.IGNORECASE,
+)
+
+DECLARED_CONFIDENCE = 0.98
+CAMERA_TAGS_PROBABILITY = 0.30  # weak: camera tags can be forged or copied
+
+
+def _exif_dict(img: Image.Image) -> dict:
+    exif = img.getexif()
+    tags: dict = {}
+    for tag, value in exif.items():
+        tags[ExifTags.TAGS.get(tag, str(tag))] = value
+    try:
+        for ifd in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+            for tag, value in exif.get_ifd(ifd).items():
+                name = (ExifTags.GPSTAGS if ifd == ExifTags.IFD.GPSInfo else ExifTags.TAGS).get(
+                    tag, str(tag)
+                )
+                tags[("GPS" + name) if ifd == ExifTags.IFD.GPSInfo and not name.startswith(
+                    "GPS") else name] = value
+    except Exception:  # noqa: BLE001 - malformed IFDs are common; keep what we could read
+        pass
+    return tags
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).strip("\x00 ").strip()
+    return text or None
+
+
+def _parse_exif_date(value) -> datetime | None:
+    text = _text(value)
+    if not text:
+        return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M"):
+        try:
+            return datetime.strptime(text[:19], fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def _gps(tags: dict) -> dict | None:
+    def to_degrees(values, ref):
+        d, m, s = (float(v) for v in values)
+        deg = d + m / 60.0 + s / 3600.0
+        return -deg if str(ref).upper() in ("S", "W") else deg
+
+    try:
+        lat = to_degrees(tags["GPSLatitude"], tags.get("GPSLatitudeRef", "N"))
+        lon = to_degrees(tags["GPSLongitude"], tags.get("GPSLongitudeRef", "E"))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return {"latitude": round(lat, 6), "longitude": round(lon, 6)}
+
+
+def _xmp_text(img: Image.Image, data: bytes) -> str:
+    raw = img.info.get("xmp") or img.info.get("XML:com.adobe.xmp")
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "replace")
+    if isinstance(raw, str):
+        return raw
+    # JPEG APP1 XMP that Pillow did not expose: look for the packet in the first 1 MB.
+    start = data.find(b"<x:xmpmeta", 0, 1 << 20)
+    if start >= 0:
+        end = data.find(b"</x:xmpmeta>", start)
+        if end > 0:
+            return data[start:end + 12].decode("utf-8", "replace")
+    return ""
+
+
+def _source_types(text: str) -> list[str]:
+    found = re.findall(r"digitalsourcetype/([A-Za-z]+)", text, flags=re.IGNORECASE)
+    found += re.findall(r"DigitalSourceType[\"'=>\s:]+([A-Za-z]+)", text)
+    return sorted({f for f in found if f.lower() != "http"})
+
+
+def read_c2pa(data: bytes, mime_type: str) -> dict | None:
+    """Read a C2PA manifest store with c2pa-python: generator, actions, validation state."""
+    if b"c2pa" not in data and b"jumb" not in data:
+        return None  # no JUMBF box: skip the native reader entirely
+    try:
+        import c2pa
+
+        with c2pa.Reader(mime_type, io.BytesIO(data)) as reader:
+            store = json.loads(reader.json())
+    except Exception as exc:  # noqa: BLE001 - invalid manifests are normal traffic
+        return {"present": True, "readable": False, "error": str(exc)[:300]}
+    active = store.get("manifests", {}).get(store.get("active_manifest") or "", {})
+    text = json.dumps(store)
+    statuses = [s.get("code") for s in store.get("validation_status") or [] if s.get("code")]
+    return {
+        "present": True,
+        "readable": True,
+        "validation_state": store.get("validation_state")
+        or ("Invalid" if statuses else "Valid"),
+        "validation_errors": statuses[:10],
+        "claim_generator": active.get("claim_generator")
+        or ", ".join(i.get("name", "") for i in active.get("claim_generator_info", [])),
+        "digital_source_types": _source_types(text),
+        "manifests": len(store.get("manifests", {})),
+    }
+
+
+def analyze_metadata(data: bytes) -> MethodResult:
+    """Read every metadata source and decide whether the file declares its origin.
+
+    Parameters
+    ----------
+    data : bytes
+        The original file, exactly as uploaded.
+    """
+    started = time.perf_counter()
+    img = Image.open(io.BytesIO(data))
+    tags = _exif_dict(img)
+    anomalies: list[str] = []
+    evidence: list[str] = []
+
+    make, model = _text(tags.get("Make")), _text(tags.get("Model"))
+    software = _text(tags.get("Software"))
+    created = _parse_exif_date(tags.get("DateTimeOriginal") or tags.get("DateTime"))
+    lens = _text(tags.get("LensModel")) or _text(tags.get("LensMake"))
+    gps = _gps(tags)
+
+    png_chunks = {k: v for k, v in img.info.items() if isinstance(v, str | bytes)}
+    generator_chunks = sorted(k for k in png_chunks if k.lower() in GENERATOR_CHUNKS)
+    xmp = _xmp_text(img, data)
+    source_types = _source_types(xmp)
+    c2pa_info = read_c2pa(data, Image.MIME.get(img.format or "", "image/jpeg"))
+    if c2pa_info and c2pa_info.get("readable"):
+        source_types = sorted(set(source_types) | set(c2pa_info["digital_source_types"]))
+    declared_ai = [s for s in source_types if s.lower() in AI_SOURCE_TYPES]
+    declared_capture = [s for s in source_types if s.lower() in CAPTURE_SOURCE_TYPES]
+    software_texts = [t for t in (software, _text(png_chunks.get("Software")),
+                                  (c2pa_info or {}).get("claim_generator")) if t]
+    generator_software = [t for t in software_texts if GENERATOR_SOFTWARE.search(t)]
+    editor_software = [t for t in software_texts if EDITOR_SOFTWARE.search(t)]
+
+    if created and created > datetime.now(UTC):
+        anomalies.append("capture date is in the future")
+    if created and created.year < 1990:
+        anomalies.append(f"capture date {created.year} predates digital cameras")
+    if editor_software:
+        anomalies.append(f"edited with {editor_software[0][:60]}")
+    if (make or model) and generator_chunks:
+        anomalies.append("camera tags together with generator metadata")
+    if c2pa_info and c2pa_info.get("present") and not c2pa_info.get("readable"):
+        anomalies.append("C2PA manifest present but unreadable")
+    elif c2pa_info and c2pa_info.get("validation_state") == "Invalid":
+        anomalies.append("C2PA manifest fails validation")
+
+    # --- decide: declared provenance first, camera tags as weak evidence, else abstain.
+    probability: float | None = None
+    if declared_ai:
+        evidence.append(f"declares digital source type {', '.join(declared_ai)}")
+    if generator_chunks:
+        evidence.append(f"generator metadata chunk(s): {', '.join(generator_chunks)}")
+    if generator_software:
+        evidence.append(f"generator software: {generator_software[0][:80]}")
+    if evidence:
+        probability = DECLARED_CONFIDENCE
+    elif declared_capture:
+        probability = 0.10
+        evidence.append(f"declares {', '.join(declared_capture)}")
+    elif make or model:
+        probability = CAMERA_TAGS_PROBABILITY
+        evidence.append(f"camera tags {make or ''} {model or ''}".strip())
+
+    exists = bool(tags or xmp or generator_chunks or c2pa_info)
+    if probability is None:
+        verdict, confidence = None, 0.0
+    else:
+        verdict = probability > 0.5 if abs(probability - 0.5) >= 0.15 else None
+        confidence = max(probability, 1 - probability)
+    details = {
+        "exists": exists,
+        "declared": bool(declared_ai or generator_chunks or generator_software),
+        "camera_make": make,
+        "camera_model": model,
+        "lens_info": lens,
+        "creation_date": created.isoformat() if created else None,
+        "software": software,
+        "gps_coordinates": gps,
+        "digital_source_types": source_types,
+        "generator_chunks": generator_chunks,
+        "generator_prompt_excerpt": _prompt_excerpt(png_chunks),
+        "c2pa": c2pa_info,
+        "evidence": evidence,
+        "anomalies": anomalies,
+        "is_suspicious": bool(probability and probability > 0.5) or bool(anomalies),
+    }
+    return MethodResult(
+        method="exif",
+        ai_probability=probability,
+        is_ai_generated=verdict,
+        confidence=round(confidence, 4),
+        processing_time=time.perf_counter() - started,
+        details=details,
+    )
+
+
+def _prompt_excerpt(chunks: dict) -> str | None:
+    for key in ("parameters", "prompt"):
+        if key in chunks:
+            return _text(chunks[key])[:200] if _text(chunks[key]) else None
+    return None
