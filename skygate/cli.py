@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
+from pathlib import Path
 
 import click
 
@@ -63,6 +66,151 @@ def db_downgrade(revision: str) -> None:
             await engine.dispose()
 
     click.echo(f"database now at revision {asyncio.run(run()) or 'none'}")
+
+
+def _ensure_schema(settings: Settings) -> None:
+    asyncio.run(_db_upgrade(settings, "head"))
+
+
+def _progress(total: int, enabled: bool):
+    """A rich progress bar (count, rate, ETA) on a terminal; nothing otherwise."""
+    if not enabled:
+        return None
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    progress = Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                        TimeRemainingColumn())
+    progress.start()
+    progress.add_task("scan", total=total, rate="")
+    return progress
+
+
+def _verdict_word(record: dict) -> str:
+    if record["status"] in ("failed", "skipped"):
+        return record["status"].upper()
+    v = record["is_ai_generated"]
+    word = {True: "AI", False: "REAL", None: "UNCERTAIN"}[v]
+    return f"{word} {record['confidence']:.2f}" if record["confidence"] is not None else word
+
+
+def _summary(outputs, elapsed: float) -> str:
+    c = outputs.counts
+    processed = c["done"] + c["duplicate"]
+    return (f"processed {processed} (new {c['done']}, already known {c['duplicate']}): "
+            f"AI {c['ai']}, real {c['real']}, uncertain {c['uncertain']}; "
+            f"failed {c['failed']}, skipped {c['skipped']}; {elapsed:.1f}s")
+
+
+def _run_batch(records, total: int, outputs, *, as_json: bool) -> None:
+    import sys
+    import time
+
+    tty = sys.stderr.isatty() and not as_json
+    progress = _progress(total, tty)
+    started = time.monotonic()
+    try:
+        for i, record in enumerate(records, 1):
+            outputs.add(record)
+            line = f"{_verdict_word(record):<16} {record['path']}"
+            if record.get("error"):
+                line += f"  ({record['error']})"
+            if as_json:
+                click.echo(json.dumps(record, default=str))
+            elif progress is not None:
+                rate = i / max(time.monotonic() - started, 1e-6)
+                progress.update(progress.task_ids[0], advance=1, rate=f"{rate:.2f} img/s")
+                progress.console.print(line, highlight=False, markup=False)
+            else:
+                click.echo(line)
+    finally:
+        if progress is not None:
+            progress.stop()
+        outputs.close()
+    summary = _summary(outputs, time.monotonic() - started)
+    click.echo(summary, err=as_json)
+
+
+def _files_or_exit(paths, recursive, include, exclude):
+    from skygate.batch import walk
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise click.UsageError(f"no such file or folder: {', '.join(missing)}")
+    files = walk(list(paths), recursive=recursive, include=include, exclude=exclude)
+    if not files:
+        raise click.UsageError("no files to scan")
+    return files
+
+
+_batch_options = [
+    click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+                 help="write one JSON line per file"),
+    click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+                 help="write a CSV row per file"),
+    click.option("--recursive/--no-recursive", default=True, show_default=True),
+    click.option("--include", multiple=True, help="only files matching this glob"),
+    click.option("--exclude", multiple=True, help="skip files matching this glob"),
+    click.option("--json", "as_json", is_flag=True, help="machine-readable lines on stdout"),
+]
+
+
+def batch_options(fn):
+    for option in reversed(_batch_options):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@batch_options
+@click.option("--workers", type=int, default=None, help="processes (default: all cores)")
+def scan(paths, out, csv_path, recursive, include, exclude, as_json, workers):
+    """Run the whole pipeline here, with no servers (the embedded default)."""
+    from skygate.batch import Outputs, default_workers, run_embedded
+
+    settings = Settings()
+    if settings.broker_url:
+        click.echo("note: SKYGATE_BROKER_URL is set; scan still runs here "
+                   "(use `skygate submit` for the cluster)", err=True)
+    files = _files_or_exit(paths, recursive, include, exclude)
+    _ensure_schema(settings)
+    outputs = Outputs(out, csv_path)
+    n = min(workers or default_workers(), len(files))
+    _run_batch(run_embedded(files, workers=n), len(files), outputs, as_json=as_json)
+    sys.exit(1 if outputs.counts["failed"] or outputs.counts["skipped"] else 0)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@batch_options
+@click.option("--wait/--no-wait", default=False, help="follow uploads to their verdicts")
+@click.option("--timeout", type=float, default=1800.0, show_default=True,
+              help="seconds to wait for all verdicts")
+def submit(paths, out, csv_path, recursive, include, exclude, as_json, wait, timeout):
+    """Send files to a running cluster (SKYGATE_BROKER_URL); --wait for the verdicts."""
+    from skygate.batch import Outputs
+    from skygate.remote import submit_files
+
+    settings = Settings()
+    if not settings.broker_url:
+        raise click.UsageError("SKYGATE_BROKER_URL is not set (use `skygate scan` to run here)")
+    files = _files_or_exit(paths, recursive, include, exclude)
+    outputs = Outputs(out, csv_path)
+    _run_batch(submit_files(settings, files, wait=wait, timeout=timeout), len(files), outputs,
+               as_json=as_json)
+    sys.exit(1 if outputs.counts["failed"] or outputs.counts["skipped"] else 0)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def sample(folder: Path) -> None:
+    """Write a few sample images to FOLDER (made here, nothing downloaded)."""
+    from skygate.sample import make_sample
+
+    for path in make_sample(folder):
+        click.echo(path)
 
 
 if __name__ == "__main__":

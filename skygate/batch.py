@@ -1,0 +1,152 @@
+"""Batch runs over files and folders: the embedded runner, and the records both scan and
+submit write (one JSON object per input file)."""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import json
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from schemas.results import METHOD_NAMES
+
+RECORD_FIELDS = ["path", "sha256", "upload_id", "status", "is_ai_generated", "confidence",
+                 "error"]
+
+
+def walk(paths: list[str], *, recursive: bool = True, include: tuple[str, ...] = (),
+         exclude: tuple[str, ...] = ()) -> list[Path]:
+    """Every regular file under ``paths`` (sorted, de-duplicated), filtered by glob patterns."""
+    found: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.glob("*")
+            found.extend(sorted(f for f in it if f.is_file() and not f.name.startswith(".")))
+        else:
+            found.append(p)
+    out, seen = [], set()
+    for f in found:
+        name = f.name
+        if include and not any(fnmatch.fnmatch(name, g) for g in include):
+            continue
+        if any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(str(f), g) for g in exclude):
+            continue
+        key = str(f.resolve()) if f.exists() else str(f)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+async def record_for(storage, *, path: str, sha256: str | None, upload_id: int | None,
+                     status: str, error: str | None = None) -> dict:
+    """The output record of one file, with the stored verdict when there is one."""
+    from storage import repository as repo
+
+    record = {"path": path, "sha256": sha256, "upload_id": upload_id, "status": status,
+              "is_ai_generated": None, "confidence": None, "methods": {}, "error": error}
+    if upload_id is None:
+        return record
+    upload = await repo.get_upload(storage.engine, upload_id)
+    if upload and upload["status"] == "failed":
+        record.update(status="failed", error=upload["error"])
+        return record
+    result = await repo.result_for_upload(storage.engine, upload_id)
+    if result:
+        record.update(is_ai_generated=result["is_ai_generated"],
+                      confidence=float(result["confidence_score"]), methods=result["methods"],
+                      summary=result["result_summary"])
+        if status == "queued":
+            record["status"] = "done"
+    return record
+
+
+async def _scan_one(storage, settings, path: str) -> dict:
+    from workers import steps
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return await record_for(storage, path=path, sha256=None, upload_id=None,
+                                status="skipped", error=f"cannot read file: {exc}")
+    outcome = await steps.ingest_bytes(storage, settings, data=data,
+                                       original_file_name=Path(path).name, user_id=None)
+    if outcome.needs_processing:
+        try:
+            await steps.run_all(storage, settings, outcome.upload_id)
+        except Exception as exc:  # noqa: BLE001 - a crash in one file never loses the batch
+            from storage import repository as repo
+
+            await repo.mark_failed(storage.engine, outcome.upload_id,
+                                   f"{type(exc).__name__}: {exc}")
+    return await record_for(storage, path=path, sha256=outcome.sha256,
+                            upload_id=outcome.upload_id, status=outcome.status,
+                            error=outcome.error)
+
+
+def scan_file(path: str) -> dict:
+    """Process one file in this process (a pool worker), on the embedded storage."""
+    from workers import runtime
+
+    return runtime.run(_scan_one, path)
+
+
+def run_embedded(files: list[Path], *, workers: int):
+    """Yield one record per file as they finish, using ``workers`` processes."""
+    names = [str(f) for f in files]
+    if workers <= 1:
+        for name in names:
+            yield scan_file(name)
+        return
+    from concurrent.futures import as_completed
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(scan_file, n) for n in names]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
+
+
+class Outputs:
+    """Writes JSONL and CSV as records arrive (so an interrupted run keeps what it did)."""
+
+    def __init__(self, jsonl: Path | None, csv_path: Path | None):
+        self._jsonl = open(jsonl, "w") if jsonl else None  # noqa: SIM115 - closed in close()
+        self._csv_file = open(csv_path, "w", newline="") if csv_path else None  # noqa: SIM115
+        self._csv = None
+        if self._csv_file:
+            fields = RECORD_FIELDS + [f"{m}_{k}" for m in METHOD_NAMES
+                                      for k in ("is_ai_generated", "confidence", "status")]
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=fields, extrasaction="ignore")
+            self._csv.writeheader()
+        self.counts: Counter = Counter()
+        self.records: list[dict] = []
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        self.counts[record["status"]] += 1
+        if record["status"] in ("done", "duplicate"):
+            self.counts[{True: "ai", False: "real", None: "uncertain"}[record["is_ai_generated"]]] += 1
+        if self._jsonl:
+            self._jsonl.write(json.dumps(record, default=str) + "\n")
+            self._jsonl.flush()
+        if self._csv:
+            flat = {k: record.get(k) for k in RECORD_FIELDS}
+            for m, info in (record.get("methods") or {}).items():
+                for k in ("is_ai_generated", "confidence", "status"):
+                    flat[f"{m}_{k}"] = info.get(k)
+            self._csv.writerow(flat)
+            self._csv_file.flush()
+
+    def close(self) -> None:
+        for fh in (self._jsonl, self._csv_file):
+            if fh:
+                fh.close()

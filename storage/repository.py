@@ -1,0 +1,189 @@
+"""The SQL operations of the pipeline, each one transaction, each safe to repeat."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.models import detection_methods, detection_results, method_results, uploads
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _insert(engine: AsyncEngine, table):
+    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: str,
+                        original_file_name: str, file_path: str, file_size: int,
+                        file_type: str, mime_type: str, sha256: str) -> tuple[int, bool]:
+    """Insert an upload (status queued); returns (upload_id, created). Same content for the
+    same owner returns the existing upload instead (uq_uploads_owner_sha256)."""
+    try:
+        async with engine.begin() as conn:
+            upload_id = (await conn.execute(
+                uploads.insert().values(
+                    user_id=user_id, file_name=file_name[:255],
+                    original_file_name=original_file_name[:255], file_path=file_path,
+                    file_size=file_size, file_type=file_type, mime_type=mime_type,
+                    sha256=sha256, status="queued",
+                ).returning(uploads.c.upload_id)
+            )).scalar_one()
+        return upload_id, True
+    except IntegrityError:
+        existing = await find_upload_by_sha(engine, sha256=sha256, user_id=user_id)
+        if existing is None:
+            raise
+        return existing["upload_id"], False
+
+
+async def find_upload_by_sha(engine: AsyncEngine, *, sha256: str, user_id: int | None):
+    owner = uploads.c.user_id.is_(None) if user_id is None else uploads.c.user_id == user_id
+    async with engine.connect() as conn:
+        row = (await conn.execute(
+            sa.select(uploads).where(uploads.c.sha256 == sha256, owner)
+        )).mappings().first()
+    return dict(row) if row else None
+
+
+async def get_upload(engine: AsyncEngine, upload_id: int) -> dict | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(
+            sa.select(uploads).where(uploads.c.upload_id == upload_id)
+        )).mappings().first()
+    return dict(row) if row else None
+
+
+async def start_processing(engine: AsyncEngine, upload_id: int) -> int:
+    """Count one more delivery of prepare and mark the upload processing; returns the count."""
+    async with engine.begin() as conn:
+        count = (await conn.execute(
+            uploads.update().where(uploads.c.upload_id == upload_id)
+            .values(delivery_count=uploads.c.delivery_count + 1, status="processing",
+                    processing_started_at=sa.func.coalesce(uploads.c.processing_started_at,
+                                                           now()), error=None)
+            .returning(uploads.c.delivery_count)
+        )).scalar_one_or_none()
+    if count is None:
+        raise LookupError(f"upload {upload_id} does not exist")
+    return count
+
+
+async def set_thumbnail(engine: AsyncEngine, upload_id: int, thumbnail_path: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
+                           .values(thumbnail_path=thumbnail_path))
+
+
+async def mark_failed(engine: AsyncEngine, upload_id: int, error: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            uploads.update().where(uploads.c.upload_id == upload_id)
+            .values(status="failed", error=error[:2000], is_processed=False,
+                    processing_completed_at=now())
+        )
+
+
+async def reset_for_retry(engine: AsyncEngine, upload_id: int) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
+                           .values(status="queued", error=None, delivery_count=0))
+
+
+async def active_methods(engine: AsyncEngine) -> dict[str, dict]:
+    """Active methods by name: ``{"prnu": {"method_id": 2, "weight": 0.6}, ...}``."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(detection_methods.c.method_id, detection_methods.c.method_name,
+                      detection_methods.c.weight)
+            .where(detection_methods.c.is_active.is_(True))
+            .order_by(detection_methods.c.method_id)
+        )
+        return {r.method_name: {"method_id": r.method_id, "weight": float(r.weight or 0)}
+                for r in rows}
+
+
+def _dec(value: float, places: str) -> Decimal:
+    return Decimal(str(value)).quantize(Decimal(places))
+
+
+async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: bool | None,
+                       confidence: float, processing_time: float, algorithm_version: str,
+                       summary: str, methods: list[dict]) -> int:
+    """Write detection_results and every method_results row in one transaction.
+
+    Idempotent: a repeated aggregate updates the same result row (unique upload_id) and the
+    same method rows (unique result_id, method_id). ``methods`` items carry method_id,
+    is_ai_generated, confidence, processing_time and result_details.
+    """
+    values = dict(
+        upload_id=upload_id, is_ai_generated=is_ai_generated,
+        confidence_score=_dec(confidence, "0.0001"),
+        processing_time=_dec(processing_time, "0.001"),
+        algorithm_version=algorithm_version, result_summary=summary, detection_date=now(),
+    )
+    async with engine.begin() as conn:
+        stmt = _insert(engine, detection_results).values(**values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[detection_results.c.upload_id],
+            set_={k: stmt.excluded[k] for k in values if k != "upload_id"},
+        ).returning(detection_results.c.result_id)
+        result_id = (await conn.execute(stmt)).scalar_one()
+        for m in methods:
+            row = dict(
+                result_id=result_id, method_id=m["method_id"],
+                is_ai_generated=m["is_ai_generated"],
+                confidence_score=_dec(m["confidence"], "0.0001"),
+                processing_time=_dec(m["processing_time"], "0.001"),
+                result_details=m["result_details"],
+            )
+            mstmt = _insert(engine, method_results).values(**row)
+            mstmt = mstmt.on_conflict_do_update(
+                index_elements=[method_results.c.result_id, method_results.c.method_id],
+                set_={k: mstmt.excluded[k] for k in row if k not in ("result_id", "method_id")},
+            )
+            await conn.execute(mstmt)
+    return result_id
+
+
+async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,
+                 metadata_id: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(detection_results.update()
+                           .where(detection_results.c.result_id == result_id)
+                           .values(metadata_id=metadata_id))
+        await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
+                           .values(status="done", is_processed=True, error=None,
+                                   processing_completed_at=now()))
+
+
+async def result_for_upload(engine: AsyncEngine, upload_id: int) -> dict | None:
+    """The stored verdict with its per-method rows, keyed by method name."""
+    async with engine.connect() as conn:
+        result = (await conn.execute(
+            sa.select(detection_results).where(detection_results.c.upload_id == upload_id)
+        )).mappings().first()
+        if result is None:
+            return None
+        rows = await conn.execute(
+            sa.select(method_results, detection_methods.c.method_name)
+            .join(detection_methods, detection_methods.c.method_id == method_results.c.method_id)
+            .where(method_results.c.result_id == result["result_id"])
+        )
+        methods = {}
+        for r in rows.mappings():
+            details = r["result_details"] or {}
+            methods[r["method_name"]] = {
+                "is_ai_generated": r["is_ai_generated"],
+                "confidence": float(r["confidence_score"]),
+                "status": details.get("status", "ok"),
+                "error": details.get("error"),
+            }
+    return {**dict(result), "methods": methods}

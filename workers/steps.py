@@ -1,0 +1,258 @@
+"""The pipeline's steps: load by id, call the pure code, save. Shared by the Celery tasks
+and by the embedded runner (``skygate scan``), so both run the same code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import ensemble
+from pipeline.decode import (
+    InvalidImage,
+    decode_image,
+    make_thumbnail,
+    pixels_from_bytes,
+    pixels_to_bytes,
+    sniff_format,
+    validate_image,
+)
+from pipeline.document import build_metadata_document
+from pipeline.ela import to_png
+from pipeline.exif import analyze_metadata
+from pipeline.features import neutralise
+from pipeline.heatmap import anomalies_from_map, combine_block_maps, render_heatmap
+from pipeline.methods import detect_ela, detect_prnu, detect_texture
+from pipeline.model import detect_model
+from schemas.messages import IngestRequest
+from schemas.results import MethodResult
+from schemas.settings import Settings
+from storage import repository as repo
+from storage.context import Storage
+
+log = logging.getLogger("skygate.pipeline")
+
+
+@dataclass
+class IngestOutcome:
+    upload_id: int
+    sha256: str
+    status: str  # queued | duplicate | failed
+    error: str | None = None
+    needs_processing: bool = False
+
+
+async def ingest_bytes(storage: Storage, settings: Settings, *, data: bytes,
+                       original_file_name: str, user_id: int | None) -> IngestOutcome:
+    """Validate, store the blob, insert the upload (committed before anything is enqueued).
+
+    Invalid bytes are still recorded, as a failed upload with the reason.
+    """
+    sha = hashlib.sha256(data).hexdigest()
+    existing = await repo.find_upload_by_sha(storage.engine, sha256=sha, user_id=user_id)
+    if existing is not None:
+        status = existing["status"]
+        if status == "done":
+            return IngestOutcome(existing["upload_id"], sha, "duplicate")
+        if status == "failed":
+            return IngestOutcome(existing["upload_id"], sha, "failed", existing["error"])
+        # queued/processing from an interrupted run: process it again (writes are idempotent).
+        return IngestOutcome(existing["upload_id"], sha, "queued", needs_processing=True)
+    error = None
+    try:
+        file_type, mime, _, _ = validate_image(
+            data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+    except InvalidImage as exc:
+        error = str(exc)
+        try:
+            file_type, mime = sniff_format(data)
+        except InvalidImage:
+            file_type, mime = "unknown", "application/octet-stream"
+    suffix = "" if file_type == "unknown" else f".{file_type}"
+    # Oversized files are not kept: the row records them, the blob store does not.
+    key = storage.blobs.key_for(sha, suffix) if len(data) > settings.max_upload_bytes else (
+        storage.blobs.put(data, suffix=suffix))
+    upload_id, created = await repo.create_upload(
+        storage.engine, user_id=user_id, file_name=Path(key).name,
+        original_file_name=original_file_name, file_path=key, file_size=len(data),
+        file_type=file_type, mime_type=mime, sha256=sha,
+    )
+    if error:
+        await repo.mark_failed(storage.engine, upload_id, error)
+        log.warning("upload rejected", extra={"upload_id": upload_id,
+                                              "file": original_file_name, "reason": error})
+        return IngestOutcome(upload_id, sha, "failed", error)
+    return IngestOutcome(upload_id, sha, "queued", needs_processing=True)
+
+
+async def ingest_request(storage: Storage, settings: Settings,
+                         request: IngestRequest) -> IngestOutcome:
+    if request.blob_key:
+        data = storage.blobs.get(request.blob_key)
+    else:
+        path = Path(request.path)
+        if path.stat().st_size > settings.max_upload_bytes:
+            data = path.read_bytes()[: settings.max_upload_bytes + 1]
+        else:
+            data = path.read_bytes()
+    return await ingest_bytes(storage, settings, data=data,
+                              original_file_name=request.original_file_name,
+                              user_id=request.user_id)
+
+
+async def prepare(storage: Storage, settings: Settings, upload_id: int) -> tuple[
+        str | None, list[str]]:
+    """Decode once; cache native and neutral pixels and a thumbnail in the blob store.
+
+    Returns (manifest blob key, active method names), or (None, []) when the upload failed.
+    """
+    deliveries = await repo.start_processing(storage.engine, upload_id)
+    if deliveries > settings.max_deliveries:
+        # It was delivered again and again: the image most likely kills its worker.
+        reason = (f"gave up after {deliveries - 1} deliveries: processing this image "
+                  "repeatedly killed its worker (poison image)")
+        await repo.mark_failed(storage.engine, upload_id, reason)
+        return None, []
+    upload = await repo.get_upload(storage.engine, upload_id)
+    try:
+        decoded = decode_image(storage.blobs.get(upload["file_path"]),
+                               max_pixels=settings.max_image_pixels)
+    except InvalidImage as exc:
+        await repo.mark_failed(storage.engine, upload_id, str(exc))
+        log.warning("cannot decode", extra={"upload_id": upload_id, "reason": str(exc)})
+        return None, []
+    rgb = decoded.rgb
+    native_key = storage.blobs.put(pixels_to_bytes(rgb), suffix=".npy")
+    neutral_key = storage.blobs.put(pixels_to_bytes(neutralise(rgb)), suffix=".npy")
+    thumb_key = storage.blobs.put(make_thumbnail(rgb), suffix=".jpg")
+    await repo.set_thumbnail(storage.engine, upload_id, thumb_key)
+    manifest = {
+        "upload_id": upload_id, "user_id": upload["user_id"],
+        "original_key": upload["file_path"], "native_key": native_key,
+        "neutral_key": neutral_key, "thumbnail_key": thumb_key,
+        "file_info": asdict(decoded.info),
+    }
+    manifest_key = storage.blobs.put(json.dumps(manifest, sort_keys=True).encode(),
+                                     suffix=".json")
+    methods = list(await repo.active_methods(storage.engine))
+    return manifest_key, methods
+
+
+def _pixels(storage: Storage, key: str) -> np.ndarray:
+    return pixels_from_bytes(storage.blobs.get(key))
+
+
+async def detect(storage: Storage, settings: Settings, upload_id: int, method: str,
+                 manifest_key: str) -> MethodResult:
+    """Run one method. Pure failures come back as status=error, never as an exception."""
+    manifest = json.loads(storage.blobs.get(manifest_key))
+    if method == "exif":
+        return analyze_metadata(storage.blobs.get(manifest["original_key"]))
+    if method == "model":
+        configs = await storage.documents.active_configurations("model")
+        if not configs:
+            return MethodResult(method="model", status="skipped",
+                                details={"abstain_reason": "no active model configuration"})
+        params = configs[0].parameters.model_dump()
+        result = detect_model(_pixels(storage, manifest["neutral_key"]), params)
+        result.details["config_name"] = configs[0].config_name
+        return result
+    native = _pixels(storage, manifest["native_key"])
+    neutral = _pixels(storage, manifest["neutral_key"])
+    if method == "prnu":
+        return detect_prnu(native, neutral)
+    if method == "texture":
+        return detect_texture(native, neutral)
+    if method == "ela":
+        result, image = detect_ela(native, neutral, quality=settings.ela_quality)
+        result.details["ela_image_path"] = storage.blobs.put(to_png(image), suffix=".png")
+        return result
+    return MethodResult(method=method, status="skipped",
+                        details={"abstain_reason": f"no implementation for method {method!r}"})
+
+
+def error_result(method: str, exc: BaseException) -> MethodResult:
+    return MethodResult(method=method, status="error",
+                        error=f"{type(exc).__name__}: {exc}"[:1000])
+
+
+async def aggregate(storage: Storage, settings: Settings, upload_id: int, manifest_key: str,
+                    raw_results: list) -> dict:
+    """Weighted verdict, heatmap, one SQL transaction, the document; safe to repeat."""
+    active = await repo.active_methods(storage.engine)
+    by_method: dict[str, MethodResult] = {}
+    for raw in raw_results:
+        if not raw:
+            continue
+        r = MethodResult.model_validate(raw)
+        # A redelivered header task may report twice: keep an ok result over an error.
+        if r.method not in by_method or by_method[r.method].status != "ok":
+            by_method[r.method] = r
+    for name in active:
+        by_method.setdefault(name, MethodResult(method=name, status="error",
+                                                error="no result reached aggregate"))
+    weights = {name: info["weight"] for name, info in active.items()}
+    verdict = ensemble.aggregate(list(by_method.values()), weights)
+
+    manifest = json.loads(storage.blobs.get(manifest_key))
+    maps = {m: r.block_map for m, r in by_method.items() if r.block_map and m in ("prnu", "texture")}
+    combined = combine_block_maps(maps, weights=weights)
+    heatmap_key, anomalies = None, []
+    if combined is not None:
+        from PIL import Image
+        import io
+        thumb = np.asarray(Image.open(io.BytesIO(storage.blobs.get(manifest["thumbnail_key"])))
+                           .convert("RGB"))
+        heatmap_key = storage.blobs.put(render_heatmap(combined, thumb), suffix=".png")
+        info = manifest["file_info"]
+        anomalies = anomalies_from_map(combined, (info["height"], info["width"]))
+
+    upload = await repo.get_upload(storage.engine, upload_id)
+    started = upload["processing_started_at"] or datetime.now(UTC)
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    elapsed = max(0.0, (datetime.now(UTC) - started).total_seconds())
+    rows = []
+    for name, r in by_method.items():
+        if name not in active:
+            continue
+        rows.append({
+            "method_id": active[name]["method_id"], "is_ai_generated": r.is_ai_generated,
+            "confidence": r.confidence, "processing_time": r.processing_time,
+            "result_details": {"status": r.status, "error": r.error,
+                               "ai_probability": r.ai_probability, **r.details},
+        })
+    result_id = await repo.save_results(
+        storage.engine, upload_id=upload_id, is_ai_generated=verdict.is_ai_generated,
+        confidence=verdict.confidence, processing_time=elapsed,
+        algorithm_version=verdict.algorithm_version, summary=verdict.summary, methods=rows)
+    doc = build_metadata_document(
+        result_id=result_id, upload_id=upload_id, user_id=upload["user_id"],
+        file_info=manifest["file_info"], results=by_method, verdict=verdict,
+        heatmap_path=heatmap_key, anomalies=anomalies)
+    metadata_id = await storage.documents.upsert_detection_metadata(doc)
+    await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
+                      metadata_id=metadata_id)
+    return {"upload_id": upload_id, "result_id": result_id,
+            "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}
+
+
+async def run_all(storage: Storage, settings: Settings, upload_id: int) -> None:
+    """The whole canvas in one process, for the embedded default."""
+    manifest_key, methods = await prepare(storage, settings, upload_id)
+    if manifest_key is None:
+        return
+    results = []
+    for method in methods:
+        try:
+            results.append((await detect(storage, settings, upload_id, method, manifest_key))
+                           .model_dump(mode="json"))
+        except Exception as exc:  # noqa: BLE001 - one broken method never loses the verdict
+            log.exception("method failed", extra={"upload_id": upload_id, "method": method})
+            results.append(error_result(method, exc).model_dump(mode="json"))
+    await aggregate(storage, settings, upload_id, manifest_key, results)

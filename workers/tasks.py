@@ -1,0 +1,99 @@
+"""Thin Celery tasks with stable public names. Each: load by id, call a step, hand on ids."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import chord
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_shutdown
+from pydantic import ValidationError
+from pymongo.errors import AutoReconnect
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from schemas.messages import IngestRequest
+from schemas.results import METHOD_NAMES
+from workers import app, runtime, steps
+
+log = logging.getLogger("skygate.tasks")
+
+# Retried with backoff: a database or Mongo connection that drops. Nothing else is retried.
+TRANSIENT = (OperationalError, AutoReconnect, ConnectionError)
+RELIABLE = dict(acks_late=True, reject_on_worker_lost=True, autoretry_for=TRANSIENT,
+                retry_backoff=True, retry_backoff_max=60, max_retries=5)
+
+
+@worker_process_shutdown.connect
+def _close_storage(**_):
+    runtime.shutdown()
+
+
+@app.task(name="skygate.ingest", **RELIABLE)
+def ingest(**kwargs) -> dict:
+    try:
+        request = IngestRequest.model_validate(kwargs)
+    except ValidationError as exc:
+        # A malformed message is logged and dropped, never retried and never fatal.
+        log.error("rejected ingest message: %s", exc.errors(include_url=False))
+        return {"status": "rejected", "error": str(exc)}
+    try:
+        outcome = runtime.run(steps.ingest_request, request)
+    except (FileNotFoundError, KeyError) as exc:
+        log.error("ingest source not found: %s", exc)
+        return {"status": "rejected", "error": f"source not found: {exc}"}
+    if outcome.needs_processing:
+        # The row is committed (ingest_request returned): only now enqueue.
+        prepare.delay(outcome.upload_id)
+    return {"upload_id": outcome.upload_id, "sha256": outcome.sha256, "status": outcome.status,
+            "error": outcome.error}
+
+
+@app.task(name="skygate.prepare", **RELIABLE)
+def prepare(upload_id: int) -> dict:
+    manifest_key, methods = runtime.run(steps.prepare, upload_id)
+    if manifest_key is None:
+        return {"upload_id": upload_id, "status": "failed"}
+    header = [DETECT_TASKS[m].s(upload_id, manifest_key) for m in methods if m in DETECT_TASKS]
+    body = aggregate.s(upload_id, manifest_key).on_error(upload_failed.si(upload_id))
+    chord(header)(body)
+    return {"upload_id": upload_id, "status": "processing", "methods": methods}
+
+
+def _make_detect_task(method: str):
+    def detect(upload_id: int, manifest_key: str) -> dict:
+        try:
+            result = runtime.run(steps.detect, upload_id, method, manifest_key)
+        except SoftTimeLimitExceeded:
+            log.error("method %s hit its soft time limit on upload %s", method, upload_id)
+            result = steps.error_result(method, TimeoutError(
+                f"time limit of {app.conf.task_soft_time_limit}s exceeded"))
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # noqa: BLE001 - status=error keeps the chord alive
+            log.exception("method %s failed on upload %s", method, upload_id)
+            result = steps.error_result(method, exc)
+        return result.model_dump(mode="json")
+
+    detect.__name__ = f"detect_{method}"
+    detect.__qualname__ = detect.__name__
+    return app.task(name=f"skygate.detect.{method}", **RELIABLE)(detect)
+
+
+DETECT_TASKS = {m: _make_detect_task(m) for m in METHOD_NAMES}
+
+
+@app.task(name="skygate.aggregate", **RELIABLE)
+def aggregate(results: list, upload_id: int, manifest_key: str) -> dict:
+    return runtime.run(steps.aggregate, upload_id, manifest_key, results)
+
+
+@app.task(name="skygate.upload_failed", **RELIABLE)
+def upload_failed(upload_id: int) -> None:
+    # The chord failed (a header task died past its hard limit): never leave it "processing".
+    async def mark(storage, settings, upload_id):
+        from storage import repository
+
+        await repository.mark_failed(storage.engine, upload_id,
+                                     "detection did not complete (a method task was lost)")
+
+    runtime.run(mark, upload_id)
