@@ -1,0 +1,101 @@
+"""Validation and decoding of hostile and broken input: clear errors, never crashes."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.decode import InvalidImage, decode_image, sniff_format, validate_image
+from tests.images import encode, noisy_photo
+
+LIMITS = dict(max_bytes=10_000_000, max_pixels=20_000_000)
+
+
+def test_type_is_sniffed_by_content_not_name():
+    assert sniff_format(encode(noisy_photo(), fmt="JPEG")) == ("jpeg", "image/jpeg")
+    assert sniff_format(encode(noisy_photo()))[0] == "png"
+    assert sniff_format(encode(noisy_photo(), fmt="WEBP"))[0] == "webp"
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file"),
+    (b"hello, I am a text file\n", "not a supported image"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "SVG"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "HEIC"),
+])
+def test_non_images_get_a_clear_reason(data, reason):
+    with pytest.raises(InvalidImage, match=reason):
+        validate_image(data, **LIMITS)
+
+
+def test_truncated_png_fails_verify_or_decode():
+    data = encode(noisy_photo())
+    truncated = data[: len(data) // 2]
+    with pytest.raises(InvalidImage):
+        validate_image(truncated, **LIMITS)
+        decode_image(truncated, max_pixels=LIMITS["max_pixels"])
+
+
+def test_truncated_jpeg_fails_decode_with_reason():
+    data = encode(noisy_photo(), fmt="JPEG")
+    with pytest.raises(InvalidImage, match="cannot decode jpeg"):
+        decode_image(data[: len(data) // 3], max_pixels=LIMITS["max_pixels"])
+
+
+def test_corrupt_jpeg_body():
+    data = bytearray(encode(noisy_photo(), fmt="JPEG"))
+    data[200:] = b"\x00" * (len(data) - 200)
+    with pytest.raises(InvalidImage):
+        decode_image(bytes(data), max_pixels=LIMITS["max_pixels"])
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims a huge image: a decompression bomb's first bytes."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    bomb = _png_header_only(50_000, 50_000)
+    with pytest.raises(InvalidImage, match="over the limit|decompression bomb"):
+        validate_image(bomb, **LIMITS)
+    with pytest.raises(InvalidImage, match="over the limit|decompression bomb"):
+        decode_image(bomb, max_pixels=LIMITS["max_pixels"])
+
+
+def test_oversized_file_is_refused():
+    with pytest.raises(InvalidImage, match="over the limit"):
+        validate_image(encode(noisy_photo()), max_bytes=100, max_pixels=10**8)
+
+
+def test_decode_reports_file_info_and_native_pixels():
+    arr = noisy_photo(rows=120, cols=200)
+    decoded = decode_image(encode(arr, fmt="JPEG", quality=75), max_pixels=10**8)
+    assert decoded.rgb.shape == (120, 200, 3) and decoded.rgb.dtype == np.uint8
+    info = decoded.info
+    assert (info.width, info.height, info.color_space, info.bit_depth) == (200, 120, "RGB", 8)
+    assert info.compression.startswith("JPEG")
+    assert abs(info.jpeg_quality - 75) <= 3
+
+
+def test_sixteen_bit_and_palette_and_alpha_decode_to_rgb():
+    grey16 = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    out = io.BytesIO()
+    Image.fromarray(grey16).save(out, format="PNG")
+    d = decode_image(out.getvalue(), max_pixels=10**8)
+    assert d.rgb.shape == (64, 64, 3) and d.info.bit_depth == 16
+    rgba = np.dstack([noisy_photo(rows=64, cols=64), np.full((64, 64), 128, np.uint8)])
+    assert decode_image(encode(rgba), max_pixels=10**8).info.color_space == "RGBA"
+    pal = Image.fromarray(noisy_photo(rows=64, cols=64)).convert("P")
+    out = io.BytesIO()
+    pal.save(out, format="GIF")
+    assert decode_image(out.getvalue(), max_pixels=10**8).rgb.shape == (64, 64, 3)
