@@ -1,0 +1,224 @@
+"""End to end with real parts: a Celery worker process on Redis (broker and results),
+PostgreSQL, and the Mongo wire-protocol server; files sent with ``skygate submit``."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from pymongo import MongoClient
+
+from tests.conftest import REDIS_URL, ROOT, _pg_admin, corpus_dir, run
+from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster(pg_url, mongo_url, tmp_path_factory):
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001
+        from tests.conftest import unavailable
+
+        unavailable(f"Redis not reachable at {REDIS_URL}: {exc}")
+    name = pg_url.rsplit("/", 1)[1] + "_pipe"
+    run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    db_index = random.randint(1, 15)
+    data_dir = tmp_path_factory.mktemp("cluster")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")},
+        "SKYGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/" + name,
+        "SKYGATE_MONGO_URL": f"{mongo_url}/pipe_{uuid.uuid4().hex[:8]}",
+        "SKYGATE_BROKER_URL": f"{REDIS_URL}/{db_index}",
+        "SKYGATE_RESULT_BACKEND": f"{REDIS_URL}/{db_index}",
+        "SKYGATE_DATA_DIR": str(data_dir),
+    }
+    up = subprocess.run([sys.executable, "-m", "skygate.cli", "db", "upgrade"], env=env,
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    log = open(data_dir / "worker.log", "w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info", "-c", "2",
+         "-Q", "ingest,detect,model,aggregate", "-n", f"test-{uuid.uuid4().hex[:6]}@%h",
+         "--without-gossip", "--without-mingle"],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "ready." in (data_dir / "worker.log").read_text():
+            break
+        assert worker.poll() is None, (data_dir / "worker.log").read_text()[-3000:]
+        time.sleep(0.5)
+    else:
+        worker.kill()
+        pytest.fail("worker did not become ready")
+    yield {"env": env, "data_dir": data_dir, "db_url": env["SKYGATE_DATABASE_URL"],
+           "mongo_url": env["SKYGATE_MONGO_URL"], "log": data_dir / "worker.log"}
+    worker.terminate()
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+    log.close()
+    run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def submit(cluster, *paths, out):
+    result = subprocess.run(
+        [sys.executable, "-m", "skygate.cli", "submit", *map(str, paths), "--wait",
+         "--out", str(out), "--timeout", "600"],
+        env=cluster["env"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    return result, records
+
+
+def sql(cluster, query, **params):
+    from storage.db import create_engine
+
+    async def go():
+        engine = create_engine(cluster["db_url"].replace("postgresql://", "postgresql+asyncpg://"))
+        try:
+            async with engine.connect() as conn:
+                return (await conn.execute(sa.text(query), params)).all()
+        finally:
+            await engine.dispose()
+
+    return run(go())
+
+
+def mongo(cluster):
+    client = MongoClient(cluster["mongo_url"])
+    return client, client.get_default_database()
+
+
+SECTIONS = ("file_info", "exif_data", "pixel_analysis", "model_results", "visual_anomalies",
+            "aggregated_results", "created_at", "updated_at", "result_id", "upload_id")
+
+
+def test_sd_parameters_png_is_called_ai_with_high_confidence(cluster, tmp_path):
+    path = tmp_path / "sd.png"
+    path.write_bytes(encode(smooth_scene(seed=11), text={"parameters": SD_PARAMETERS}))
+    result, records = submit(cluster, path, out=tmp_path / "r.jsonl")
+    assert result.returncode == 0, result.stderr + result.stdout
+    (record,) = records
+    assert record["status"] == "done"
+    assert record["is_ai_generated"] is True and record["confidence"] >= 0.95
+    assert set(record["methods"]) == {"exif", "prnu", "ela", "texture", "model"}
+
+
+@pytest.mark.corpus
+def test_twenty_corpus_images_give_twenty_results_rows_and_documents(cluster, tmp_path):
+    ai = sorted(corpus_dir("ai").iterdir())
+    real = sorted(p for p in corpus_dir("real").iterdir() if p.suffix.lower() == ".jpg")
+    web = sorted(corpus_dir("real_web").iterdir())
+    files = ai[::6][:8] + real[::12][:7] + web[::8][:5]
+    assert len(files) == 20
+    result, records = submit(cluster, *files, out=tmp_path / "corpus.jsonl")
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    assert len(records) == 20 and all(r["status"] == "done" for r in records), records
+    ids = [r["upload_id"] for r in records]
+    rows = sql(cluster, "SELECT r.upload_id, count(m.method_result_id), r.metadata_id, "
+                        "u.is_processed, u.processing_completed_at FROM detection_results r "
+                        "JOIN method_results m USING (result_id) JOIN uploads u USING (upload_id) "
+                        "WHERE r.upload_id = ANY(:ids) GROUP BY r.upload_id, r.metadata_id, "
+                        "u.is_processed, u.processing_completed_at", ids=ids)
+    assert len(rows) == 20
+    assert all(n == 5 and meta and processed and done for _, n, meta, processed, done in rows)
+    client, db = mongo(cluster)
+    try:
+        docs = list(db["detection_metadata"].find({"upload_id": {"$in": ids}}))
+    finally:
+        client.close()
+    assert len(docs) == 20
+    for doc in docs:
+        assert all(section in doc for section in SECTIONS)
+        assert doc["file_info"]["dimensions"]["width"] > 0
+        assert doc["pixel_analysis"]["ela_results"]["ela_image_path"]
+        assert doc["aggregated_results"]["contributing_factors"]
+    declared = [r for r in records if "comfyanonymo" in r["path"]]
+    assert declared and all(r["is_ai_generated"] is True for r in declared)
+
+
+def test_repeated_upload_and_redelivered_pipeline_leave_no_duplicates(cluster, tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(encode(noisy_photo(rows=300, cols=400, seed=5), fmt="JPEG"))
+    _, first = submit(cluster, path, out=tmp_path / "a.jsonl")
+    _, second = submit(cluster, path, out=tmp_path / "b.jsonl")
+    assert first[0]["status"] == "done" and second[0]["status"] == "duplicate"
+    upload_id = first[0]["upload_id"]
+    assert second[0]["upload_id"] == upload_id
+    # Run the whole canvas for the same upload again, as a redelivery would.
+    from workers import app
+
+    app.conf.broker_url = cluster["env"]["SKYGATE_BROKER_URL"]
+    app.conf.result_backend = cluster["env"]["SKYGATE_RESULT_BACKEND"]
+    before = sql(cluster, "SELECT detection_date FROM detection_results WHERE upload_id = :u",
+                 u=upload_id)[0][0]
+    app.send_task("skygate.prepare", args=[upload_id]).get(timeout=120)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        now = sql(cluster, "SELECT detection_date FROM detection_results WHERE upload_id = :u",
+                  u=upload_id)[0][0]
+        if now > before:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the repeated canvas did not aggregate")
+    counts = sql(cluster, "SELECT count(DISTINCT r.result_id), count(m.method_result_id) "
+                          "FROM detection_results r JOIN method_results m USING (result_id) "
+                          "WHERE r.upload_id = :u", u=upload_id)[0]
+    assert tuple(counts) == (1, 5)
+    client, db = mongo(cluster)
+    try:
+        assert db["detection_metadata"].count_documents({"upload_id": upload_id}) == 1
+    finally:
+        client.close()
+
+
+def test_a_failing_method_is_recorded_and_the_verdict_still_stored(cluster, tmp_path):
+    client, db = mongo(cluster)
+    configs = db["system_configuration"]
+    original = configs.find_one({"config_name": "default_model"})
+    configs.update_one({"_id": original["_id"]},
+                       {"$set": {"parameters.model_path": "/nonexistent/broken.onnx"}})
+    try:
+        path = tmp_path / "x.jpg"
+        path.write_bytes(encode(noisy_photo(rows=256, cols=256, seed=8), fmt="JPEG",
+                                exif={0x010F: "Nikon", 0x0110: "D70"}))
+        result, (record,) = submit(cluster, path, out=tmp_path / "r.jsonl")
+    finally:
+        configs.replace_one({"_id": original["_id"]}, original)
+        client.close()
+    assert record["status"] == "done"
+    assert record["methods"]["model"]["status"] == "error"
+    assert "model file not found" in record["methods"]["model"]["error"]
+    assert record["methods"]["exif"]["status"] == "ok"
+    assert record["confidence"] is not None
+    assert "method model failed" in cluster["log"].read_text()
+
+
+def test_bad_files_end_as_recorded_failures(cluster, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    good = encode(noisy_photo(seed=9))
+    (tmp_path / "truncated.png").write_bytes(good[: len(good) // 2])
+    result, records = submit(cluster, tmp_path / "notes.txt", tmp_path / "truncated.png",
+                             out=tmp_path / "r.jsonl")
+    assert result.returncode == 1
+    by_name = {os.path.basename(r["path"]): r for r in records}
+    assert by_name["notes.txt"]["status"] == "failed"
+    assert "not a supported image" in by_name["notes.txt"]["error"]
+    assert by_name["truncated.png"]["status"] == "failed"
+    rows = sql(cluster, "SELECT status, error FROM uploads WHERE upload_id = ANY(:ids)",
+               ids=[r["upload_id"] for r in records])
+    assert all(status == "failed" and error for status, error in rows)
