@@ -165,7 +165,13 @@ def test_repeated_upload_and_redelivered_pipeline_leave_no_duplicates(cluster, t
     app.conf.result_backend = cluster["env"]["SKYGATE_RESULT_BACKEND"]
     before = sql(cluster, "SELECT detection_date FROM detection_results WHERE upload_id = :u",
                  u=upload_id)[0][0]
-    app.send_task("skygate.prepare", args=[upload_id]).get(timeout=120)
+    pending = app.send_task("skygate.prepare", args=[upload_id])
+    pending.get(timeout=120)
+    # Release the result's Redis subscription now, not in __del__ at interpreter exit.
+    del pending
+    import gc
+
+    gc.collect()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         now = sql(cluster, "SELECT detection_date FROM detection_results WHERE upload_id = :u",

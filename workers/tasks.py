@@ -9,7 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_shutdown
 from pydantic import ValidationError
 from pymongo.errors import AutoReconnect
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from schemas.messages import IngestRequest
 from schemas.results import METHOD_NAMES
