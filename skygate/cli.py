@@ -166,7 +166,9 @@ def batch_options(fn):
 @click.argument("paths", nargs=-1, required=True)
 @batch_options
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
-def scan(paths, out, csv_path, recursive, include, exclude, as_json, workers):
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="write a self-contained HTML report")
+def scan(paths, out, csv_path, recursive, include, exclude, as_json, workers, report):
     """Run the whole pipeline here, with no servers (the embedded default)."""
     from skygate.batch import Outputs, default_workers, run_embedded
 
@@ -179,6 +181,8 @@ def scan(paths, out, csv_path, recursive, include, exclude, as_json, workers):
     outputs = Outputs(out, csv_path)
     n = min(workers or default_workers(), len(files))
     _run_batch(run_embedded(files, workers=n), len(files), outputs, as_json=as_json)
+    if report:
+        _write_report(settings, outputs.records, report)
     sys.exit(1 if outputs.counts["failed"] or outputs.counts["skipped"] else 0)
 
 
@@ -201,6 +205,18 @@ def submit(paths, out, csv_path, recursive, include, exclude, as_json, wait, tim
     _run_batch(submit_files(settings, files, wait=wait, timeout=timeout), len(files), outputs,
                as_json=as_json)
     sys.exit(1 if outputs.counts["failed"] or outputs.counts["skipped"] else 0)
+
+
+def _write_report(settings: Settings, records: list[dict], path: Path) -> None:
+    from skygate.report import build_report
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(settings) as storage:
+            return await build_report(storage, records)
+
+    path.write_text(asyncio.run(go()))
+    click.echo(f"report: {path}", err=True)
 
 
 @main.command()

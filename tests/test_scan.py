@@ -44,8 +44,9 @@ def mixed_folder(tmp_path):
 def test_scan_judges_good_files_reports_bad_ones_and_resumes(mixed_folder, tmp_path):
     out = tmp_path / "results.jsonl"
     data_dir = tmp_path / "var"
+    report = tmp_path / "report.html"
     first, first_time = scan(mixed_folder, "--out", out, "--csv", tmp_path / "r.csv",
-                             "--workers", "2", data_dir=data_dir)
+                             "--workers", "2", "--report", report, data_dir=data_dir)
     assert first.returncode == 1, first.stderr
     records = {os.path.basename(r["path"]): r for r in map(json.loads, out.read_text().splitlines())}
     assert set(records) == {"good.jpg", "render.png", "corrupt.jpg", "empty.png", "readme.txt",
@@ -58,6 +59,12 @@ def test_scan_judges_good_files_reports_bad_ones_and_resumes(mixed_folder, tmp_p
         assert records[bad]["status"] == "failed" and reason in records[bad]["error"], bad
     assert "failed 4" in first.stdout
     assert (tmp_path / "r.csv").read_text().count("\n") == 7
+    page = report.read_text()
+    assert all(name in page for name in records)
+    # Thumbnail, ELA image and heatmap for each judged image, inlined.
+    assert page.count('alt="ELA"') == 2 and page.count('alt="heatmap"') == 2
+    assert page.count("data:image/") == 6
+    assert "<b>AI</b>" in page and "FAILED" in page
 
     second, second_time = scan(mixed_folder, "--out", out, data_dir=data_dir)
     again = {os.path.basename(r["path"]): r for r in map(json.loads, out.read_text().splitlines())}
