@@ -11,7 +11,7 @@ result_backend = _settings.result_backend or (
     _settings.broker_url if (_settings.broker_url or "").startswith("redis") else "cache+memory://"
 )
 
-# Messages carry ids and small JSON, never image bytes and never pickle.
+# Messages carry ids and small JSON, never image bytes; JSON is the only accepted content.
 task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
