@@ -28,6 +28,22 @@ def _vote(method: str, features: dict, calibration: dict | None) -> tuple:
     return p, verdict, confidence, reason
 
 
+def _scored(method: str, neutral: np.ndarray, calibration: dict | None, started: float,
+            details: dict, block_map: np.ndarray) -> MethodResult:
+    """Calibrated vote on the neutral view, assembled with the method's own details."""
+    features, _ = compute_features(neutral, groups=(method,))
+    p, verdict, confidence, reason = _vote(method, features, calibration)
+    details = {**details, "is_suspicious": bool(verdict),
+               "features": {k: round(features[k], 5) for k in METHOD_FEATURES[method]}}
+    if reason:
+        details["abstain_reason"] = reason
+    return MethodResult(
+        method=method, ai_probability=p, is_ai_generated=verdict,
+        confidence=round(confidence, 4), processing_time=time.perf_counter() - started,
+        details=details, block_map=np.round(block_map, 3).tolist(),
+    )
+
+
 def _small(rgb: np.ndarray) -> bool:
     return min(rgb.shape[:2]) < MIN_SIDE
 
@@ -57,25 +73,15 @@ def detect_prnu(native: np.ndarray, neutral: np.ndarray, *,
     if _small(native):
         return _abstain("prnu", f"image smaller than {MIN_SIDE} px", started)
     raw = residual_statistics(luminance(center_crop(native, max_side=MAX_SIDE)))
-    features, _ = compute_features(neutral, groups=("prnu",))
-    p, verdict, confidence, reason = _vote("prnu", features, calibration)
     peaks = raw["peaks"]
     # The seed's pattern_score: the strongest periodic residual peak (log10 power ratio).
     pattern = max([v for k, v in peaks.items()] or [0.0])
     details = {
         "pattern_score": round(pattern, 4),
-        "is_suspicious": bool(verdict),
         "native": {**_round({k: v for k, v in raw.items() if k != "peaks"}),
                    "peaks": {k: round(v, 4) for k, v in peaks.items()}},
-        "features": {k: round(features[k], 5) for k in METHOD_FEATURES["prnu"]},
     }
-    if reason:
-        details["abstain_reason"] = reason
-    return MethodResult(
-        method="prnu", ai_probability=p, is_ai_generated=verdict, confidence=round(confidence, 4),
-        processing_time=time.perf_counter() - started, details=details,
-        block_map=np.round(raw["block_map"], 3).tolist(),
-    )
+    return _scored("prnu", neutral, calibration, started, details, raw["block_map"])
 
 
 def detect_texture(native: np.ndarray, neutral: np.ndarray, *,
@@ -85,21 +91,8 @@ def detect_texture(native: np.ndarray, neutral: np.ndarray, *,
     if _small(native):
         return _abstain("texture", f"image smaller than {MIN_SIDE} px", started)
     raw = texture_statistics(luminance(center_crop(native, max_side=MAX_SIDE)))
-    features, _ = compute_features(neutral, groups=("texture",))
-    p, verdict, confidence, reason = _vote("texture", features, calibration)
-    details = {
-        "smoothness_score": round(raw["smooth_share"], 4),
-        "is_suspicious": bool(verdict),
-        "native": _round(raw),
-        "features": {k: round(features[k], 5) for k in METHOD_FEATURES["texture"]},
-    }
-    if reason:
-        details["abstain_reason"] = reason
-    return MethodResult(
-        method="texture", ai_probability=p, is_ai_generated=verdict,
-        confidence=round(confidence, 4), processing_time=time.perf_counter() - started,
-        details=details, block_map=np.round(raw["block_map"], 3).tolist(),
-    )
+    details = {"smoothness_score": round(raw["smooth_share"], 4), "native": _round(raw)}
+    return _scored("texture", neutral, calibration, started, details, raw["block_map"])
 
 
 def detect_ela(native: np.ndarray, neutral: np.ndarray, *, quality: int = 90,
