@@ -15,6 +15,17 @@ from schemas.results import METHOD_NAMES
 
 RECORD_FIELDS = ["path", "sha256", "upload_id", "status", "is_ai_generated", "confidence",
                  "error"]
+CSV_FIELDS = RECORD_FIELDS + [f"{m}_{k}" for m in METHOD_NAMES
+                              for k in ("is_ai_generated", "confidence", "status")]
+
+
+def flatten(record: dict) -> dict:
+    """One CSV row: the record's fields plus ``<method>_<field>`` for each method."""
+    flat = {k: record.get(k) for k in RECORD_FIELDS}
+    for m, info in (record.get("methods") or {}).items():
+        for k in ("is_ai_generated", "confidence", "status"):
+            flat[f"{m}_{k}"] = info.get(k)
+    return flat
 
 
 def walk(paths: list[str], *, recursive: bool = True, include: tuple[str, ...] = (),
@@ -123,9 +134,8 @@ class Outputs:
         self._csv_file = open(csv_path, "w", newline="") if csv_path else None  # noqa: SIM115
         self._csv = None
         if self._csv_file:
-            fields = RECORD_FIELDS + [f"{m}_{k}" for m in METHOD_NAMES
-                                      for k in ("is_ai_generated", "confidence", "status")]
-            self._csv = csv.DictWriter(self._csv_file, fieldnames=fields, extrasaction="ignore")
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_FIELDS,
+                                       extrasaction="ignore")
             self._csv.writeheader()
         self.counts: Counter = Counter()
         self.records: list[dict] = []
@@ -139,14 +149,27 @@ class Outputs:
             self._jsonl.write(json.dumps(record, default=str) + "\n")
             self._jsonl.flush()
         if self._csv:
-            flat = {k: record.get(k) for k in RECORD_FIELDS}
-            for m, info in (record.get("methods") or {}).items():
-                for k in ("is_ai_generated", "confidence", "status"):
-                    flat[f"{m}_{k}"] = info.get(k)
-            self._csv.writerow(flat)
+            self._csv.writerow(flatten(record))
             self._csv_file.flush()
 
     def close(self) -> None:
         for fh in (self._jsonl, self._csv_file):
             if fh:
                 fh.close()
+
+
+async def stored_records(storage, *, upload_id: int | None = None, since=None,
+                         limit: int = 1000) -> list[dict]:
+    """Stored uploads as output records (newest first), for ``skygate results``."""
+    from storage import repository as repo
+
+    rows, _ = await repo.list_uploads(storage.engine, upload_id=upload_id, since=since,
+                                      limit=limit)
+    records = []
+    for row in rows:
+        record = await record_for(storage, path=row["original_file_name"], sha256=row["sha256"],
+                                  upload_id=row["upload_id"], status=row["status"],
+                                  error=row["error"])
+        record["upload_date"] = row["upload_date"]
+        records.append(record)
+    return records

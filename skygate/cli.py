@@ -207,6 +207,68 @@ def submit(paths, out, csv_path, recursive, include, exclude, as_json, wait, tim
     sys.exit(1 if outputs.counts["failed"] or outputs.counts["skipped"] else 0)
 
 
+def _parse_since(value: str | None):
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (use YYYY-MM-DD or ISO 8601)",
+                                 param_hint="--since") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@main.command()
+@click.argument("upload_id", type=int, required=False)
+@click.option("--since", help="only uploads on or after this date (YYYY-MM-DD or ISO 8601)")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+def results(upload_id, since, fmt, limit):
+    """Read stored verdicts back (newest first), from the configured database."""
+    import csv
+
+    from skygate.batch import CSV_FIELDS, flatten, stored_records
+    from storage.context import open_storage
+
+    when = _parse_since(since)
+    settings = Settings()
+
+    async def go():
+        async with open_storage(settings) as storage:
+            return await stored_records(storage, upload_id=upload_id, since=when, limit=limit)
+
+    records = asyncio.run(go())
+    if upload_id is not None and not records:
+        click.echo(f"error: no upload with id {upload_id}", err=True)
+        sys.exit(1)
+    if fmt == "json":
+        for record in records:
+            click.echo(json.dumps(record, default=str))
+    elif fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS + ["upload_date"],
+                                extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow({**flatten(record), "upload_date": record["upload_date"]})
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("id", "file", "status", "verdict", "confidence", "date", "error")
+        for r in records:
+            verdict = ({True: "AI", False: "real", None: "uncertain"}[r["is_ai_generated"]]
+                       if r["status"] in ("done", "duplicate") else "")
+            conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
+            date = r["upload_date"].strftime("%Y-%m-%d %H:%M") if r["upload_date"] else ""
+            table.add_row(str(r["upload_id"]), r["path"], r["status"], verdict, conf, date,
+                          r["error"] or "")
+        Console(width=None if sys.stdout.isatty() else 160).print(table)
+        click.echo(f"{len(records)} upload(s)")
+
+
 def _write_report(settings: Settings, records: list[dict], path: Path) -> None:
     from skygate.report import build_report
     from storage.context import open_storage

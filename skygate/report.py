@@ -17,7 +17,20 @@ function apply(){const v=document.getElementById('f').value,s=document.getElemen
 const cards=[...document.querySelectorAll('.card')];
 cards.forEach(c=>c.style.display=(v==='all'||c.dataset.verdict===v)?'':'none');
 cards.sort((a,b)=>s==='conf'?b.dataset.conf-a.dataset.conf:a.dataset.name.localeCompare(b.dataset.name));
-const list=document.getElementById('list');cards.forEach(c=>list.appendChild(c));}
+const list=document.getElementById('list');cards.forEach(c=>list.appendChild(c));
+const shown=cards.filter(c=>c.style.display!=='none').length;
+document.getElementById('shown').textContent=shown+' of '+cards.length+' shown';
+history.replaceState(null,'','#filter='+encodeURIComponent(v)+'&sort='+s);}
+// A link can carry the view: report.html#filter=AI&sort=conf
+window.addEventListener('load',()=>{
+const h=new URLSearchParams(location.hash.slice(1));
+if(h.get('filter'))document.getElementById('f').value=h.get('filter');
+if(h.get('sort'))document.getElementById('s').value=h.get('sort');
+const imgs=[...document.images],ok=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;
+document.body.dataset.picturesShown=ok;document.body.dataset.picturesTotal=imgs.length;
+document.getElementById('pics').textContent=ok===imgs.length?ok+' pictures':
+(imgs.length-ok)+' of '+imgs.length+' pictures could not be shown';
+apply();});
 """
 
 _STYLE = """
@@ -89,5 +102,6 @@ async def build_report(storage, records: list[dict]) -> str:
         f"<option>all</option><option>AI</option><option>Real</option><option>Uncertain"
         f"</option><option>failed</option></select> Sort <select id='s' onchange='apply()'>"
         f"<option value='name'>name</option><option value='conf'>confidence</option></select>"
+        f" <span id='shown'></span> · <span id='pics'></span>"
         f"</p><div id='list'>{''.join(cards)}</div>"
         f"<script>const DATA={json.dumps([r['path'] for r in records])};</script></body></html>")

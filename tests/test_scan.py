@@ -14,13 +14,17 @@ from tests.conftest import ROOT, run
 from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 
-def scan(*args, data_dir):
+def skygate(command, *args, data_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")}
     env["SKYGATE_DATA_DIR"] = str(data_dir)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "skygate.cli", "scan", *map(str, args)],
+    result = subprocess.run([sys.executable, "-m", "skygate.cli", command, *map(str, args)],
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     return result, time.monotonic() - started
+
+
+def scan(*args, data_dir):
+    return skygate("scan", *args, data_dir=data_dir)
 
 
 @pytest.fixture
@@ -66,11 +70,28 @@ def test_scan_judges_good_files_reports_bad_ones_and_resumes(mixed_folder, tmp_p
     assert page.count("data:image/") == 6
     assert "<b>AI</b>" in page and "FAILED" in page
 
-    second, second_time = scan(mixed_folder, "--out", out, data_dir=data_dir)
+    second, _ = scan(mixed_folder, "--out", out, data_dir=data_dir)
     again = {os.path.basename(r["path"]): r for r in map(json.loads, out.read_text().splitlines())}
     assert again["good.jpg"]["status"] == "duplicate"
     assert again["good.jpg"]["is_ai_generated"] == records["good.jpg"]["is_ai_generated"]
     assert again["corrupt.jpg"]["status"] == "failed"
+
+    # The stored verdicts read back, in each format.
+    listed, _ = skygate("results", "--format", "json", data_dir=data_dir)
+    stored = {r["path"]: r for r in map(json.loads, listed.stdout.splitlines())}
+    assert set(stored) == set(records)
+    assert stored["render.png"]["is_ai_generated"] is True
+    assert stored["readme.txt"]["status"] == "failed" and stored["readme.txt"]["error"]
+    one, _ = skygate("results", records["good.jpg"]["upload_id"], "--format", "csv",
+                     data_dir=data_dir)
+    assert one.returncode == 0 and one.stdout.count("\n") == 2 and "good.jpg" in one.stdout
+    table, _ = skygate("results", "--since", "2000-01-01", data_dir=data_dir)
+    assert "6 upload(s)" in table.stdout and "render.png" in table.stdout
+    future, _ = skygate("results", "--since", "2999-01-01", "--format", "json",
+                        data_dir=data_dir)
+    assert future.returncode == 0 and future.stdout == ""
+    missing, _ = skygate("results", "99999", data_dir=data_dir)
+    assert missing.returncode == 1 and "no upload with id 99999" in missing.stderr
 
 
 def test_scan_usage_errors_exit_2(tmp_path):
@@ -101,3 +122,82 @@ def test_poison_image_is_failed_after_the_delivery_cap(tmp_path):
     key, upload = run(go())
     assert key is None
     assert upload["status"] == "failed" and "poison" in upload["error"]
+
+
+def _chromium() -> str:
+    import shutil
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        from tests.conftest import unavailable
+
+        unavailable("chromium is not installed (.ci/run installs Debian's chromium)")
+    return exe
+
+
+def _rendered_dom(exe: str, url: str, profile) -> str:
+    """The DOM after the page's scripts ran, as headless Chromium sees it."""
+    result = subprocess.run(
+        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
+         "--dump-dom", url],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+class _Cards:
+    """Collects each report card: its name, verdict and whether it is displayed."""
+
+    def __init__(self, dom: str):
+        from html.parser import HTMLParser
+
+        self.cards: list[dict] = []
+        self.body: dict = {}
+        outer = self
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                a = dict(attrs)
+                if tag == "body":
+                    outer.body = a
+                if "card" in (a.get("class") or "").split():
+                    outer.cards.append({"name": a["data-name"], "verdict": a["data-verdict"],
+                                        "hidden": "none" in (a.get("style") or "")})
+
+        Parser().feed(dom)
+
+
+@pytest.mark.slow
+def test_report_renders_every_image_and_verdict_in_headless_chromium(tmp_path):
+    exe = _chromium()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes(encode(noisy_photo(seed=5), fmt="JPEG"))
+    (folder / "render.png").write_bytes(
+        encode(smooth_scene(seed=6), text={"parameters": SD_PARAMETERS}))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out, report = tmp_path / "r.jsonl", tmp_path / "report.html"
+    result, _ = scan(folder, "--out", out, "--report", report, "--workers", "1",
+                     data_dir=tmp_path / "var")
+    assert result.returncode == 1, result.stderr
+    records = {os.path.basename(r["path"]): r for r in map(json.loads, out.read_text().splitlines())}
+
+    dom = _rendered_dom(exe, report.as_uri(), tmp_path / "profile")
+    page = _Cards(dom)
+    shown = {os.path.basename(c["name"]): c for c in page.cards}
+    assert set(shown) == set(records)
+    words = {True: "AI", False: "Real", None: "Uncertain"}
+    for name, rec in records.items():
+        expected = "failed" if rec["status"] == "failed" else words[rec["is_ai_generated"]]
+        assert shown[name]["verdict"] == expected and not shown[name]["hidden"], name
+    # Every picture (thumbnail, ELA image, heatmap per judged image) decoded in the browser.
+    assert page.body["data-pictures-total"] == "6"
+    assert page.body["data-pictures-shown"] == "6"
+    assert "3 of 3 shown" in dom
+
+    # The filter, driven by the link's hash, hides everything but the AI verdicts.
+    filtered = _Cards(_rendered_dom(exe, report.as_uri() + "#filter=AI", tmp_path / "profile"))
+    visible = {os.path.basename(c["name"]) for c in filtered.cards if not c["hidden"]}
+    assert visible == {n for n, r in records.items() if r["is_ai_generated"] is True}
+    assert "render.png" in visible
