@@ -130,6 +130,10 @@ class DetectionMetadata(_Doc):
     aggregated_results: AggregatedResults = Field(default_factory=AggregatedResults)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Additions beyond the seed: every blob this result made or used (so DELETE can remove
+    # them), and the earlier verdicts of this upload when it was rescored.
+    blob_keys: dict[str, str] = Field(default_factory=dict)
+    history: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class InputSize(_Doc):

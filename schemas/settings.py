@@ -31,6 +31,19 @@ class Settings(BaseSettings):
     # Redis redelivers unacked tasks after this; kept far above every hard time limit.
     visibility_timeout: int = 3600
     log_level: str = "INFO"
+    # Log format: "json", "text", or "auto" (JSON unless stderr is a terminal).
+    log_format: str = "auto"
+
+    # HTTP API.
+    api_max_files: int = Field(default=20, description="files per POST /v1/uploads")
+    # An API key's request_limit counts requests in a rolling window of this many seconds.
+    quota_period_seconds: int = 86_400
+    # Behind a proxy, trust X-Forwarded-For for the client IP in usage_logs.
+    trust_forwarded_for: bool = False
+
+    # Flower.
+    flower_port: int = 5555
+    flower_basic_auth: str | None = Field(default=None, description="user:password for Flower")
 
     @property
     def blob_dir(self) -> Path:

@@ -281,6 +281,162 @@ def _write_report(settings: Settings, records: list[dict], path: Path) -> None:
     click.echo(f"report: {path}", err=True)
 
 
+# --- accounts and the HTTP API ------------------------------------------------------------
+
+
+def _engine_call(fn):
+    """Run ``await fn(engine)`` against the configured database (schema brought up first)."""
+    from storage.db import create_engine
+
+    async def go():
+        engine = create_engine(Settings().sqlalchemy_url)
+        try:
+            return await fn(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+@main.group()
+def users() -> None:
+    """Accounts of the HTTP API."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--email", required=True)
+@click.option("--password-stdin", is_flag=True,
+              help="read a password from stdin (for POST /v1/keys); keys-only without it")
+def users_create(username, email, password_stdin):
+    """Create a user (passwords are stored as argon2 hashes)."""
+    from storage import accounts
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    if password_stdin and len(password) < 8:
+        raise click.UsageError("the password must have at least 8 characters")
+    try:
+        user_id = _engine_call(lambda e: accounts.create_user(
+            e, username=username, email=email, password=password))
+    except accounts.AccountError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"user {username} created (id {user_id})")
+
+
+@users.command("suspend")
+@click.argument("username")
+def users_suspend(username):
+    """Suspend an account: its keys get 401 until it is activated again."""
+    _set_status(username, "suspended")
+
+
+@users.command("activate")
+@click.argument("username")
+def users_activate(username):
+    """Re-activate a suspended account."""
+    _set_status(username, "active")
+
+
+def _set_status(username: str, status: str) -> None:
+    from storage import accounts
+
+    try:
+        _engine_call(lambda e: accounts.set_account_status(e, username, status))
+    except accounts.AccountError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"user {username}: {status}")
+
+
+@main.group()
+def keys() -> None:
+    """API keys (sent in the X-API-Key header)."""
+
+
+@keys.command("create")
+@click.option("--user", "username", required=True)
+@click.option("--name", default="default", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="requests per quota window (SKYGATE_QUOTA_PERIOD_SECONDS)")
+@click.option("--expires", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="expiry date (UTC)")
+def keys_create(username, name, limit, expires):
+    """Create a key; it is printed once (only its hash is stored)."""
+    from datetime import UTC
+
+    from storage import accounts
+
+    when = expires.replace(tzinfo=UTC) if expires else None
+    try:
+        key, key_id = _engine_call(lambda e: accounts.create_key(
+            e, username=username, name=name, limit=limit, expires_at=when))
+    except accounts.AccountError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"key {key_id} for {username} (shown once, keep it):", err=True)
+    click.echo(key)
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+def keys_revoke(key_id):
+    """Revoke a key by its id (see `skygate keys list`)."""
+    from storage import accounts
+
+    if not _engine_call(lambda e: accounts.revoke_key(e, key_id=key_id)):
+        click.echo(f"error: no key with id {key_id}", err=True)
+        sys.exit(1)
+    click.echo(f"key {key_id} revoked")
+
+
+@keys.command("list")
+@click.option("--user", "username")
+def keys_list(username):
+    """Keys with their public prefix, state and usage (never the key itself)."""
+    from storage import accounts
+
+    for k in _engine_call(lambda e: accounts.list_keys(e, username)):
+        state = "active" if k["is_active"] else "revoked"
+        click.echo(f"{k['key_id']:>5}  {k['username']:<20} {k['key_name']:<16} {k['api_key']:<16} "
+                   f"{state:<8} {k['requests_made']}/{k['request_limit']} "
+                   f"expires {k['expires_at'] or 'never'}  last used {k['last_used_at'] or '-'}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True)
+def api(host, port, workers):
+    """Serve the HTTP API (uvicorn). OpenAPI at /docs and /openapi.json."""
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
+                proxy_headers=Settings().trust_forwarded_for, log_config=None)
+
+
+# --- operators ----------------------------------------------------------------------------
+
+
+@main.command()
+def doctor():
+    """Check every configured dependency; exit 1 if any check fails."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from skygate.health import run_checks
+
+    checks = asyncio.run(run_checks(Settings()))
+    table = Table("check", "ok", "detail", "fix")
+    for c in checks:
+        table.add_row(c.name, "ok" if c.ok else "FAIL", c.detail, c.hint if not c.ok else "")
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        click.echo(f"failed: {', '.join(failed)}", err=True)
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 def sample(folder: Path) -> None:

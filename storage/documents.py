@@ -78,6 +78,10 @@ class DocumentStore(abc.ABC):
     @abc.abstractmethod
     async def active_configurations(self, config_type: str) -> list[SystemConfiguration]: ...
 
+    @abc.abstractmethod
+    async def missing_indexes(self) -> list[str]:
+        """Reach the store; return the seed's indexes it lacks (``collection.key``)."""
+
     async def close(self) -> None:
         return None
 
@@ -103,6 +107,14 @@ class MongoDocumentStore(DocumentStore):
         raw = dict(raw)
         raw["id"] = str(raw.pop("_id"))
         return cls.model_validate(raw)
+
+    async def missing_indexes(self) -> list[str]:
+        await self._db.command("ping")
+        present: dict[str, set] = {}
+        for collection in {c for c, _, _ in SEED_INDEXES}:
+            info = await self._db[collection].index_information()
+            present[collection] = {tuple(k for k, _ in spec["key"]) for spec in info.values()}
+        return [f"{c}.{key}" for c, key, _ in SEED_INDEXES if (key,) not in present[c]]
 
     async def ensure_indexes(self) -> list[str]:
         names = []
@@ -196,6 +208,11 @@ class SqlDocumentStore(DocumentStore):
         # The table and its unique index come with the migrations; say what stands in for
         # the seed's indexes here.
         return ["uq_embedded_documents_collection_key"]
+
+    async def missing_indexes(self) -> list[str]:
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.select(sa.func.count()).select_from(embedded_documents))
+        return []
 
     async def _get(self, collection: str, key: str) -> dict[str, Any] | None:
         async with self._engine.connect() as conn:

@@ -110,6 +110,8 @@ api_keys = sa.Table(
     sa.Column("is_active", sa.Boolean, server_default=sa.true()),
     sa.Column("request_limit", sa.Integer, server_default="1000"),
     sa.Column("requests_made", sa.Integer, server_default="0"),
+    # Addition (migration 0005).
+    sa.Column("quota_window_start", TZ),
 )
 
 usage_logs = sa.Table(

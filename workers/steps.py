@@ -233,6 +233,12 @@ async def aggregate(storage: Storage, settings: Settings, upload_id: int, manife
         result_id=result_id, upload_id=upload_id, user_id=upload["user_id"],
         file_info=manifest["file_info"], results=by_method, verdict=verdict,
         heatmap_path=heatmap_key, anomalies=anomalies)
+    doc.blob_keys = {k: v for k, v in {
+        "original": manifest["original_key"], "thumbnail": manifest["thumbnail_key"],
+        "native_pixels": manifest["native_key"], "neutral_pixels": manifest["neutral_key"],
+        "manifest": manifest_key, "heatmap": heatmap_key,
+        "ela": (by_method["ela"].details.get("ela_image_path") if "ela" in by_method else None),
+    }.items() if v}
     metadata_id = await storage.documents.upsert_detection_metadata(doc)
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
                       metadata_id=metadata_id)

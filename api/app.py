@@ -1,0 +1,106 @@
+"""The FastAPI application: ``create_app(settings)``; run with ``skygate api``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from api import errors, uploads
+from api.usage import UsageAndLimits
+from schemas.settings import Settings
+from storage.context import build_storage
+
+log = logging.getLogger("skygate.api")
+
+DESCRIPTION = """
+Send images, poll for verdicts. Every call under `/v1` needs an API key in the `X-API-Key`
+header (`skygate keys create --user NAME`). Errors are JSON: `{"code": ..., "message": ...}`
+with a stable `code`. A key's `request_limit` counts requests per quota window; past it the
+answer is 429 with `Retry-After`.
+"""
+
+
+class Dispatcher:
+    """Starts the detection of a stored upload: a Celery message to ``skygate.prepare`` when
+    a broker is configured, else a single in-process thread (the embedded default)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._local = None if settings.broker_url else ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="skygate-embedded")
+
+    async def dispatch(self, upload_id: int) -> None:
+        if self._local is None:
+            from workers import app as celery_app
+
+            await asyncio.to_thread(celery_app.send_task, "skygate.prepare", args=[upload_id])
+        else:
+            asyncio.get_running_loop().run_in_executor(self._local, _run_embedded, upload_id)
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.shutdown(wait=True, cancel_futures=False)
+
+
+def _run_embedded(upload_id: int) -> None:
+    from storage import repository
+    from workers import runtime, steps
+
+    async def go(storage, settings, upload_id):
+        try:
+            await steps.run_all(storage, settings, upload_id)
+        except Exception as exc:  # noqa: BLE001 - recorded on the upload, never lost
+            log.exception("embedded detection failed", extra={"upload_id": upload_id})
+            await repository.mark_failed(storage.engine, upload_id,
+                                         f"{type(exc).__name__}: {exc}")
+
+    runtime.run(go, upload_id)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.storage = build_storage(settings)
+        app.state.dispatcher = Dispatcher(settings)
+        try:
+            yield
+        finally:
+            app.state.dispatcher.close()
+            await app.state.storage.close()
+
+    app = FastAPI(title="SkyGate API", version="1.0", description=DESCRIPTION,
+                  lifespan=lifespan,
+                  responses={422: {"model": errors.ErrorBody, "description": "invalid request"}})
+    app.state.settings = settings
+    app.state.storage = None
+    errors.install(app)
+    # Enough for api_max_files files at the size limit plus the multipart framing.
+    max_body = settings.max_upload_bytes * settings.api_max_files + 1024 * 1024
+    app.add_middleware(UsageAndLimits, max_body_bytes=max_body,
+                       trust_forwarded_for=settings.trust_forwarded_for)
+    app.include_router(uploads.router, prefix="/v1")
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Every dependency answers",
+             responses={503: {"description": "a dependency is down"}})
+    async def readyz(request: Request):
+        from skygate.health import run_checks
+
+        checks = await run_checks(settings, storage=request.app.state.storage,
+                                  include_workers=False)
+        ok = all(c.ok for c in checks)
+        body = {"status": "ready" if ok else "not ready",
+                "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return app

@@ -1,0 +1,81 @@
+"""ASGI middleware: a usage_logs row for every request (authenticated or not), and a cap on
+the size of request bodies that is enforced while they stream in."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from api.errors import BodyTooLarge
+from storage.accounts import log_usage
+
+log = logging.getLogger("skygate.api")
+
+
+class UsageAndLimits:
+    def __init__(self, app, *, max_body_bytes: int, trust_forwarded_for: bool):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.trust_forwarded_for = trust_forwarded_for
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        status = {"code": 500}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        limit = self.max_body_bytes
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await self._reject(send, status, limit)
+        else:
+            received = 0
+
+            async def limited_receive():
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise BodyTooLarge(f"request body is over the limit of {limit:,} bytes")
+                return message
+
+            async def recording_send(message):
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
+
+            await self.app(scope, limited_receive, recording_send)
+        await self._log(scope, state, headers, status["code"], time.perf_counter() - started)
+
+    @staticmethod
+    async def _reject(send, status, limit):
+        import json
+
+        body = json.dumps({"code": "request_too_large",
+                           "message": f"request body is over the limit of {limit:,} bytes"}
+                          ).encode()
+        status["code"] = 413
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _log(self, scope, state, headers, code, elapsed):
+        storage = scope["app"].state.storage if "app" in scope else None
+        if storage is None:
+            return
+        ip = scope.get("client")[0] if scope.get("client") else None
+        if self.trust_forwarded_for and headers.get("x-forwarded-for"):
+            ip = headers["x-forwarded-for"].split(",")[0].strip()
+        try:
+            await log_usage(storage.engine, user_id=state.get("user_id"),
+                            api_key_id=state.get("key_id"), request_type=scope["method"],
+                            request_path=scope["path"], response_code=code,
+                            processing_time=elapsed, ip_address=ip,
+                            user_agent=headers.get("user-agent"))
+        except Exception:  # noqa: BLE001 - a lost log row must not fail the request
+            log.exception("could not write the usage log row for %s", scope["path"])

@@ -1,0 +1,177 @@
+"""Dependency checks, each with a fix hint: ``skygate doctor`` prints them, ``/readyz``
+answers with them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from dataclasses import dataclass
+
+from schemas.settings import Settings
+
+QUEUES = ("ingest", "detect", "model", "aggregate")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return text if len(text) < 240 else text[:237] + "..."
+
+
+def _where(url: str) -> str:
+    """A URL without its credentials, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+async def check_database(settings: Settings, storage) -> Check:
+    import sqlalchemy as sa
+
+    from storage import migrate
+
+    where = "embedded SQLite" if not settings.database_url else _where(settings.database_url)
+    try:
+        async with storage.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        current = await asyncio.wait_for(migrate.current_revision(storage.engine), 10)
+    except Exception as exc:  # noqa: BLE001
+        return Check("database", False, f"{where}: {_short(exc)}",
+                     "start PostgreSQL or fix SKYGATE_DATABASE_URL")
+    head = migrate.head_revision()
+    if current != head:
+        return Check("database", False, f"{where}: at revision {current or 'none'}, "
+                     f"code expects {head}", "run `skygate db upgrade`")
+    return Check("database", True, f"{where}: reachable, migrated to {head}")
+
+
+async def check_documents(settings: Settings, storage) -> Check:
+    where = (f"MongoDB {_where(settings.mongo_url)}" if settings.mongo_url
+             else "embedded (SQL table)")
+    try:
+        missing = await asyncio.wait_for(storage.documents.missing_indexes(), 10)
+    except Exception as exc:  # noqa: BLE001
+        return Check("documents", False, f"{where}: {_short(exc)}",
+                     "start MongoDB or fix SKYGATE_MONGO_URL")
+    if missing:
+        return Check("documents", False, f"{where}: missing indexes {', '.join(missing)}",
+                     "run `skygate db upgrade`")
+    return Check("documents", True, f"{where}: reachable, indexes present")
+
+
+def _check_broker(settings: Settings) -> Check:
+    if not settings.broker_url:
+        return Check("broker", True, "not configured: embedded mode, work runs in-process")
+    from kombu import Connection
+
+    where = _where(settings.broker_url)
+    try:
+        with Connection(settings.broker_url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:  # noqa: BLE001
+        return Check("broker", False, f"{where}: {_short(exc)}",
+                     "start Redis/RabbitMQ or fix SKYGATE_BROKER_URL")
+    return Check("broker", True, f"{where}: reachable")
+
+
+def _check_result_backend(settings: Settings) -> Check:
+    url = settings.result_backend
+    if not url:
+        return Check("result backend", True, "not configured (results are read from SQL)")
+    where = _where(url)
+    try:
+        if url.startswith(("redis://", "rediss://")):
+            import redis
+
+            redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
+        else:
+            from workers import app
+
+            app.backend.client  # noqa: B018 - touching it connects
+    except Exception as exc:  # noqa: BLE001
+        return Check("result backend", False, f"{where}: {_short(exc)}",
+                     "start Redis or fix SKYGATE_RESULT_BACKEND")
+    return Check("result backend", True, f"{where}: reachable")
+
+
+def _check_workers(settings: Settings) -> Check:
+    if not settings.broker_url:
+        return Check("workers", True, "embedded mode: `skygate scan` runs the pipeline itself")
+    from workers import app
+
+    try:
+        replies = app.control.inspect(timeout=2.0).active_queues() or {}
+    except Exception as exc:  # noqa: BLE001
+        return Check("workers", False, _short(exc), "check the broker first")
+    served = {q["name"] for queues in replies.values() for q in queues}
+    if not replies:
+        return Check("workers", False, "no worker answered within 2 s",
+                     "start workers: `celery -A workers worker -Q ingest,detect,model,aggregate`")
+    names = ", ".join(f"{w} [{','.join(sorted(q['name'] for q in qs))}]"
+                      for w, qs in sorted(replies.items()))
+    missing = [q for q in QUEUES if q not in served]
+    if missing:
+        return Check("workers", False, f"{names}; no worker consumes {', '.join(missing)}",
+                     f"start a worker with -Q {','.join(missing)}")
+    return Check("workers", True, names)
+
+
+def _check_blobs(settings: Settings) -> Check:
+    root = settings.blob_dir
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".doctor-")
+        os.write(fd, b"ok")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        return Check("blob store", False, f"{root}: {_short(exc)}",
+                     "make SKYGATE_DATA_DIR writable (the shared volume in a cluster)")
+    return Check("blob store", True, f"{root}: writable")
+
+
+async def check_model(storage) -> Check:
+    from pipeline.model import load_session, resolve_model_path
+
+    try:
+        configs = await asyncio.wait_for(storage.documents.active_configurations("model"), 10)
+        if not configs:
+            return Check("model", False, "no active model configuration",
+                         "run `skygate db upgrade` (it installs the default model)")
+        path = resolve_model_path(configs[0].parameters.model_path)
+        await asyncio.to_thread(load_session, str(path))
+    except Exception as exc:  # noqa: BLE001
+        return Check("model", False, _short(exc),
+                     "fix model_path in the active system_configuration")
+    return Check("model", True, f"{configs[0].config_name}: {path.name} loads")
+
+
+async def run_checks(settings: Settings, *, storage=None, include_workers: bool = True
+                     ) -> list[Check]:
+    from storage.context import open_storage
+
+    if storage is None:
+        async with open_storage(settings) as own:
+            return await run_checks(settings, storage=own, include_workers=include_workers)
+    checks = [await check_database(settings, storage), await check_documents(settings, storage)]
+    checks.append(await asyncio.to_thread(_check_broker, settings))
+    checks.append(await asyncio.to_thread(_check_result_backend, settings))
+    if include_workers:
+        broker_ok = checks[2].ok
+        checks.append(await asyncio.to_thread(_check_workers, settings) if broker_ok else
+                      Check("workers", False, "not asked: the broker is unreachable",
+                            "fix the broker first"))
+    checks.append(_check_blobs(settings))
+    checks.append(await check_model(storage))
+    return checks
