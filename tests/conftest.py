@@ -4,7 +4,9 @@ document stores of every backend, and image builders."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -131,3 +133,67 @@ def corpus_dir(sub: str = "") -> Path:
     if not path.is_dir():
         pytest.skip(f"corpus not found at {path} (set SKYGATE_CORPUS or put shared/ beside)")
     return path
+
+
+# --- a cluster: its own PostgreSQL database, a Redis db index, a real Celery worker ---------
+
+
+@contextlib.contextmanager
+def start_cluster(pg_url: str, mongo_url: str, tmp_path_factory, tag: str, **extra_env):
+    """Migrated database + Mongo database + a ``celery -A workers worker`` subprocess on all
+    queues; yields env (the SKYGATE_* settings), data_dir, db_url, mongo_url and the log."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001
+        unavailable(f"Redis not reachable at {REDIS_URL}: {exc}")
+    name = pg_url.rsplit("/", 1)[1] + "_" + tag
+    run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    db_index = random.randint(1, 15)
+    data_dir = tmp_path_factory.mktemp(f"cluster_{tag}")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")},
+        "SKYGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/" + name,
+        "SKYGATE_MONGO_URL": f"{mongo_url}/{tag}_{uuid.uuid4().hex[:8]}",
+        "SKYGATE_BROKER_URL": f"{REDIS_URL}/{db_index}",
+        "SKYGATE_RESULT_BACKEND": f"{REDIS_URL}/{db_index}",
+        "SKYGATE_DATA_DIR": str(data_dir),
+        **extra_env,
+    }
+    up = subprocess.run([sys.executable, "-m", "skygate.cli", "db", "upgrade"], env=env,
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    log_path = data_dir / "worker.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info", "-c", "2",
+         "-Q", "ingest,detect,model,aggregate", "-n", f"{tag}-{uuid.uuid4().hex[:6]}@%h",
+         "--without-gossip", "--without-mingle"],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: "ready." in log_path.read_text(), 60, "worker ready",
+                 alive=worker, log=log_path)
+        yield {"env": env, "data_dir": data_dir, "db_url": env["SKYGATE_DATABASE_URL"],
+               "mongo_url": env["SKYGATE_MONGO_URL"], "log": log_path, "worker": worker}
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()
+        run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def wait_for(predicate, timeout: float, what: str, *, alive=None, log=None) -> None:
+    """Poll ``predicate`` until true; fail with the process log if it dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if alive is not None and alive.poll() is not None:
+            pytest.fail(f"{what}: process exited\n{log.read_text()[-3000:] if log else ''}")
+        time.sleep(0.3)
+    pytest.fail(f"{what}: not within {timeout}s\n{log.read_text()[-3000:] if log else ''}")

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 import sqlalchemy as sa
 from pymongo import MongoClient
 
-from tests.conftest import REDIS_URL, ROOT, _pg_admin, corpus_dir, run
+from tests.conftest import ROOT, corpus_dir, run, start_cluster
 from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -23,54 +21,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def cluster(pg_url, mongo_url, tmp_path_factory):
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping()
-    except Exception as exc:  # noqa: BLE001
-        from tests.conftest import unavailable
-
-        unavailable(f"Redis not reachable at {REDIS_URL}: {exc}")
-    name = pg_url.rsplit("/", 1)[1] + "_pipe"
-    run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    db_index = random.randint(1, 15)
-    data_dir = tmp_path_factory.mktemp("cluster")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")},
-        "SKYGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/" + name,
-        "SKYGATE_MONGO_URL": f"{mongo_url}/pipe_{uuid.uuid4().hex[:8]}",
-        "SKYGATE_BROKER_URL": f"{REDIS_URL}/{db_index}",
-        "SKYGATE_RESULT_BACKEND": f"{REDIS_URL}/{db_index}",
-        "SKYGATE_DATA_DIR": str(data_dir),
-    }
-    up = subprocess.run([sys.executable, "-m", "skygate.cli", "db", "upgrade"], env=env,
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert up.returncode == 0, up.stderr
-    log = open(data_dir / "worker.log", "w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info", "-c", "2",
-         "-Q", "ingest,detect,model,aggregate", "-n", f"test-{uuid.uuid4().hex[:6]}@%h",
-         "--without-gossip", "--without-mingle"],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if "ready." in (data_dir / "worker.log").read_text():
-            break
-        assert worker.poll() is None, (data_dir / "worker.log").read_text()[-3000:]
-        time.sleep(0.5)
-    else:
-        worker.kill()
-        pytest.fail("worker did not become ready")
-    yield {"env": env, "data_dir": data_dir, "db_url": env["SKYGATE_DATABASE_URL"],
-           "mongo_url": env["SKYGATE_MONGO_URL"], "log": data_dir / "worker.log"}
-    worker.terminate()
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-    log.close()
-    run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with start_cluster(pg_url, mongo_url, tmp_path_factory, "pipe") as c:
+        yield c
 
 
 def submit(cluster, *paths, out):

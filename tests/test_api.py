@@ -1,0 +1,364 @@
+"""The HTTP API with real parts: uvicorn serving ``skygate api`` on PostgreSQL, Mongo
+(wire-protocol server), Redis and a real Celery worker."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import ROOT, free_port, run, start_cluster, wait_for
+from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MAX_UPLOAD = 3_000_000
+MAX_FILES = 3
+
+
+@pytest.fixture(scope="module")
+def stack(pg_url, mongo_url, tmp_path_factory):
+    with start_cluster(pg_url, mongo_url, tmp_path_factory, "api",
+                       SKYGATE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+                       SKYGATE_API_MAX_FILES=str(MAX_FILES)) as cluster:
+        port = free_port()
+        log_path = cluster["data_dir"] / "api.log"
+        log = open(log_path, "w")  # noqa: SIM115 - closed below
+        server = subprocess.Popen(
+            [sys.executable, "-m", "skygate.cli", "api", "--port", str(port)],
+            env=cluster["env"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(up, 60, "API up", alive=server, log=log_path)
+            yield {**cluster, "base": base, "api_log": log_path}
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            log.close()
+
+
+def db(stack, fn):
+    """Run ``await fn(engine)`` on the stack's database."""
+    from storage.db import create_engine
+
+    async def go():
+        engine = create_engine(stack["db_url"].replace("postgresql://", "postgresql+asyncpg://"))
+        try:
+            return await fn(engine)
+        finally:
+            await engine.dispose()
+
+    return run(go())
+
+
+def sql(stack, query, **params):
+    async def q(engine):
+        async with engine.connect() as conn:
+            return (await conn.execute(sa.text(query), params)).all()
+
+    return db(stack, q)
+
+
+_users = iter(range(1, 10_000))
+
+
+def new_user(stack, *, limit=1000, expires_at=None, password=None):
+    from storage import accounts
+
+    n = next(_users)
+    name = f"user{n}"
+
+    async def make(engine):
+        await accounts.create_user(engine, username=name, email=f"{name}@example.org",
+                                   password=password)
+        key, key_id = await accounts.create_key(engine, username=name, name="test",
+                                                limit=limit, expires_at=expires_at)
+        return key, key_id
+
+    key, key_id = db(stack, make)
+    return {"name": name, "key": key, "key_id": key_id}
+
+
+def client(stack, key=None) -> httpx.Client:
+    headers = {"X-API-Key": key} if key else {}
+    return httpx.Client(base_url=stack["base"], headers=headers, timeout=60)
+
+
+def upload(c: httpx.Client, *files: tuple[str, bytes]):
+    return c.post("/v1/uploads", files=[("file", (n, d)) for n, d in files])
+
+
+def wait_done(c: httpx.Client, upload_id: int, timeout=180) -> dict:
+    state = {}
+
+    def done():
+        state.update(c.get(f"/v1/uploads/{upload_id}").json())
+        return state["status"] in ("done", "failed")
+
+    wait_for(done, timeout, f"upload {upload_id} finished")
+    return state
+
+
+def test_round_trip_key_upload_result_pictures(stack):
+    alice = new_user(stack)
+    with client(stack, alice["key"]) as c:
+        r = upload(c, ("photo.jpg", encode(noisy_photo(seed=11), fmt="JPEG")),
+                   ("render.png", encode(smooth_scene(seed=12), text={"parameters": SD_PARAMETERS})))
+        assert r.status_code == 202, r.text
+        accepted = {u["file_name"]: u for u in r.json()["uploads"]}
+        assert set(accepted) == {"photo.jpg", "render.png"}
+        assert all(u["status"] == "queued" for u in accepted.values())
+        render_id = accepted["render.png"]["upload_id"]
+
+        early = c.get(f"/v1/uploads/{render_id}/result")
+        assert early.status_code in (200, 409)
+        for u in accepted.values():
+            assert wait_done(c, u["upload_id"])["status"] == "done"
+
+        result = c.get(accepted["render.png"]["result_url"]).json()
+        assert result["verdict"] == "ai" and result["confidence"] >= 0.95
+        assert set(result["methods"]) == {"exif", "prnu", "ela", "texture", "model"}
+        assert result["metadata"]["upload_id"] == render_id
+        assert result["metadata"]["exif_data"]["analysis_result"]
+        for picture in ("ela", "heatmap"):
+            png = c.get(result[f"{picture}_url"])
+            assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+            assert png.content.startswith(b"\x89PNG")
+
+        listing = c.get("/v1/uploads", params={"limit": 1}).json()
+        assert listing["total"] == 2 and len(listing["items"]) == 1 and listing["next"]
+        assert c.get(listing["next"]).json()["items"][0]["upload_id"] != \
+            listing["items"][0]["upload_id"]
+        ai_only = c.get("/v1/uploads", params={"verdict": "ai"}).json()
+        assert [i["upload_id"] for i in ai_only["items"]] == [render_id]
+        assert c.get("/v1/uploads", params={"processed": "false"}).json()["total"] == 0
+        future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        assert c.get("/v1/uploads", params={"since": future}).json()["total"] == 0
+
+        again = upload(c, ("same.png", encode(smooth_scene(seed=12),
+                                              text={"parameters": SD_PARAMETERS})))
+        assert again.json()["uploads"][0] == {**again.json()["uploads"][0],
+                                              "upload_id": render_id, "status": "duplicate"}
+
+    (key_row,) = sql(stack, "SELECT last_used_at, requests_made FROM api_keys WHERE key_id=:k",
+                     k=alice["key_id"])
+    assert key_row.last_used_at is not None and key_row.requests_made >= 10
+
+
+def test_users_never_see_each_others_uploads(stack):
+    alice, bob = new_user(stack), new_user(stack)
+    with client(stack, alice["key"]) as a, client(stack, bob["key"]) as b:
+        upload_id = upload(a, ("mine.jpg", encode(noisy_photo(seed=21), fmt="JPEG"))
+                           ).json()["uploads"][0]["upload_id"]
+        wait_done(a, upload_id)
+        for path in ("", "/result", "/ela.png", "/heatmap.png"):
+            r = b.get(f"/v1/uploads/{upload_id}{path}")
+            assert r.status_code == 404, (path, r.text)
+            assert r.json()["code"] == "upload_not_found"
+        assert b.delete(f"/v1/uploads/{upload_id}").status_code == 404
+        assert upload_id not in [i["upload_id"] for i in b.get("/v1/uploads").json()["items"]]
+        # The same bytes from bob are bob's own upload, processed for him.
+        own = upload(b, ("mine.jpg", encode(noisy_photo(seed=21), fmt="JPEG"))).json()
+        assert own["uploads"][0]["upload_id"] != upload_id
+        assert a.get(f"/v1/uploads/{upload_id}/result").status_code == 200
+
+
+def test_delete_removes_rows_document_and_unshared_blobs(stack):
+    from pymongo import MongoClient
+
+    carol = new_user(stack)
+    with client(stack, carol["key"]) as c:
+        upload_id = upload(c, ("gone.png", encode(noisy_photo(seed=31)))
+                           ).json()["uploads"][0]["upload_id"]
+        wait_done(c, upload_id)
+        (result_id,) = sql(stack, "SELECT result_id FROM detection_results WHERE upload_id=:u",
+                           u=upload_id)[0]
+        mongo = MongoClient(stack["mongo_url"])
+        docs = mongo.get_default_database()["detection_metadata"]
+        doc = docs.find_one({"result_id": result_id})
+        blobs = [stack["data_dir"] / "blobs" / k for k in doc["blob_keys"].values()]
+        assert blobs and all(p.exists() for p in blobs)
+
+        r = c.delete(f"/v1/uploads/{upload_id}")
+        assert r.status_code == 204, r.text
+        assert c.get(f"/v1/uploads/{upload_id}").status_code == 404
+        assert sql(stack, "SELECT count(*) FROM detection_results WHERE upload_id=:u",
+                   u=upload_id)[0][0] == 0
+        assert sql(stack, "SELECT count(*) FROM method_results WHERE result_id=:r",
+                   r=result_id)[0][0] == 0
+        assert docs.find_one({"result_id": result_id}) is None
+        assert not any(p.exists() for p in blobs)
+        mongo.close()
+
+
+def test_missing_unknown_expired_revoked_and_suspended_keys_get_401(stack):
+    from storage import accounts
+
+    expired = new_user(stack, expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    revoked = new_user(stack)
+    suspended = new_user(stack)
+    db(stack, lambda e: accounts.revoke_key(e, key_id=revoked["key_id"]))
+    db(stack, lambda e: accounts.set_account_status(e, suspended["name"], "suspended"))
+    cases = [(None, "missing_api_key"), ("sg_deadbeef_nope", "invalid_api_key"),
+             ("", "missing_api_key"), (expired["key"], "api_key_expired"),
+             (revoked["key"], "api_key_revoked"), (suspended["key"], "account_suspended")]
+    for key, code in cases:
+        with client(stack, key) as c:
+            r = c.get("/v1/uploads")
+            assert r.status_code == 401, (code, r.text)
+            assert r.json()["code"] == code and r.json()["message"]
+
+
+def test_quota_holds_under_concurrent_requests(stack):
+    limit = 5
+    dave = new_user(stack, limit=limit)
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=stack["base"], timeout=60,
+                                     headers={"X-API-Key": dave["key"]}) as c:
+            return await asyncio.gather(*(c.get("/v1/uploads") for _ in range(16)))
+
+    responses = asyncio.run(burst())
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) == limit and codes.count(429) == 16 - limit, codes
+    limited = next(r for r in responses if r.status_code == 429)
+    assert limited.json()["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 86_401
+    (made,) = sql(stack, "SELECT requests_made FROM api_keys WHERE key_id=:k", k=dave["key_id"])[0]
+    assert made == limit
+
+
+def test_bad_uploads_get_clear_errors(stack):
+    erin = new_user(stack)
+    png = encode(noisy_photo(seed=41))
+    with client(stack, erin["key"]) as c:
+        wrong_type = c.post("/v1/uploads", json={"file": "x"})
+        assert (wrong_type.status_code, wrong_type.json()["code"]) == (415, "unsupported_media_type")
+
+        malformed = c.post("/v1/uploads", content=b"--xyz\r\nnot really multipart",
+                           headers={"Content-Type": "multipart/form-data; boundary=abc"})
+        assert malformed.status_code in (400, 422) and malformed.json()["code"] in (
+            "malformed_multipart", "no_file")
+        no_boundary = c.post("/v1/uploads", content=b"x",
+                             headers={"Content-Type": "multipart/form-data"})
+        assert no_boundary.status_code == 400, no_boundary.text
+
+        wrong_field = c.post("/v1/uploads", files=[("image", ("a.png", png))])
+        assert (wrong_field.status_code, wrong_field.json()["code"]) == (400, "no_file")
+
+        text = upload(c, ("notes.txt", b"just some text, not an image"))
+        assert (text.status_code, text.json()["code"]) == (415, "unsupported_image_type")
+        assert "notes.txt" in text.json()["message"]
+
+        truncated = upload(c, ("cut.png", png[: len(png) // 2]))
+        assert (truncated.status_code, truncated.json()["code"]) == (422, "invalid_image")
+
+        big = upload(c, ("big.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * MAX_UPLOAD))
+        assert (big.status_code, big.json()["code"]) == (413, "file_too_large")
+
+        too_many = upload(c, *[(f"{i}.png", png) for i in range(MAX_FILES + 1)])
+        assert too_many.status_code == 400, too_many.text
+
+        body_limit = MAX_UPLOAD * MAX_FILES + 1024 * 1024
+        huge = c.post("/v1/uploads", content=b"0" * (body_limit + 10),
+                      headers={"Content-Type": "multipart/form-data; boundary=abc"})
+        assert (huge.status_code, huge.json()["code"]) == (413, "request_too_large")
+
+        assert c.get("/v1/uploads/0").status_code == 422
+        assert c.get("/v1/uploads/99999999999").status_code == 422
+        assert c.get("/v1/nowhere").json()["code"] == "not_found"
+    # Nothing was created by any of it.
+    (n,) = sql(stack, "SELECT count(*) FROM uploads u JOIN users s USING (user_id) "
+                      "WHERE s.username=:n", n=erin["name"])[0]
+    assert n == 0
+
+
+def test_every_request_leaves_a_usage_log_row(stack):
+    frank = new_user(stack)
+    (before,) = sql(stack, "SELECT coalesce(max(log_id), 0) FROM usage_logs")[0]
+    with client(stack, frank["key"]) as c, client(stack) as anonymous:
+        c.get("/v1/uploads")
+        c.get("/v1/uploads/424242")
+        anonymous.get("/v1/uploads", headers={"User-Agent": "probe/1.0"})
+        anonymous.get("/no/such/path")
+        anonymous.get("/healthz")
+    rows = sql(stack, "SELECT user_id, api_key_id, request_type, request_path, response_code, "
+                      "processing_time, ip_address, user_agent FROM usage_logs "
+                      "WHERE log_id > :b ORDER BY log_id", b=before)
+    mine = [r for r in rows if r.api_key_id == frank["key_id"]]
+    assert [(r.request_path, r.response_code) for r in mine] == [
+        ("/v1/uploads", 200), ("/v1/uploads/424242", 404)]
+    assert all(r.user_id is not None and r.request_type == "GET" and r.ip_address == "127.0.0.1"
+               and r.processing_time is not None for r in mine)
+    anon = {(r.request_path, r.response_code, r.user_agent) for r in rows if r.user_id is None}
+    assert ("/v1/uploads", 401, "probe/1.0") in anon
+    assert any(p == "/no/such/path" and code == 404 for p, code, _ in anon)
+    assert any(p == "/healthz" and code == 200 for p, code, _ in anon)
+
+
+def test_login_with_password_issues_a_key_and_records_last_login(stack):
+    grace = new_user(stack, password="correct horse battery")
+    with client(stack) as c:
+        bad = c.post("/v1/keys", json={}, auth=(grace["name"], "wrong password"))
+        assert (bad.status_code, bad.json()["code"]) == (401, "invalid_credentials")
+        good = c.post("/v1/keys", json={"name": "ci", "request_limit": 10},
+                      auth=(grace["name"], "correct horse battery"))
+        assert good.status_code == 201, good.text
+        key = good.json()["api_key"]
+    with client(stack, key) as c:
+        assert c.get("/v1/uploads").status_code == 200
+    (row,) = sql(stack, "SELECT last_login, password_hash FROM users WHERE username=:n",
+                 n=grace["name"])
+    assert row.last_login is not None and row.password_hash.startswith("$argon2")
+    stored = [r[0] for r in sql(stack, "SELECT api_key FROM api_keys")]
+    assert key not in stored and all(":" in s for s in stored)
+
+
+def test_health_endpoints(stack):
+    with client(stack) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        ready = c.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert all(v["ok"] for v in ready.json()["checks"].values())
+
+
+def test_schemathesis_finds_no_server_error(stack):
+    """A bounded property-based run over the OpenAPI spec: no input gives a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+
+    heidi = new_user(stack, limit=10_000_000)
+    schema = schemathesis.openapi.from_url(f"{stack['base']}/openapi.json")
+    failures, calls = [], []
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        @settings(max_examples=120, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=schema.as_strategy(generation_mode=mode))
+        def fuzz(case):
+            response = case.call(headers={"X-API-Key": heidi["key"]}, timeout=60)
+            calls.append((case.method, case.path, response.status_code))
+            if response.status_code >= 500:
+                failures.append(f"{case.method} {case.formatted_path} -> "
+                                f"{response.status_code}: {response.text[:300]}")
+
+        fuzz()
+    assert not failures, "\n".join(failures[:10])
+    # Every operation was exercised, uploads included.
+    assert {(m, p) for m, p, _ in calls} >= {("POST", "/v1/uploads"), ("GET", "/v1/uploads"),
+                                             ("DELETE", "/v1/uploads/{upload_id}"),
+                                             ("POST", "/v1/keys")}
+    assert len(calls) > 200
+    assert "Traceback" not in stack["api_log"].read_text()
