@@ -15,6 +15,9 @@ from schemas.settings import Settings
 @click.group()
 def main() -> None:
     """SkyGate: tell AI-generated images from real photographs."""
+    from skygate.logs import configure
+
+    configure()
 
 
 @main.group()
@@ -435,6 +438,106 @@ def doctor():
     if failed:
         click.echo(f"failed: {', '.join(failed)}", err=True)
         sys.exit(1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--port", type=int, default=None, help="default SKYGATE_FLOWER_PORT (5555)")
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+def flower(port, address, flower_args):
+    """Flower on the configured broker: workers, queues, tasks; Prometheus at /metrics.
+
+    Basic auth from SKYGATE_FLOWER_BASIC_AUTH (user:password). Extra arguments go to Flower.
+    """
+    import os
+
+    settings = Settings()
+    if not settings.broker_url:
+        raise click.UsageError("SKYGATE_BROKER_URL is not set: Flower watches a cluster")
+    args = [sys.executable, "-m", "celery", "-A", "workers", "flower",
+            f"--port={port or settings.flower_port}", f"--address={address}",
+            "--conf=" + str(Path(__file__).with_name("flowerconfig.py"))]
+    if settings.flower_basic_auth:
+        args.append(f"--basic-auth={settings.flower_basic_auth}")
+    os.execv(sys.executable, args + list(flower_args))
+
+
+def _requeue(settings: Settings, upload_ids: list[int], *, what: str) -> None:
+    """Send each upload back through prepare (cluster) or run it here (embedded)."""
+    if not upload_ids:
+        click.echo(f"nothing to {what}")
+        return
+    if settings.broker_url:
+        from workers import app
+
+        for upload_id in upload_ids:
+            app.send_task("skygate.prepare", args=[upload_id])
+        click.echo(f"{what}: sent {len(upload_ids)} upload(s) to the cluster: "
+                   f"{', '.join(map(str, upload_ids))}")
+        return
+    from workers import runtime, steps
+
+    async def one(storage, settings, upload_id):
+        from storage import repository as repo
+
+        try:
+            await steps.run_all(storage, settings, upload_id)
+        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+            await repo.mark_failed(storage.engine, upload_id, f"{type(exc).__name__}: {exc}")
+        return await repo.get_upload(storage.engine, upload_id)
+
+    failed = 0
+    for upload_id in upload_ids:
+        upload = runtime.run(one, upload_id)
+        failed += upload["status"] == "failed"
+        click.echo(f"{what}: upload {upload_id} ({upload['original_file_name']}): "
+                   f"{upload['status']}{' - ' + upload['error'] if upload['error'] else ''}")
+    runtime.shutdown()
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--failed", "only_failed", is_flag=True, required=True,
+              help="re-enqueue failed uploads (required: say what to retry)")
+@click.option("--since", help="only uploads on or after this date")
+def retry(only_failed, since):
+    """Re-enqueue failed uploads (after fixing what made them fail)."""
+    from storage import repository as repo
+
+    when = _parse_since(since)
+    settings = Settings()
+
+    async def pick(engine):
+        ids = await repo.failed_upload_ids(engine, since=when)
+        for upload_id in ids:
+            await repo.reset_for_retry(engine, upload_id)
+        return ids
+
+    _requeue(settings, _engine_call(pick), what="retry")
+
+
+@main.command()
+@click.option("--algorithm-version", "version",
+              help="re-run the uploads whose stored verdict was made by this version")
+@click.option("--all", "everything", is_flag=True, help="re-run every judged upload")
+def rescore(version, everything):
+    """Re-run detection for stored uploads (methods or weights changed). The earlier verdict
+    is kept in the document's ``history``."""
+    from storage import repository as repo
+
+    if not version and not everything:
+        raise click.UsageError("give --algorithm-version V or --all")
+    settings = Settings()
+
+    async def pick(engine):
+        ids = await repo.judged_upload_ids(engine, algorithm_version=None if everything
+                                           else version)
+        for upload_id in ids:
+            await repo.reset_for_retry(engine, upload_id)
+        return ids
+
+    _requeue(settings, _engine_call(pick), what="rescore")
 
 
 @main.command()

@@ -93,9 +93,30 @@ async def mark_failed(engine: AsyncEngine, upload_id: int, error: str) -> None:
 
 
 async def reset_for_retry(engine: AsyncEngine, upload_id: int) -> None:
+    """Back to queued for a new run (retry or rescore); a new run starts a new clock."""
     async with engine.begin() as conn:
         await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
-                           .values(status="queued", error=None, delivery_count=0))
+                           .values(status="queued", error=None, delivery_count=0,
+                                   processing_started_at=None, processing_completed_at=None))
+
+
+async def failed_upload_ids(engine: AsyncEngine, *, since: datetime | None = None) -> list[int]:
+    query = sa.select(uploads.c.upload_id).where(uploads.c.status == "failed")
+    if since is not None:
+        query = query.where(uploads.c.upload_date >= since)
+    async with engine.connect() as conn:
+        return list((await conn.execute(query.order_by(uploads.c.upload_id))).scalars())
+
+
+async def judged_upload_ids(engine: AsyncEngine, *, algorithm_version: str | None) -> list[int]:
+    """Uploads with a stored verdict (made by ``algorithm_version`` when given)."""
+    query = (sa.select(uploads.c.upload_id)
+             .join(detection_results, detection_results.c.upload_id == uploads.c.upload_id)
+             .where(uploads.c.status == "done"))
+    if algorithm_version is not None:
+        query = query.where(detection_results.c.algorithm_version == algorithm_version)
+    async with engine.connect() as conn:
+        return list((await conn.execute(query.order_by(uploads.c.upload_id))).scalars())
 
 
 async def active_methods(engine: AsyncEngine) -> dict[str, dict]:

@@ -6,3 +6,14 @@ app = Celery("skygate")
 app.config_from_object("celeryconfig")
 
 __all__ = ["app"]
+
+
+from celery.signals import setup_logging  # noqa: E402
+
+
+@setup_logging.connect
+def _configure_logging(loglevel=None, **_):
+    # Connected, so Celery leaves logging to us: JSON lines with upload_id and task id.
+    from skygate.logs import configure
+
+    configure(level=loglevel)

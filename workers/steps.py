@@ -131,6 +131,7 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int) -> tuple
     await repo.set_thumbnail(storage.engine, upload_id, thumb_key)
     manifest = {
         "upload_id": upload_id, "user_id": upload["user_id"],
+        "file_name": upload["original_file_name"],
         "original_key": upload["file_path"], "native_key": native_key,
         "neutral_key": neutral_key, "thumbnail_key": thumb_key,
         "file_info": asdict(decoded.info),
@@ -147,8 +148,26 @@ def _pixels(storage: Storage, key: str) -> np.ndarray:
 
 async def detect(storage: Storage, settings: Settings, upload_id: int, method: str,
                  manifest_key: str) -> MethodResult:
-    """Run one method. Pure failures come back as status=error, never as an exception."""
+    """Run one method; a failure is logged with the method, the file and the reason."""
     manifest = json.loads(storage.blobs.get(manifest_key))
+    try:
+        result = await _run_method(storage, settings, method, manifest)
+    except Exception as exc:
+        log.error("method %s failed on %s: %s: %s", method, manifest.get("file_name"),
+                  type(exc).__name__, exc, exc_info=True,
+                  extra={"upload_id": upload_id, "method": method,
+                         "file": manifest.get("file_name"), "reason": str(exc)[:500]})
+        raise
+    if result.status == "error":
+        log.warning("method %s gave an error on %s: %s", method, manifest.get("file_name"),
+                    result.error, extra={"upload_id": upload_id, "method": method,
+                                         "file": manifest.get("file_name"),
+                                         "reason": result.error})
+    return result
+
+
+async def _run_method(storage: Storage, settings: Settings, method: str,
+                      manifest: dict) -> MethodResult:
     if method == "exif":
         return analyze_metadata(storage.blobs.get(manifest["original_key"]))
     if method == "model":
@@ -225,6 +244,7 @@ async def aggregate(storage: Storage, settings: Settings, upload_id: int, manife
             "result_details": {"status": r.status, "error": r.error,
                                "ai_probability": r.ai_probability, **r.details},
         })
+    previous = await repo.result_for_upload(storage.engine, upload_id)
     result_id = await repo.save_results(
         storage.engine, upload_id=upload_id, is_ai_generated=verdict.is_ai_generated,
         confidence=verdict.confidence, processing_time=elapsed,
@@ -239,11 +259,39 @@ async def aggregate(storage: Storage, settings: Settings, upload_id: int, manife
         "manifest": manifest_key, "heatmap": heatmap_key,
         "ela": (by_method["ela"].details.get("ela_image_path") if "ela" in by_method else None),
     }.items() if v}
+    earlier = await storage.documents.get_detection_metadata(result_id)
+    if earlier is not None:
+        doc.created_at = earlier.created_at
+        doc.history = list(earlier.history)
+    if previous is not None and _aware(previous["detection_date"]) < started:
+        # A new run (rescore or retry), not a redelivered aggregate: keep what it replaces.
+        doc.history.append(_history_entry(previous, earlier))
     metadata_id = await storage.documents.upsert_detection_metadata(doc)
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
                       metadata_id=metadata_id)
     return {"upload_id": upload_id, "result_id": result_id,
             "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}
+
+
+def _aware(when: datetime | None) -> datetime:
+    if when is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _history_entry(previous: dict, doc) -> dict:
+    """The verdict a new run replaces, as kept in the document's ``history``."""
+    factors = doc.aggregated_results.contributing_factors if doc is not None else []
+    return {
+        "algorithm_version": previous["algorithm_version"],
+        "is_ai_generated": previous["is_ai_generated"],
+        "confidence_score": float(previous["confidence_score"]),
+        "result_summary": previous["result_summary"],
+        "detection_date": _aware(previous["detection_date"]).isoformat(),
+        "methods": previous["methods"],
+        "contributing_factors": [f.model_dump(mode="json") for f in factors],
+        "replaced_at": datetime.now(UTC).isoformat(),
+    }
 
 
 async def run_all(storage: Storage, settings: Settings, upload_id: int) -> None:
@@ -257,6 +305,5 @@ async def run_all(storage: Storage, settings: Settings, upload_id: int) -> None:
             results.append((await detect(storage, settings, upload_id, method, manifest_key))
                            .model_dump(mode="json"))
         except Exception as exc:  # noqa: BLE001 - one broken method never loses the verdict
-            log.exception("method failed", extra={"upload_id": upload_id, "method": method})
             results.append(error_result(method, exc).model_dump(mode="json"))
     await aggregate(storage, settings, upload_id, manifest_key, results)

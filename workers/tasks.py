@@ -6,13 +6,14 @@ import logging
 
 from celery import chord
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_shutdown
+from celery.signals import task_postrun, task_prerun, worker_process_shutdown
 from pydantic import ValidationError
 from pymongo.errors import AutoReconnect
 from sqlalchemy.exc import OperationalError
 
 from schemas.messages import IngestRequest
 from schemas.results import METHOD_NAMES
+from skygate.logs import bind_upload
 from workers import app, runtime, steps
 
 log = logging.getLogger("skygate.tasks")
@@ -28,6 +29,25 @@ def _close_storage(**_):
     runtime.shutdown()
 
 
+# Where each task takes its upload id: so every log line of a task names its upload.
+_UPLOAD_ARG = {"skygate.aggregate": 1}
+
+
+@task_prerun.connect
+def _bind_upload(task=None, args=(), kwargs=None, **_):
+    upload_id = (kwargs or {}).get("upload_id")
+    position = _UPLOAD_ARG.get(task.name, 0) if task is not None else 0
+    if upload_id is None and task is not None and task.name != "skygate.ingest" \
+            and len(args) > position:
+        upload_id = args[position]
+    bind_upload(upload_id if isinstance(upload_id, int) else None)
+
+
+@task_postrun.connect
+def _unbind_upload(**_):
+    bind_upload(None)
+
+
 @app.task(name="skygate.ingest", **RELIABLE)
 def ingest(**kwargs) -> dict:
     try:
@@ -41,6 +61,9 @@ def ingest(**kwargs) -> dict:
     except (FileNotFoundError, KeyError) as exc:
         log.error("ingest source not found: %s", exc)
         return {"status": "rejected", "error": f"source not found: {exc}"}
+    bind_upload(outcome.upload_id)
+    log.info("ingested %s as upload %s: %s", request.original_file_name, outcome.upload_id,
+             outcome.status)
     if outcome.needs_processing:
         # The row is committed (ingest_request returned): only now enqueue.
         prepare.delay(outcome.upload_id)
@@ -70,7 +93,7 @@ def _make_detect_task(method: str):
         except TRANSIENT:
             raise
         except Exception as exc:  # noqa: BLE001 - status=error keeps the chord alive
-            log.exception("method %s failed on upload %s", method, upload_id)
+            # steps.detect has logged which method, which file and why.
             result = steps.error_result(method, exc)
         return result.model_dump(mode="json")
 
