@@ -258,6 +258,7 @@ def results(upload_id, since, fmt, limit):
             writer.writerow({**flatten(record), "upload_date": record["upload_date"]})
     else:
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         table = Table("id", "file", "status", "verdict", "confidence", "date", "error")
@@ -266,8 +267,8 @@ def results(upload_id, since, fmt, limit):
                        if r["status"] in ("done", "duplicate") else "")
             conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
             date = r["upload_date"].strftime("%Y-%m-%d %H:%M") if r["upload_date"] else ""
-            table.add_row(str(r["upload_id"]), r["path"], r["status"], verdict, conf, date,
-                          r["error"] or "")
+            table.add_row(str(r["upload_id"]), escape(r["path"]), r["status"], verdict, conf,
+                          date, escape(r["error"] or ""))
         Console(width=None if sys.stdout.isatty() else 160).print(table)
         click.echo(f"{len(records)} upload(s)")
 
@@ -430,9 +431,13 @@ def doctor():
     from skygate.health import run_checks
 
     checks = asyncio.run(run_checks(Settings()))
+    from rich.markup import escape
+
     table = Table("check", "ok", "detail", "fix")
     for c in checks:
-        table.add_row(c.name, "ok" if c.ok else "FAIL", c.detail, c.hint if not c.ok else "")
+        # Details hold brackets (a worker's [queues]) that are text, not markup.
+        table.add_row(c.name, "ok" if c.ok else "FAIL", escape(c.detail),
+                      escape(c.hint) if not c.ok else "")
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     failed = [c.name for c in checks if not c.ok]
     if failed:

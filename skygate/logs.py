@@ -69,3 +69,6 @@ def configure(settings: Settings | None = None, *, level: str | int | None = Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or settings.log_level)
+    # Chatty at INFO and not about SkyGate's work.
+    for name in ("alembic", "httpx", "pymongo"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -159,7 +159,7 @@ async def detect(storage: Storage, settings: Settings, upload_id: int, method: s
                          "file": manifest.get("file_name"), "reason": str(exc)[:500]})
         raise
     if result.status == "error":
-        log.warning("method %s gave an error on %s: %s", method, manifest.get("file_name"),
+        log.warning("method %s failed on %s: %s", method, manifest.get("file_name"),
                     result.error, extra={"upload_id": upload_id, "method": method,
                                          "file": manifest.get("file_name"),
                                          "reason": result.error})

@@ -1,0 +1,219 @@
+"""Operators' tools with real parts: Flower as a real process on the test broker, ``skygate
+doctor`` against up and down services, JSON logs of a real worker, retry and rescore."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from pymongo import MongoClient
+
+from tests.conftest import ROOT, free_port, run, start_cluster, wait_for
+from tests.images import encode, noisy_photo
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FLOWER_AUTH = ("ops", "flower-secret-pw")
+
+
+@pytest.fixture(scope="module")
+def cluster(pg_url, mongo_url, tmp_path_factory):
+    with start_cluster(pg_url, mongo_url, tmp_path_factory, "ops",
+                       SKYGATE_FLOWER_BASIC_AUTH=":".join(FLOWER_AUTH)) as c:
+        yield c
+
+
+def skygate(cluster, *args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "skygate.cli", *map(str, args)],
+                          env={**cluster["env"], **(env or {})}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def submit(cluster, *paths, out):
+    result = skygate(cluster, "submit", *paths, "--wait", "--out", out, "--timeout", "300")
+    records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    return result, records
+
+
+def sql(cluster, query, **params):
+    from storage.db import create_engine
+
+    async def go():
+        engine = create_engine(cluster["db_url"].replace("postgresql://", "postgresql+asyncpg://"))
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(sa.text(query), params)
+                return result.all() if result.returns_rows else None
+        finally:
+            await engine.dispose()
+
+    return run(go())
+
+
+def test_flower_shows_workers_tasks_and_metrics(cluster, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "flower.log"
+    with open(log_path, "w") as log:
+        flower = subprocess.Popen(
+            [sys.executable, "-m", "skygate.cli", "flower", "--port", str(port)],
+            env=cluster["env"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return httpx.get(f"{base}/healthcheck", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(up, 60, "flower up", alive=flower, log=log_path)
+            # Flower learns tasks from events, so the run comes after it started.
+            image = tmp_path / "watched.jpg"
+            image.write_bytes(encode(noisy_photo(seed=71), fmt="JPEG"))
+            result, (record,) = submit(cluster, image, out=tmp_path / "r.jsonl")
+            assert record["status"] == "done", result.stderr
+
+            assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
+            with httpx.Client(base_url=base, auth=FLOWER_AUTH, timeout=30) as c:
+                workers = c.get("/api/workers", params={"refresh": "true"}).json()
+                assert workers, "no worker listed"
+                (info,) = workers.values()
+                queues = {q["name"] for q in info["active_queues"]}
+                assert queues == {"ingest", "detect", "model", "aggregate"}
+
+                def names():
+                    return {t["name"] for t in c.get("/api/tasks").json().values()}
+
+                expected = {"skygate.ingest", "skygate.prepare", "skygate.aggregate",
+                            *(f"skygate.detect.{m}" for m in
+                              ("exif", "prnu", "ela", "texture", "model"))}
+                wait_for(lambda: names() >= expected, 30, "flower saw every task")
+                tasks = c.get("/api/tasks").json().values()
+                for task in tasks:
+                    assert task["state"] == "SUCCESS", task
+                    assert task["runtime"] is not None and task["runtime"] >= 0
+                    # Arguments are ids, keys and names, never image bytes or secrets.
+                    assert len(task["args"] or "") < 2000 and len(task["kwargs"] or "") < 2000
+                    assert FLOWER_AUTH[1] not in json.dumps(task)
+                ingest = next(t for t in tasks if t["name"] == "skygate.ingest")
+                assert "watched.jpg" in ingest["kwargs"] and "blob_key" in ingest["kwargs"]
+
+                metrics = c.get("/metrics")
+                assert metrics.status_code == 200
+                assert 'flower_events_total{task="skygate.detect.prnu"' in metrics.text
+                assert "flower_task_runtime_seconds" in metrics.text
+        finally:
+            flower.terminate()
+            flower.wait(timeout=30)
+    assert FLOWER_AUTH[1] not in log_path.read_text()
+
+
+def test_doctor_passes_with_everything_up(cluster):
+    result = skygate(cluster, "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for check in ("database", "documents", "broker", "result backend", "workers",
+                  "blob store", "model"):
+        assert check in result.stdout
+    assert "FAIL" not in result.stdout
+    assert "ingest" in result.stdout and "detect" in result.stdout, result.stdout
+
+
+def test_doctor_names_the_broker_when_its_port_is_closed(cluster):
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    result = skygate(cluster, "doctor", env={"SKYGATE_BROKER_URL": closed}, timeout=120)
+    assert result.returncode == 1
+    broker_row = next(line for line in result.stdout.splitlines() if "broker" in line)
+    assert "FAIL" in broker_row and "SKYGATE_BROKER_URL" in result.stdout
+    assert "failed: broker" in result.stderr
+    # The database and documents are still fine, and say so.
+    db_row = next(line for line in result.stdout.splitlines() if "database" in line)
+    assert "ok" in db_row
+
+
+def test_doctor_names_an_unmigrated_database(cluster, pg_url):
+    from tests.conftest import _pg_admin
+
+    name = pg_url.rsplit("/", 1)[1] + "_empty"
+    run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        result = skygate(cluster, "doctor", env={
+            "SKYGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/" + name}, timeout=120)
+    finally:
+        run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    assert result.returncode == 1
+    assert "skygate db upgrade" in result.stdout and "failed: database" in result.stderr
+
+
+def test_worker_logs_are_json_with_upload_and_task_ids(cluster, tmp_path):
+    client = MongoClient(cluster["mongo_url"])
+    configs = client.get_default_database()["system_configuration"]
+    original = configs.find_one({"config_name": "default_model"})
+    configs.update_one({"_id": original["_id"]},
+                       {"$set": {"parameters.model_path": "/nonexistent/broken.onnx"}})
+    try:
+        image = tmp_path / "logged-file.jpg"
+        image.write_bytes(encode(noisy_photo(seed=72), fmt="JPEG"))
+        _, (record,) = submit(cluster, image, out=tmp_path / "r.jsonl")
+    finally:
+        configs.replace_one({"_id": original["_id"]}, original)
+        client.close()
+    upload_id = record["upload_id"]
+    lines = [json.loads(line) for line in cluster["log"].read_text().splitlines()
+             if line.startswith("{")]
+    assert lines, "the worker wrote no JSON log lines"
+    ours = [entry for entry in lines if entry["logger"].startswith("skygate.")
+            and entry.get("upload_id") == upload_id]
+    assert ours and all(entry["task_id"] for entry in ours), ours
+    failure = next(e for e in ours if e.get("method") == "model")
+    assert failure["file"] == "logged-file.jpg" and "not found" in failure["reason"]
+    assert failure["task_name"] == "skygate.detect.model"
+    # Every pipeline line of any upload carries its upload and task.
+    pipeline = [e for e in lines if e["logger"].startswith("skygate.")]
+    assert all(e.get("upload_id") and e.get("task_id") for e in pipeline), pipeline[:3]
+    text = cluster["log"].read_text()
+    assert "\\x89PNG" not in text and "\\xff\\xd8" not in text
+
+
+def test_retry_failed_reenqueues_and_rescore_keeps_history(cluster, tmp_path):
+    image = tmp_path / "again.jpg"
+    image.write_bytes(encode(noisy_photo(seed=73), fmt="JPEG"))
+    _, (record,) = submit(cluster, image, out=tmp_path / "r.jsonl")
+    upload_id = record["upload_id"]
+    # As if its chord had been lost: failed, though the image is fine.
+    sql(cluster, "UPDATE uploads SET status='failed', error='detection did not complete' "
+                 "WHERE upload_id=:u", u=upload_id)
+    retried = skygate(cluster, "retry", "--failed")
+    assert retried.returncode == 0 and str(upload_id) in retried.stdout, retried.stderr
+
+    def status():
+        return sql(cluster, "SELECT status FROM uploads WHERE upload_id=:u", u=upload_id)[0][0]
+
+    wait_for(lambda: status() == "done", 120, "retried upload done")
+
+    sql(cluster, "UPDATE detection_methods SET weight=0.10 WHERE method_name='texture'")
+    try:
+        rescored = skygate(cluster, "rescore", "--algorithm-version", "skygate-1.0")
+        assert rescored.returncode == 0, rescored.stderr
+        (result_id,) = sql(cluster, "SELECT result_id FROM detection_results WHERE upload_id=:u",
+                           u=upload_id)[0]
+        client = MongoClient(cluster["mongo_url"])
+        docs = client.get_default_database()["detection_metadata"]
+
+        def history():
+            doc = docs.find_one({"result_id": result_id})
+            return doc.get("history", []) if status() == "done" else []
+
+        wait_for(lambda: len(history()) >= 2, 120, "rescored with history")
+        entries = history()
+        client.close()
+    finally:
+        sql(cluster, "UPDATE detection_methods SET weight=0.60 WHERE method_name='texture'")
+    # One entry for the retry's run, one for the rescore's; each keeps the verdict it replaced.
+    assert all(e["algorithm_version"] == "skygate-1.0" and "methods" in e for e in entries)
+    assert {"prnu", "texture", "model"} <= set(entries[-1]["methods"])
+    assert sql(cluster, "SELECT count(*) FROM detection_results WHERE upload_id=:u",
+               u=upload_id)[0][0] == 1
