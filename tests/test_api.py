@@ -306,6 +306,8 @@ def test_every_request_leaves_a_usage_log_row(stack):
     assert ("/v1/uploads", 401, "probe/1.0") in anon
     assert any(p == "/no/such/path" and code == 404 for p, code, _ in anon)
     assert any(p == "/healthz" and code == 200 for p, code, _ in anon)
+    # The API's own log names requests, never the key that made them.
+    assert frank["key"] not in stack["api_log"].read_text()
 
 
 def test_login_with_password_issues_a_key_and_records_last_login(stack):
