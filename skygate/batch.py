@@ -115,10 +115,22 @@ def run_embedded(files: list[Path], *, workers: int):
         return
     from concurrent.futures import as_completed
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+    try:
         futures = [pool.submit(scan_file, n) for n in names]
         for fut in as_completed(futures):
             yield fut.result()
+    finally:
+        # On Ctrl-C: drop the files not started, let the running ones finish and be stored
+        # (a re-run reports them as already known).
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; only the parent decides what to do with it.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def default_workers() -> int:

@@ -113,6 +113,7 @@ def _run_batch(records, total: int, outputs, *, as_json: bool) -> None:
     tty = sys.stderr.isatty() and not as_json
     progress = _progress(total, tty)
     started = time.monotonic()
+    interrupted = False
     try:
         for i, record in enumerate(records, 1):
             outputs.add(record)
@@ -127,12 +128,20 @@ def _run_batch(records, total: int, outputs, *, as_json: bool) -> None:
                 progress.console.print(line, highlight=False, markup=False)
             else:
                 click.echo(line)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
+        if hasattr(records, "close"):
+            records.close()
         if progress is not None:
             progress.stop()
         outputs.close()
     summary = _summary(outputs, time.monotonic() - started)
     click.echo(summary, err=as_json)
+    if interrupted:
+        click.echo(f"interrupted after {len(outputs.records)} of {total} files; run the same "
+                   "command again to finish the rest", err=True)
+        sys.exit(130)
 
 
 def _files_or_exit(paths, recursive, include, exclude):
