@@ -197,3 +197,47 @@ def wait_for(predicate, timeout: float, what: str, *, alive=None, log=None) -> N
             pytest.fail(f"{what}: process exited\n{log.read_text()[-3000:] if log else ''}")
         time.sleep(0.3)
     pytest.fail(f"{what}: not within {timeout}s\n{log.read_text()[-3000:] if log else ''}")
+
+
+@contextlib.contextmanager
+def serve(args: list[str], *, env: dict, health_url: str, log_path: Path):
+    """Run a server process (``python -m skygate.cli ...``) until ``health_url`` answers 200."""
+    import httpx
+
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "skygate.cli", *args], env=env,
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+        def up():
+            try:
+                return httpx.get(health_url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(up, 60, f"{args[0]} answering", alive=proc, log=log_path)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def cluster_sql(db_url: str, query: str, **params):
+    """Run one SQL statement on a cluster's PostgreSQL database; rows when it returns any."""
+    import sqlalchemy as sa
+
+    from storage.db import create_engine
+
+    async def go():
+        engine = create_engine(db_url.replace("postgresql://", "postgresql+asyncpg://"))
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(sa.text(query), params)
+                return result.all() if result.returns_rows else None
+        finally:
+            await engine.dispose()
+
+    return run(go())

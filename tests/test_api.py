@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
-from tests.conftest import ROOT, free_port, run, start_cluster, wait_for
+from tests.conftest import cluster_sql, free_port, run, serve, start_cluster, wait_for
 from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,25 +25,10 @@ def stack(pg_url, mongo_url, tmp_path_factory):
                        SKYGATE_API_MAX_FILES=str(MAX_FILES)) as cluster:
         port = free_port()
         log_path = cluster["data_dir"] / "api.log"
-        log = open(log_path, "w")  # noqa: SIM115 - closed below
-        server = subprocess.Popen(
-            [sys.executable, "-m", "skygate.cli", "api", "--port", str(port)],
-            env=cluster["env"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
-
-        def up():
-            try:
-                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        try:
-            wait_for(up, 60, "API up", alive=server, log=log_path)
+        with serve(["api", "--port", str(port)], env=cluster["env"],
+                   health_url=f"{base}/healthz", log_path=log_path):
             yield {**cluster, "base": base, "api_log": log_path}
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
 
 
 def db(stack, fn):
@@ -64,11 +46,7 @@ def db(stack, fn):
 
 
 def sql(stack, query, **params):
-    async def q(engine):
-        async with engine.connect() as conn:
-            return (await conn.execute(sa.text(query), params)).all()
-
-    return db(stack, q)
+    return cluster_sql(stack["db_url"], query, **params)
 
 
 _users = iter(range(1, 10_000))

@@ -9,10 +9,10 @@ import sys
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from pymongo import MongoClient
 
-from tests.conftest import ROOT, free_port, run, start_cluster, wait_for
+from tests.conftest import (ROOT, cluster_sql, free_port, run, serve, start_cluster,
+                            wait_for)
 from tests.images import encode, noisy_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -40,75 +40,50 @@ def submit(cluster, *paths, out):
 
 
 def sql(cluster, query, **params):
-    from storage.db import create_engine
-
-    async def go():
-        engine = create_engine(cluster["db_url"].replace("postgresql://", "postgresql+asyncpg://"))
-        try:
-            async with engine.begin() as conn:
-                result = await conn.execute(sa.text(query), params)
-                return result.all() if result.returns_rows else None
-        finally:
-            await engine.dispose()
-
-    return run(go())
+    return cluster_sql(cluster["db_url"], query, **params)
 
 
 def test_flower_shows_workers_tasks_and_metrics(cluster, tmp_path):
     port = free_port()
     log_path = tmp_path / "flower.log"
-    with open(log_path, "w") as log:
-        flower = subprocess.Popen(
-            [sys.executable, "-m", "skygate.cli", "flower", "--port", str(port)],
-            env=cluster["env"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}"
+    with serve(["flower", "--port", str(port)], env=cluster["env"],
+               health_url=f"{base}/healthcheck", log_path=log_path):
+        # Flower learns tasks from events, so the run comes after it started.
+        image = tmp_path / "watched.jpg"
+        image.write_bytes(encode(noisy_photo(seed=71), fmt="JPEG"))
+        result, (record,) = submit(cluster, image, out=tmp_path / "r.jsonl")
+        assert record["status"] == "done", result.stderr
 
-        def up():
-            try:
-                return httpx.get(f"{base}/healthcheck", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+        assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
+        with httpx.Client(base_url=base, auth=FLOWER_AUTH, timeout=30) as c:
+            workers = c.get("/api/workers", params={"refresh": "true"}).json()
+            assert workers, "no worker listed"
+            (info,) = workers.values()
+            queues = {q["name"] for q in info["active_queues"]}
+            assert queues == {"ingest", "detect", "model", "aggregate"}
 
-        try:
-            wait_for(up, 60, "flower up", alive=flower, log=log_path)
-            # Flower learns tasks from events, so the run comes after it started.
-            image = tmp_path / "watched.jpg"
-            image.write_bytes(encode(noisy_photo(seed=71), fmt="JPEG"))
-            result, (record,) = submit(cluster, image, out=tmp_path / "r.jsonl")
-            assert record["status"] == "done", result.stderr
+            def names():
+                return {t["name"] for t in c.get("/api/tasks").json().values()}
 
-            assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
-            with httpx.Client(base_url=base, auth=FLOWER_AUTH, timeout=30) as c:
-                workers = c.get("/api/workers", params={"refresh": "true"}).json()
-                assert workers, "no worker listed"
-                (info,) = workers.values()
-                queues = {q["name"] for q in info["active_queues"]}
-                assert queues == {"ingest", "detect", "model", "aggregate"}
+            expected = {"skygate.ingest", "skygate.prepare", "skygate.aggregate",
+                        *(f"skygate.detect.{m}" for m in
+                          ("exif", "prnu", "ela", "texture", "model"))}
+            wait_for(lambda: names() >= expected, 30, "flower saw every task")
+            tasks = c.get("/api/tasks").json().values()
+            for task in tasks:
+                assert task["state"] == "SUCCESS", task
+                assert task["runtime"] is not None and task["runtime"] >= 0
+                # Arguments are ids, keys and names, never image bytes or secrets.
+                assert len(task["args"] or "") < 2000 and len(task["kwargs"] or "") < 2000
+                assert FLOWER_AUTH[1] not in json.dumps(task)
+            ingest = next(t for t in tasks if t["name"] == "skygate.ingest")
+            assert "watched.jpg" in ingest["kwargs"] and "blob_key" in ingest["kwargs"]
 
-                def names():
-                    return {t["name"] for t in c.get("/api/tasks").json().values()}
-
-                expected = {"skygate.ingest", "skygate.prepare", "skygate.aggregate",
-                            *(f"skygate.detect.{m}" for m in
-                              ("exif", "prnu", "ela", "texture", "model"))}
-                wait_for(lambda: names() >= expected, 30, "flower saw every task")
-                tasks = c.get("/api/tasks").json().values()
-                for task in tasks:
-                    assert task["state"] == "SUCCESS", task
-                    assert task["runtime"] is not None and task["runtime"] >= 0
-                    # Arguments are ids, keys and names, never image bytes or secrets.
-                    assert len(task["args"] or "") < 2000 and len(task["kwargs"] or "") < 2000
-                    assert FLOWER_AUTH[1] not in json.dumps(task)
-                ingest = next(t for t in tasks if t["name"] == "skygate.ingest")
-                assert "watched.jpg" in ingest["kwargs"] and "blob_key" in ingest["kwargs"]
-
-                metrics = c.get("/metrics")
-                assert metrics.status_code == 200
-                assert 'flower_events_total{task="skygate.detect.prnu"' in metrics.text
-                assert "flower_task_runtime_seconds" in metrics.text
-        finally:
-            flower.terminate()
-            flower.wait(timeout=30)
+            metrics = c.get("/metrics")
+            assert metrics.status_code == 200
+            assert 'flower_events_total{task="skygate.detect.prnu"' in metrics.text
+            assert "flower_task_runtime_seconds" in metrics.text
     assert FLOWER_AUTH[1] not in log_path.read_text()
 
 

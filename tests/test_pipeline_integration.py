@@ -10,10 +10,9 @@ import sys
 import time
 
 import pytest
-import sqlalchemy as sa
 from pymongo import MongoClient
 
-from tests.conftest import ROOT, corpus_dir, run, start_cluster
+from tests.conftest import ROOT, cluster_sql, corpus_dir, start_cluster
 from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,17 +35,7 @@ def submit(cluster, *paths, out):
 
 
 def sql(cluster, query, **params):
-    from storage.db import create_engine
-
-    async def go():
-        engine = create_engine(cluster["db_url"].replace("postgresql://", "postgresql+asyncpg://"))
-        try:
-            async with engine.connect() as conn:
-                return (await conn.execute(sa.text(query), params)).all()
-        finally:
-            await engine.dispose()
-
-    return run(go())
+    return cluster_sql(cluster["db_url"], query, **params)
 
 
 def mongo(cluster):
