@@ -178,13 +178,18 @@ def start_cluster(pg_url: str, mongo_url: str, tmp_path_factory, tag: str, **ext
         yield {"env": env, "data_dir": data_dir, "db_url": env["SKYGATE_DATABASE_URL"],
                "mongo_url": env["SKYGATE_MONGO_URL"], "log": log_path, "worker": worker}
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop(worker)
         log.close()
         run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it does not exit within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def wait_for(predicate, timeout: float, what: str, *, alive=None, log=None) -> None:
@@ -218,11 +223,7 @@ def serve(args: list[str], *, env: dict, health_url: str, log_path: Path):
             wait_for(up, 60, f"{args[0]} answering", alive=proc, log=log_path)
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
 
 def cluster_sql(db_url: str, query: str, **params):
