@@ -38,7 +38,10 @@ class Dispatcher:
         if self._local is None:
             from workers import app as celery_app
 
-            await asyncio.to_thread(celery_app.send_task, "skygate.prepare", args=[upload_id])
+            # Nobody waits on prepare's result; fail fast when the broker is down.
+            await asyncio.to_thread(
+                celery_app.send_task, "skygate.prepare", args=[upload_id], ignore_result=True,
+                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
         else:
             asyncio.get_running_loop().run_in_executor(self._local, _run_embedded, upload_id)
 

@@ -3,6 +3,7 @@ sees their own uploads; anyone else's are 404, exactly like ids that do not exis
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -15,6 +16,7 @@ from pipeline.decode import InvalidImage, sniff_format, validate_image
 from storage import accounts
 from storage import repository as repo
 
+log = logging.getLogger("skygate.api")
 router = APIRouter()
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                            description="an API key from `skygate keys create`")
@@ -167,7 +169,8 @@ _MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data
                         415: {"model": ErrorBody, "description": "not multipart, or a file "
                                                                  "is not a supported image"},
                         422: {"model": ErrorBody, "description": "an image that cannot be "
-                                                                 "decoded"}})
+                                                                 "decoded"},
+                        503: {"model": ErrorBody, "description": "the queue is unreachable"}})
 async def create_uploads(request: Request, who: CallerDep):
     from workers import steps
 
@@ -214,7 +217,17 @@ async def create_uploads(request: Request, who: CallerDep):
         outcome = await steps.ingest_bytes(storage, settings, data=data, original_file_name=name,
                                            user_id=who.user_id)
         if outcome.needs_processing:
-            await request.app.state.dispatcher.dispatch(outcome.upload_id)
+            try:
+                await request.app.state.dispatcher.dispatch(outcome.upload_id)
+            except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep a trace
+                reason = f"could not enqueue: {type(exc).__name__}: {exc}"
+                await repo.mark_failed(storage.engine, outcome.upload_id, reason)
+                log.error("upload %s not enqueued: %s", outcome.upload_id, reason,
+                          extra={"upload_id": outcome.upload_id})
+                raise ApiError(503, "queue_unavailable",
+                               f"{name} was stored as upload {outcome.upload_id} but could not "
+                               "be queued; it is marked failed and `skygate retry --failed` "
+                               "re-queues it", headers={"Retry-After": "30"}) from None
         accepted.append(Accepted(
             upload_id=outcome.upload_id, file_name=name, status=outcome.status,
             status_url=str(request.url_for("get_upload", upload_id=outcome.upload_id)),

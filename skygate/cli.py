@@ -485,7 +485,7 @@ def _requeue(settings: Settings, upload_ids: list[int], *, what: str) -> None:
         from workers import app
 
         for upload_id in upload_ids:
-            app.send_task("skygate.prepare", args=[upload_id])
+            app.send_task("skygate.prepare", args=[upload_id], ignore_result=True)
         click.echo(f"{what}: sent {len(upload_ids)} upload(s) to the cluster: "
                    f"{', '.join(map(str, upload_ids))}")
         return

@@ -342,3 +342,22 @@ def test_schemathesis_finds_no_server_error(stack):
                                              ("POST", "/v1/keys")}
     assert len(calls) > 200
     assert "Traceback" not in stack["api_log"].read_text()
+
+
+def test_a_down_broker_gives_503_and_a_retryable_failed_upload(stack, tmp_path):
+    ivan = new_user(stack)
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    port = free_port()
+    env = {**stack["env"], "SKYGATE_BROKER_URL": closed, "SKYGATE_RESULT_BACKEND": closed}
+    with serve(["api", "--port", str(port)], env=env, log_path=tmp_path / "api.log",
+               health_url=f"http://127.0.0.1:{port}/healthz"):
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                          headers={"X-API-Key": ivan["key"]}) as c:
+            r = upload(c, ("stranded.jpg", encode(noisy_photo(seed=51), fmt="JPEG")))
+            assert (r.status_code, r.json()["code"]) == (503, "queue_unavailable")
+            assert r.headers["Retry-After"]
+            ready = c.get("/readyz")
+            assert ready.status_code == 503 and not ready.json()["checks"]["broker"]["ok"]
+    (row,) = sql(stack, "SELECT u.status, u.error FROM uploads u JOIN users s USING (user_id) "
+                        "WHERE s.username=:n", n=ivan["name"])
+    assert row.status == "failed" and "could not enqueue" in row.error
