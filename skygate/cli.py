@@ -165,6 +165,8 @@ _batch_options = [
     click.option("--include", multiple=True, help="only files matching this glob"),
     click.option("--exclude", multiple=True, help="skip files matching this glob"),
     click.option("--json", "as_json", is_flag=True, help="machine-readable lines on stdout"),
+    click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+                 help="write a self-contained HTML report"),
 ]
 
 
@@ -178,9 +180,7 @@ def batch_options(fn):
 @click.argument("paths", nargs=-1, required=True)
 @batch_options
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
-              help="write a self-contained HTML report")
-def scan(paths, out, csv_path, recursive, include, exclude, as_json, workers, report):
+def scan(paths, out, csv_path, recursive, include, exclude, as_json, report, workers):
     """Run the whole pipeline here, with no servers (the embedded default)."""
     from skygate.batch import Outputs, default_workers, run_embedded
 
@@ -204,7 +204,7 @@ def scan(paths, out, csv_path, recursive, include, exclude, as_json, workers, re
 @click.option("--wait/--no-wait", default=False, help="follow uploads to their verdicts")
 @click.option("--timeout", type=float, default=1800.0, show_default=True,
               help="seconds to wait for all verdicts")
-def submit(paths, out, csv_path, recursive, include, exclude, as_json, wait, timeout):
+def submit(paths, out, csv_path, recursive, include, exclude, as_json, report, wait, timeout):
     """Send files to a running cluster (SKYGATE_BROKER_URL); --wait for the verdicts."""
     from skygate.batch import Outputs
     from skygate.remote import submit_files
@@ -214,8 +214,12 @@ def submit(paths, out, csv_path, recursive, include, exclude, as_json, wait, tim
         raise click.UsageError("SKYGATE_BROKER_URL is not set (use `skygate scan` to run here)")
     files = _files_or_exit(paths, recursive, include, exclude)
     outputs = Outputs(out, csv_path)
+    if report and not wait:
+        raise click.UsageError("--report needs --wait (the report shows verdicts)")
     _run_batch(submit_files(settings, files, wait=wait, timeout=timeout), len(files), outputs,
                as_json=as_json)
+    if report:
+        _write_report(settings, outputs.records, report)
     sys.exit(1 if outputs.counts["failed"] or outputs.counts["skipped"] else 0)
 
 

@@ -24,10 +24,10 @@ def cluster(pg_url, mongo_url, tmp_path_factory):
         yield c
 
 
-def submit(cluster, *paths, out):
+def submit(cluster, *paths, out, extra=()):
     result = subprocess.run(
         [sys.executable, "-m", "skygate.cli", "submit", *map(str, paths), "--wait",
-         "--out", str(out), "--timeout", "600"],
+         "--out", str(out), "--timeout", "600", *map(str, extra)],
         env=cluster["env"], cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
@@ -65,8 +65,14 @@ def test_twenty_corpus_images_give_twenty_results_rows_and_documents(cluster, tm
     web = sorted(corpus_dir("real_web").iterdir())
     files = ai[::6][:8] + real[::12][:7] + web[::8][:5]
     assert len(files) == 20
-    result, records = submit(cluster, *files, out=tmp_path / "corpus.jsonl")
+    report = tmp_path / "corpus.html"
+    result, records = submit(cluster, *files, out=tmp_path / "corpus.jsonl",
+                             extra=["--report", report])
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    # The report of a cluster run has every image with its pictures from the shared blobs.
+    page = report.read_text()
+    assert all(os.path.basename(f) in page for f in files)
+    assert page.count('alt="ELA"') == 20 and page.count('alt="heatmap"') == 20
     assert len(records) == 20 and all(r["status"] == "done" for r in records), records
     ids = [r["upload_id"] for r in records]
     rows = sql(cluster, "SELECT r.upload_id, count(m.method_result_id), r.metadata_id, "
