@@ -105,7 +105,7 @@ class UploadOut(BaseModel):
     file_size: int
     mime_type: str
     sha256: str | None
-    status: Literal["queued", "processing", "done", "failed"] | str
+    status: str = Field(description="queued, processing, done or failed")
     is_processed: bool | None
     upload_date: datetime | None
     error: str | None = None
@@ -321,7 +321,8 @@ async def get_result(request: Request, who: CallerDep, upload_id: UploadId):
     _, result, doc = await _result(request, who, upload_id)
     methods = {name: MethodOut(verdict=_verdict(m["is_ai_generated"]), **m)
                for name, m in result["methods"].items()}
-    has = (doc and doc.pixel_analysis.ela_results.ela_image_path, doc and doc.visual_anomalies.heatmap_path)
+    ela_key = doc.pixel_analysis.ela_results.ela_image_path if doc else None
+    heatmap_key = doc.visual_anomalies.heatmap_path if doc else None
     return ResultOut(
         upload_id=upload_id, result_id=result["result_id"],
         verdict=_verdict(result["is_ai_generated"]), is_ai_generated=result["is_ai_generated"],
@@ -330,8 +331,9 @@ async def get_result(request: Request, who: CallerDep, upload_id: UploadId):
         detection_date=result["detection_date"],
         processing_time=float(result["processing_time"]), methods=methods,
         metadata=doc.model_dump(mode="json", exclude={"blob_keys"}) if doc else None,
-        ela_url=str(request.url_for("get_ela", upload_id=upload_id)) if has[0] else None,
-        heatmap_url=str(request.url_for("get_heatmap", upload_id=upload_id)) if has[1] else None)
+        ela_url=str(request.url_for("get_ela", upload_id=upload_id)) if ela_key else None,
+        heatmap_url=(str(request.url_for("get_heatmap", upload_id=upload_id)) if heatmap_key
+                     else None))
 
 
 _PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}

@@ -36,10 +36,9 @@ _UPLOAD_ARG = {"skygate.aggregate": 1}
 @task_prerun.connect
 def _bind_upload(task=None, args=(), kwargs=None, **_):
     upload_id = (kwargs or {}).get("upload_id")
-    position = _UPLOAD_ARG.get(task.name, 0) if task is not None else 0
-    if upload_id is None and task is not None and task.name != "skygate.ingest" \
-            and len(args) > position:
-        upload_id = args[position]
+    if upload_id is None and task is not None and task.name != "skygate.ingest":
+        position = _UPLOAD_ARG.get(task.name, 0)
+        upload_id = args[position] if len(args) > position else None
     bind_upload(upload_id if isinstance(upload_id, int) else None)
 
 
