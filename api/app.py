@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -15,7 +14,6 @@ from api.usage import UsageAndLimits
 from schemas.settings import Settings
 from storage.context import build_storage
 
-log = logging.getLogger("skygate.api")
 
 DESCRIPTION = """
 Send images, poll for verdicts. Every call under `/v1` needs an API key in the `X-API-Key`
@@ -51,18 +49,9 @@ class Dispatcher:
 
 
 def _run_embedded(upload_id: int) -> None:
-    from storage import repository
     from workers import runtime, steps
 
-    async def go(storage, settings, upload_id):
-        try:
-            await steps.run_all(storage, settings, upload_id)
-        except Exception as exc:  # noqa: BLE001 - recorded on the upload, never lost
-            log.exception("embedded detection failed", extra={"upload_id": upload_id})
-            await repository.mark_failed(storage.engine, upload_id,
-                                         f"{type(exc).__name__}: {exc}")
-
-    runtime.run(go, upload_id)
+    runtime.run(steps.run_all_or_fail, upload_id)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -87,13 +87,7 @@ async def _scan_one(storage, settings, path: str) -> dict:
     outcome = await steps.ingest_bytes(storage, settings, data=data,
                                        original_file_name=Path(path).name, user_id=None)
     if outcome.needs_processing:
-        try:
-            await steps.run_all(storage, settings, outcome.upload_id)
-        except Exception as exc:  # noqa: BLE001 - a crash in one file never loses the batch
-            from storage import repository as repo
-
-            await repo.mark_failed(storage.engine, outcome.upload_id,
-                                   f"{type(exc).__name__}: {exc}")
+        await steps.run_all_or_fail(storage, settings, outcome.upload_id)
     return await record_for(storage, path=path, sha256=outcome.sha256,
                             upload_id=outcome.upload_id, status=outcome.status,
                             error=outcome.error)

@@ -498,10 +498,7 @@ def _requeue(settings: Settings, upload_ids: list[int], *, what: str) -> None:
     async def one(storage, settings, upload_id):
         from storage import repository as repo
 
-        try:
-            await steps.run_all(storage, settings, upload_id)
-        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            await repo.mark_failed(storage.engine, upload_id, f"{type(exc).__name__}: {exc}")
+        await steps.run_all_or_fail(storage, settings, upload_id)
         return await repo.get_upload(storage.engine, upload_id)
 
     failed = 0

@@ -198,10 +198,9 @@ async def check_key(engine: AsyncEngine, key: str, *, period_seconds: int) -> Ke
             .returning(api_keys.c.requests_made, api_keys.c.request_limit)
         )).first()
     if counted is None:
-        async with engine.connect() as conn:
-            start = (await conn.execute(sa.select(api_keys.c.quota_window_start)
-                                        .where(api_keys.c.key_id == row["key_id"]))).scalar()
-        reset = _aware(start) + timedelta(seconds=period_seconds) if start else now
+        # Refused only inside a current window, which is the one read above.
+        start = _aware(row["quota_window_start"])
+        reset = start + timedelta(seconds=period_seconds) if start else now
         wait = max(1, int((reset - now).total_seconds()) + 1)
         return KeyCheck("rate_limited",
                         f"request limit of {row['request_limit']} per {period_seconds}s "

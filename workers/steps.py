@@ -307,3 +307,13 @@ async def run_all(storage: Storage, settings: Settings, upload_id: int) -> None:
         except Exception as exc:  # noqa: BLE001 - one broken method never loses the verdict
             results.append(error_result(method, exc).model_dump(mode="json"))
     await aggregate(storage, settings, upload_id, manifest_key, results)
+
+
+async def run_all_or_fail(storage: Storage, settings: Settings, upload_id: int) -> None:
+    """``run_all`` for in-process callers (scan, the embedded API, retry/rescore): a crash is
+    recorded on the upload as its failure, never raised, so one file never loses a batch."""
+    try:
+        await run_all(storage, settings, upload_id)
+    except Exception as exc:  # noqa: BLE001
+        log.exception("detection failed", extra={"upload_id": upload_id})
+        await repo.mark_failed(storage.engine, upload_id, f"{type(exc).__name__}: {exc}")
