@@ -11,7 +11,17 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageFile
+
+# HEIC/HEIF through pillow-heif (libheif + libde265), registered once as Pillow's "HEIF".
+pillow_heif.register_heif_opener()
+try:  # AVIF: Pillow >= 11.2 reads it natively (libavif); pillow-heif >= 1.0 dropped AVIF.
+    from PIL import AvifImagePlugin
+
+    _AVIF_SUPPORTED = bool(AvifImagePlugin.SUPPORTED)
+except ImportError:  # pragma: no cover - Pillow < 11.2
+    _AVIF_SUPPORTED = False
 
 # (magic prefix, offset, file_type, mime type). Sniffed from content, never from the name.
 _SIGNATURES = [
@@ -25,7 +35,14 @@ _SIGNATURES = [
     (b"BM", 0, "bmp", "image/bmp"),
 ]
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP", "tiff": "TIFF",
-                "bmp": "BMP"}
+                "bmp": "BMP", "heif": "HEIF", "avif": "AVIF"}
+SUPPORTED_TYPES = "JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC/HEIF, AVIF"
+
+# ISO-BMFF (HEIF family) brands in the leading ``ftyp`` box. The structural brands (mif1,
+# msf1, ...) say "HEIF container" but not which codec: the compatible brands decide.
+_HEVC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+_HEIF_BRANDS = {b"mif1", b"msf1", b"mif2", b"miaf"}
 
 
 class InvalidImage(ValueError):
@@ -47,10 +64,39 @@ class FileInfo:
     extra: dict = field(default_factory=dict)
 
 
+def _ftyp_brands(data: bytes) -> list[bytes] | None:
+    """Major brand then compatible brands of a leading ``ftyp`` box, or None if there is none."""
+    if len(data) < 12 or data[4:8] != b"ftyp":
+        return None
+    size = int.from_bytes(data[:4], "big")
+    end = min(size, len(data), 4096) if size >= 16 else 12
+    compatible = [data[i:i + 4] for i in range(16, end - 3, 4)]
+    return [data[8:12], *compatible]
+
+
+def _sniff_isobmff(brands: list[bytes]) -> tuple[str, str]:
+    major = brands[0]
+    if major in _AVIF_BRANDS or (major not in _HEVC_BRANDS and _AVIF_BRANDS & set(brands)):
+        if not _AVIF_SUPPORTED:
+            raise InvalidImage("AVIF needs Pillow >= 11.2 built with libavif, which this "
+                               "installation lacks: convert to JPEG or PNG")
+        return "avif", "image/avif"
+    if _HEVC_BRANDS & set(brands):
+        return "heif", "image/heic"
+    if _HEIF_BRANDS & set(brands):
+        return "heif", "image/heif"
+    name = major.decode("latin-1").strip() or "?"
+    raise InvalidImage(f"ISO-BMFF file of brand {name!r} (video or another container) is not "
+                       f"a still image: only HEIC/HEIF and AVIF are read")
+
+
 def sniff_format(data: bytes) -> tuple[str, str]:
     """Return ``(file_type, mime_type)`` from the leading bytes, or raise InvalidImage."""
     if not data:
         raise InvalidImage("empty file")
+    brands = _ftyp_brands(data)
+    if brands is not None:
+        return _sniff_isobmff(brands)
     for magic, offset, file_type, mime in _SIGNATURES:
         if data[offset:offset + len(magic)] == magic:
             if file_type == "webp" and data[:4] != b"RIFF":
@@ -59,9 +105,105 @@ def sniff_format(data: bytes) -> tuple[str, str]:
     head = data[:64]
     if head.lstrip().startswith((b"<svg", b"<?xml")):
         raise InvalidImage("SVG/XML is not a raster image")
-    if b"ftypheic" in head or b"ftypheix" in head or b"ftypavif" in head or b"ftypmif1" in head:
-        raise InvalidImage("HEIC/AVIF is not supported yet: convert to JPEG or PNG")
-    raise InvalidImage("not a supported image (JPEG, PNG, WebP, GIF, TIFF, BMP) by content")
+    raise InvalidImage(f"not a supported image ({SUPPORTED_TYPES}) by content")
+
+
+def pil_formats(data: bytes) -> list[str] | None:
+    """The Pillow format to open ``data`` with, or None (let Pillow guess) if not sniffable."""
+    try:
+        return [_PIL_FORMATS[sniff_format(data)[0]]]
+    except InvalidImage:
+        return None
+
+
+def _boxes(data: bytes, start: int, end: int):
+    """``(type, body_start, body_end)`` of the ISO-BMFF boxes in ``data[start:end]``."""
+    pos = start
+    while pos + 8 <= end:
+        size, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        header = 8
+        if size == 1 and pos + 16 <= end:
+            size, header = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return
+        yield kind, pos + header, pos + size
+        pos += size
+
+
+def _child(data: bytes, kind: bytes, span: tuple[int, int] | None, *, full: bool = False):
+    """The body span of the first ``kind`` box in ``span`` (after a FullBox header if full)."""
+    if not span:
+        return None
+    for k, s, e in _boxes(data, *span):
+        if k == kind:
+            return (s + 4 if full else s), e
+    return None
+
+
+def _meta(data: bytes):
+    return _child(data, b"meta", (0, len(data)), full=True)
+
+
+def _isobmff_bit_depth(data: bytes) -> int | None:
+    """Bits per channel from the first colour ``pixi`` property (meta/iprp/ipco), if any."""
+    ipco = _child(data, b"ipco", _child(data, b"iprp", _meta(data)))
+    if not ipco:
+        return None
+    depths = []
+    for kind, s, e in _boxes(data, *ipco):
+        if kind == b"pixi" and e - s >= 6:
+            channels = data[s + 4]
+            bits = list(data[s + 5:min(e, s + 5 + channels)])
+            if bits:
+                depths.append((channels >= 3, max(bits)))
+    colour = [b for is_colour, b in depths if is_colour]
+    return (colour or [b for _, b in depths] or [None])[0]
+
+
+def _isobmff_data_end(data: bytes) -> int | None:
+    """Where the last item extent (``iloc``, file offsets) ends, or None if unreadable.
+
+    libheif fills the missing tiles of a truncated grid image with a flat colour instead of
+    failing, so a truncated HEIC has to be caught here.
+    """
+    iloc = _child(data, b"iloc", _meta(data))
+    if not iloc:
+        return None
+    pos, end = iloc  # starts at the FullBox version byte
+
+    def read(n: int) -> int:
+        nonlocal pos
+        if pos + n > end:
+            raise ValueError("iloc overruns its box")
+        value = int.from_bytes(data[pos:pos + n], "big")
+        pos += n
+        return value
+
+    try:
+        version = read(1)
+        read(3)
+        if version > 2:
+            return None
+        sizes = read(1)
+        offset_size, length_size = sizes >> 4, sizes & 15
+        sizes = read(1)
+        base_size, index_size = sizes >> 4, (sizes & 15 if version else 0)
+        last = 0
+        for _ in range(read(2 if version < 2 else 4)):
+            read(2 if version < 2 else 4)  # item_ID
+            method = read(2) & 15 if version else 0
+            data_ref = read(2)
+            base = read(base_size)
+            for _ in range(read(2)):
+                read(index_size)
+                offset, length = read(offset_size), read(length_size)
+                if method == 0 and data_ref == 0 and length:
+                    last = max(last, base + offset + length)
+        return last
+    except ValueError:
+        return None
 
 
 def _open(data: bytes, file_type: str, max_pixels: int) -> Image.Image:
@@ -82,6 +224,11 @@ def _open(data: bytes, file_type: str, max_pixels: int) -> Image.Image:
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{max_pixels:,} (decompression-bomb guard)"
         )
+    if file_type in ("heif", "avif"):
+        needed = _isobmff_data_end(data)
+        if needed and needed > len(data):
+            raise InvalidImage(f"truncated {file_type}: its image data runs to byte "
+                               f"{needed:,} but the file has only {len(data):,} bytes")
     return img
 
 
@@ -125,7 +272,7 @@ def estimate_jpeg_quality(img: Image.Image) -> int | None:
     return int(np.clip(round(quality), 1, 100))
 
 
-def _compression(img: Image.Image, file_type: str) -> str:
+def _compression(img: Image.Image, file_type: str, mime: str = "") -> str:
     if file_type == "jpeg":
         return "JPEG (progressive)" if img.info.get("progressive") else "JPEG (baseline)"
     if file_type == "png":
@@ -136,6 +283,10 @@ def _compression(img: Image.Image, file_type: str) -> str:
         return "GIF (LZW, palette)"
     if file_type == "tiff":
         return f"TIFF ({img.info.get('compression', 'raw')})"
+    if file_type == "heif":
+        return "HEIF (HEVC)" if mime == "image/heic" else "HEIF"
+    if file_type == "avif":
+        return "AVIF (AV1)"
     return file_type.upper()
 
 
@@ -152,6 +303,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
 
     Alpha is dropped (forensic signals live in the colour channels); 16-bit images are
     scaled to 8 bits; EXIF orientation is not applied so pixel positions match the file.
+    HEIC/HEIF is the primary image, 10/12-bit converted to 8 by libheif, with the
+    container's own rotation/mirror (irot/imir) applied as libheif always does; AVIF is
+    decoded by libavif to 8-bit RGB. ``bit_depth`` reports the coded depth either way.
     """
     file_type, mime = sniff_format(data)
     img = _open(data, file_type, max_pixels)
@@ -159,17 +313,21 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
     bits = {"1": 1, "I;16": 16, "I;16B": 16, "I": 32, "F": 32}.get(mode, 8)
     if file_type == "png" and img.info.get("bits"):
         bits = int(img.info["bits"])
+    if file_type in ("heif", "avif"):
+        # pillow-heif reports the coded depth; Pillow's AVIF reader does not: read pixi.
+        bits = int(img.info.get("bit_depth") or _isobmff_bit_depth(data) or bits)
     info = FileInfo(
         file_type=file_type, mime_type=mime, width=img.size[0], height=img.size[1],
         color_space=_COLOR_SPACES.get(mode, mode), bit_depth=bits,
-        compression=_compression(img, file_type),
+        compression=_compression(img, file_type, mime),
         jpeg_quality=estimate_jpeg_quality(img) if file_type == "jpeg" else None,
         extra={"frames": getattr(img, "n_frames", 1), "mode": mode},
     )
     prev = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
         ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not grey pixels
-        img.seek(0)
+        if file_type != "heif":  # pillow-heif opens at the primary image, not always index 0
+            img.seek(0)
         img.load()
     except Exception as exc:  # noqa: BLE001
         raise InvalidImage(f"cannot decode {file_type}: {exc}") from exc

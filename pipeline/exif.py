@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from PIL import ExifTags, Image
 
+from pipeline.decode import pil_formats  # importing decode also registers the HEIF opener
 from schemas.results import MethodResult
 
 AI_SOURCE_TYPES = {
@@ -156,7 +157,8 @@ def analyze_metadata(data: bytes) -> MethodResult:
         The original file, exactly as uploaded.
     """
     started = time.perf_counter()
-    img = Image.open(io.BytesIO(data))
+    # Open with the format sniffed from content: HEIF and AVIF share ftyp brands (mif1).
+    img = Image.open(io.BytesIO(data), formats=pil_formats(data))
     tags = _exif_dict(img)
     anomalies: list[str] = []
     evidence: list[str] = []

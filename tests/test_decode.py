@@ -26,7 +26,8 @@ def test_type_is_sniffed_by_content_not_name():
     (b"", "empty file"),
     (b"hello, I am a text file\n", "not a supported image"),
     (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "SVG"),
-    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "HEIC"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "cannot read heif header"),
+    (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00isommp42", "brand 'mp42'.*not a still image"),
 ])
 def test_non_images_get_a_clear_reason(data, reason):
     with pytest.raises(InvalidImage, match=reason):
