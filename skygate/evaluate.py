@@ -1,0 +1,426 @@
+"""``skygate eval``: judge the detector on the user's own labelled images.
+
+Labelled files come from folders (``PATH/real/…`` and ``PATH/ai/…``) or from a CSV
+(``path,label``). They run through the same in-process pipeline as ``skygate scan``
+(:func:`skygate.batch.run_embedded`, on the configured database, so a re-run only reads the
+stored verdicts back), or with ``stored=True`` the verdicts already stored for the same
+SHA-256 are read without running anything. The final P(AI) of each file is read back from
+its ``detection_metadata`` document (``aggregated_results.ai_probability``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import metrics
+
+LABELS = {"ai": 1, "real": 0}
+LABEL_NAMES = {1: "ai", 0: "real"}
+JUDGED = ("done", "duplicate")
+FPR_TARGET = 0.05
+BINS = 10
+
+
+class EvalError(Exception):
+    """A usage error: no labelled files, a bad CSV, a missing folder (exit 2)."""
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    path: Path
+    label: int  # 1 = AI, 0 = real
+    group: str
+
+
+# --- collecting labelled files ------------------------------------------------------------
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    from skygate.batch import walk
+
+    return [f for f in walk([str(folder)], recursive=True)
+            if not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+
+
+def collect_folders(paths: Iterable[str | Path]) -> list[LabelledFile]:
+    """Files under ``PATH/real`` and ``PATH/ai`` for each PATH, grouped by the first folder
+    below the label folder (``ai/comfy``), or the label itself for files directly in it."""
+    found: list[LabelledFile] = []
+    for raw in paths:
+        root = Path(raw)
+        if not root.exists():
+            raise EvalError(f"no such file or folder: {raw}")
+        if not root.is_dir():
+            raise EvalError(f"{raw} is not a folder (expected real/ and ai/ inside it)")
+        if not any((root / name).is_dir() for name in LABELS):
+            raise EvalError(f"{raw} has neither a real/ nor an ai/ folder")
+        for name, label in LABELS.items():
+            folder = root / name
+            if not folder.is_dir():
+                continue
+            for f in _visible_files(folder):
+                parts = f.relative_to(folder).parts
+                group = f"{name}/{parts[0]}" if len(parts) > 1 else name
+                found.append(LabelledFile(f, label, group))
+    return found
+
+
+def _csv_group(path: Path, base: Path, label: str) -> str:
+    """For a CSV row: mirror the folder layout when the path is below ``base``."""
+    try:
+        parts = path.relative_to(base).parts[:-1]
+    except ValueError:
+        return label
+    if not parts or ".." in parts:
+        return label
+    if parts[0].lower() in LABELS:
+        return "/".join(parts[:2])
+    return parts[0]
+
+
+def collect_csv(csv_path: str | Path) -> list[LabelledFile]:
+    """Rows of a CSV with a ``path`` (or ``file``) column and a ``label`` column (ai|real);
+    relative paths are relative to the CSV's folder. An optional ``group`` column names
+    the row's group; otherwise the first folder of the path (``real_web``, or ``ai/comfy``
+    below a label folder), or the label."""
+    csv_path = Path(csv_path)
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvalError(f"cannot read labels file {csv_path}: {exc}") from None
+    reader = csv.DictReader(text.splitlines())
+    columns = {c.strip().lower(): c for c in (reader.fieldnames or []) if c}
+    path_col = columns.get("path") or columns.get("file")
+    label_col = columns.get("label")
+    if not path_col or not label_col:
+        raise EvalError(f"{csv_path}: needs the columns path,label "
+                        f"(found: {', '.join(reader.fieldnames or []) or 'none'})")
+    group_col = columns.get("group")
+    base = csv_path.resolve().parent
+    found = []
+    for line, row in enumerate(reader, start=2):
+        raw_path = (row.get(path_col) or "").strip()
+        label = (row.get(label_col) or "").strip().lower()
+        if not raw_path and not label:
+            continue
+        if not raw_path:
+            raise EvalError(f"{csv_path}:{line}: empty path")
+        if label not in LABELS:
+            raise EvalError(f"{csv_path}:{line}: label must be ai or real, not {label!r}")
+        path = Path(raw_path).expanduser()
+        if not path.is_absolute():
+            path = base / path
+        group = (row.get(group_col) or "").strip() if group_col else ""
+        found.append(LabelledFile(path, LABELS[label],
+                                  group or _csv_group(path, base, label)))
+    return found
+
+
+def collect(paths: Iterable[str | Path] = (), labels_csv: str | Path | None = None
+            ) -> list[LabelledFile]:
+    """Folders and a CSV together, each file once (first label wins)."""
+    files = collect_folders(paths)
+    if labels_csv is not None:
+        files += collect_csv(labels_csv)
+    out, seen = [], set()
+    for f in files:
+        key = str(f.path.resolve()) if f.path.exists() else str(f.path)
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    if not out:
+        raise EvalError("no labelled files found (expected PATH/real/… and PATH/ai/…, "
+                        "or --labels F.csv with columns path,label)")
+    return out
+
+
+# --- running or reading back --------------------------------------------------------------
+
+
+async def _probability(storage, settings, upload_id: int | None) -> float | None:
+    """The final P(AI) of an upload, from its detection_metadata document."""
+    from storage import repository as repo
+
+    if upload_id is None:
+        return None
+    result = await repo.result_for_upload(storage.engine, upload_id)
+    if result is None:
+        return None
+    doc = await storage.documents.get_detection_metadata(result["result_id"])
+    if doc is None or doc.aggregated_results is None:
+        return None
+    p = doc.aggregated_results.ai_probability
+    return None if p is None else float(p)
+
+
+async def _stored_record(storage, settings, path: str) -> dict:
+    from skygate.batch import record_for
+    from storage import repository as repo
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return await record_for(storage, path=path, sha256=None, upload_id=None,
+                                status="skipped", error=f"cannot read file: {exc}")
+    sha = hashlib.sha256(data).hexdigest()
+    upload = await repo.find_upload_by_sha(storage.engine, sha256=sha, user_id=None)
+    if upload is None:
+        return await record_for(storage, path=path, sha256=sha, upload_id=None,
+                                status="missing", error="no stored verdict for this SHA-256")
+    status = upload["status"]
+    record = await record_for(storage, path=path, sha256=sha, upload_id=upload["upload_id"],
+                              status="duplicate" if status == "done" else status,
+                              error=upload["error"])
+    if record["status"] not in JUDGED + ("failed",):
+        record.update(status="missing", error=f"stored upload is {status}, not judged yet")
+    return record
+
+
+async def _schema_revision(storage, settings) -> str | None:
+    from storage import migrate
+
+    return await migrate.current_revision(storage.engine)
+
+
+def check_stored(settings) -> None:
+    """Raise :class:`EvalError` when the configured database holds no SkyGate schema."""
+    from workers import runtime
+
+    where = settings.sqlalchemy_url.split("@")[-1]
+    hint = "run `skygate eval` without --stored (or `skygate scan`) first"
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite") and ":///" in url:
+        db_file = Path(url.split(":///", 1)[1])
+        if not db_file.is_file():
+            raise EvalError(f"no stored verdicts: {db_file} does not exist; {hint}")
+    try:
+        revision = runtime.run(_schema_revision)
+    except Exception as exc:  # noqa: BLE001 - any connection failure: say where and why
+        runtime.shutdown()
+        raise EvalError(f"cannot read stored verdicts from {where}: {exc}") from None
+    if revision is None:
+        runtime.shutdown()
+        raise EvalError(f"no stored verdicts: {where} has no SkyGate schema; {hint}")
+
+
+def _records(files: list[LabelledFile], *, stored: bool, workers: int) -> Iterable[dict]:
+    from workers import runtime
+
+    if stored:
+        for f in files:
+            yield runtime.run(_stored_record, str(f.path))
+        return
+    from skygate.batch import run_embedded
+
+    # run_embedded reports a file that cannot be read as "skipped"; scan does the same.
+    yield from run_embedded([f.path for f in files], workers=workers)
+
+
+def run(files: list[LabelledFile], *, stored: bool = False, workers: int = 1,
+        on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    """Per-file rows (path, label, group, ai_probability, verdict, status, error), in the
+    order of ``files``. Runs the pipeline (or reads stored verdicts with ``stored``)."""
+    from workers import runtime
+
+    by_path = {str(f.path): f for f in files}
+    records: dict[str, dict] = {}
+    stream = _records(files, stored=stored, workers=workers)
+    try:
+        for record in stream:
+            records[record["path"]] = record
+            if on_record is not None:
+                on_record(record)
+    finally:
+        if hasattr(stream, "close"):
+            stream.close()
+    rows = []
+    try:
+        for name, f in by_path.items():
+            record = records.get(name) or {"status": "missing", "is_ai_generated": None,
+                                           "confidence": None, "upload_id": None,
+                                           "error": "no result"}
+            judged = record["status"] in JUDGED
+            p = runtime.run(_probability, record.get("upload_id")) if judged else None
+            if p is None and judged and record["is_ai_generated"] is not None:
+                # No document: a decided verdict's confidence is P(its side).
+                c = record["confidence"]
+                p = c if record["is_ai_generated"] else 1.0 - c
+            rows.append({
+                "path": name, "label": LABEL_NAMES[f.label], "group": f.group,
+                "ai_probability": p,
+                "verdict": ({True: "ai", False: "real", None: "uncertain"}
+                            [record["is_ai_generated"]] if judged else None),
+                "status": "failed" if record["status"] == "skipped" else record["status"],
+                "error": record.get("error"),
+            })
+    finally:
+        runtime.shutdown()
+    return rows
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def _share(num: int, den: int) -> float:
+    return num / den if den else float("nan")
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Counts and verdict shares of some rows (no ranking metrics)."""
+    judged = [r for r in rows if r["status"] in JUDGED]
+    decided = [r for r in judged if r["verdict"] in LABELS]
+    real = [r for r in judged if r["label"] == "real"]
+    probs = [r["ai_probability"] for r in judged if r["ai_probability"] is not None]
+    return {
+        "files": len(rows),
+        "ai_files": sum(r["label"] == "ai" for r in rows),
+        "real_files": sum(r["label"] == "real" for r in rows),
+        "judged": len(judged),
+        "failed": sum(r["status"] == "failed" for r in rows),
+        "missing": sum(r["status"] == "missing" for r in rows),
+        "called_ai": sum(r["verdict"] == "ai" for r in judged),
+        "called_real": sum(r["verdict"] == "real" for r in judged),
+        "uncertain": sum(r["verdict"] == "uncertain" for r in judged),
+        "accuracy": _share(sum(r["verdict"] == r["label"] for r in decided), len(decided)),
+        "real_called_ai": _share(sum(r["verdict"] == "ai" for r in real), len(real)),
+        "uncertain_share": _share(sum(r["verdict"] == "uncertain" for r in judged),
+                                  len(judged)),
+        "mean_ai_probability": float(np.mean(probs)) if probs else float("nan"),
+    }
+
+
+def build_report(rows: list[dict]) -> dict:
+    """All metrics of a run: overall, per group, the curves, the failures and the rows."""
+    scored = [r for r in rows if r["status"] in JUDGED and r["ai_probability"] is not None]
+    y = np.array([LABELS[r["label"]] for r in scored], dtype=np.int8)
+    p = np.array([r["ai_probability"] for r in scored], dtype=np.float64)
+    fpr, tpr, thresholds = metrics.roc_curve(y, p)
+    mean_pred, observed, counts = metrics.reliability_bins(y, p, BINS)
+    overall = _summary(rows)
+    overall.update({
+        "scored": len(scored),
+        "auc": metrics.roc_auc(y, p),
+        f"tpr_at_{round(FPR_TARGET * 100)}pct_fpr": metrics.tpr_at_fpr(y, p, FPR_TARGET),
+        "ece": metrics.expected_calibration_error(y, p, BINS),
+    })
+    groups = {}
+    for name in sorted({r["group"] for r in rows}):
+        members = [r for r in rows if r["group"] == name]
+        groups[name] = {"label": members[0]["label"]
+                        if len({r["label"] for r in members}) == 1 else "mixed",
+                        **_summary(members)}
+    return {
+        "overall": overall,
+        "groups": groups,
+        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist(),
+                "thresholds": [None if math.isinf(t) else float(t) for t in thresholds]},
+        "reliability": {"bins": BINS, "mean_predicted": mean_pred.tolist(),
+                        "observed_rate": observed.tolist(), "count": counts.tolist()},
+        "failures": [{"path": r["path"], "status": r["status"], "error": r["error"]}
+                     for r in rows if r["status"] not in JUDGED],
+        "files": rows,
+    }
+
+
+def _clean(value):
+    """JSON without NaN/inf (they become null)."""
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(_clean(report), indent=2, default=str)
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.1f} %"
+
+
+def _num(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+
+def format_report(report: dict) -> str:
+    """The metrics, the per-group table and the failed files, as plain text."""
+    o = report["overall"]
+    tpr_key = f"tpr_at_{round(FPR_TARGET * 100)}pct_fpr"
+    lines = [
+        f"files {o['files']} (AI {o['ai_files']}, real {o['real_files']}): judged "
+        f"{o['judged']}, failed {o['failed']}" + (f", missing {o['missing']}"
+                                                  if o["missing"] else ""),
+        "",
+        f"  AUC                       {_num(o['auc'])}",
+        f"  accuracy (decided)        {_pct(o['accuracy'])}",
+        f"  TPR at {round(FPR_TARGET * 100)} % FPR            {_pct(o[tpr_key])}",
+        f"  ECE ({BINS} bins)              {_num(o['ece'])}",
+        f"  real photos called AI     {_pct(o['real_called_ai'])}",
+        f"  uncertain                 {_pct(o['uncertain_share'])}",
+        f"  failed                    {o['failed']}",
+        "",
+    ]
+    header = ("group", "files", "failed", "AI", "real", "uncertain", "accuracy", "mean P(AI)")
+    table = [header]
+    for name, g in report["groups"].items():
+        table.append((name, str(g["files"]), str(g["failed"] + g["missing"]),
+                      str(g["called_ai"]), str(g["called_real"]), str(g["uncertain"]),
+                      _pct(g["accuracy"]), _num(g["mean_ai_probability"])))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for i, row in enumerate(table):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if report["failures"]:
+        lines += ["", f"failed ({len(report['failures'])}):"]
+        lines += [f"  {f['path']}: {f['error'] or f['status']}" for f in report["failures"]]
+    return "\n".join(lines)
+
+
+def write_plot(report: dict, path: str | Path) -> None:
+    """ROC curve and reliability diagram side by side, as a PNG (matplotlib, Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    o = report["overall"]
+    fig = Figure(figsize=(11, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    roc, rel = fig.subplots(1, 2)
+    fpr, tpr = report["roc"]["fpr"], report["roc"]["tpr"]
+    roc.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
+    if fpr and not any(v is None or math.isnan(v) for v in fpr + tpr):
+        roc.plot(fpr, tpr, color="C0", marker=".", label=f"SkyGate (AUC {_num(o['auc'])})")
+    roc.axvline(FPR_TARGET, color="C3", linewidth=0.8, linestyle="--",
+                label=f"{round(FPR_TARGET * 100)} % FPR")
+    roc.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false-positive rate (real called AI)",
+            ylabel="true-positive rate (AI called AI)", title="ROC")
+    roc.legend(loc="lower right")
+
+    r = report["reliability"]
+    width = 1.0 / r["bins"]
+    centres = [(i + 0.5) * width for i in range(r["bins"])]
+    observed = [0.0 if v is None or math.isnan(v) else v for v in r["observed_rate"]]
+    rel.bar(centres, observed, width=width * 0.9, color="C0", alpha=0.7, label="observed AI share")
+    for x, n, v in zip(centres, r["count"], r["observed_rate"]):
+        if n:
+            rel.annotate(str(n), (x, v), ha="center", va="bottom", fontsize=7)
+    rel.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfect calibration")
+    rel.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="predicted P(AI)", ylabel="share that is AI",
+            title=f"Reliability (ECE {_num(o['ece'])}; numbers: images per bin)")
+    rel.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(str(path), format="png")
