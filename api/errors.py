@@ -31,6 +31,10 @@ class BodyTooLarge(Exception):
     """Raised from the request stream once the body passes the configured limit."""
 
 
+class BodyTimeout(Exception):
+    """Raised from the request stream when the client stops sending its body."""
+
+
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
                405: "method_not_allowed", 413: "request_too_large",
                415: "unsupported_media_type", 422: "invalid_request", 429: "rate_limited"}
@@ -51,6 +55,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(BodyTooLarge)
     async def _too_large(_: Request, exc: BodyTooLarge):
         return _json(413, "request_too_large", str(exc))
+
+    @app.exception_handler(BodyTimeout)
+    async def _body_timeout(_: Request, exc: BodyTimeout):
+        return _json(408, "request_timeout", str(exc), headers={"Connection": "close"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):

@@ -3,6 +3,7 @@ sees their own uploads; anyone else's are 404, exactly like ids that do not exis
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -12,7 +13,8 @@ from fastapi.security import APIKeyHeader, HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, Field
 
 from api.errors import ApiError, ErrorBody
-from pipeline.decode import InvalidImage, sniff_format, validate_image
+from pipeline.decode import InvalidImage, sniff_format, validate_image_file
+from schemas.text import clean_file_name, clean_text
 from storage import accounts
 from storage import repository as repo
 
@@ -74,17 +76,36 @@ class NewKey(BaseModel):
 
 @router.post("/keys", status_code=201, response_model=NewKey, tags=["keys"],
              summary="Log in with username and password (HTTP Basic) and get a new API key",
-             responses={401: {"model": ErrorBody, "description": "wrong username or password"}})
+             responses={401: {"model": ErrorBody, "description": "wrong username or password"},
+                        429: {"model": ErrorBody,
+                              "description": "too many failed logins (see Retry-After)"}})
 async def create_key(request: Request, body: NewKeyRequest,
                      credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)] = None):
+    from api.usage import client_ip
+
     engine = request.app.state.storage.engine
-    user = None
-    if credentials is not None:
-        user = await accounts.login(engine, credentials.username, credentials.password)
+    settings = request.app.state.settings
+    unauthorized = ApiError(401, "invalid_credentials", "wrong username or password",
+                            headers={"WWW-Authenticate": 'Basic realm="skygate"'})
+    if credentials is None:
+        raise unauthorized
+    # Count the attempt per username and per client IP before the password is checked; the
+    # counts live in the database, so every API process sees them.
+    subjects = {f"user:{clean_text(credentials.username, limit=150).lower()}":
+                settings.login_max_failures,
+                f"ip:{client_ip(request.scope, settings.trust_forwarded_for) or '-'}":
+                settings.login_max_failures_per_ip}
+    wait = await accounts.reserve_login_attempt(engine, subjects,
+                                                window_seconds=settings.login_window_seconds)
+    if wait is not None:
+        raise ApiError(429, "too_many_failed_logins",
+                       f"too many failed logins; retry after {wait}s",
+                       headers={"Retry-After": str(wait)})
+    user = await accounts.login(engine, credentials.username, credentials.password)
     if user is None:
         # Same answer for an unknown user and a wrong password.
-        raise ApiError(401, "invalid_credentials", "wrong username or password",
-                       headers={"WWW-Authenticate": 'Basic realm="skygate"'})
+        raise unauthorized
+    await accounts.forgive_login_attempt(engine, list(subjects))
     request.state.user_id = user["user_id"]
     expires = body.expires_at
     if expires is not None and expires.tzinfo is None:
@@ -172,6 +193,7 @@ _MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data
                                                                  "decoded"},
                         503: {"model": ErrorBody, "description": "the queue is unreachable"}})
 async def create_uploads(request: Request, who: CallerDep):
+    from api.multipart import discard, receive_files
     from workers import steps
 
     settings = request.app.state.settings
@@ -180,59 +202,73 @@ async def create_uploads(request: Request, who: CallerDep):
     if not ctype.lower().startswith("multipart/form-data"):
         raise ApiError(415, "unsupported_media_type",
                        f"send multipart/form-data with the images in fields named file, "
-                       f"not {ctype or 'no content type'}")
+                       f"not {clean_text(ctype, limit=100) or 'no content type'}")
+    # Each file streams into the blob store's staging area while it is hashed: memory per
+    # request stays at a chunk, whatever the files weigh.
+    parts = await receive_files(request, storage.blobs, max_files=settings.api_max_files,
+                                max_bytes=settings.max_upload_bytes)
     try:
-        form = await request.form(max_files=settings.api_max_files, max_fields=50)
-    except Exception as exc:  # noqa: BLE001 - the parser's errors are the client's
-        from api.errors import BodyTooLarge
-
-        if isinstance(exc, BodyTooLarge):
-            raise
-        raise ApiError(400, "malformed_multipart", f"cannot parse the multipart body: {exc}"
-                       ) from None
-    try:
-        files = [f for f in form.getlist("file") if hasattr(f, "read")]
-        if not files:
+        if not parts:
             raise ApiError(400, "no_file", "no file part named 'file' in the request")
-        checked = []
-        for part in files:
-            name = (part.filename or "upload")[:255]
-            data = await part.read(settings.max_upload_bytes + 1)
-            try:
-                validate_image(data, max_bytes=settings.max_upload_bytes,
-                               max_pixels=settings.max_image_pixels)
-            except InvalidImage as exc:
-                if len(data) > settings.max_upload_bytes:
-                    raise ApiError(413, "file_too_large", f"{name}: {exc}") from None
-                try:
-                    sniff_format(data)
-                except InvalidImage:
-                    raise ApiError(415, "unsupported_image_type", f"{name}: {exc}") from None
-                raise ApiError(422, "invalid_image", f"{name}: {exc}") from None
-            checked.append((name, data))
+        checked = [await _check_part(part, settings) for part in parts]
+        accepted, dispatched = [], set()
+        for part, (file_type, mime) in zip(parts, checked, strict=True):
+            name = clean_file_name(part.filename)
+            outcome = await steps.ingest_staged(
+                storage, settings, staged=part.staged, original_file_name=name,
+                user_id=who.user_id, resume_unfinished=False, checked=(file_type, mime))
+            part.staged = None
+            status = outcome.status
+            if outcome.upload_id in dispatched:
+                status = "duplicate"  # the same bytes twice in one request: one upload
+            elif outcome.needs_processing:
+                await _dispatch(request, outcome.upload_id, name)
+            dispatched.add(outcome.upload_id)
+            accepted.append(Accepted(
+                upload_id=outcome.upload_id, file_name=name, status=status,
+                status_url=str(request.url_for("get_upload", upload_id=outcome.upload_id)),
+                result_url=str(request.url_for("get_result", upload_id=outcome.upload_id))))
     finally:
-        await form.close()
-    accepted = []
-    for name, data in checked:
-        outcome = await steps.ingest_bytes(storage, settings, data=data, original_file_name=name,
-                                           user_id=who.user_id)
-        if outcome.needs_processing:
-            try:
-                await request.app.state.dispatcher.dispatch(outcome.upload_id)
-            except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep a trace
-                reason = f"could not enqueue: {type(exc).__name__}: {exc}"
-                await repo.mark_failed(storage.engine, outcome.upload_id, reason)
-                log.error("upload %s not enqueued: %s", outcome.upload_id, reason,
-                          extra={"upload_id": outcome.upload_id})
-                raise ApiError(503, "queue_unavailable",
-                               f"{name} was stored as upload {outcome.upload_id} but could not "
-                               "be queued; it is marked failed and `skygate retry --failed` "
-                               "re-queues it", headers={"Retry-After": "30"}) from None
-        accepted.append(Accepted(
-            upload_id=outcome.upload_id, file_name=name, status=outcome.status,
-            status_url=str(request.url_for("get_upload", upload_id=outcome.upload_id)),
-            result_url=str(request.url_for("get_result", upload_id=outcome.upload_id))))
+        discard(parts)
     return AcceptedList(uploads=accepted)
+
+
+# Full header checks run in threads, a few at a time: bounded memory and a free event loop.
+_VALIDATION_SLOTS = asyncio.Semaphore(2)
+
+
+async def _check_part(part, settings) -> tuple[str, str]:
+    name = clean_file_name(part.filename)
+    if part.too_large or part.staged is None:
+        raise ApiError(413, "file_too_large",
+                       f"{name}: file is over the limit of {settings.max_upload_bytes:,} bytes")
+    try:
+        sniff_format(part.staged.head)
+    except InvalidImage as exc:
+        raise ApiError(415, "unsupported_image_type", f"{name}: {exc}") from None
+    try:
+        async with _VALIDATION_SLOTS:
+            file_type, mime, _, _ = await asyncio.to_thread(
+                validate_image_file, part.staged.path, max_bytes=settings.max_upload_bytes,
+                max_pixels=settings.max_image_pixels)
+    except InvalidImage as exc:
+        raise ApiError(422, "invalid_image", f"{name}: {exc}") from None
+    return file_type, mime
+
+
+async def _dispatch(request: Request, upload_id: int, name: str) -> None:
+    storage = request.app.state.storage
+    try:
+        await request.app.state.dispatcher.dispatch(upload_id)
+    except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep a trace
+        reason = f"could not enqueue: {type(exc).__name__}: {exc}"
+        await repo.mark_failed(storage.engine, upload_id, reason)
+        log.error("upload %s not enqueued: %s", upload_id, reason,
+                  extra={"upload_id": upload_id})
+        raise ApiError(503, "queue_unavailable",
+                       f"{name} was stored as upload {upload_id} but could not "
+                       "be queued; it is marked failed and `skygate retry --failed` "
+                       "re-queues it", headers={"Retry-After": "30"}) from None
 
 
 @router.get("/uploads", response_model=UploadPage, tags=["uploads"],

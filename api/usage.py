@@ -3,20 +3,35 @@ the size of request bodies that is enforced while they stream in."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
-from api.errors import BodyTooLarge
+from api.errors import BodyTimeout, BodyTooLarge
 from storage.accounts import log_usage
 
 log = logging.getLogger("skygate.api")
 
 
+def client_ip(scope, trust_forwarded_for: bool) -> str | None:
+    """The client's IP: the socket peer, or the first X-Forwarded-For hop when trusted."""
+    if trust_forwarded_for:
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"x-forwarded-for":
+                first = value.decode("latin-1").split(",")[0].strip()
+                if first:
+                    return first[:45]
+    return scope["client"][0] if scope.get("client") else None
+
+
 class UsageAndLimits:
-    def __init__(self, app, *, max_body_bytes: int, trust_forwarded_for: bool):
+    def __init__(self, app, *, max_body_bytes: int, trust_forwarded_for: bool,
+                 body_timeout: float = 30.0, min_body_rate: int = 1024):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.trust_forwarded_for = trust_forwarded_for
+        self.body_timeout = body_timeout
+        self.min_body_rate = min_body_rate
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -32,14 +47,30 @@ class UsageAndLimits:
             await self._reject(send, status, limit)
         else:
             received = 0
+            body_done = False
 
             async def limited_receive():
-                nonlocal received
-                message = await receive()
+                nonlocal received, body_done
+                if body_done:
+                    return await receive()  # waiting for a disconnect: no deadline
+                try:
+                    # A body that stalls longer than this between two chunks is abandoned.
+                    message = await asyncio.wait_for(receive(), self.body_timeout)
+                except TimeoutError:
+                    raise BodyTimeout(f"the request body stalled for more than "
+                                      f"{self.body_timeout:g}s") from None
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
+                    body_done = not message.get("more_body", False)
                     if received > limit:
                         raise BodyTooLarge(f"request body is over the limit of {limit:,} bytes")
+                    # A drip of a few bytes a second never stalls: past the timeout, the body
+                    # must also have averaged the minimum rate.
+                    elapsed = time.perf_counter() - started
+                    if (not body_done and elapsed > self.body_timeout
+                            and received < self.min_body_rate * elapsed):
+                        raise BodyTimeout(f"the request body arrives slower than "
+                                          f"{self.min_body_rate:,} bytes/s")
                 return message
 
             async def recording_send(message):
@@ -68,9 +99,7 @@ class UsageAndLimits:
         storage = scope["app"].state.storage if "app" in scope else None
         if storage is None:
             return
-        ip = scope.get("client")[0] if scope.get("client") else None
-        if self.trust_forwarded_for and headers.get("x-forwarded-for"):
-            ip = headers["x-forwarded-for"].split(",")[0].strip()
+        ip = client_ip(scope, self.trust_forwarded_for)
         try:
             await log_usage(storage.engine, user_id=state.get("user_id"),
                             api_key_id=state.get("key_id"), request_type=scope["method"],

@@ -7,6 +7,8 @@ person can act on, and nothing here decodes pixels before the pixel count is che
 from __future__ import annotations
 
 import io
+import os
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -46,7 +48,21 @@ _HEIF_BRANDS = {b"mif1", b"msf1", b"mif2", b"miaf"}
 
 
 class InvalidImage(ValueError):
-    """The bytes are not an image SkyGate can analyse; the message says why."""
+    """The bytes are not an image we accept; the message says why, for a person to read.
+
+    Messages of the libraries underneath can carry a Python object's repr (``<_io.BytesIO
+    object at 0x7f...>``, a file object with its path): those are replaced by "the data".
+    """
+
+    def __init__(self, message: str = ""):
+        super().__init__(_scrub(str(message)))
+
+
+_REPR = re.compile(r"<[^<>]*(?: at 0x[0-9a-fA-F]+|name=)[^<>]*>")
+
+
+def _scrub(message: str) -> str:
+    return _REPR.sub("the data", message)
 
 
 @dataclass
@@ -211,7 +227,8 @@ def _open(data: bytes, file_type: str, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             # We enforce our own pixel limit below; Pillow's warning would just be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[file_type]])
+            source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+            img = Image.open(source, formats=[_PIL_FORMATS[file_type]])
     except Image.DecompressionBombError as exc:
         raise InvalidImage(f"decompression bomb refused: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad headers
@@ -224,12 +241,35 @@ def _open(data: bytes, file_type: str, max_pixels: int) -> Image.Image:
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
             f"{max_pixels:,} (decompression-bomb guard)"
         )
-    if file_type in ("heif", "avif"):
+    if file_type in ("heif", "avif") and isinstance(data, bytes | bytearray):
         needed = _isobmff_data_end(data)
         if needed and needed > len(data):
             raise InvalidImage(f"truncated {file_type}: its image data runs to byte "
                                f"{needed:,} but the file has only {len(data):,} bytes")
     return img
+
+
+def validate_image_file(path, *, max_bytes: int, max_pixels: int
+                        ) -> tuple[str, str, int, int]:
+    """``validate_image`` for a file on disk, without reading it into memory: the type from
+    the first bytes, the header and pixel limit, then Pillow's verify, which streams.
+    HEIF/AVIF are read whole (libheif needs the buffer), one file at a time at most."""
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise InvalidImage(f"file is {size:,} bytes, over the limit of {max_bytes:,}")
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+        file_type, mime = sniff_format(head)
+        if file_type in ("heif", "avif"):
+            fh.seek(0)
+            return validate_image(fh.read(), max_bytes=max_bytes, max_pixels=max_pixels)
+        fh.seek(0)
+        img = _open(fh, file_type, max_pixels)
+        try:
+            img.verify()
+        except Exception as exc:  # noqa: BLE001
+            raise InvalidImage(f"corrupt {file_type}: {exc}") from exc
+        return file_type, mime, img.size[0], img.size[1]
 
 
 def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, str, int, int]:

@@ -18,6 +18,7 @@ from PIL import ExifTags, Image
 
 from pipeline.decode import pil_formats  # importing decode also registers the HEIF opener
 from schemas.results import MethodResult
+from schemas.text import clean_text, cut_at_nul
 
 AI_SOURCE_TYPES = {
     "trainedalgorithmicmedia": "trainedAlgorithmicMedia",
@@ -64,11 +65,14 @@ def _exif_dict(img: Image.Image) -> dict:
 
 
 def _text(value) -> str | None:
+    """A metadata string as text: EXIF/XMP/PNG strings are C strings, so it ends at the first
+    NUL (cameras pad tags with NULs and garbage: GoPro's Make is ``GoPro\\x00\\x00…``), and
+    other control characters are dropped."""
     if value is None:
         return None
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    text = str(value).strip("\x00 ").strip()
+    text = clean_text(cut_at_nul(str(value))).strip()
     return text or None
 
 

@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     quota_period_seconds: int = 86_400
     # Behind a proxy, trust X-Forwarded-For for the client IP in usage_logs.
     trust_forwarded_for: bool = False
+    # Slow clients: a request's headers must arrive within api_header_timeout seconds of the
+    # connection (or of the previous response), and its body may not stall for longer than
+    # api_body_timeout seconds between two chunks; past api_limit_concurrency open
+    # connections and requests the server answers 503 at once.
+    api_header_timeout: float = 10.0
+    api_body_timeout: float = 30.0
+    # ... and once api_body_timeout has passed, the body must have averaged this many bytes/s.
+    api_min_body_rate: int = 1024
+    api_limit_concurrency: int = 200
+    # POST /v1/keys: failed logins allowed per username, and per client IP, in one window;
+    # past that the answer is 429 with Retry-After until the window ends.
+    login_max_failures: int = 10
+    login_max_failures_per_ip: int = 50
+    login_window_seconds: int = 900
 
     # Flower.
     flower_port: int = 5555

@@ -486,8 +486,15 @@ def keys_list(username):
     """Keys with their public prefix, state and usage (never the key itself)."""
     from storage import accounts
 
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
     for k in _engine_call(lambda e: accounts.list_keys(e, username)):
-        state = "active" if k["is_active"] else "revoked"
+        expires = k["expires_at"]
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        state = ("revoked" if not k["is_active"] else
+                 "expired" if expires is not None and expires <= now else "active")
         click.echo(f"{k['key_id']:>5}  {k['username']:<20} {k['key_name']:<16} {k['api_key']:<16} "
                    f"{state:<8} {k['requests_made']}/{k['request_limit']} "
                    f"expires {k['expires_at'] or 'never'}  last used {k['last_used_at'] or '-'}")
@@ -498,11 +505,12 @@ def keys_list(username):
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
 def api(host, port, workers):
-    """Serve the HTTP API (uvicorn). OpenAPI at /docs and /openapi.json."""
-    import uvicorn
+    """Serve the HTTP API (uvicorn, with header/body timeouts and a concurrency limit:
+    SKYGATE_API_HEADER_TIMEOUT, SKYGATE_API_BODY_TIMEOUT, SKYGATE_API_LIMIT_CONCURRENCY).
+    OpenAPI at /docs and /openapi.json."""
+    from api.server import run
 
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
-                proxy_headers=Settings().trust_forwarded_for, log_config=None)
+    run(host, port, workers)
 
 
 # --- operators ----------------------------------------------------------------------------
@@ -636,6 +644,48 @@ def sample(folder: Path) -> None:
 
     for path in make_sample(folder):
         click.echo(path)
+
+
+
+# --- the blob store -------------------------------------------------------------------------
+
+
+@main.group()
+def blobs() -> None:
+    """The content-addressed blob store (SKYGATE_DATA_DIR/blobs)."""
+
+
+@blobs.command("gc")
+@click.option("--dry-run", is_flag=True, help="list what would go; remove nothing")
+@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), default=3600.0,
+              show_default=True,
+              help="seconds: younger files are never touched (work in flight)")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
+def blobs_gc(dry_run, grace_seconds, as_json):
+    """Remove blobs that no row and no document references, older than the grace period,
+    and report the bytes freed."""
+    import json
+
+    from storage.context import open_storage
+    from storage.gc import collect
+
+    async def go():
+        async with open_storage(Settings()) as storage:
+            return await collect(storage, grace_seconds=grace_seconds, dry_run=dry_run)
+
+    report = asyncio.run(go())
+    listed = report.candidates if dry_run else report.removed
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "scanned": report.scanned,
+                               "unreferenced": len(report.candidates),
+                               "removed": len(report.removed), "bytes": report.bytes,
+                               "keys": [k for k, _ in listed]}))
+        return
+    for key, size in listed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {key} ({size:,} bytes)")
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{report.scanned} blobs scanned, {len(report.candidates)} unreferenced; "
+               f"{verb} {report.bytes:,} bytes")
 
 
 if __name__ == "__main__":

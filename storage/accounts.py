@@ -7,10 +7,13 @@ indexed equality; the stored value is ``<public prefix>:<sha256 hex>`` in ``api_
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -18,7 +21,8 @@ from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.models import api_keys, users
+from schemas.text import clean_text
+from storage.models import api_keys, login_failures, users
 
 KEY_PREFIX = "sg_"
 _hasher = PasswordHasher()
@@ -79,6 +83,8 @@ async def create_user(engine: AsyncEngine, *, username: str, email: str,
 
 
 async def get_user(engine: AsyncEngine, username: str) -> dict | None:
+    if "\x00" in username:
+        return None  # no stored name has one, and PostgreSQL refuses it in a query
     async with engine.connect() as conn:
         row = (await conn.execute(sa.select(users).where(users.c.username == username))
                ).mappings().first()
@@ -93,10 +99,22 @@ async def set_account_status(engine: AsyncEngine, username: str, status: str) ->
         raise AccountError("no_such_user", f"no user named {username!r}")
 
 
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """A hash of a random secret: an unknown user costs the same argon2 verify as a real one,
+    so response times do not tell which usernames exist."""
+    return hash_password(secrets.token_urlsafe(32))
+
+
 async def login(engine: AsyncEngine, username: str, password: str) -> dict | None:
-    """The active user whose password matches (recording last_login), else None."""
+    """The active user whose password matches (recording last_login), else None.
+
+    argon2 runs in a worker thread, never on the event loop; an unknown username is verified
+    against a dummy hash so it takes as long as a wrong password."""
     user = await get_user(engine, username)
-    if user is None or not verify_password(user["password_hash"], password):
+    stored = user["password_hash"] if user is not None else _dummy_hash()
+    matches = await asyncio.to_thread(verify_password, stored, password)
+    if user is None or not matches:
         return None
     if user["account_status"] != "active":
         return None
@@ -104,6 +122,51 @@ async def login(engine: AsyncEngine, username: str, password: str) -> dict | Non
         await conn.execute(users.update().where(users.c.user_id == user["user_id"])
                            .values(last_login=_now()))
     return user
+
+
+def _upsert(engine: AsyncEngine, table):
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+async def reserve_login_attempt(engine: AsyncEngine, subjects: dict[str, int], *,
+                                window_seconds: int) -> int | None:
+    """Count one login attempt against each subject (``{"user:alice": 10, "ip:…": 50}``:
+    subject → failures allowed per window), atomically, before the password is checked.
+
+    Returns None when the attempt may go on, else the seconds until the fullest subject's
+    window ends (for Retry-After). The count and the window start come from the same
+    UPDATE … RETURNING, so concurrent attempts never see a window that is not there yet.
+    A successful login gives its attempt back (:func:`forgive_login_attempt`).
+    """
+    now = _now()
+    cut = now - timedelta(seconds=window_seconds)
+    wait = None
+    async with engine.begin() as conn:
+        for subject, limit in sorted(subjects.items()):
+            stmt = _upsert(engine, login_failures).values(subject=subject, failures=1,
+                                                          window_start=now)
+            expired = login_failures.c.window_start <= cut
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[login_failures.c.subject],
+                set_={"failures": sa.case((expired, 1), else_=login_failures.c.failures + 1),
+                      "window_start": sa.case((expired, now),
+                                              else_=login_failures.c.window_start)},
+            ).returning(login_failures.c.failures, login_failures.c.window_start)
+            failures, start = (await conn.execute(stmt)).one()
+            if failures > limit:
+                left = (_aware(start) + timedelta(seconds=window_seconds) - now).total_seconds()
+                wait = max(wait or 1, math.ceil(left))
+    return wait
+
+
+async def forgive_login_attempt(engine: AsyncEngine, subjects: list[str]) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(login_failures.update()
+                           .where(login_failures.c.subject.in_(subjects),
+                                  login_failures.c.failures > 0)
+                           .values(failures=login_failures.c.failures - 1))
 
 
 async def create_key(engine: AsyncEngine, *, username: str, name: str, limit: int,
@@ -198,8 +261,12 @@ async def check_key(engine: AsyncEngine, key: str, *, period_seconds: int) -> Ke
             .returning(api_keys.c.requests_made, api_keys.c.request_limit)
         )).first()
     if counted is None:
-        # Refused only inside a current window, which is the one read above.
-        start = _aware(row["quota_window_start"])
+        # Refused inside a current window: read its start now. The row read above may predate
+        # the concurrent request whose UPDATE opened this window.
+        async with engine.connect() as conn:
+            start = _aware((await conn.execute(
+                sa.select(api_keys.c.quota_window_start)
+                .where(api_keys.c.key_id == row["key_id"]))).scalar())
         reset = start + timedelta(seconds=period_seconds) if start else now
         wait = max(1, int((reset - now).total_seconds()) + 1)
         return KeyCheck("rate_limited",
@@ -221,7 +288,9 @@ async def log_usage(engine: AsyncEngine, *, user_id: int | None, api_key_id: int
 
     async with engine.begin() as conn:
         await conn.execute(usage_logs.insert().values(
-            user_id=user_id, api_key_id=api_key_id, request_type=request_type[:50],
-            request_path=request_path[:255], response_code=response_code,
+            user_id=user_id, api_key_id=api_key_id,
+            request_type=clean_text(request_type, limit=50),
+            request_path=clean_text(request_path, limit=255), response_code=response_code,
             processing_time=Decimal(f"{processing_time:.3f}"),
-            ip_address=(ip_address or None) and ip_address[:45], user_agent=user_agent))
+            ip_address=(ip_address or None) and clean_text(ip_address, limit=45),
+            user_agent=clean_text(user_agent, limit=1000) if user_agent else None))

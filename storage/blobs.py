@@ -17,6 +17,42 @@ class BlobNotFound(KeyError):
     pass
 
 
+class StagedBlob:
+    """A blob being received: written to a temporary file in the store while it is hashed,
+    so no caller ever holds a whole upload in memory. ``commit`` moves it under its key."""
+
+    HEAD_BYTES = 4096
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = open(path, "wb")  # noqa: SIM115 - closed by finish/discard
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.head = b""
+
+    def write(self, chunk) -> None:
+        if len(self.head) < self.HEAD_BYTES:
+            self.head += bytes(chunk[:self.HEAD_BYTES - len(self.head)])
+        self._hash.update(chunk)
+        self._fh.write(chunk)
+        self.size += len(chunk)
+
+    def finish(self) -> str:
+        """Close the file; returns the SHA-256 hex digest of everything written."""
+        if not self._fh.closed:
+            self._fh.close()
+        return self._hash.hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def discard(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        self.path.unlink(missing_ok=True)
+
+
 class BlobStore(abc.ABC):
     @abc.abstractmethod
     def put(self, data: bytes, *, suffix: str = "") -> str:
@@ -35,9 +71,26 @@ class BlobStore(abc.ABC):
     def local_path(self, key: str) -> Path:
         """A filesystem path for tools that need one (the HTML report, ``open``)."""
 
+    @abc.abstractmethod
+    def stage(self) -> StagedBlob:
+        """A new StagedBlob to stream bytes into."""
+
+    @abc.abstractmethod
+    def commit(self, staged: StagedBlob, key: str) -> str:
+        """Move a finished StagedBlob under ``key`` (replacing identical content)."""
+
+    @abc.abstractmethod
+    def keys(self):
+        """Every stored key with its size in bytes and modification time:
+        ``(key, size, mtime)``; staging files older than a day are listed too."""
+
     @staticmethod
     def key_for(digest: str, suffix: str = "") -> str:
         return f"{digest[:2]}/{digest[2:4]}/{digest}{suffix}"
+
+    @classmethod
+    def key_for_bytes(cls, data: bytes, suffix: str = "") -> str:
+        return cls.key_for(hashlib.sha256(data).hexdigest(), suffix)
 
 
 class LocalBlobStore(BlobStore):
@@ -89,3 +142,33 @@ class LocalBlobStore(BlobStore):
 
     def local_path(self, key: str) -> Path:
         return self._path(key)
+
+    STAGING = ".staging"
+
+    def stage(self) -> StagedBlob:
+        folder = self.root / self.STAGING
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="up-")
+        os.close(fd)
+        return StagedBlob(Path(tmp))
+
+    def commit(self, staged: StagedBlob, key: str) -> str:
+        staged.finish()
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged.path, path)
+        return key
+
+    def keys(self):
+        root = self.root
+        for dirpath, _dirs, files in os.walk(root):
+            rel = Path(dirpath).relative_to(root)
+            for name in files:
+                if name.startswith(".doctor-"):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                yield (rel / name).as_posix(), st.st_size, st.st_mtime

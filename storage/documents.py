@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.documents import DetectionMetadata, SystemConfiguration
+from schemas.text import clean_json
 from storage.models import embedded_documents
 
 METADATA = "detection_metadata"
@@ -43,6 +44,13 @@ class DuplicateDocumentError(Exception):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _doc_blob_keys(raw: dict) -> set[str]:
+    keys = set((raw.get("blob_keys") or {}).values())
+    ela = ((raw.get("pixel_analysis") or {}).get("ela_results") or {}).get("ela_image_path")
+    heatmap = (raw.get("visual_anomalies") or {}).get("heatmap_path")
+    return {k for k in (*keys, ela, heatmap) if isinstance(k, str) and k}
 
 
 class DocumentStore(abc.ABC):
@@ -70,6 +78,11 @@ class DocumentStore(abc.ABC):
     async def delete_detection_metadata(self, result_id: int) -> bool: ...
 
     @abc.abstractmethod
+    async def referenced_blob_keys(self) -> set[str]:
+        """Every blob key a detection_metadata document names (blob_keys, the ELA image,
+        the heatmap): what `skygate blobs gc` must never remove."""
+
+    @abc.abstractmethod
     async def upsert_configuration(self, cfg: SystemConfiguration) -> str: ...
 
     @abc.abstractmethod
@@ -95,7 +108,7 @@ class MongoDocumentStore(DocumentStore):
 
     @staticmethod
     def _to_mongo(model) -> dict[str, Any]:
-        body = model.model_dump(mode="python", exclude={"id"})
+        body = clean_json(model.model_dump(mode="python", exclude={"id"}))
         if model.id:
             body["_id"] = ObjectId(model.id)
         return body
@@ -163,6 +176,12 @@ class MongoDocumentStore(DocumentStore):
         result = await self._db[METADATA].delete_one({"result_id": result_id})
         return result.deleted_count > 0
 
+    async def referenced_blob_keys(self) -> set[str]:
+        # Top-level projections only (the wire-protocol server has no dotted projections).
+        cursor = self._db[METADATA].find(
+            {}, {"blob_keys": 1, "pixel_analysis": 1, "visual_anomalies": 1})
+        return {k async for raw in cursor for k in _doc_blob_keys(raw)}
+
     async def upsert_configuration(self, cfg: SystemConfiguration) -> str:
         collection = self._db[CONFIGURATION]
         existing = await collection.find_one({"config_name": cfg.config_name})
@@ -228,7 +247,7 @@ class SqlDocumentStore(DocumentStore):
 
     async def _insert(self, collection: str, key: str, model) -> str:
         doc_id = model.id or str(ObjectId())
-        body = model.model_dump(mode="json", exclude={"id"})
+        body = clean_json(model.model_dump(mode="json", exclude={"id"}))
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(
@@ -255,7 +274,7 @@ class SqlDocumentStore(DocumentStore):
             await conn.execute(
                 embedded_documents.update()
                 .where(embedded_documents.c.doc_id == existing["id"])
-                .values(body=model.model_dump(mode="json", exclude={"id"}))
+                .values(body=clean_json(model.model_dump(mode="json", exclude={"id"})))
             )
         return existing["id"]
 
@@ -279,6 +298,12 @@ class SqlDocumentStore(DocumentStore):
             )
             docs = [DetectionMetadata.model_validate({**r.body, "id": r.doc_id}) for r in rows]
         return sorted(docs, key=lambda d: d.result_id)
+
+    async def referenced_blob_keys(self) -> set[str]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(sa.select(embedded_documents.c.body)
+                                      .where(embedded_documents.c.collection == METADATA))
+            return {k for r in rows for k in _doc_blob_keys(r.body)}
 
     async def delete_detection_metadata(self, result_id: int) -> bool:
         async with self._engine.begin() as conn:

@@ -138,3 +138,23 @@ embedded_documents = sa.Table(
     sa.Column("unique_key", sa.String(255), nullable=False),
     sa.Column("body", JSONType, nullable=False),
 )
+
+# Addition (migration 0006): which uploads use which blob (reference counts).
+blob_refs = sa.Table(
+    "blob_refs",
+    metadata,
+    sa.Column("upload_id", sa.Integer, sa.ForeignKey("uploads.upload_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("blob_key", sa.String(255), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("created_at", TZ, server_default=NOW),
+)
+
+# Addition (migration 0007): failed logins per username or client IP, in a fixed window.
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("subject", sa.String(200), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("window_start", TZ, nullable=False),
+)

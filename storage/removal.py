@@ -1,39 +1,56 @@
 """Deleting an upload everywhere: SQL rows (the seed's ON DELETE CASCADE takes the result and
-method rows), the metadata document, and the blobs no other upload still uses."""
+method rows, and the upload's blob references), the metadata document, and every blob whose
+last reference this was (storage/blobrefs.py explains the counting and its locks)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from storage import blobrefs
 from storage import repository as repo
 from storage.context import Storage
 from storage.models import detection_results, uploads
+
+
+async def _result_id(storage: Storage, upload_id: int) -> int | None:
+    async with storage.engine.connect() as conn:
+        return (await conn.execute(
+            sa.select(detection_results.c.result_id)
+            .where(detection_results.c.upload_id == upload_id))).scalar()
 
 
 async def delete_upload(storage: Storage, upload_id: int) -> bool:
     upload = await repo.get_upload(storage.engine, upload_id)
     if upload is None:
         return False
-    async with storage.engine.connect() as conn:
-        result_id = (await conn.execute(
-            sa.select(detection_results.c.result_id)
-            .where(detection_results.c.upload_id == upload_id))).scalar()
-    keys: dict[str, str] = {"original": upload["file_path"]}
+    result_id = await _result_id(storage, upload_id)
+    keys: set[str] = {upload["file_path"]}
     if upload["thumbnail_path"]:
-        keys["thumbnail"] = upload["thumbnail_path"]
+        keys.add(upload["thumbnail_path"])
     if result_id is not None:
         doc = await storage.documents.get_detection_metadata(result_id)
         if doc is not None:
-            keys.update(doc.blob_keys)
-        await storage.documents.delete_detection_metadata(result_id)
+            # Documents written before reference counting name their blobs here.
+            keys.update(v for v in doc.blob_keys.values() if v)
     async with storage.engine.begin() as conn:
+        # Lock the upload row first: a writer's reference insert (its foreign-key check)
+        # waits for this transaction, then fails, so no blob of this upload appears later.
+        if conn.dialect.name == "sqlite":
+            await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
+                               .values(status="deleting"))
+        gone = (await conn.execute(
+            sa.select(uploads.c.upload_id).where(uploads.c.upload_id == upload_id)
+            .with_for_update())).first() is None
+        if gone:
+            return False
+        keys |= await blobrefs.keys_of(conn, upload_id)
+        result_id = (await conn.execute(
+            sa.select(detection_results.c.result_id)
+            .where(detection_results.c.upload_id == upload_id))).scalar() or result_id
         await conn.execute(uploads.delete().where(uploads.c.upload_id == upload_id))
-        # Blobs are content-addressed: the same image uploaded by someone else shares them.
-        shared = (await conn.execute(
-            sa.select(sa.func.count()).select_from(uploads)
-            .where(uploads.c.sha256 == upload["sha256"]))).scalar_one()
-    for name, key in keys.items():
-        # The manifest names this upload, so it is never shared.
-        if shared == 0 or name == "manifest":
-            storage.blobs.delete(key)
+        await blobrefs.release_in(conn, storage, keys)
+    if result_id is not None:
+        # After the rows: an aggregate that was in flight writes its document only while the
+        # upload exists and removes it again if the upload vanished meanwhile.
+        await storage.documents.delete_detection_metadata(result_id)
     return True

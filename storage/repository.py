@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schemas.text import clean_file_name, clean_json, clean_text
 from storage.models import detection_methods, detection_results, method_results, uploads
 
 
@@ -31,9 +32,10 @@ async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: 
         async with engine.begin() as conn:
             upload_id = (await conn.execute(
                 uploads.insert().values(
-                    user_id=user_id, file_name=file_name[:255],
-                    original_file_name=original_file_name[:255], file_path=file_path,
-                    file_size=file_size, file_type=file_type, mime_type=mime_type,
+                    user_id=user_id, file_name=clean_file_name(file_name),
+                    original_file_name=clean_file_name(original_file_name),
+                    file_path=file_path, file_size=file_size, file_type=file_type,
+                    mime_type=mime_type,
                     sha256=sha256, status="queued",
                 ).returning(uploads.c.upload_id)
             )).scalar_one()
@@ -83,13 +85,20 @@ async def set_thumbnail(engine: AsyncEngine, upload_id: int, thumbnail_path: str
                            .values(thumbnail_path=thumbnail_path))
 
 
-async def mark_failed(engine: AsyncEngine, upload_id: int, error: str) -> None:
+async def mark_failed(engine: AsyncEngine, upload_id: int, error: str, *,
+                      only_unfinished: bool = False) -> bool:
+    """Record the failure; with ``only_unfinished``, only if the upload is still queued or
+    processing (a later, vaguer report never replaces the reason already recorded)."""
+    where = [uploads.c.upload_id == upload_id]
+    if only_unfinished:
+        where.append(uploads.c.status.in_(("queued", "processing")))
     async with engine.begin() as conn:
-        await conn.execute(
-            uploads.update().where(uploads.c.upload_id == upload_id)
-            .values(status="failed", error=error[:2000], is_processed=False,
+        done = await conn.execute(
+            uploads.update().where(*where)
+            .values(status="failed", error=clean_text(error, limit=2000), is_processed=False,
                     processing_completed_at=now())
         )
+    return done.rowcount > 0
 
 
 async def reset_for_retry(engine: AsyncEngine, upload_id: int) -> None:
@@ -149,7 +158,9 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
         upload_id=upload_id, is_ai_generated=is_ai_generated,
         confidence_score=_dec(confidence, "0.0001"),
         processing_time=_dec(processing_time, "0.001"),
-        algorithm_version=algorithm_version, result_summary=summary, detection_date=now(),
+        algorithm_version=algorithm_version,
+        result_summary=clean_text(summary) if summary is not None else None,
+        detection_date=now(),
     )
     async with engine.begin() as conn:
         stmt = _insert(engine, detection_results).values(**values)
@@ -164,7 +175,7 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
                 is_ai_generated=m["is_ai_generated"],
                 confidence_score=_dec(m["confidence"], "0.0001"),
                 processing_time=_dec(m["processing_time"], "0.001"),
-                result_details=m["result_details"],
+                result_details=clean_json(m["result_details"]),
             )
             mstmt = _insert(engine, method_results).values(**row)
             mstmt = mstmt.on_conflict_do_update(

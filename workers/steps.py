@@ -3,7 +3,6 @@ and by the embedded runner (``skygate scan``), so both run the same code."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -20,7 +19,7 @@ from pipeline.decode import (
     pixels_from_bytes,
     pixels_to_bytes,
     sniff_format,
-    validate_image,
+    validate_image_file,
 )
 from pipeline.document import build_metadata_document
 from pipeline.ela import to_png
@@ -32,8 +31,11 @@ from pipeline.model import detect_model
 from schemas.messages import IngestRequest
 from schemas.results import MethodResult
 from schemas.settings import Settings
+from storage import blobrefs
 from storage import repository as repo
+from storage.blobs import BlobNotFound, StagedBlob
 from storage.context import Storage
+from schemas.text import clean_file_name
 
 log = logging.getLogger("skygate.pipeline")
 
@@ -48,45 +50,87 @@ class IngestOutcome:
 
 
 async def ingest_bytes(storage: Storage, settings: Settings, *, data: bytes,
-                       original_file_name: str, user_id: int | None) -> IngestOutcome:
+                       original_file_name: str, user_id: int | None,
+                       resume_unfinished: bool = True) -> IngestOutcome:
     """Validate, store the blob, insert the upload (committed before anything is enqueued).
 
     Invalid bytes are still recorded, as a failed upload with the reason.
     """
-    sha = hashlib.sha256(data).hexdigest()
-    existing = await repo.find_upload_by_sha(storage.engine, sha256=sha, user_id=user_id)
-    if existing is not None:
-        status = existing["status"]
-        if status == "done":
-            return IngestOutcome(existing["upload_id"], sha, "duplicate")
-        if status == "failed":
-            return IngestOutcome(existing["upload_id"], sha, "failed", existing["error"])
-        # queued/processing from an interrupted run: process it again (writes are idempotent).
-        return IngestOutcome(existing["upload_id"], sha, "queued", needs_processing=True)
-    error = None
+    staged = storage.blobs.stage()
     try:
-        file_type, mime, _, _ = validate_image(
-            data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
-    except InvalidImage as exc:
-        error = str(exc)
-        try:
-            file_type, mime = sniff_format(data)
-        except InvalidImage:
-            file_type, mime = "unknown", "application/octet-stream"
-    suffix = "" if file_type == "unknown" else f".{file_type}"
-    # Oversized files are not kept: the row records them, the blob store does not.
-    key = storage.blobs.key_for(sha, suffix) if len(data) > settings.max_upload_bytes else (
-        storage.blobs.put(data, suffix=suffix))
-    upload_id, created = await repo.create_upload(
-        storage.engine, user_id=user_id, file_name=Path(key).name,
-        original_file_name=original_file_name, file_path=key, file_size=len(data),
-        file_type=file_type, mime_type=mime, sha256=sha,
-    )
+        staged.write(data)
+        staged.finish()
+    except BaseException:
+        staged.discard()
+        raise
+    return await ingest_staged(storage, settings, staged=staged,
+                               original_file_name=original_file_name, user_id=user_id,
+                               resume_unfinished=resume_unfinished)
+
+
+async def ingest_staged(storage: Storage, settings: Settings, *, staged: StagedBlob,
+                        original_file_name: str, user_id: int | None,
+                        resume_unfinished: bool = True, checked: tuple[str, str] | None = None,
+                        ) -> IngestOutcome:
+    """``ingest_bytes`` for a blob already streamed into the store's staging area (the HTTP
+    API): the row is inserted first, then the file moved under its key as the upload's
+    referenced original; whatever fails, no unreferenced file is left behind.
+
+    ``checked``: ``(file_type, mime)`` when the caller validated the file already.
+    ``resume_unfinished``: an earlier upload of the same content that is still queued or
+    processing is run again (an interrupted scan); the API passes False (it is in flight).
+    """
+    name = clean_file_name(original_file_name)
+    try:
+        sha = staged.finish()
+        existing = await repo.find_upload_by_sha(storage.engine, sha256=sha, user_id=user_id)
+        if existing is not None:
+            status = existing["status"]
+            if status == "done":
+                return IngestOutcome(existing["upload_id"], sha, "duplicate")
+            if status == "failed":
+                return IngestOutcome(existing["upload_id"], sha, "failed", existing["error"])
+            # queued/processing from an interrupted run: process it again (idempotent writes).
+            return IngestOutcome(existing["upload_id"], sha, "duplicate" if not
+                                 resume_unfinished else "queued",
+                                 needs_processing=resume_unfinished)
+        error = None
+        if checked is not None:
+            file_type, mime = checked
+        else:
+            try:
+                file_type, mime, _, _ = validate_image_file(
+                    staged.path, max_bytes=settings.max_upload_bytes,
+                    max_pixels=settings.max_image_pixels)
+            except InvalidImage as exc:
+                error = str(exc)
+                try:
+                    file_type, mime = sniff_format(staged.head)
+                except InvalidImage:
+                    file_type, mime = "unknown", "application/octet-stream"
+        suffix = "" if file_type == "unknown" else f".{file_type}"
+        key = storage.blobs.key_for(sha, suffix)
+        upload_id, created = await repo.create_upload(
+            storage.engine, user_id=user_id, file_name=Path(key).name,
+            original_file_name=name, file_path=key, file_size=staged.size,
+            file_type=file_type, mime_type=mime, sha256=sha,
+        )
+        if created and staged.size <= settings.max_upload_bytes:
+            # Oversized files are not kept: the row records them, the blob store does not.
+            try:
+                await blobrefs.attach(storage, upload_id, key, "original",
+                                      lambda: storage.blobs.commit(staged, key))
+            except blobrefs.UploadGone:
+                return IngestOutcome(upload_id, sha, "failed", "deleted while it was stored")
+    finally:
+        staged.discard()  # a no-op once committed
     if error:
         await repo.mark_failed(storage.engine, upload_id, error)
         log.warning("upload rejected", extra={"upload_id": upload_id,
-                                              "file": original_file_name, "reason": error})
+                                              "file": name, "reason": error})
         return IngestOutcome(upload_id, sha, "failed", error)
+    if not created:
+        return IngestOutcome(upload_id, sha, "duplicate")
     return IngestOutcome(upload_id, sha, "queued", needs_processing=True)
 
 
@@ -109,7 +153,11 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int) -> tuple
 
     Returns (manifest blob key, active method names), or (None, []) when the upload failed.
     """
-    deliveries = await repo.start_processing(storage.engine, upload_id)
+    try:
+        deliveries = await repo.start_processing(storage.engine, upload_id)
+    except LookupError:
+        log.info("upload %s was deleted before it was prepared", upload_id)
+        return None, []
     if deliveries > settings.max_deliveries:
         # It was delivered again and again: the image most likely kills its worker.
         reason = (f"gave up after {deliveries - 1} deliveries: processing this image "
@@ -118,16 +166,31 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int) -> tuple
         return None, []
     upload = await repo.get_upload(storage.engine, upload_id)
     try:
+        if upload is None:
+            raise blobrefs.UploadGone(upload_id)
         decoded = decode_image(storage.blobs.get(upload["file_path"]),
                                max_pixels=settings.max_image_pixels)
+        return await _prepare_decoded(storage, upload_id, upload, decoded)
+    except (blobrefs.UploadGone, BlobNotFound):
+        if await blobrefs.upload_exists(storage, upload_id):
+            raise
+        log.info("upload %s was deleted while it was prepared", upload_id)
+        return None, []
     except InvalidImage as exc:
         await repo.mark_failed(storage.engine, upload_id, str(exc))
         log.warning("cannot decode", extra={"upload_id": upload_id, "reason": str(exc)})
         return None, []
+
+
+async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, decoded
+                           ) -> tuple[str, list[str]]:
     rgb = decoded.rgb
-    native_key = storage.blobs.put(pixels_to_bytes(rgb), suffix=".npy")
-    neutral_key = storage.blobs.put(pixels_to_bytes(neutralise(rgb)), suffix=".npy")
-    thumb_key = storage.blobs.put(make_thumbnail(rgb), suffix=".jpg")
+    native_key = await blobrefs.store(storage, upload_id, pixels_to_bytes(rgb), suffix=".npy",
+                                      kind="native_pixels")
+    neutral_key = await blobrefs.store(storage, upload_id, pixels_to_bytes(neutralise(rgb)),
+                                       suffix=".npy", kind="neutral_pixels")
+    thumb_key = await blobrefs.store(storage, upload_id, make_thumbnail(rgb), suffix=".jpg",
+                                     kind="thumbnail")
     await repo.set_thumbnail(storage.engine, upload_id, thumb_key)
     manifest = {
         "upload_id": upload_id, "user_id": upload["user_id"],
@@ -136,8 +199,9 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int) -> tuple
         "neutral_key": neutral_key, "thumbnail_key": thumb_key,
         "file_info": asdict(decoded.info),
     }
-    manifest_key = storage.blobs.put(json.dumps(manifest, sort_keys=True).encode(),
-                                     suffix=".json")
+    manifest_key = await blobrefs.store(storage, upload_id,
+                                        json.dumps(manifest, sort_keys=True).encode(),
+                                        suffix=".json", kind="manifest")
     methods = list(await repo.active_methods(storage.engine))
     return manifest_key, methods
 
@@ -187,7 +251,8 @@ async def _run_method(storage: Storage, settings: Settings, method: str,
         return detect_texture(native, neutral)
     if method == "ela":
         result, image = detect_ela(native, neutral, quality=settings.ela_quality)
-        result.details["ela_image_path"] = storage.blobs.put(to_png(image), suffix=".png")
+        result.details["ela_image_path"] = await blobrefs.store(
+            storage, manifest["upload_id"], to_png(image), suffix=".png", kind="ela")
         return result
     return MethodResult(method=method, status="skipped",
                         details={"abstain_reason": f"no implementation for method {method!r}"})
@@ -200,7 +265,47 @@ def error_result(method: str, exc: BaseException) -> MethodResult:
 
 async def aggregate(storage: Storage, settings: Settings, upload_id: int, manifest_key: str,
                     raw_results: list) -> dict:
-    """Weighted verdict, heatmap, one SQL transaction, the document; safe to repeat."""
+    """Weighted verdict, heatmap, one SQL transaction, the document; safe to repeat.
+
+    An upload deleted while it was in flight is abandoned cleanly: nothing is written, and
+    the blobs and the document this run made are removed again.
+    """
+    try:
+        if not await blobrefs.upload_exists(storage, upload_id):
+            raise blobrefs.UploadGone(upload_id)
+        out = await _aggregate(storage, settings, upload_id, manifest_key, raw_results)
+        if await blobrefs.upload_exists(storage, upload_id):
+            return out
+        raise blobrefs.UploadGone(upload_id)
+    except Exception:
+        if await blobrefs.upload_exists(storage, upload_id):
+            raise
+        await _abandon(storage, upload_id, manifest_key, raw_results)
+        return {"upload_id": upload_id, "status": "deleted"}
+
+
+async def _abandon(storage: Storage, upload_id: int, manifest_key: str, raw_results: list
+                   ) -> None:
+    """The upload is gone: remove its document and any blob of this run nothing references."""
+    keys = {manifest_key}
+    for raw in raw_results:
+        if isinstance(raw, dict):
+            keys.add((raw.get("details") or {}).get("ela_image_path"))
+    try:
+        manifest = json.loads(storage.blobs.get(manifest_key))
+        keys |= {manifest.get(k) for k in ("native_key", "neutral_key", "thumbnail_key")}
+    except (BlobNotFound, ValueError):
+        pass
+    for doc in await storage.documents.find_detection_metadata(upload_id=upload_id):
+        keys |= set(doc.blob_keys.values())
+        await storage.documents.delete_detection_metadata(doc.result_id)
+    removed = await blobrefs.release(storage, {k for k in keys if k})
+    log.info("upload %s was deleted during detection; removed %d leftover blob(s)",
+             upload_id, len(removed), extra={"upload_id": upload_id})
+
+
+async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manifest_key: str,
+                     raw_results: list) -> dict:
     active = await repo.active_methods(storage.engine)
     by_method: dict[str, MethodResult] = {}
     for raw in raw_results:
@@ -225,11 +330,14 @@ async def aggregate(storage: Storage, settings: Settings, upload_id: int, manife
         import io
         thumb = np.asarray(Image.open(io.BytesIO(storage.blobs.get(manifest["thumbnail_key"])))
                            .convert("RGB"))
-        heatmap_key = storage.blobs.put(render_heatmap(combined, thumb), suffix=".png")
+        heatmap_key = await blobrefs.store(storage, upload_id, render_heatmap(combined, thumb),
+                                           suffix=".png", kind="heatmap")
         info = manifest["file_info"]
         anomalies = anomalies_from_map(combined, (info["height"], info["width"]))
 
     upload = await repo.get_upload(storage.engine, upload_id)
+    if upload is None:
+        raise blobrefs.UploadGone(upload_id)
     started = upload["processing_started_at"] or datetime.now(UTC)
     if started.tzinfo is None:
         started = started.replace(tzinfo=UTC)

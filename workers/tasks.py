@@ -106,16 +106,29 @@ DETECT_TASKS = {m: _make_detect_task(m) for m in METHOD_NAMES}
 
 @app.task(name="skygate.aggregate", **RELIABLE)
 def aggregate(results: list, upload_id: int, manifest_key: str) -> dict:
-    return runtime.run(steps.aggregate, upload_id, manifest_key, results)
+    try:
+        return runtime.run(steps.aggregate, upload_id, manifest_key, results)
+    except TRANSIENT:
+        raise
+    except Exception as exc:
+        # Record what failed before the chord's error path runs: it only knows "something".
+        log.exception("aggregate failed on upload %s", upload_id)
+        runtime.run(_mark_failed, upload_id,
+                    f"aggregate failed: {type(exc).__name__}: {exc}"[:2000])
+        raise
+
+
+async def _mark_failed(storage, settings, upload_id: int, reason: str, *,
+                       only_unfinished: bool = False) -> None:
+    from storage import repository
+
+    await repository.mark_failed(storage.engine, upload_id, reason,
+                                 only_unfinished=only_unfinished)
 
 
 @app.task(name="skygate.upload_failed", **RELIABLE)
 def upload_failed(upload_id: int) -> None:
-    # The chord failed (a header task died past its hard limit): never leave it "processing".
-    async def mark(storage, settings, upload_id):
-        from storage import repository
-
-        await repository.mark_failed(storage.engine, upload_id,
-                                     "detection did not complete (a method task was lost)")
-
-    runtime.run(mark, upload_id)
+    # The chord failed (a header task died past its hard limit, or aggregate raised): never
+    # leave it "processing", and never replace a reason aggregate recorded itself.
+    runtime.run(_mark_failed, upload_id, "detection did not complete (a method task was lost)",
+                only_unfinished=True)

@@ -1,0 +1,59 @@
+"""Text that reaches PostgreSQL or MongoDB: no NUL bytes, no control characters, bounded.
+
+PostgreSQL refuses U+0000 in ``text``/``varchar`` and inside ``jsonb`` strings; metadata read
+from files (EXIF, XMP, PNG chunks) and names sent by clients carry it often (NUL-padded camera
+tags). Every value written goes through :func:`clean_text` or :func:`clean_json`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import PurePosixPath
+
+# C0 and C1 control characters except tab, newline and carriage return.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Plus line breaks and the bidi overrides that make a file name lie about its extension.
+_NAME_BAD = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_text(value: str, *, limit: int | None = None) -> str:
+    """Drop control characters (keeping tab and line breaks); cut to ``limit`` characters."""
+    text = _CONTROL.sub("", value)
+    return text[:limit] if limit is not None else text
+
+
+def cut_at_nul(value: str) -> str:
+    """C strings in file metadata end at the first NUL; what follows is padding or garbage."""
+    return value.split("\x00", 1)[0]
+
+
+def clean_json(value):
+    """A copy of a JSON-like value with every string (keys too) cleaned and every float
+    finite (NaN and infinities become None: JSON and jsonb have no such numbers)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)) if isinstance(k, str) else k: clean_json(v)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def clean_file_name(name: str | None, *, limit: int = 255) -> str:
+    """A client's file name as stored: the last path component, no control characters or
+    bidi overrides, at most ``limit`` characters (the extension kept), never empty."""
+    text = _NAME_BAD.sub("", name or "")
+    text = PurePosixPath(text.replace("\\", "/")).name.strip()
+    if text in ("", ".", ".."):
+        return "upload"
+    if len(text) > limit:
+        stem, dot, ext = text.rpartition(".")
+        if dot and 0 < len(ext) <= 16:
+            text = stem[:limit - len(ext) - 1] + "." + ext
+        else:
+            text = text[:limit]
+    return text

@@ -1,0 +1,113 @@
+"""Reference counts for the content-addressed blob store.
+
+Blobs are keyed by their own bytes, so uploads share them: the same original sent by two users,
+or two different files with the same decoded pixels (their pixel caches, thumbnail, ELA image
+and heatmap are byte-identical). ``blob_refs`` has one row per (upload, key) and a blob is
+deleted only when its last row goes.
+
+The protocol that keeps a delete and a concurrent writer apart:
+
+- a writer (:func:`store`, :func:`attach`) inserts its row, takes the key's lock, writes the
+  file and commits, all in one transaction. The row insert checks the upload's foreign key,
+  which takes a share lock on the upload row: a delete of that upload waits for it, or, if the
+  delete came first, the insert fails and the writer learns the upload is gone
+  (:class:`UploadGone`) before writing anything;
+- :func:`release` takes the key's lock, counts the rows left and unlinks the file only at
+  zero; a writer of the same key from another upload waits on the lock, then writes the file
+  again if it was unlinked.
+
+On PostgreSQL the key lock is a transaction-scoped advisory lock; SQLite serialises every
+writing transaction anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from storage.models import blob_refs, uploads
+
+log = logging.getLogger("skygate.blobs")
+
+
+class UploadGone(LookupError):
+    """The upload was deleted while work on it was in flight."""
+
+
+async def _lock_key(conn, key: str) -> None:
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                           {"k": key})
+
+
+def _insert_ref(conn, **values):
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return insert(blob_refs).values(**values).on_conflict_do_nothing()
+
+
+async def attach(storage, upload_id: int, key: str, kind: str, write: Callable[[], object]
+                 ) -> str:
+    """Reference ``key`` from ``upload_id`` and call ``write()`` to put the bytes there, in one
+    transaction under the key's lock. Raises UploadGone if the upload no longer exists."""
+    try:
+        async with storage.engine.begin() as conn:
+            # The foreign key check fails if the upload is gone (SQLite: foreign_keys=ON).
+            await conn.execute(_insert_ref(conn, upload_id=upload_id, blob_key=key, kind=kind))
+            await _lock_key(conn, key)
+            write()
+    except IntegrityError as exc:
+        raise UploadGone(upload_id) from exc
+    return key
+
+
+async def store(storage, upload_id: int, data: bytes, *, suffix: str, kind: str) -> str:
+    """Put ``data`` in the blob store as a blob of ``upload_id``; returns its key."""
+    key = storage.blobs.key_for_bytes(data, suffix)
+    return await attach(storage, upload_id, key, kind,
+                        lambda: storage.blobs.put(data, suffix=suffix))
+
+
+async def upload_exists(storage, upload_id: int) -> bool:
+    async with storage.engine.connect() as conn:
+        return (await conn.execute(sa.select(uploads.c.upload_id)
+                                   .where(uploads.c.upload_id == upload_id))).first() is not None
+
+
+async def _unreferenced(conn, key: str) -> bool:
+    refs = (await conn.execute(sa.select(sa.func.count()).select_from(blob_refs)
+                               .where(blob_refs.c.blob_key == key))).scalar_one()
+    if refs:
+        return False
+    # Rows written before reference counting: their original and thumbnail columns.
+    legacy = (await conn.execute(
+        sa.select(sa.func.count()).select_from(uploads)
+        .where(sa.or_(uploads.c.file_path == key, uploads.c.thumbnail_path == key)))
+    ).scalar_one()
+    return legacy == 0
+
+
+async def release_in(conn, storage, keys: Iterable[str]) -> list[str]:
+    """Inside ``conn``'s transaction: unlink every key no row references any more."""
+    removed = []
+    for key in sorted(set(k for k in keys if k)):  # one lock order: no deadlocks
+        await _lock_key(conn, key)
+        if await _unreferenced(conn, key):
+            if storage.blobs.delete(key):
+                removed.append(key)
+    return removed
+
+
+async def release(storage, keys: Iterable[str]) -> list[str]:
+    """Unlink the blobs among ``keys`` that nothing references; returns the keys removed."""
+    async with storage.engine.begin() as conn:
+        return await release_in(conn, storage, keys)
+
+
+async def keys_of(conn, upload_id: int) -> set[str]:
+    rows = await conn.execute(sa.select(blob_refs.c.blob_key)
+                              .where(blob_refs.c.upload_id == upload_id))
+    return {r[0] for r in rows}
