@@ -653,3 +653,53 @@ def test_docs_and_redoc_render_with_the_network_cut(stack, tmp_path):
     # Swagger UI rendered every operation (not just the page shell).
     assert dom.stdout.count("Upload one or several images") >= 1
     print("rendered offline:", ", ".join(str(p) for p in shots.values()))
+
+
+# --- garbage collection ----------------------------------------------------------------------
+
+
+def test_blobs_gc_removes_only_old_unreferenced_blobs(stack):
+    import json
+    import os
+    import sys
+
+    from tests.conftest import ROOT
+
+    nina = new_user(stack)
+    with client(stack, nina["key"]) as c:
+        upload_id = upload(c, ("kept.png", encode(noisy_photo(seed=1210, rows=96, cols=96)))
+                           ).json()["uploads"][0]["upload_id"]
+        assert wait_done(c, upload_id)["status"] == "done"
+    kept = set(doc_for(stack, upload_id)["blob_keys"].values())
+    root = stack["data_dir"] / "blobs"
+    old_orphan, young_orphan, old_staged = (root / "ee/ee/orphan.npy", root / "ee/ef/young.npy",
+                                            root / ".staging/up-abandoned")
+    for path, size in ((old_orphan, 3000), (young_orphan, 500), (old_staged, 700)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x00" * size)
+    hour_ago = time.time() - 7200
+    for path in (old_orphan, old_staged, *(root / k for k in kept)):
+        os.utime(path, (hour_ago, hour_ago))
+
+    def gc(*args):
+        out = subprocess.run([sys.executable, "-m", "skygate.cli", "blobs", "gc", "--json",
+                              *args], env=stack["env"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    dry = gc("--dry-run")
+    assert set(dry["keys"]) == {"ee/ee/orphan.npy", ".staging/up-abandoned"}
+    assert dry["bytes"] == 3700 and old_orphan.exists()
+    done = gc()
+    assert done["bytes"] == 3700 and done["removed"] == 2
+    assert not old_orphan.exists() and not old_staged.exists()
+    assert young_orphan.exists()  # inside the grace period: maybe in flight
+    assert all((root / k).exists() for k in kept)
+    with client(stack, nina["key"]) as c:
+        assert c.get(f"/v1/uploads/{upload_id}/ela.png").status_code == 200
+    young_orphan.unlink()
+    text = subprocess.run([sys.executable, "-m", "skygate.cli", "blobs", "gc", "--dry-run"],
+                          env=stack["env"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120).stdout
+    assert "would free 0 bytes" in text
