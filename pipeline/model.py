@@ -1,29 +1,32 @@
 """The model method: an ONNX model run with onnxruntime, chosen by system_configuration.
 
-Two kinds of model plug in without code changes, told apart by their input's rank:
-- rank 2, ``(batch, F)``: a classifier over the format-neutral forensic features
-  (:data:`pipeline.features.MODEL_FEATURES`); the shipped default is one of these;
+Three kinds of model plug in without code changes:
+- a **probe over CLIP features** (the default): ``encoder_path`` names an image encoder
+  (:mod:`pipeline.clip`) whose output ``encoder_output`` feeds the model at ``model_path``,
+  a head with input ``(batch, D)``;
+- rank 2, ``(batch, F)`` without an encoder: a classifier over the format-neutral forensic
+  features (:data:`pipeline.features.MODEL_FEATURES`), the earlier default;
 - rank 4, ``(batch, 3, H, W)``: an image classifier; it gets the neutralised view resized to
   ``input_size``, RGB scaled to [0, 1].
-Either must output P(AI) as its first output, shape ``(batch, 1)`` or ``(batch, 2)``
-(then column 1 is taken).
+Each must output P(AI) as its first output, shape ``(batch, 1)`` or ``(batch, 2)``
+(then column 1 is taken). ``model_sha256`` / ``encoder_sha256``, when given, are checked once
+per process, so a truncated or replaced file is named instead of silently scored.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from pipeline.features import ASSETS, MODEL_FEATURES, MIN_SIDE, compute_features
+from pipeline.clip import ModelFileError, clip_input, embed, encoder_session, sha256_of
+from pipeline.features import ASSETS, MIN_SIDE, MODEL_FEATURES, compute_features
 from schemas.results import MethodResult, verdict_from_probability
 
 BUILTIN_PREFIX = "builtin:"
+FLAT_STD = 1.0  # grey levels: below this the image has no content to judge
 
 
 def resolve_model_path(model_path: str) -> Path:
@@ -32,24 +35,33 @@ def resolve_model_path(model_path: str) -> Path:
     return Path(model_path).expanduser()
 
 
-_lock = threading.Lock()
+def _session(parameters: dict, key: str):
+    path = resolve_model_path(parameters[key])
+    kind = "encoder_sha256" if key == "encoder_path" else "model_sha256"
+    return path, encoder_session(str(path), parameters.get(kind))
 
 
-@lru_cache(maxsize=4)
-def load_session(path: str):
-    """An onnxruntime session, cached per process (loading costs more than running)."""
-    import onnxruntime as ort
+def load_model(parameters: dict) -> dict[str, Path]:
+    """Load (and hash-check) every file a configuration names; raise ModelFileError naming one.
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # one image per worker process; processes give parallelism
-    with _lock:
-        return ort.InferenceSession(path, sess_options=options,
-                                    providers=["CPUExecutionProvider"])
+    ``skygate doctor`` calls this, so it fails for the same reason the method would.
+    """
+    if not parameters.get("model_path"):
+        raise ModelFileError("the active model configuration has no model_path")
+    files = {"model": _session(parameters, "model_path")[0]}
+    if parameters.get("encoder_path"):
+        files["encoder"] = _session(parameters, "encoder_path")[0]
+    return files
 
 
 def model_identity(path: Path) -> tuple[str, str]:
     """(name, version): the file's stem and the first 12 hex digits of its SHA-256."""
-    return path.stem, hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return path.stem, sha256_of(path)[:12]
+
+
+def _abstain(started: float, reason: str) -> MethodResult:
+    return MethodResult(method="model", processing_time=time.perf_counter() - started,
+                        details={"abstain_reason": reason})
 
 
 def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
@@ -60,20 +72,25 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
     neutral : (M, N, 3) uint8 ndarray
         The neutralised view (:func:`pipeline.features.neutralise`).
     parameters : dict
-        The active ``system_configuration`` model parameters: ``model_path``, ``input_size``,
-        ``threshold`` (decision point, default 0.5) and optional ``uncertainty_band``.
+        The active ``system_configuration`` model parameters: ``model_path``, optional
+        ``encoder_path``/``encoder_output`` (a feature probe), ``input_size``, ``threshold``
+        (decision point, default 0.5) and optional ``uncertainty_band``.
     """
     started = time.perf_counter()
-    path = resolve_model_path(parameters["model_path"])
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
+    path, session = _session(parameters, "model_path")
     if min(neutral.shape[:2]) < MIN_SIDE:
-        return MethodResult(method="model", processing_time=time.perf_counter() - started,
-                            details={"abstain_reason": f"image smaller than {MIN_SIDE} px"})
-    session = load_session(str(path))
+        return _abstain(started, f"image smaller than {MIN_SIDE} px")
+    if float(neutral.std()) < FLAT_STD:
+        return _abstain(started, "flat image: no content to judge")
     model_input = session.get_inputs()[0]
     importance: dict = {}
-    if len(model_input.shape) == 2:
+    details: dict = {}
+    if parameters.get("encoder_path"):
+        encoder_path, encoder = _session(parameters, "encoder_path")
+        output = parameters.get("encoder_output") or encoder.get_outputs()[0].name
+        x = embed(encoder, clip_input(neutral)[None], output=output)[output]
+        details["encoder"] = {"name": encoder_path.stem, "output": output}
+    elif len(model_input.shape) == 2:
         features, _ = compute_features(neutral, groups=("prnu", "texture"))
         x = np.array([[features[n] for n in MODEL_FEATURES]], dtype=np.float32)
         importance = {n: round(float(features[n]), 5) for n in MODEL_FEATURES}
@@ -84,7 +101,8 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
         x = (np.asarray(img, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None]
     else:
         raise ValueError(f"unsupported model input shape {model_input.shape}")
-    out = np.asarray(session.run(None, {model_input.name: x})[0], dtype=np.float64)
+    out = np.asarray(session.run(None, {model_input.name: x.astype(np.float32)})[0],
+                     dtype=np.float64)
     p = float(out[0, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(-1)[0])
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"model output {p} is not a probability")
@@ -99,5 +117,5 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
         method="model", ai_probability=shifted, is_ai_generated=verdict,
         confidence=round(confidence, 4), processing_time=time.perf_counter() - started,
         details={"model_name": name, "model_version": version, "raw_probability": round(p, 5),
-                 "threshold": threshold, "feature_importance": importance},
+                 "threshold": threshold, "feature_importance": importance, **details},
     )

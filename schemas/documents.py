@@ -149,6 +149,12 @@ class ConfigurationParameters(_Doc):
     input_size: InputSize | None = None
     batch_size: int | None = None
     threshold: float | None = None
+    # A feature probe: the encoder whose output `encoder_output` feeds the head at model_path.
+    encoder_path: str | None = None
+    encoder_output: str | None = None
+    # SHA-256 of the files, checked once per process when given.
+    encoder_sha256: str | None = None
+    model_sha256: str | None = None
 
 
 class SystemConfiguration(_Doc):

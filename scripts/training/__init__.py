@@ -1,0 +1,1 @@
+"""Helpers of scripts/train_model.py (research code: needs the ``train`` extra)."""

@@ -1,0 +1,62 @@
+"""CLIP block features of every corpus image and its augmented views, cached on disk."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.clip import clip_input, embed, encoder_session
+from pipeline.decode import InvalidImage, decode_image
+from scripts.training.views import views
+
+_ENCODER: str | None = None
+
+
+def _init(encoder: str) -> None:
+    global _ENCODER
+    _ENCODER = encoder
+
+
+def _one(args):
+    path, key, n_aug = args
+    try:
+        rgb = decode_image(Path(path).read_bytes(), max_pixels=100_000_000).rgb
+    except (InvalidImage, OSError) as exc:
+        return key, None, str(exc)
+    batch = np.stack([clip_input(v) for v in views(rgb, key=key, n_augmented=n_aug)])
+    return key, embed(encoder_session(_ENCODER), batch), None
+
+
+def extract(rows, *, encoder: Path, n_augmented: int, cache: Path, workers: int = 2):
+    """``{block: (n_images, 1 + n_augmented, D)}`` for the decodable rows, plus failures.
+
+    Cached in ``cache`` (an .npz keyed by the rows' file names and the encoder's outputs).
+    """
+    keys = [r.file for r in rows]
+    blocks, ok = {}, np.zeros(len(rows), bool)
+    if cache.is_file():
+        data = np.load(cache, allow_pickle=False)
+        if list(data["keys"]) == keys and data["n_augmented"] == n_augmented:
+            blocks = {k: data[k] for k in data.files if k.startswith("block")}
+            ok = data["ok"].copy()
+    todo = [i for i in range(len(rows)) if not ok[i]]  # new rows, or ones that failed before
+    jobs = [(str(rows[i].path), rows[i].file, n_augmented) for i in todo]
+    with ProcessPoolExecutor(workers, initializer=_init, initargs=(str(encoder),)) as pool:
+        results = list(pool.map(_one, jobs, chunksize=1))
+    errors = []
+    for i, (key, feats, err) in zip(todo, results):
+        if feats is None:
+            errors.append(f"{key}: {err}")
+            continue
+        if not blocks:
+            blocks = {n: np.zeros((len(rows), 1 + n_augmented, f.shape[1]), np.float32)
+                      for n, f in feats.items()}
+        ok[i] = True
+        for n in blocks:
+            blocks[n][i] = feats[n]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, keys=np.array(keys), n_augmented=n_augmented, ok=ok,
+                        errors=np.array(errors, dtype=str), **blocks)
+    return blocks, ok, errors

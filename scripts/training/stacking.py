@@ -1,0 +1,67 @@
+"""The ensemble: a stacking model over the methods' log-odds, and its verdict thresholds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.ensemble import logit
+
+STACK_C = 1.0
+
+
+def design(probabilities: dict[str, np.ndarray], methods: list[str]) -> np.ndarray:
+    """(n, len(methods)) log-odds; an abstention (NaN) contributes 0, as at inference."""
+    cols = []
+    for m in methods:
+        p = probabilities[m]
+        cols.append(np.array([0.0 if not np.isfinite(v) else logit(float(v)) for v in p]))
+    return np.stack(cols, axis=1)
+
+
+def fit_stack(X: np.ndarray, y: np.ndarray, methods: list[str]) -> tuple[dict[str, float], float]:
+    """Non-negative weights and an intercept; a method whose fitted weight is ≤ 0 gets 0.
+
+    A negative weight would mean "the more this method says AI, the more real": the data
+    then says the method carries no usable signal here, so it is dropped and the rest refit.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    active = list(range(len(methods)))
+    while True:
+        clf = LogisticRegression(C=STACK_C, max_iter=5000).fit(X[:, active], y)
+        coef = clf.coef_[0]
+        if (coef > 0).all() or not active:
+            break
+        active = [a for a, c in zip(active, coef) if c > 0]
+        if not active:
+            break
+    weights = {m: 0.0 for m in methods}
+    if active:
+        for a, c in zip(active, coef):
+            weights[methods[a]] = float(c)
+        return weights, float(clf.intercept_[0])
+    return weights, 0.0
+
+
+def stacked_probability(X: np.ndarray, methods: list[str], weights: dict[str, float],
+                        intercept: float) -> np.ndarray:
+    w = np.array([weights[m] for m in methods])
+    voted = (X != 0) & (w > 0)
+    z = intercept + X @ w
+    p = 1 / (1 + np.exp(-z))
+    return np.where(voted.any(axis=1), p, 0.5)  # nobody voted: 0.5, as at inference
+
+
+def thresholds(y: np.ndarray, p: np.ndarray, *, max_real_called_ai: float = 0.05,
+               max_ai_called_real: float = 0.05) -> tuple[float, float]:
+    """(ai_at, real_at): the loosest cut-offs that keep each error rate within its bound.
+
+    ``ai_at`` is the lowest P(AI) ≥ 0.5 at which at most ``max_real_called_ai`` of the real
+    photos score at or above it; ``real_at`` mirrors it for AI images called real.
+    """
+    real, ai = np.sort(p[y == 0]), np.sort(p[y == 1])
+    grid = np.round(np.arange(0.50, 0.991, 0.01), 2)
+    ai_at = next((t for t in grid if (real >= t).mean() <= max_real_called_ai), 0.99)
+    low = np.round(np.arange(0.50, 0.009, -0.01), 2)
+    real_at = next((t for t in low if (ai <= t).mean() <= max_ai_called_real), 0.01)
+    return float(ai_at), float(min(real_at, ai_at - 0.01))
