@@ -23,8 +23,10 @@ from schemas.text import clean_text, cut_at_nul
 AI_SOURCE_TYPES = {
     "trainedalgorithmicmedia": "trainedAlgorithmicMedia",
     "compositewithtrainedalgorithmicmedia": "compositeWithTrainedAlgorithmicMedia",
-    "algorithmicmedia": "algorithmicMedia",
 }
+# IPTC: made by an algorithm *without* trained models (a rendered gradient, a chart). Neither
+# generative AI nor a camera photo: the method abstains and says so.
+SYNTHETIC_SOURCE_TYPES = {"algorithmicmedia", "compositesynthetic"}
 CAPTURE_SOURCE_TYPES = {"digitalcapture", "negativefilm", "positivefilm", "print",
                         "minorhumanedits", "computationalcapture"}
 # PNG text chunks that image generators write (A1111 "parameters", ComfyUI "prompt"/"workflow",
@@ -182,6 +184,7 @@ def analyze_metadata(data: bytes) -> MethodResult:
         source_types = sorted(set(source_types) | set(c2pa_info["digital_source_types"]))
     declared_ai = [s for s in source_types if s.lower() in AI_SOURCE_TYPES]
     declared_capture = [s for s in source_types if s.lower() in CAPTURE_SOURCE_TYPES]
+    synthetic = [s for s in source_types if s.lower() in SYNTHETIC_SOURCE_TYPES]
     software_texts = [t for t in (software, _text(png_chunks.get("Software")),
                                   (c2pa_info or {}).get("claim_generator")) if t]
     generator_software = [t for t in software_texts if GENERATOR_SOFTWARE.search(t)]
@@ -213,6 +216,9 @@ def analyze_metadata(data: bytes) -> MethodResult:
     elif declared_capture:
         probability = 0.10
         evidence.append(f"declares {', '.join(declared_capture)}")
+    elif synthetic:
+        evidence.append(f"declares {', '.join(synthetic)} (computer-made without a trained "
+                        "model: neither generative AI nor a photograph)")
     elif make or model:
         probability = CAMERA_TAGS_PROBABILITY
         evidence.append(f"camera tags {make or ''} {model or ''}".strip())
