@@ -10,6 +10,7 @@ import sys
 import httpx
 import pytest
 from pymongo import MongoClient
+from pipeline.ensemble import ALGORITHM_VERSION
 
 from tests.conftest import (ROOT, cluster_sql, free_port, run, serve, start_cluster,
                             wait_for)
@@ -169,9 +170,11 @@ def test_retry_failed_reenqueues_and_rescore_keeps_history(cluster, tmp_path):
 
     wait_for(lambda: status() == "done", 120, "retried upload done")
 
+    (texture_weight,) = sql(cluster, "SELECT weight FROM detection_methods "
+                                     "WHERE method_name='texture'")[0]
     sql(cluster, "UPDATE detection_methods SET weight=0.10 WHERE method_name='texture'")
     try:
-        rescored = skygate(cluster, "rescore", "--algorithm-version", "skygate-1.0")
+        rescored = skygate(cluster, "rescore", "--algorithm-version", ALGORITHM_VERSION)
         assert rescored.returncode == 0, rescored.stderr
         (result_id,) = sql(cluster, "SELECT result_id FROM detection_results WHERE upload_id=:u",
                            u=upload_id)[0]
@@ -186,9 +189,10 @@ def test_retry_failed_reenqueues_and_rescore_keeps_history(cluster, tmp_path):
         entries = history()
         client.close()
     finally:
-        sql(cluster, "UPDATE detection_methods SET weight=0.60 WHERE method_name='texture'")
+        sql(cluster, "UPDATE detection_methods SET weight=:w WHERE method_name='texture'",
+            w=texture_weight)
     # One entry for the retry's run, one for the rescore's; each keeps the verdict it replaced.
-    assert all(e["algorithm_version"] == "skygate-1.0" and "methods" in e for e in entries)
+    assert all(e["algorithm_version"] == ALGORITHM_VERSION and "methods" in e for e in entries)
     assert {"prnu", "texture", "model"} <= set(entries[-1]["methods"])
     assert sql(cluster, "SELECT count(*) FROM detection_results WHERE upload_id=:u",
                u=upload_id)[0][0] == 1
