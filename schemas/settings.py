@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -20,6 +21,17 @@ class Settings(BaseSettings):
     mongo_url: str | None = Field(default=None, description="MongoDB URL; documents in SQL if unset")
     broker_url: str | None = Field(default=None, description="Celery broker (redis:// or amqp://)")
     result_backend: str | None = Field(default=None, description="Celery result backend (redis://)")
+
+    # Blob store: file:///path (default: the data dir's blobs/) or s3://bucket/prefix.
+    blob_url: str | None = Field(default=None, description="file:///path or s3://bucket/prefix")
+    # S3 (and look-alikes such as MinIO): region and credentials come from the standard AWS
+    # variables (AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY…).
+    s3_endpoint_url: str | None = Field(default=None, description="e.g. http://minio:9000")
+    # botocore's retry mode ("standard" or "adaptive") and attempts per request, first included.
+    s3_retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    s3_max_attempts: int = Field(default=5, ge=1)
+    s3_connect_timeout: float = 5.0
+    s3_read_timeout: float = 60.0
 
     max_upload_bytes: int = 50 * 1024 * 1024
     # 80 MP covers full-frame and medium-format cameras; anything larger is treated as a bomb.
@@ -61,6 +73,13 @@ class Settings(BaseSettings):
 
     @property
     def blob_dir(self) -> Path:
+        """The blob folder: a ``file://`` blob URL's path, else the data dir's ``blobs/``."""
+        if self.blob_url:
+            from storage.blobs import parse_blob_url
+
+            scheme, location, _ = parse_blob_url(self.blob_url)
+            if scheme == "file":
+                return Path(location)
         return self.data_dir / "blobs"
 
     @property

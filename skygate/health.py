@@ -128,6 +128,8 @@ def _check_workers(settings: Settings) -> Check:
 
 
 def _check_blobs(settings: Settings) -> Check:
+    if settings.blob_url and not settings.blob_url.startswith(("file:", "/", ".")):
+        return _check_object_store(settings)
     root = settings.blob_dir
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -139,6 +141,21 @@ def _check_blobs(settings: Settings) -> Check:
         return Check("blob store", False, f"{root}: {_short(exc)}",
                      "make SKYGATE_DATA_DIR writable (the shared volume in a cluster)")
     return Check("blob store", True, f"{root}: writable")
+
+
+def _check_object_store(settings: Settings) -> Check:
+    from storage.blobs import blob_store_for
+
+    where = settings.blob_url
+    try:
+        store = blob_store_for(settings)
+        where = store.describe()
+        store.probe()
+    except Exception as exc:  # noqa: BLE001
+        return Check("blob store", False, f"{where}: {_short(exc)}",
+                     "check SKYGATE_BLOB_URL, SKYGATE_S3_ENDPOINT_URL, the bucket and the "
+                     "AWS_* credentials")
+    return Check("blob store", True, f"{where}: writable")
 
 
 async def check_model(storage) -> Check:

@@ -22,6 +22,7 @@ writing transaction anyway.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
@@ -58,7 +59,9 @@ async def attach(storage, upload_id: int, key: str, kind: str, write: Callable[[
             # The foreign key check fails if the upload is gone (SQLite: foreign_keys=ON).
             await conn.execute(_insert_ref(conn, upload_id=upload_id, blob_key=key, kind=kind))
             await _lock_key(conn, key)
-            write()
+            # In a thread: with an object store, writing is a network round trip (or a 50 MB
+            # upload) that must not stall the event loop (the API serves other requests).
+            await asyncio.to_thread(write)
     except IntegrityError as exc:
         raise UploadGone(upload_id) from exc
     return key
@@ -96,7 +99,7 @@ async def release_in(conn, storage, keys: Iterable[str]) -> list[str]:
     for key in sorted(set(k for k in keys if k)):  # one lock order: no deadlocks
         await _lock_key(conn, key)
         if await _unreferenced(conn, key):
-            if storage.blobs.delete(key):
+            if await asyncio.to_thread(storage.blobs.delete, key):
                 removed.append(key)
     return removed
 

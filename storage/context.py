@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from schemas.settings import Settings
-from storage.blobs import BlobStore, LocalBlobStore
+from storage.blobs import BlobStore, blob_store_for
 from storage.db import create_engine, session_factory
 from storage.documents import DocumentStore, MongoDocumentStore, SqlDocumentStore
 
@@ -36,7 +36,7 @@ def build_storage(settings: Settings) -> Storage:
         engine=engine,
         sessions=session_factory(engine),
         documents=documents,
-        blobs=LocalBlobStore(settings.blob_dir),
+        blobs=blob_store_for(settings),
     )
 
 

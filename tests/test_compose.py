@@ -27,11 +27,11 @@ def _compose() -> dict:
 
 def test_compose_names_every_service_with_health_checks_and_start_order():
     services = _compose()["services"]
-    assert set(services) == {"postgres", "mongo", "redis", "migrate", "worker-ingest",
-                             "worker-detect", "api", "flower"}
+    assert set(services) == {"postgres", "mongo", "redis", "minio", "minio-init", "migrate",
+                             "worker-ingest", "worker-detect", "api", "flower"}
     assert services["mongo"]["image"].startswith("mongo:")
     for name, svc in services.items():
-        if name != "migrate":
+        if name not in ("migrate", "minio-init"):
             assert "healthcheck" in svc and svc["healthcheck"]["test"], name
     assert services["migrate"]["command"] == ["skygate", "db", "upgrade"]
     assert services["migrate"]["depends_on"] == {
@@ -39,11 +39,12 @@ def test_compose_names_every_service_with_health_checks_and_start_order():
     for name in ("worker-ingest", "worker-detect", "api", "flower"):
         deps = services[name]["depends_on"]
         assert deps["migrate"] == {"condition": "service_completed_successfully"}, name
+        assert deps["minio-init"] == {"condition": "service_completed_successfully"}, name
         assert all(deps[d]["condition"] == "service_healthy"
                    for d in ("postgres", "mongo", "redis")), name
 
 
-def test_workers_split_queues_and_share_the_blob_volume():
+def test_workers_split_queues_and_share_blobs_through_minio_not_a_folder():
     doc = _compose()
     services = doc["services"]
 
@@ -53,14 +54,21 @@ def test_workers_split_queues_and_share_the_blob_volume():
 
     assert queues("worker-ingest") == {"ingest", "aggregate"}
     assert queues("worker-detect") == {"detect", "model"}
-    assert set(doc["volumes"]) >= {"pgdata", "mongodata", "blobs"}
+    assert set(doc["volumes"]) >= {"pgdata", "mongodata", "miniodata"}
+    assert "blobs" not in doc["volumes"]
+    assert services["minio"]["volumes"] == ["miniodata:/data"]
+    assert services["minio-init"]["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert "mc mb --ignore-existing" in " ".join(services["minio-init"]["command"])
     for name in ("migrate", "worker-ingest", "worker-detect", "api", "flower"):
         svc = services[name]
-        assert "blobs:/data" in svc["volumes"], name
+        assert not svc.get("volumes"), name  # no shared folder: the blobs are in MinIO
         env = svc["environment"]
         assert env["SKYGATE_DATA_DIR"] == "/data" and env["SKYGATE_BROKER_URL"].startswith("redis")
         assert env["SKYGATE_MONGO_URL"].startswith("mongodb://mongo")
-        assert all(k.startswith("SKYGATE_") for k in env), name
+        assert env["SKYGATE_BLOB_URL"].startswith("s3://")
+        assert env["SKYGATE_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert all(k.startswith(("SKYGATE_", "AWS_")) for k in env), name
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(env), name
     assert services["postgres"]["volumes"] == ["pgdata:/var/lib/postgresql/data"]
     assert services["api"]["command"][:2] == ["skygate", "api"]
     assert services["flower"]["command"][:2] == ["skygate", "flower"]
