@@ -28,10 +28,37 @@ task_track_started = True
 # Chords need results kept; never 0 (that hangs chords).
 result_expires = 24 * 3600
 result_extended = True
+# A broker that restarts is waited for, however long it takes (at start-up and after).
 broker_connection_retry_on_startup = True
-# With acks_late on Redis a task running past this is delivered again: far above every limit.
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+broker_connection_retry = True
+broker_connection_max_retries = None
+broker_heartbeat = 30
+if broker_url.startswith(("amqp", "pyamqp")):
+    # RabbitMQ: durable queues (kombu's default) and persistent messages survive a broker
+    # restart; publisher confirms make send_task return only once the broker has the message;
+    # a dead worker's unacked messages are requeued the moment its connection drops.
+    broker_transport_options = {"confirm_publish": True}
+else:
+    # Redis: an unacked message (its worker died) is delivered again after
+    # visibility_timeout. A reserved message waits at most one hard time limit for the task
+    # before it and then runs at most one more, so the timeout is kept above 2 x the hard
+    # limit (a live task is never delivered twice) — and minutes, not an hour (600 s).
+    broker_transport_options = {
+        "visibility_timeout": _settings.visibility_timeout,
+        "socket_timeout": 30, "socket_connect_timeout": 10, "retry_on_timeout": True,
+        "health_check_interval": 25,
+    }
+    if _settings.visibility_timeout <= 2 * _settings.method_time_limit:
+        raise ValueError(
+            f"SKYGATE_VISIBILITY_TIMEOUT ({_settings.visibility_timeout}s) must exceed twice "
+            f"SKYGATE_METHOD_TIME_LIMIT ({_settings.method_time_limit}s): a live task would be "
+            "delivered again")
 result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+# Storing a result while the Redis backend restarts is retried, not lost.
+result_backend_always_retry = True
+result_backend_max_retries = 20
+redis_backend_health_check_interval = 25
+redis_socket_connect_timeout = 10
 task_soft_time_limit = _settings.method_soft_time_limit
 task_time_limit = _settings.method_time_limit
 

@@ -40,8 +40,20 @@ class Settings(BaseSettings):
     ela_quality: int = 90
     method_soft_time_limit: int = 120
     method_time_limit: int = 150
-    # Redis redelivers unacked tasks after this; kept far above every hard time limit.
-    visibility_timeout: int = 3600
+    # Redis redelivers unacked tasks after this. A message a worker has reserved waits at most
+    # one hard time limit for the task before it, then runs at most one: the default keeps
+    # it above 2 x method_time_limit (no live task is run twice) while a dead worker's
+    # messages come back within minutes, not an hour.
+    visibility_timeout: int = 600
+    # Recovery: an upload queued or processing whose stage was not touched for this long
+    # (default 2 x method_time_limit + 60 s) is re-dispatched by the sweep every worker runs
+    # each sweep_interval seconds (0: no sweep in this worker; `skygate recover` by hand).
+    stuck_after: int | None = None
+    sweep_interval: float = 30.0
+    # Transient faults (database, Mongo, broker) are retried this many times with backoff.
+    transient_retries: int = 8
+    # A worker starting while its database or Mongo is down waits this long for them.
+    startup_wait: float = 300.0
     log_level: str = "INFO"
     # Log format: "json", "text", or "auto" (JSON unless stderr is a terminal).
     log_format: str = "auto"
@@ -70,6 +82,10 @@ class Settings(BaseSettings):
     # Flower.
     flower_port: int = 5555
     flower_basic_auth: str | None = Field(default=None, description="user:password for Flower")
+
+    @property
+    def stuck_after_seconds(self) -> int:
+        return self.stuck_after or 2 * self.method_time_limit + 60
 
     @property
     def blob_dir(self) -> Path:

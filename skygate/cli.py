@@ -91,7 +91,7 @@ def _progress(total: int, enabled: bool):
 
 
 def _verdict_word(record: dict) -> str:
-    if record["status"] in ("failed", "skipped"):
+    if record["status"] in ("failed", "skipped", "pending"):
         return record["status"].upper()
     v = record["is_ai_generated"]
     word = {True: "AI", False: "REAL", None: "UNCERTAIN"}[v]
@@ -276,7 +276,8 @@ def eval_(paths, labels_csv, stored, out, plot, workers, as_json):
 @batch_options
 @click.option("--wait/--no-wait", default=False, help="follow uploads to their verdicts")
 @click.option("--timeout", type=float, default=1800.0, show_default=True,
-              help="seconds to wait for all verdicts")
+              help="seconds for the whole command; what is not done by then is reported "
+                   "as pending (exit 3)")
 def submit(paths, out, csv_path, recursive, include, exclude, as_json, report, wait, timeout):
     """Send files to a running cluster (SKYGATE_BROKER_URL); --wait for the verdicts."""
     from skygate.batch import Outputs
@@ -293,7 +294,30 @@ def submit(paths, out, csv_path, recursive, include, exclude, as_json, report, w
                as_json=as_json)
     if report:
         _write_report(settings, outputs.records, report)
-    sys.exit(1 if outputs.counts["failed"] or outputs.counts["skipped"] else 0)
+    click.echo(_submit_summary(outputs.records, wait=wait), err=as_json)
+    if outputs.counts["failed"] or outputs.counts["skipped"]:
+        sys.exit(1)
+    sys.exit(3 if outputs.counts["pending"] else 0)
+
+
+def _submit_summary(records: list[dict], *, wait: bool) -> str:
+    """What the database says at the end: done, failed with reasons, still pending with ids."""
+    done = [r for r in records if r["status"] in ("done", "duplicate")]
+    failed = [r for r in records if r["status"] in ("failed", "skipped")]
+    pending = [r for r in records if r["status"] == "pending"]
+    queued = [r for r in records if r["status"] == "queued"]
+    lines = [f"summary: done {len(done)}, failed {len(failed)}, still pending {len(pending)}"
+             + ("" if wait else f", queued {len(queued)}")]
+    for r in failed:
+        lines.append(f"  failed {r['upload_id'] if r['upload_id'] is not None else '-'} "
+                     f"{r['path']}: {r['error']}")
+    if pending:
+        ids = [str(r["upload_id"]) for r in pending if r["upload_id"] is not None]
+        lines.append(f"  pending upload ids: {', '.join(ids) or '-'}"
+                     + (f" (+{len(pending) - len(ids)} not ingested yet)"
+                        if len(pending) > len(ids) else "")
+                     + "; run the same command again to finish them")
+    return "\n".join(lines)
 
 
 def _parse_since(value: str | None):
@@ -611,6 +635,35 @@ def retry(only_failed, since):
         return ids
 
     _requeue(settings, _engine_call(pick), what="retry")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="list the stuck uploads; re-send nothing")
+@click.option("--stuck-after", type=click.IntRange(min=0), default=None,
+              help="seconds without progress (default SKYGATE_STUCK_AFTER: 2 x the hard time "
+                   "limit + 60)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per upload")
+def recover(dry_run, stuck_after, as_json):
+    """Re-send uploads stuck queued or processing (the sweep every worker runs, by hand)."""
+    from workers.recovery import sweep
+
+    settings = Settings()
+    if not settings.broker_url:
+        raise click.UsageError("SKYGATE_BROKER_URL is not set: the embedded default has no "
+                               "queue to lose work in (re-run `skygate scan` to finish a batch)")
+    if stuck_after is not None:
+        settings = settings.model_copy(update={"stuck_after": stuck_after or 1})
+    from workers import app
+
+    resent = _engine_call(lambda engine: sweep(engine, settings, app, dry_run=dry_run))
+    verb = "would re-send" if dry_run else "re-sent"
+    for item in resent:
+        if as_json:
+            click.echo(json.dumps(item))
+        else:
+            click.echo(f"{verb} upload {item['upload_id']} ({item['status']}, stage "
+                       f"{item['stage']}, idle {item['idle_seconds']:.0f}s)")
+    click.echo(f"{verb} {len(resent)} stuck upload(s)", err=as_json)
 
 
 @main.command()

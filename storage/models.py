@@ -53,6 +53,11 @@ uploads = sa.Table(
     sa.Column("status", sa.String(20), nullable=False, server_default="queued"),
     sa.Column("error", sa.Text),
     sa.Column("delivery_count", sa.Integer, nullable=False, server_default="0"),
+    # 0009: the stage the upload is in (queued | preparing | detecting | aggregating | done |
+    # failed), when a worker last touched it, and how often the recovery sweep re-sent it.
+    sa.Column("stage", sa.String(20)),
+    sa.Column("stage_touched_at", TZ),
+    sa.Column("recoveries", sa.Integer, nullable=False, server_default="0"),
 )
 
 detection_results = sa.Table(

@@ -36,7 +36,7 @@ async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: 
                     original_file_name=clean_file_name(original_file_name),
                     file_path=file_path, file_size=file_size, file_type=file_type,
                     mime_type=mime_type,
-                    sha256=sha256, status="queued",
+                    sha256=sha256, status="queued", stage="queued", stage_touched_at=now(),
                 ).returning(uploads.c.upload_id)
             )).scalar_one()
         return upload_id, True
@@ -64,19 +64,74 @@ async def get_upload(engine: AsyncEngine, upload_id: int) -> dict | None:
     return dict(row) if row else None
 
 
-async def start_processing(engine: AsyncEngine, upload_id: int) -> int:
-    """Count one more delivery of prepare and mark the upload processing; returns the count."""
+async def start_processing(engine: AsyncEngine, upload_id: int, *,
+                           may_count: bool = True, only_unfinished: bool = False) -> int:
+    """Mark the upload processing (stage preparing); returns its delivery count.
+
+    A delivery is counted the first time, and again only when a worker really died on it:
+    the previous prepare started (stage still ``preparing``) and never finished, and this
+    run is a broker delivery (``may_count``), not a retry after a transient fault or a
+    re-dispatch by the recovery sweep. ``only_unfinished`` (a recovery re-dispatch): an
+    upload that is done or failed meanwhile is left alone, and 0 is returned.
+    """
+    died = sa.and_(sa.literal(may_count), uploads.c.stage == "preparing")
+    bump = sa.case((sa.or_(uploads.c.delivery_count == 0, died), 1), else_=0)
+    where = [uploads.c.upload_id == upload_id]
+    if only_unfinished:
+        where.append(uploads.c.status.in_(("queued", "processing")))
     async with engine.begin() as conn:
         count = (await conn.execute(
-            uploads.update().where(uploads.c.upload_id == upload_id)
-            .values(delivery_count=uploads.c.delivery_count + 1, status="processing",
+            uploads.update().where(*where)
+            .values(delivery_count=uploads.c.delivery_count + bump, status="processing",
+                    stage="preparing", stage_touched_at=now(),
                     processing_started_at=sa.func.coalesce(uploads.c.processing_started_at,
                                                            now()), error=None)
             .returning(uploads.c.delivery_count)
         )).scalar_one_or_none()
     if count is None:
+        if only_unfinished and await get_upload(engine, upload_id) is not None:
+            return 0
         raise LookupError(f"upload {upload_id} does not exist")
     return count
+
+
+async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None) -> None:
+    """Record that a worker just worked on the upload (and, given, its new stage)."""
+    values = {"stage_touched_at": now()}
+    if stage is not None:
+        values["stage"] = stage
+    async with engine.begin() as conn:
+        await conn.execute(uploads.update().where(
+            uploads.c.upload_id == upload_id,
+            uploads.c.status.in_(("queued", "processing"))).values(**values))
+
+
+async def unfinished_untouched(engine: AsyncEngine, *, before: datetime,
+                               limit: int = 1000) -> list[dict]:
+    """Uploads still queued or processing whose stage nobody touched since ``before``."""
+    touched = sa.func.coalesce(uploads.c.stage_touched_at, uploads.c.processing_started_at,
+                               uploads.c.upload_date)
+    query = (sa.select(uploads.c.upload_id, uploads.c.status, uploads.c.stage,
+                       uploads.c.stage_touched_at, uploads.c.recoveries,
+                       uploads.c.delivery_count, touched.label("touched"))
+             .where(uploads.c.status.in_(("queued", "processing")), touched < before)
+             .order_by(uploads.c.upload_id).limit(limit))
+    async with engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+
+async def claim_recovery(engine: AsyncEngine, upload_id: int,
+                         seen_touched: datetime | None, *, at: datetime | None = None) -> bool:
+    """Claim a stuck upload for re-dispatch: true for exactly one caller, and only if nobody
+    touched it since ``seen_touched`` (several sweepers never re-send it twice)."""
+    same = (uploads.c.stage_touched_at.is_(None) if seen_touched is None
+            else uploads.c.stage_touched_at == seen_touched)
+    async with engine.begin() as conn:
+        done = await conn.execute(
+            uploads.update().where(uploads.c.upload_id == upload_id,
+                                   uploads.c.status.in_(("queued", "processing")), same)
+            .values(stage_touched_at=at or now(), recoveries=uploads.c.recoveries + 1))
+    return done.rowcount == 1
 
 
 async def set_thumbnail(engine: AsyncEngine, upload_id: int, thumbnail_path: str) -> None:
@@ -96,7 +151,7 @@ async def mark_failed(engine: AsyncEngine, upload_id: int, error: str, *,
         done = await conn.execute(
             uploads.update().where(*where)
             .values(status="failed", error=clean_text(error, limit=2000), is_processed=False,
-                    processing_completed_at=now())
+                    processing_completed_at=now(), stage="failed", stage_touched_at=now())
         )
     return done.rowcount > 0
 
@@ -106,6 +161,7 @@ async def reset_for_retry(engine: AsyncEngine, upload_id: int) -> None:
     async with engine.begin() as conn:
         await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
                            .values(status="queued", error=None, delivery_count=0,
+                                   stage="queued", stage_touched_at=now(),
                                    processing_started_at=None, processing_completed_at=None))
 
 
@@ -194,6 +250,7 @@ async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,
                            .values(metadata_id=metadata_id))
         await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
                            .values(status="done", is_processed=True, error=None,
+                                   stage="done", stage_touched_at=now(),
                                    processing_completed_at=now()))
 
 

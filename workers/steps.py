@@ -147,16 +147,24 @@ async def ingest_request(storage: Storage, settings: Settings,
                               user_id=request.user_id)
 
 
-async def prepare(storage: Storage, settings: Settings, upload_id: int) -> tuple[
-        str | None, list[str]]:
+async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
+                  may_count: bool = True, recovered: bool = False
+                  ) -> tuple[str | None, list[str]]:
     """Decode once; cache native and neutral pixels and a thumbnail in the blob store.
 
     Returns (manifest blob key, active method names), or (None, []) when the upload failed.
+    ``may_count``: False for a retry or a recovery re-dispatch (no worker died on it).
+    ``recovered``: sent by the recovery sweep; an upload finished meanwhile is left alone.
     """
     try:
-        deliveries = await repo.start_processing(storage.engine, upload_id)
+        deliveries = await repo.start_processing(storage.engine, upload_id,
+                                                 may_count=may_count and not recovered,
+                                                 only_unfinished=recovered)
     except LookupError:
         log.info("upload %s was deleted before it was prepared", upload_id)
+        return None, []
+    if deliveries == 0:
+        log.info("upload %s finished before its recovery ran: nothing to do", upload_id)
         return None, []
     if deliveries > settings.max_deliveries:
         # It was delivered again and again: the image most likely kills its worker.
@@ -203,6 +211,7 @@ async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, decod
                                         json.dumps(manifest, sort_keys=True).encode(),
                                         suffix=".json", kind="manifest")
     methods = list(await repo.active_methods(storage.engine))
+    await repo.touch(storage.engine, upload_id, "detecting")
     return manifest_key, methods
 
 

@@ -4,24 +4,89 @@ from __future__ import annotations
 
 import logging
 
-from celery import chord
-from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import task_postrun, task_prerun, worker_process_shutdown
+from functools import lru_cache
+
+from celery import Task, chord
+from celery.exceptions import (Ignore, Reject, Retry, SoftTimeLimitExceeded,
+                               TimeLimitExceeded)
+from celery.signals import (task_postrun, task_prerun, worker_init, worker_process_shutdown,
+                            worker_ready, worker_shutdown)
 from pydantic import ValidationError
-from pymongo.errors import AutoReconnect
-from sqlalchemy.exc import OperationalError
 
 from schemas.messages import IngestRequest
 from schemas.results import METHOD_NAMES
+from schemas.settings import Settings
 from skygate.logs import bind_upload
-from workers import app, runtime, steps
+from storage import faults
+from workers import app, recovery, runtime, steps
 
 log = logging.getLogger("skygate.tasks")
 
-# Retried with backoff: a database or Mongo connection that drops. Nothing else is retried.
-TRANSIENT = (OperationalError, AutoReconnect, ConnectionError)
-RELIABLE = dict(acks_late=True, reject_on_worker_lost=True, autoretry_for=TRANSIENT,
-                retry_backoff=True, retry_backoff_max=60, max_retries=5)
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    return Settings()
+
+
+class Reliable(Task):
+    """Transient faults (storage.faults.is_transient: a database, Mongo or broker that is
+    down, starting up, failing over, timing out) are retried with exponential backoff and
+    jitter; permanent ones fail at once with their reason. When the fault outlasts every
+    retry, or the retry cannot even be published (the broker is down too), the message is
+    dropped *without* failing the upload: it stays queued/processing, untouched, and the
+    recovery sweep re-sends it once its stage is overdue."""
+
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except (Retry, Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded):
+            raise
+        except Exception as exc:
+            if not faults.is_transient(exc):
+                raise
+            retries = self.request.retries or 0
+            limit = _settings().transient_retries
+            reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+            if retries >= limit:
+                log.error("%s: transient fault after %d retries, left to the recovery sweep: %s",
+                          self.name, retries, reason)
+                raise Ignore() from exc
+            delay = faults.backoff(retries, base=1.0, cap=30.0)
+            log.warning("%s: transient fault, retry %d/%d in %.1fs: %s", self.name,
+                        retries + 1, limit, delay, reason)
+            try:
+                raise self.retry(exc=exc, countdown=delay, max_retries=limit)
+            except Retry:
+                raise
+            except Exception as publish:  # noqa: BLE001 - the broker is down as well
+                log.error("%s: cannot publish the retry (%s: %s); left to the recovery sweep",
+                          self.name, type(publish).__name__, str(publish)[:200])
+                raise Ignore() from exc
+
+
+RELIABLE = dict(base=Reliable, acks_late=True, reject_on_worker_lost=True)
+
+
+@worker_init.connect
+def _wait_for_services(**_):
+    # A worker that starts while its database or Mongo is down waits for them (retrying with
+    # backoff, up to SKYGATE_STARTUP_WAIT) instead of crashing; the broker is Celery's own
+    # broker_connection_retry_on_startup.
+    recovery.wait_for_services(_settings())
+
+
+@worker_ready.connect
+def _start_sweeper(sender=None, **_):
+    recovery.start_sweeper(app, _settings())
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_):
+    recovery.stop_sweeper()
 
 
 @worker_process_shutdown.connect
@@ -70,11 +135,15 @@ def ingest(**kwargs) -> dict:
             "error": outcome.error}
 
 
-@app.task(name="skygate.prepare", **RELIABLE)
-def prepare(upload_id: int) -> dict:
-    manifest_key, methods = runtime.run(steps.prepare, upload_id)
+@app.task(name="skygate.prepare", bind=True, **RELIABLE)
+def prepare(self, upload_id: int, recovered: bool = False) -> dict:
+    # A delivery counts toward SKYGATE_MAX_DELIVERIES only if a worker died on the previous
+    # one: never for a retry after a transient fault or a re-dispatch by the recovery sweep.
+    may_count = not recovered and not (self.request.retries or 0)
+    manifest_key, methods = runtime.run(steps.prepare, upload_id, may_count=may_count,
+                                        recovered=recovered)
     if manifest_key is None:
-        return {"upload_id": upload_id, "status": "failed"}
+        return {"upload_id": upload_id, "status": "skipped" if recovered else "failed"}
     header = [DETECT_TASKS[m].s(upload_id, manifest_key) for m in methods if m in DETECT_TASKS]
     body = aggregate.s(upload_id, manifest_key).on_error(upload_failed.si(upload_id))
     chord(header)(body)
@@ -89,11 +158,15 @@ def _make_detect_task(method: str):
             log.error("method %s hit its soft time limit on upload %s", method, upload_id)
             result = steps.error_result(method, TimeoutError(
                 f"time limit of {app.conf.task_soft_time_limit}s exceeded"))
-        except TRANSIENT:
-            raise
         except Exception as exc:  # noqa: BLE001 - status=error keeps the chord alive
+            if faults.is_transient(exc):
+                raise  # Reliable retries it
             # steps.detect has logged which method, which file and why.
             result = steps.error_result(method, exc)
+        try:
+            runtime.run(_touch, upload_id)  # the stage is alive: not stuck
+        except Exception as exc:  # noqa: BLE001 - a heartbeat never loses a result
+            log.warning("could not touch upload %s: %s", upload_id, exc)
         return result.model_dump(mode="json")
 
     detect.__name__ = f"detect_{method}"
@@ -107,15 +180,22 @@ DETECT_TASKS = {m: _make_detect_task(m) for m in METHOD_NAMES}
 @app.task(name="skygate.aggregate", **RELIABLE)
 def aggregate(results: list, upload_id: int, manifest_key: str) -> dict:
     try:
+        runtime.run(_touch, upload_id, "aggregating")
         return runtime.run(steps.aggregate, upload_id, manifest_key, results)
-    except TRANSIENT:
-        raise
     except Exception as exc:
+        if faults.is_transient(exc):
+            raise  # Reliable retries it
         # Record what failed before the chord's error path runs: it only knows "something".
         log.exception("aggregate failed on upload %s", upload_id)
         runtime.run(_mark_failed, upload_id,
                     f"aggregate failed: {type(exc).__name__}: {exc}"[:2000])
         raise
+
+
+async def _touch(storage, settings, upload_id: int, stage: str | None = None) -> None:
+    from storage import repository
+
+    await repository.touch(storage.engine, upload_id, stage)
 
 
 async def _mark_failed(storage, settings, upload_id: int, reason: str, *,

@@ -1,0 +1,188 @@
+"""Self-healing: the recovery sweep and the start-up wait.
+
+Every upload records its stage and when a worker last touched it (``stage_touched_at``:
+set on insert, when prepare starts and ends, when each method task finishes, when aggregate
+starts). An upload still ``queued`` or ``processing`` whose stage nobody touched for
+``SKYGATE_STUCK_AFTER`` seconds (default 2 x the hard time limit + 60 s: a live upload is
+touched at least once per hard time limit plus the wait for the task before it) has lost its
+messages — a worker died, the broker restarted without them, a fault outlasted every retry.
+The sweep re-sends ``skygate.prepare`` for it; every write downstream is idempotent, so a
+message that was not lost after all only repeats work, never a row or a document.
+
+While the broker's queues still hold work, an old ``stage_touched_at`` may only mean a
+backlog: then the sweep waits until the queues are idle, or until the upload is 6 x overdue.
+
+Who sweeps: every worker, in a thread of its main process, every ``SKYGATE_SWEEP_INTERVAL``
+seconds (with jitter). No extra service to deploy or to lose; with many workers each stuck
+upload is still re-sent once, because the claim is one conditional UPDATE (``stage_touched_at``
+unchanged since it was read). ``skygate recover`` runs the same sweep by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+
+from schemas.settings import Settings
+from storage import faults
+
+log = logging.getLogger("skygate.recovery")
+
+BUSY_FACTOR = 6
+_sweeper: dict = {}
+
+
+def queue_depths(app) -> dict[str, int] | None:
+    """Ready messages per queue (``None`` when the broker cannot be asked)."""
+    depths: dict[str, int] = {}
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=5)
+            channel = conn.channel()
+            try:
+                for queue in app.conf.task_queues or ():
+                    try:
+                        _, count, _ = channel.queue_declare(queue=queue.name, passive=True)
+                    except Exception:  # noqa: BLE001 - a queue not declared yet is empty
+                        count = 0
+                        try:
+                            channel.close()
+                        except Exception:  # noqa: BLE001
+                            pass
+                        channel = conn.channel()
+                    depths[queue.name] = int(count or 0)
+            finally:
+                try:
+                    channel.close()
+                except Exception:  # noqa: BLE001
+                    pass
+    except Exception as exc:  # noqa: BLE001
+        log.warning("cannot read queue depths: %s: %s", type(exc).__name__, exc)
+        return None
+    return depths
+
+
+async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
+                now: datetime | None = None) -> list[dict]:
+    """Find stuck uploads and re-send them; returns what was (or, dry, would be) re-sent."""
+    from storage import repository as repo
+
+    now = now or datetime.now(UTC)
+    stuck_after = settings.stuck_after_seconds
+    candidates = await repo.unfinished_untouched(
+        engine, before=now - timedelta(seconds=stuck_after))
+    if not candidates:
+        return []
+    depths = await asyncio.to_thread(queue_depths, app)
+    busy = depths is None or sum(depths.values()) > 0
+    resent = []
+    for row in candidates:
+        touched = row["touched"]
+        if touched is not None and touched.tzinfo is None:
+            touched = touched.replace(tzinfo=UTC)
+        age = (now - touched).total_seconds() if touched else float("inf")
+        if busy and age < BUSY_FACTOR * stuck_after:
+            continue  # the queues still hold work: it may be waiting its turn
+        item = {"upload_id": row["upload_id"], "status": row["status"], "stage": row["stage"],
+                "idle_seconds": round(age, 1), "recoveries": row["recoveries"]}
+        if dry_run:
+            resent.append(item)
+            continue
+        if not await repo.claim_recovery(engine, row["upload_id"], row["stage_touched_at"],
+                                        at=now):
+            continue  # touched meanwhile, or another sweeper claimed it
+        try:
+            await asyncio.to_thread(app.send_task, "skygate.prepare",
+                                    args=(row["upload_id"],), kwargs={"recovered": True})
+        except Exception as exc:  # noqa: BLE001 - the broker is down: the next sweep retries
+            log.warning("recovery could not re-send upload %s: %s", row["upload_id"], exc)
+            continue
+        log.warning("recovered stuck upload %s (%s/%s, idle %.0fs)", row["upload_id"],
+                    row["status"], row["stage"], age, extra={"upload_id": row["upload_id"]})
+        resent.append(item)
+    return resent
+
+
+# --- the sweeper thread of a worker's main process -------------------------------------------
+
+
+def start_sweeper(app, settings: Settings) -> None:
+    if settings.sweep_interval <= 0 or _sweeper.get("thread"):
+        return
+    stop = threading.Event()
+    thread = threading.Thread(target=_sweep_forever, args=(app, settings, stop),
+                              name="skygate-recovery", daemon=True)
+    _sweeper.update(thread=thread, stop=stop)
+    thread.start()
+    log.info("recovery sweep every %.0fs (stuck after %ds)", settings.sweep_interval,
+             settings.stuck_after_seconds)
+
+
+def stop_sweeper() -> None:
+    stop = _sweeper.pop("stop", None)
+    thread = _sweeper.pop("thread", None)
+    if stop is not None:
+        stop.set()
+    if thread is not None:
+        thread.join(timeout=10)
+
+
+def _sweep_forever(app, settings: Settings, stop: threading.Event) -> None:
+    from storage.db import create_engine
+
+    loop = asyncio.new_event_loop()
+    engine = create_engine(settings.sqlalchemy_url)
+    try:
+        while not stop.wait(settings.sweep_interval * random.uniform(0.8, 1.2)):
+            try:
+                loop.run_until_complete(sweep(engine, settings, app))
+            except Exception as exc:  # noqa: BLE001 - a sweep never kills the worker
+                log.warning("recovery sweep failed (%s): %s: %s",
+                            "transient" if faults.is_transient(exc) else "error",
+                            type(exc).__name__, str(exc)[:300])
+    finally:
+        try:
+            loop.run_until_complete(engine.dispose())
+        finally:
+            loop.close()
+
+
+# --- start-up ---------------------------------------------------------------------------------
+
+
+def wait_for_services(settings: Settings) -> None:
+    """Block until the database (and Mongo, if configured) answer, retrying transient faults
+    with backoff for up to ``settings.startup_wait`` seconds; then raise the last error."""
+
+    async def check():
+        import sqlalchemy as sa
+
+        from storage.db import create_engine
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.startup_wait
+        engine = create_engine(settings.sqlalchemy_url)
+
+        async def ping_sql():
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+
+        try:
+            await faults.retrying(ping_sql, deadline=deadline, what="waiting for the database")
+        finally:
+            await engine.dispose()
+        if settings.mongo_url:
+            from pymongo import AsyncMongoClient
+
+            client = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
+            try:
+                await faults.retrying(client.admin.command, "ping", deadline=deadline,
+                                      what="waiting for MongoDB")
+            finally:
+                await client.close()
+
+    asyncio.run(check())
+    log.info("database%s reachable", " and MongoDB" if settings.mongo_url else "")
