@@ -13,11 +13,13 @@ from schemas.settings import Settings
 
 
 def submit_files(settings: Settings, files: list[Path], *, wait: bool, timeout: float):
-    """Put each file in the shared blob store, send ``skygate.ingest``; yield records."""
-    from storage.blobs import LocalBlobStore
+    """Put each file in the cluster's blob store (``SKYGATE_BLOB_URL``: an S3 bucket, or the
+    folder the workers mount), send ``skygate.ingest``; yield records."""
+    from pipeline.decode import InvalidImage, sniff_format
+    from storage.blobs import blob_store_for
     from workers import app
 
-    blobs = LocalBlobStore(settings.blob_dir)
+    blobs = blob_store_for(settings)
     started = time.monotonic()  # --timeout counts from here, to the second
     pending = []
     for path in files:
@@ -34,7 +36,19 @@ def submit_files(settings: Settings, files: list[Path], *, wait: bool, timeout: 
                    "error": f"file is {len(data):,} bytes, over the limit of "
                             f"{settings.max_upload_bytes:,}"}
             continue
-        key = blobs.put(data, suffix=path.suffix.lower()[:8])
+        try:
+            # The suffix ingest will give the original (by content), so it finds the object
+            # already in place instead of storing a second copy under another name.
+            suffix = "." + sniff_format(data[:4096])[0]
+        except InvalidImage:
+            suffix = ""
+        try:
+            key = blobs.put(data, suffix=suffix)
+        except Exception as exc:  # noqa: BLE001 - the store is down or refuses: say which
+            yield {"path": str(path), "sha256": None, "upload_id": None, "status": "failed",
+                   "is_ai_generated": None, "confidence": None, "methods": {},
+                   "error": f"cannot store in {blobs.describe()}: {exc}"}
+            continue
         pending.append(_Sent(path, key, hashlib.sha256(data).hexdigest()))
         _send_ingest(app, pending[-1])
     yield from _follow(settings, app, pending, wait=wait, started=started, timeout=timeout)
