@@ -80,10 +80,12 @@ class S3BlobStore(BlobStore):
     def _error(self, exc: Exception, key: str, action: str) -> BlobStoreError:
         from botocore.exceptions import (
             ClientError,
-            ConnectionError as BotoConnectionError,
             HTTPClientError,
             IncompleteReadError,
             ResponseStreamingError,
+        )
+        from botocore.exceptions import (
+            ConnectionError as BotoConnectionError,
         )
 
         where = f"s3://{self.bucket}/{self.prefix}{key}"
