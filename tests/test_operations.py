@@ -198,3 +198,57 @@ def test_retry_failed_reenqueues_and_rescore_keeps_history(cluster, tmp_path):
     assert {"prnu", "texture", "model"} <= set(entries[-1]["methods"])
     assert sql(cluster, "SELECT count(*) FROM detection_results WHERE upload_id=:u",
                u=upload_id)[0][0] == 1
+
+
+def test_recover_resends_a_stuck_upload_and_dry_run_only_lists_it(cluster, tmp_path):
+    """`skygate recover` by hand: a processing upload nobody touched (its messages lost) is
+    listed by --dry-run, re-sent by recover, and ends done with no duplicate rows; a second
+    `submit --wait` of the same file reports it as already known."""
+    image = tmp_path / "stuck.jpg"
+    image.write_bytes(encode(noisy_photo(seed=4242), fmt="JPEG"))
+    _, (record,) = submit(cluster, image, out=tmp_path / "a.jsonl")
+    upload_id = record["upload_id"]
+    # As if its chord died with the broker 100 s ago (the worker's own sweep waits 360 s).
+    sql(cluster, "UPDATE uploads SET status='processing', stage='detecting', "
+                 "stage_touched_at = now() - interval '100 seconds' WHERE upload_id=:u",
+        u=upload_id)
+    dry = skygate(cluster, "recover", "--dry-run", "--stuck-after", "50")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would re-send upload {upload_id} (processing, stage detecting" in dry.stdout
+    assert sql(cluster, "SELECT status, recoveries FROM uploads WHERE upload_id=:u",
+               u=upload_id)[0] == ("processing", 0)
+    done = skygate(cluster, "recover", "--stuck-after", "50")
+    assert done.returncode == 0, done.stderr
+    assert f"re-sent upload {upload_id}" in done.stdout and "re-sent 1 stuck" in done.stdout
+    wait_for(lambda: sql(cluster, "SELECT status FROM uploads WHERE upload_id=:u",
+                         u=upload_id)[0][0] == "done", 120, "recovered upload done")
+    (recoveries, deliveries) = sql(cluster, "SELECT recoveries, delivery_count FROM uploads "
+                                            "WHERE upload_id=:u", u=upload_id)[0]
+    assert recoveries == 1 and deliveries == 1  # a re-dispatch is not a worker death
+    assert sql(cluster, "SELECT count(*) FROM detection_results WHERE upload_id=:u",
+               u=upload_id)[0][0] == 1
+    again, (second,) = submit(cluster, image, out=tmp_path / "b.jsonl")
+    assert again.returncode == 0 and second["status"] == "duplicate"
+    assert "summary: done 1, failed 0, still pending 0" in again.stdout
+    nothing = skygate(cluster, "recover", "--stuck-after", "50")
+    assert "re-sent 0 stuck upload(s)" in nothing.stdout
+
+
+def test_submit_wait_honours_its_timeout_and_reports_what_is_pending(cluster, tmp_path):
+    """The broker is down for the whole run: --wait keeps trying to send, stops at --timeout
+    (to the second), reports the file as pending rather than failed, and exits 3."""
+    import time
+
+    image = tmp_path / "never.jpg"
+    image.write_bytes(encode(noisy_photo(seed=4343), fmt="JPEG"))
+    broker = f"redis://127.0.0.1:{free_port()}/0"
+    out = tmp_path / "p.jsonl"
+    started = time.monotonic()
+    result = skygate(cluster, "submit", image, "--wait", "--out", out, "--timeout", "4",
+                     env={"SKYGATE_BROKER_URL": broker})
+    elapsed = time.monotonic() - started
+    assert result.returncode == 3, result.stderr + result.stdout
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["status"] == "pending" and "not ingested yet" in record["error"]
+    assert "summary: done 0, failed 0, still pending 1" in result.stdout
+    assert elapsed < 4 + 8, elapsed  # the timeout plus the interpreter's start-up
