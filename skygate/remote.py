@@ -73,28 +73,39 @@ class _Sent:
     sends: int = 0
 
 
+# After a broker or result-backend failure, further calls fail fast for this long: a batch
+# of 200 files never spends 200 connection timeouts (--timeout is kept to the second).
+_DOWN_FOR = 3.0
+_down_until = {"broker": 0.0, "backend": 0.0}
+
+
 def _send_ingest(app, item: _Sent) -> bool:
     """Send (or re-send) the file's ingest; False when the broker is down (tried again later)."""
-    item.sent_at = time.monotonic()
+    if time.monotonic() < _down_until["broker"]:
+        return False
     try:
         item.result = app.send_task(
             "skygate.ingest", kwargs={"blob_key": item.key, "original_file_name": item.path.name},
-            retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2,
-                                      "interval_step": 0.5, "interval_max": 1.0})
+            retry=True, retry_policy={"max_retries": 1, "interval_start": 0.2,
+                                      "interval_step": 0.5, "interval_max": 0.5})
+        item.sent_at = time.monotonic()
         item.sends += 1
         return True
     except Exception:  # noqa: BLE001 - the broker is down: the follow loop re-sends
+        _down_until["broker"] = time.monotonic() + _DOWN_FOR
         return False
 
 
 def _ingest_answer(item: _Sent) -> dict | None:
     """Ingest's answer if it has one (never blocks; None while the backend is down)."""
+    if item.result is None or time.monotonic() < _down_until["backend"]:
+        return None
     try:
-        if item.result is not None and item.result.ready():
+        if item.result.ready():
             answer = item.result.get(timeout=1, propagate=False, disable_sync_subtasks=False)
             return answer if isinstance(answer, dict) else None
     except Exception:  # noqa: BLE001 - the result backend is down: ask again later
-        pass
+        _down_until["backend"] = time.monotonic() + _DOWN_FOR
     return None
 
 
@@ -113,6 +124,12 @@ def _follow(settings: Settings, app, sent: list[_Sent], *, wait: bool, started: 
     ``deadline`` the rest are yielded as ``pending`` with their upload ids."""
     if not sent:
         return
+    # This process only reads results: a backend that is down must answer "no" at once,
+    # not after the workers' patient retries.
+    try:
+        app.backend.always_retry = False
+    except Exception:  # noqa: BLE001 - no backend configured: answers are never read
+        pass
     # Uploads made before this command (less a little clock skew) are "already known".
     wall_started = datetime.now(UTC) - timedelta(seconds=time.monotonic() - started)
     loop = asyncio.new_event_loop()
@@ -165,12 +182,15 @@ def _follow_on(loop, settings, app, sent, *, wait, deadline, wall_started):
                         del left[sha]
                         yield _record(item, None, "failed", reason)
                         continue
-                    if item.sends == 0 or (time.monotonic() - item.sent_at
-                                           > RESEND_INGEST_AFTER):
+                    if remaining() < 1:
+                        continue
+                    if item.sends == 0:
+                        _send_ingest(app, item)  # its first send failed: the broker was down
+                    elif time.monotonic() - item.sent_at > RESEND_INGEST_AFTER:
                         if queue_idle is None:
-                            depths = queue_depths(app)
+                            depths = queue_depths(app) if remaining() > 8 else None
                             queue_idle = depths is not None and depths.get("ingest", 0) == 0
-                        if item.sends == 0 or queue_idle:
+                        if queue_idle:
                             _send_ingest(app, item)
                     continue
                 if wait and row["status"] not in ("done", "failed"):
