@@ -73,10 +73,12 @@ def redis_server(tmp_path):
 
 
 def _run_batch(tmp_path, env, *, fault, after_done: int = 8, seed: int = 1,
-               workers: list | None = None):
+               workers: list | None = None, before_worker=None):
     """Start a worker and a 40-image submit --wait; call ``fault()`` once ``after_done``
     uploads are done; return (submit result, records, audit, seconds)."""
     rig.migrate(env)
+    if before_worker is not None:
+        before_worker()
     worker = rig.Worker(env, tmp_path / "worker.log")
     worker.start()
     workers = workers if workers is not None else []
@@ -153,14 +155,24 @@ def test_postgres_restart_mid_batch_heals(tmp_path, pg, redis_server, mongo_url)
     env = _fault_env(tmp_path, broker=f"{redis_server.url}/0", backend=f"{redis_server.url}/1",
                      db_url=pg.url, mongo_url=mongo_url)
 
+    import threading
+
     def fault():
         pg.stop("fast")
         time.sleep(12)
         pg.start()
 
-    result = _run_batch(tmp_path, env, fault=fault, seed=3)
+    def database_down_at_worker_start():
+        # The worker starts while PostgreSQL is down: it must wait for it, not crash.
+        pg.stop("fast")
+        threading.Timer(5, pg.start).start()
+
+    result = _run_batch(tmp_path, env, fault=fault, seed=3,
+                        before_worker=database_down_at_worker_start)
     _assert_healed(*result, tmp_path / "worker.log")
     assert result[4]["max_delivery_count"] == 1
+    log = (tmp_path / "worker.log").read_text()
+    assert "waiting for the database: transient fault" in log
 
 
 @pytest.fixture

@@ -75,7 +75,10 @@ RELIABLE = dict(base=Reliable, acks_late=True, reject_on_worker_lost=True)
 def _wait_for_services(**_):
     # A worker that starts while its database or Mongo is down waits for them (retrying with
     # backoff, up to SKYGATE_STARTUP_WAIT) instead of crashing; the broker is Celery's own
-    # broker_connection_retry_on_startup.
+    # broker_connection_retry_on_startup. (Celery sets up logging after this signal.)
+    from skygate.logs import configure
+
+    configure(_settings())
     recovery.wait_for_services(_settings())
 
 
