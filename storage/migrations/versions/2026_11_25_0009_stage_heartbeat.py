@@ -33,7 +33,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("idx_uploads_status_touched", table_name="uploads")
-    with op.batch_alter_table("uploads") as batch:
+    # Plain ALTER TABLE … DROP COLUMN (SQLite ≥ 3.35 too): a batch table copy on SQLite would
+    # lose the expression index uq_uploads_owner_sha256 that 0003's downgrade drops.
+    with op.batch_alter_table("uploads", recreate="never") as batch:
         batch.drop_column("recoveries")
         batch.drop_column("stage_touched_at")
         batch.drop_column("stage")
