@@ -82,6 +82,7 @@ def encoder_session(path: str, sha256: str | None = None, threads: int = 1):
                              "scripts/build_clip_encoder.py")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads  # processes give parallelism; one thread each
+    options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
         with _lock:
