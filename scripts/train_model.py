@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import json
 import sys
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -131,3 +132,16 @@ class BlobStore(abc.ABC):
     @classmethod
     def key_for_bytes(cls, data: bytes, suffix: str = "") -> str:
         return cls.key_for(hashlib.sha256(data).hexdigest(), suffix)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write-then-rename so a reader never sees half a file, even with concurrent writers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

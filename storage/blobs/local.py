@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from storage.blobs.base import BlobNotFound, BlobStore, StagedBlob
+from storage.blobs.base import BlobNotFound, BlobStore, StagedBlob, write_atomically
 
 
 class LocalBlobStore(BlobStore):
@@ -29,16 +29,7 @@ class LocalBlobStore(BlobStore):
         path = self._path(key)
         if path.exists():
             return key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename so a reader never sees half a file, even with concurrent writers.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, data)
         return key
 
     def get(self, key: str) -> bytes:

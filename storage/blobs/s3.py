@@ -26,6 +26,7 @@ from storage.blobs.base import (
     BlobStoreError,
     BlobStoreUnavailable,
     StagedBlob,
+    write_atomically,
 )
 
 # Error codes S3 and its look-alikes answer when trying again later helps.
@@ -166,16 +167,7 @@ class S3BlobStore(BlobStore):
         self._name(key)  # refuses keys that would leave the folder
         path = self.cache_dir / key
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = self.get(key)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(path, self.get(key))
         return path
 
     def stage(self) -> StagedBlob:
