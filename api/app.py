@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -12,6 +10,7 @@ from fastapi.responses import JSONResponse
 from api import docs, errors, uploads
 from api.usage import UsageAndLimits
 from schemas.settings import Settings
+from service.dispatch import Dispatcher
 from storage.context import build_storage
 
 
@@ -21,37 +20,6 @@ header (`skygate keys create --user NAME`). Errors are JSON: `{"code": ..., "mes
 with a stable `code`. A key's `request_limit` counts requests per quota window; past it the
 answer is 429 with `Retry-After`.
 """
-
-
-class Dispatcher:
-    """Starts the detection of a stored upload: a Celery message to ``skygate.prepare`` when
-    a broker is configured, else a single in-process thread (the embedded default)."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self._local = None if settings.broker_url else ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="skygate-embedded")
-
-    async def dispatch(self, upload_id: int) -> None:
-        if self._local is None:
-            from workers import app as celery_app
-
-            # Nobody waits on prepare's result; fail fast when the broker is down.
-            await asyncio.to_thread(
-                celery_app.send_task, "skygate.prepare", args=[upload_id], ignore_result=True,
-                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
-        else:
-            asyncio.get_running_loop().run_in_executor(self._local, _run_embedded, upload_id)
-
-    def close(self) -> None:
-        if self._local is not None:
-            self._local.shutdown(wait=True, cancel_futures=False)
-
-
-def _run_embedded(upload_id: int) -> None:
-    from workers import runtime, steps
-
-    runtime.run(steps.run_all_or_fail, upload_id)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -90,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", tags=["health"], summary="Every dependency answers",
              responses={503: {"description": "a dependency is down"}})
     async def readyz(request: Request):
-        from skygate.health import run_checks
+        from service.health import run_checks
 
         checks = await run_checks(settings, storage=request.app.state.storage,
                                   include_workers=False)

@@ -194,7 +194,7 @@ _MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data
                         503: {"model": ErrorBody, "description": "the queue is unreachable"}})
 async def create_uploads(request: Request, who: CallerDep):
     from api.multipart import discard, receive_files
-    from workers import steps
+    from service import ingest
 
     settings = request.app.state.settings
     storage = request.app.state.storage
@@ -214,7 +214,7 @@ async def create_uploads(request: Request, who: CallerDep):
         accepted, dispatched = [], set()
         for part, (file_type, mime) in zip(parts, checked, strict=True):
             name = clean_file_name(part.filename)
-            outcome = await steps.ingest_staged(
+            outcome = await ingest.ingest_staged(
                 storage, settings, staged=part.staged, original_file_name=name,
                 user_id=who.user_id, resume_unfinished=False, checked=(file_type, mime))
             part.staged = None

@@ -77,17 +77,17 @@ async def record_for(storage, *, path: str, sha256: str | None, upload_id: int |
 
 
 async def _scan_one(storage, settings, path: str) -> dict:
-    from workers import steps
+    from service import detection, ingest
 
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         return await record_for(storage, path=path, sha256=None, upload_id=None,
                                 status="skipped", error=f"cannot read file: {exc}")
-    outcome = await steps.ingest_bytes(storage, settings, data=data,
+    outcome = await ingest.ingest_bytes(storage, settings, data=data,
                                        original_file_name=Path(path).name, user_id=None)
     if outcome.needs_processing:
-        await steps.run_all_or_fail(storage, settings, outcome.upload_id)
+        await detection.run_all_or_fail(storage, settings, outcome.upload_id)
     return await record_for(storage, path=path, sha256=outcome.sha256,
                             upload_id=outcome.upload_id, status=outcome.status,
                             error=outcome.error)
@@ -95,7 +95,7 @@ async def _scan_one(storage, settings, path: str) -> dict:
 
 def scan_file(path: str) -> dict:
     """Process one file in this process (a pool worker), on the embedded storage."""
-    from workers import runtime
+    from service import runtime
 
     return runtime.run(_scan_one, path)
 

@@ -15,7 +15,7 @@ from schemas.settings import Settings
 @click.group()
 def main() -> None:
     """SkyGate: tell AI-generated images from real photographs."""
-    from skygate.logs import configure
+    from service.logs import configure
 
     configure()
 
@@ -546,7 +546,7 @@ def doctor():
     from rich.console import Console
     from rich.table import Table
 
-    from skygate.health import run_checks
+    from service.health import run_checks
 
     checks = asyncio.run(run_checks(Settings()))
     from rich.markup import escape
@@ -591,19 +591,19 @@ def _requeue(settings: Settings, upload_ids: list[int], *, what: str) -> None:
         click.echo(f"nothing to {what}")
         return
     if settings.broker_url:
-        from workers import app
+        from service.dispatch import send_prepare
 
         for upload_id in upload_ids:
-            app.send_task("skygate.prepare", args=[upload_id], ignore_result=True)
+            send_prepare(upload_id)
         click.echo(f"{what}: sent {len(upload_ids)} upload(s) to the cluster: "
                    f"{', '.join(map(str, upload_ids))}")
         return
-    from workers import runtime, steps
+    from service import detection, runtime
 
     async def one(storage, settings, upload_id):
         from storage import repository as repo
 
-        await steps.run_all_or_fail(storage, settings, upload_id)
+        await detection.run_all_or_fail(storage, settings, upload_id)
         return await repo.get_upload(storage.engine, upload_id)
 
     failed = 0

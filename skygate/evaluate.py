@@ -192,7 +192,7 @@ async def _schema_revision(storage, settings) -> str | None:
 
 def check_stored(settings) -> None:
     """Raise :class:`EvalError` when the configured database holds no SkyGate schema."""
-    from workers import runtime
+    from service import runtime
 
     where = settings.sqlalchemy_url.split("@")[-1]
     hint = "run `skygate eval` without --stored (or `skygate scan`) first"
@@ -212,7 +212,7 @@ def check_stored(settings) -> None:
 
 
 def _records(files: list[LabelledFile], *, stored: bool, workers: int) -> Iterable[dict]:
-    from workers import runtime
+    from service import runtime
 
     if stored:
         for f in files:
@@ -228,7 +228,7 @@ def run(files: list[LabelledFile], *, stored: bool = False, workers: int = 1,
         on_record: Callable[[dict], None] | None = None) -> list[dict]:
     """Per-file rows (path, label, group, ai_probability, verdict, status, error), in the
     order of ``files``. Runs the pipeline (or reads stored verdicts with ``stored``)."""
-    from workers import runtime
+    from service import runtime
 
     by_path = {str(f.path): f for f in files}
     records: dict[str, dict] = {}

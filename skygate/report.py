@@ -1,107 +1,424 @@
-"""One self-contained HTML report: summary, then each image with its verdict, per-method
-breakdown, ELA image, heatmap and metadata findings. Images are inlined; works offline."""
+"""The HTML report of a scan: one small page plus one folder of pictures beside it.
+
+``write_report(storage, records, path)`` writes ``path`` (e.g. ``report.html``) and
+``<stem>_files/`` next to it. The page carries the summary (counts per verdict and per folder,
+a histogram of P(AI) as inline SVG) and every row as one compact JSON blob; a small script
+renders the current page of rows only (100 at a time), with filter by verdict and folder, sort
+by name, confidence or P(AI), a text search and a link that carries the view
+(``report.html#filter=AI&sort=conf&folder=…&q=…&page=2``). Pictures are files in the folder:
+small JPEG thumbnails (lazy-loaded) of the image, its ELA picture and its heatmap, each linking
+to the full picture. No CDN, no network: the page and its folder work offline, copied
+anywhere together. A picture that cannot be read is reported as missing, never fatal. File
+names are hostile input: they reach the page only as JSON data rendered with ``textContent``.
+"""
 
 from __future__ import annotations
 
-import base64
+import asyncio
+import hashlib
 import html
+import io
 import json
+import os
+import pathlib
+import shutil
+import urllib.parse
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
-from storage import repository as repo
+import sqlalchemy as sa
+
+from storage.models import detection_results, uploads
 
 _VERDICT = {True: "AI", False: "Real", None: "Uncertain"}
-
-_SCRIPT = """
-function apply(){const v=document.getElementById('f').value,s=document.getElementById('s').value;
-const cards=[...document.querySelectorAll('.card')];
-cards.forEach(c=>c.style.display=(v==='all'||c.dataset.verdict===v)?'':'none');
-cards.sort((a,b)=>s==='conf'?b.dataset.conf-a.dataset.conf:a.dataset.name.localeCompare(b.dataset.name));
-const list=document.getElementById('list');cards.forEach(c=>list.appendChild(c));
-const shown=cards.filter(c=>c.style.display!=='none').length;
-document.getElementById('shown').textContent=shown+' of '+cards.length+' shown';
-history.replaceState(null,'','#filter='+encodeURIComponent(v)+'&sort='+s);}
-// A link can carry the view: report.html#filter=AI&sort=conf
-window.addEventListener('load',()=>{
-const h=new URLSearchParams(location.hash.slice(1));
-if(h.get('filter'))document.getElementById('f').value=h.get('filter');
-if(h.get('sort'))document.getElementById('s').value=h.get('sort');
-const imgs=[...document.images],ok=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;
-document.body.dataset.picturesShown=ok;document.body.dataset.picturesTotal=imgs.length;
-document.getElementById('pics').textContent=ok===imgs.length?ok+' pictures':
-(imgs.length-ok)+' of '+imgs.length+' pictures could not be shown';
-apply();});
-"""
+VERDICTS = ("AI", "Real", "Uncertain", "failed")
+PAGE_SIZE = 100
+THUMB_PX = 128
+HIST_BINS = 10
+_MARKER = ".skygate-report"
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;background:#fafafa;color:#222}
 .card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:1em;margin:1em 0}
-.imgs img{max-height:200px;margin-right:8px;border:1px solid #ccc}
-.AI{color:#b00020}.Real{color:#1b5e20}.Uncertain{color:#8a6d00}.failed{color:#555}
+.card h3{margin:0 0 .3em;word-break:break-all}
+.imgs figure{display:inline-block;margin:0 8px 0 0}
+.imgs img{border:1px solid #ccc;background:#eee}
+.AI{color:#b00020}.Real{color:#1b5e20}.Uncertain{color:#8a6d00}.failed,.pending{color:#555}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 8px;font-size:90%}
+.sum{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}
+.bar{padding:.5em 0}.bar input,.bar select,.bar button{margin-right:.6em}
+.miss{color:#b00020;font-size:90%}
+"""
+
+# Rows are rendered with createElement/textContent only: no string of the data ever
+# becomes markup.
+_SCRIPT = r"""
+(function(){
+const D=JSON.parse(document.getElementById('data').textContent);
+const R=D.rows,F=D.folders,DIR=D.dir,PS=D.pageSize,M=D.methods;
+const $=id=>document.getElementById(id);
+const low=R.map(r=>r.n.toLowerCase());
+let st={filter:'all',folder:'',q:'',sort:'name',page:1},cache=null,cacheKey='';
+function el(tag,attrs,text){const e=document.createElement(tag);
+ if(attrs)for(const k in attrs)e.setAttribute(k,attrs[k]);
+ if(text!==undefined)e.textContent=text;return e;}
+function fmt(x){return x===null||x===undefined?'—':x.toFixed(2);}
+function readHash(){const h=new URLSearchParams(location.hash.slice(1));
+ st.filter=h.get('filter')||'all';st.folder=h.get('folder')||'';st.q=h.get('q')||'';
+ st.sort=h.get('sort')||'name';st.page=Math.max(1,parseInt(h.get('page')||'1',10)||1);
+ $('f').value=st.filter;if($('f').value!==st.filter){st.filter='all';$('f').value='all';}
+ $('d').value=st.folder;if($('d').value!==st.folder){st.folder='';$('d').value='';}
+ $('s').value=st.sort;if($('s').value!==st.sort){st.sort='name';$('s').value='name';}
+ $('q').value=st.q;}
+function writeHash(){const h=new URLSearchParams();h.set('filter',st.filter);h.set('sort',st.sort);
+ if(st.folder)h.set('folder',st.folder);if(st.q)h.set('q',st.q);if(st.page>1)h.set('page',st.page);
+ history.replaceState(null,'','#'+h.toString());}
+function matching(){const key=[st.filter,st.folder,st.q,st.sort].join('\u0000');
+ if(key===cacheKey)return cache;
+ const q=st.q.toLowerCase(),fi=st.folder?F.indexOf(st.folder):-1,out=[];
+ for(let i=0;i<R.length;i++){const r=R[i];
+  if(st.filter!=='all'&&r.v!==st.filter)continue;
+  if(fi>=0&&r.d!==fi)continue;
+  if(q&&low[i].indexOf(q)<0)continue;out.push(i);}
+ if(st.sort==='conf')out.sort((a,b)=>(R[b].c??-1)-(R[a].c??-1)||a-b);
+ else if(st.sort==='pai')out.sort((a,b)=>(R[b].p??-1)-(R[a].p??-1)||a-b);
+ cache=out;cacheKey=key;return out;}
+let picsTotal=0,picsOk=0,picsBad=0;
+function picDone(ok){if(ok)picsOk++;else picsBad++;showPics();}
+function showPics(){document.body.dataset.picturesTotal=picsTotal;
+ document.body.dataset.picturesShown=picsOk;document.body.dataset.picturesFailed=picsBad;
+ $('pics').textContent=picsBad?picsBad+' of '+picsTotal+' pictures could not be shown':
+  picsTotal+' pictures on this page';}
+function figure(p,alt,missing){if(!p){if(missing)return el('span',{class:'miss'},alt+' missing ');return null;}
+ const fig=el('figure'),a=el('a',{href:DIR+p[1],target:'_blank'});
+ const img=el('img',{alt:alt,loading:'lazy',decoding:'async',width:p[2],height:p[3]});
+ img.addEventListener('load',()=>picDone(true));img.addEventListener('error',()=>picDone(false));
+ img.src=DIR+p[0];picsTotal++;a.appendChild(img);fig.appendChild(a);
+ fig.appendChild(el('figcaption',null,alt));return fig;}
+function card(r){const c=el('div',{class:'card','data-verdict':r.v,'data-conf':r.c??0,'data-name':r.n});
+ c.appendChild(el('h3',null,r.n));
+ if(r.v==='failed'||r.v==='pending'){c.appendChild(el('p',{class:r.v},r.st.toUpperCase()+': '+(r.e||'')));return c;}
+ const p=el('p',{class:r.v});p.appendChild(el('b',null,r.v));
+ p.appendChild(document.createTextNode(' — confidence '+fmt(r.c)+', P(AI) '+fmt(r.p)+(r.s?' ('+r.s+')':'')));
+ c.appendChild(p);const imgs=el('div',{class:'imgs'});
+ for(const [k,alt] of [['t','image'],['a','ELA'],['h','heatmap']]){
+  const f=figure(r[k],alt,(r.x||[]).includes(alt));if(f)imgs.appendChild(f);}
+ c.appendChild(imgs);c.appendChild(el('p',null,'Metadata: '+(r.m||'no metadata findings')));
+ if(r.t2&&r.t2.length){const t=el('table'),h=el('tr');
+  for(const x of ['method','verdict','confidence','status','error'])h.appendChild(el('th',null,x));
+  t.appendChild(h);for(const m of r.t2){const tr=el('tr');
+   tr.appendChild(el('td',null,M[m[0]]));tr.appendChild(el('td',null,m[1]));
+   tr.appendChild(el('td',null,fmt(m[2])));tr.appendChild(el('td',null,m[3]));
+   tr.appendChild(el('td',null,m[4]||''));t.appendChild(tr);}
+  c.appendChild(t);}
+ return c;}
+function render(){const idx=matching(),pages=Math.max(1,Math.ceil(idx.length/PS));
+ if(st.page>pages)st.page=pages;const start=(st.page-1)*PS,list=$('list');
+ picsTotal=picsOk=picsBad=0;const frag=document.createDocumentFragment();
+ for(const i of idx.slice(start,start+PS))frag.appendChild(card(R[i]));
+ list.replaceChildren(frag);showPics();
+ $('shown').textContent=idx.length+' of '+R.length+' shown';
+ for(const id of ['pg','pg2'])$(id).textContent='page '+st.page+' of '+pages+
+  (idx.length?' (rows '+(start+1)+'–'+Math.min(start+PS,idx.length)+')':'');
+ document.body.dataset.page=st.page;document.body.dataset.pages=pages;
+ document.body.dataset.matching=idx.length;document.body.dataset.rendered=list.children.length;
+ writeHash();}
+function go(delta){st.page+=delta;if(st.page<1)st.page=1;render();window.scrollTo(0,$('list').offsetTop-80);}
+function change(){st.filter=$('f').value;st.folder=$('d').value;st.sort=$('s').value;
+ st.q=$('q').value;st.page=1;render();}
+const dsel=$('d');F.forEach(f=>dsel.appendChild(el('option',{value:f},f)));
+for(const id of ['f','d','s'])$(id).addEventListener('change',change);
+let timer=0;$('q').addEventListener('input',()=>{clearTimeout(timer);timer=setTimeout(change,120);});
+for(const [id,d] of [['prev',-1],['next',1],['prev2',-1],['next2',1]])$(id).addEventListener('click',()=>go(d));
+window.addEventListener('hashchange',()=>{readHash();render();});
+readHash();render();
+})();
 """
 
 
-def _img(blobs, key, alt):
-    if not key:
-        return ""
+def _verdict(rec: dict) -> str:
+    status = rec.get("status")
+    if status in ("failed", "skipped"):
+        return "failed"
+    if status == "pending":
+        return "pending"
+    return _VERDICT[rec.get("is_ai_generated")]
+
+
+def _folder(path: str) -> str:
+    parent = str(pathlib.PurePath(path).parent)
+    return parent if parent else "."
+
+
+def _num(x) -> float | None:
     try:
-        data = blobs.get(key)
-    except Exception:  # noqa: BLE001 - a missing picture must not lose the report
+        return None if x is None else round(float(x), 4)
+    except (TypeError, ValueError):
+        return None
+
+
+def _p_ai(rec: dict, doc) -> float | None:
+    """P(AI): the document's aggregated probability, else derived from a decided verdict."""
+    p = rec.get("ai_probability")
+    if p is None and doc is not None and doc.aggregated_results is not None:
+        p = doc.aggregated_results.ai_probability
+    if p is None and rec.get("confidence") is not None and rec.get("is_ai_generated") is not None:
+        c = float(rec["confidence"])
+        p = c if rec["is_ai_generated"] else 1.0 - c
+    return _num(p)
+
+
+def _findings(doc) -> str:
+    if doc is None:
         return ""
-    mime = "image/png" if key.endswith(".png") else "image/jpeg"
-    return (f'<figure style="display:inline-block"><img alt="{html.escape(alt)}" '
-            f'src="data:{mime};base64,{base64.b64encode(data).decode()}">'
-            f'<figcaption>{html.escape(alt)}</figcaption></figure>')
+    e = doc.exif_data
+    words = [str(w) for w in (getattr(e, "evidence", None) or [])]
+    words += [str(w) for w in e.analysis_result.anomalies]
+    if e.camera_make or e.camera_model:
+        words.append(f"camera: {e.camera_make or ''} {e.camera_model or ''}".strip())
+    return "; ".join(words)
+
+
+async def _stored(storage, upload_ids: list[int]) -> tuple[dict, dict]:
+    """Thumbnail key per upload and result id per upload, a few hundred ids per query."""
+    thumbs: dict[int, str | None] = {}
+    results: dict[int, int] = {}
+    ids = sorted(set(upload_ids))
+    async with storage.engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for row in await conn.execute(sa.select(uploads.c.upload_id, uploads.c.thumbnail_path)
+                                          .where(uploads.c.upload_id.in_(chunk))):
+                thumbs[row.upload_id] = row.thumbnail_path
+            for row in await conn.execute(
+                    sa.select(detection_results.c.upload_id, detection_results.c.result_id)
+                    .where(detection_results.c.upload_id.in_(chunk))):
+                results[row.upload_id] = row.result_id
+    return thumbs, results
+
+
+class _Pictures:
+    """Copies each blob once into the folder (full picture) with a small JPEG thumbnail."""
+
+    def __init__(self, blobs, folder: pathlib.Path):
+        self.blobs, self.folder = blobs, folder
+        self.jobs: dict[str, str] = {}  # blob key -> file stem
+
+    def want(self, key: str | None) -> str | None:
+        if not key:
+            return None
+        stem = self.jobs.get(key)
+        if stem is None:
+            stem = hashlib.sha256(key.encode()).hexdigest()[:24]
+            self.jobs[key] = stem
+        return stem
+
+    def make(self, key: str, stem: str) -> list | None:
+        """[thumbnail file, full file, width, height], or None when the picture is unusable."""
+        from PIL import Image
+
+        try:
+            data = self.blobs.get(key)
+            suffix = ".png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"
+            with Image.open(io.BytesIO(data)) as img:
+                img.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))
+                small = img.convert("RGB")
+            small.thumbnail((THUMB_PX, THUMB_PX))
+            buf = io.BytesIO()
+            small.save(buf, "JPEG", quality=70, optimize=True)
+            full, thumb = f"{stem}{suffix}", f"{stem}_t.jpg"
+            (self.folder / full).write_bytes(data)
+            (self.folder / thumb).write_bytes(buf.getvalue())
+            return [thumb, full, small.width, small.height]
+        except Exception:  # noqa: BLE001 - a missing or broken picture must not lose the report
+            return None
+
+
+def _histogram_svg(probs: list[float]) -> str:
+    bins = [0] * HIST_BINS
+    for p in probs:
+        bins[min(HIST_BINS - 1, max(0, int(p * HIST_BINS)))] += 1
+    top = max(bins) or 1
+    w, h, bw = 320, 150, 28
+    parts = [f'<svg id="hist" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 34}" '
+             f'role="img" aria-label="histogram of P(AI)"><title>P(AI) of {len(probs)} judged '
+             f'files</title>']
+    for i, n in enumerate(bins):
+        bh = round(h * n / top)
+        x = 10 + i * (bw + 2)
+        lo, hi = i / HIST_BINS, (i + 1) / HIST_BINS
+        colour = "#1b5e20" if hi <= 0.5 else "#b00020"
+        parts.append(f'<rect class="bin" data-count="{n}" x="{x}" y="{h - bh + 14}" width="{bw}" '
+                     f'height="{bh}" fill="{colour}"><title>P(AI) {lo:.1f}–{hi:.1f}: {n}</title>'
+                     f'</rect><text x="{x + bw / 2}" y="{h - bh + 11}" font-size="10" '
+                     f'text-anchor="middle">{n}</text>')
+    parts.append(f'<line x1="10" y1="{h + 14}" x2="{10 + HIST_BINS * (bw + 2)}" y2="{h + 14}" '
+                 f'stroke="#555"/><text x="10" y="{h + 28}" font-size="10">0</text>'
+                 f'<text x="{10 + HIST_BINS * (bw + 2) // 2}" y="{h + 28}" font-size="10" '
+                 f'text-anchor="middle">P(AI)</text><text x="{HIST_BINS * (bw + 2)}" '
+                 f'y="{h + 28}" font-size="10">1</text></svg>')
+    return "".join(parts)
+
+
+def _counts_table(title: str, counts: dict[str, Counter], columns: list[str], limit: int) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(c)}</th>" for c in [title, *columns, "total"])
+    ordered = sorted(counts.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    body = "".join(
+        f"<tr><td>{esc(name)}</td>" + "".join(f"<td>{c[col]}</td>" for col in columns)
+        + f"<td>{sum(c.values())}</td></tr>" for name, c in ordered[:limit])
+    more = (f"<tr><td colspan='{len(columns) + 2}'>… {len(ordered) - limit} more (use the "
+            f"folder filter)</td></tr>" if len(ordered) > limit else "")
+    return f"<table id='{esc(title)}s'><tr>{head}</tr>{body}{more}</table>"
+
+
+def _json_for_script(value) -> str:
+    """JSON safe inside <script>: no '<', '>' or '&' (so no '</script>' or '<!--')."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _page(rows: list[dict], folders: list[str], methods: list[str], files_url: str,
+          n_records: int, verdicts: Counter, per_folder: dict[str, Counter],
+          probs: list[float], missing: int) -> str:
+    esc = html.escape
+    verdict_words = [v for v in VERDICTS] + sorted(set(verdicts) - set(VERDICTS))
+    summary = ", ".join(f"{k}: {verdicts[k]}" for k in verdict_words if verdicts[k])
+    options = "".join(f"<option>{esc(v)}</option>" for v in verdict_words)
+    data = {"rows": rows, "folders": folders, "methods": methods, "dir": files_url,
+            "pageSize": PAGE_SIZE}
+    missing_note = (f" <span class='miss'>{missing} picture(s) could not be read</span>"
+                    if missing else "")
+    pager = ("<button id='prev{0}' type='button'>‹ previous</button><span id='pg{1}'></span> "
+             "<button id='next{0}' type='button'>next ›</button>")
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>SkyGate report</title><style>{_STYLE}</style></head><body>"
+        f"<h1>SkyGate report</h1><p id='summary'>{n_records} files — {esc(summary)}"
+        f"{missing_note}</p>"
+        f"<div class='sum'><div><h2>P(AI)</h2>{_histogram_svg(probs)}</div>"
+        f"<div><h2>Per verdict</h2>"
+        f"{_counts_table('verdict', {v: Counter({v: verdicts[v]}) for v in verdict_words if verdicts[v]}, [], 20)}"
+        f"</div><div><h2>Per folder</h2>{_counts_table('folder', per_folder, verdict_words, 50)}"
+        f"</div></div>"
+        "<div class='bar'>Filter <select id='f'><option>all</option>"
+        f"{options}</select> Folder <select id='d'><option value=''>all folders</option></select>"
+        " Sort <select id='s'><option value='name'>name</option>"
+        "<option value='conf'>confidence</option><option value='pai'>P(AI)</option></select>"
+        " Search <input id='q' type='search' placeholder='file name'> "
+        "<span id='shown'></span> · <span id='pics'></span></div>"
+        f"<div class='bar'>{pager.format('', '')}</div><div id='list'></div>"
+        f"<div class='bar'>{pager.format('2', '2')}</div>"
+        f"<script type='application/json' id='data'>{_json_for_script(data)}</script>"
+        f"<script>{_SCRIPT}</script></body></html>")
+
+
+async def write_report(storage, records: list[dict], path: pathlib.Path) -> pathlib.Path:
+    """Write the report page at ``path`` and its pictures in ``<stem>_files/`` beside it.
+
+    ``records`` are scan/submit output records (``path``, ``status``, ``upload_id``,
+    ``is_ai_generated``, ``confidence``, ``summary``, ``methods``, ``error``); the pictures and
+    metadata findings are read from ``storage``. Returns ``path``.
+    """
+    path = pathlib.Path(path)
+    folder = path.with_name(f"{path.stem}_files")
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / _MARKER).exists():
+            raise FileExistsError(f"{folder} exists and is not a SkyGate report folder; "
+                                  "move it away or choose another report name")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / _MARKER).write_text("pictures of a SkyGate report; rewritten with it\n")
+    pictures = _Pictures(storage.blobs, folder)
+    records = sorted(records, key=lambda r: str(r.get("path")))
+    judged_ids = [r["upload_id"] for r in records
+                  if r.get("upload_id") is not None and _verdict(r) not in ("failed", "pending")]
+    thumbs, results = await _stored(storage, judged_ids)
+
+    folders: dict[str, int] = {}
+    methods: dict[str, int] = {}
+    verdicts: Counter = Counter()
+    per_folder: dict[str, Counter] = {}
+    probs: list[float] = []
+    rows: list[dict] = []
+    wanted: list[tuple[dict, str, str, str]] = []  # (row, row key, blob key, label)
+    docs: dict[int, object] = {}
+    for rec in records:
+        name = str(rec.get("path"))
+        verdict = _verdict(rec)
+        d = _folder(name)
+        fi = folders.setdefault(d, len(folders))
+        verdicts[verdict] += 1
+        per_folder.setdefault(d, Counter())[verdict] += 1
+        row: dict = {"n": name, "d": fi, "v": verdict, "st": str(rec.get("status"))}
+        rows.append(row)
+        if verdict in ("failed", "pending"):
+            row["e"] = str(rec.get("error") or "")
+            continue
+        uid = rec.get("upload_id")
+        rid = results.get(uid)
+        doc = None
+        if rid is not None:
+            if rid not in docs:
+                try:
+                    docs[rid] = await storage.documents.get_detection_metadata(rid)
+                except Exception:  # noqa: BLE001 - a lost document leaves the row without pictures
+                    docs[rid] = None
+            doc = docs[rid]
+        row["c"] = _num(rec.get("confidence"))
+        row["p"] = _p_ai(rec, doc)
+        if row["p"] is not None:
+            probs.append(row["p"])
+        if rec.get("summary"):
+            row["s"] = str(rec["summary"])
+        row["m"] = _findings(doc)
+        row["t2"] = [
+            [methods.setdefault(str(m), len(methods)), _VERDICT.get(i.get("is_ai_generated"), "?"),
+             _num(i.get("confidence")), str(i.get("status") or ""), str(i.get("error") or "")]
+            for m, i in sorted((rec.get("methods") or {}).items())]
+        keys = [("t", thumbs.get(uid), "image")]
+        if doc is not None:
+            keys += [("a", doc.pixel_analysis.ela_results.ela_image_path, "ELA"),
+                     ("h", doc.visual_anomalies.heatmap_path, "heatmap")]
+        for rk, key, label in keys:
+            if key:
+                wanted.append((row, rk, key, label))
+                pictures.want(key)
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        made = dict(zip(pictures.jobs, await asyncio.gather(*(
+            loop.run_in_executor(pool, pictures.make, key, stem)
+            for key, stem in pictures.jobs.items()))))
+    missing = 0
+    for row, rk, key, label in wanted:
+        if made.get(key):
+            row[rk] = made[key]
+        else:
+            row.setdefault("x", []).append(label)
+            missing += 1
+    for row in rows:
+        if not row.get("m"):
+            row.pop("m", None)
+        if not row.get("t2"):
+            row.pop("t2", None)
+
+    files_url = urllib.parse.quote(folder.name) + "/"
+    page = _page(rows, list(folders), list(methods), files_url, len(records), verdicts,
+                 per_folder, probs, missing)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 async def build_report(storage, records: list[dict]) -> str:
-    counts = Counter()
-    cards = []
-    for rec in sorted(records, key=lambda r: r["path"]):
-        name = html.escape(rec["path"])
-        if rec["status"] in ("failed", "skipped"):
-            counts[rec["status"]] += 1
-            cards.append(f'<div class="card" data-verdict="failed" data-conf="0" '
-                         f'data-name="{name}"><h3>{name}</h3><p class="failed">'
-                         f'{rec["status"].upper()}: {html.escape(rec.get("error") or "")}</p></div>')
-            continue
-        verdict = _VERDICT[rec["is_ai_generated"]]
-        counts[verdict] += 1
-        upload = await repo.get_upload(storage.engine, rec["upload_id"])
-        result = await repo.result_for_upload(storage.engine, rec["upload_id"])
-        doc = await storage.documents.get_detection_metadata(result["result_id"]) if result else None
-        pictures = _img(storage.blobs, upload and upload["thumbnail_path"], "image")
-        findings = ""
-        if doc:
-            pictures += _img(storage.blobs, doc.pixel_analysis.ela_results.ela_image_path, "ELA")
-            pictures += _img(storage.blobs, doc.visual_anomalies.heatmap_path, "heatmap")
-            e = doc.exif_data
-            words = list(getattr(e, "evidence", None) or []) + list(e.analysis_result.anomalies)
-            if e.camera_make or e.camera_model:
-                words.append(f"camera: {e.camera_make or ''} {e.camera_model or ''}")
-            findings = "; ".join(words) or "no metadata findings"
-        rows = "".join(
-            f"<tr><td>{html.escape(m)}</td><td>{_VERDICT[i['is_ai_generated']]}</td>"
-            f"<td>{i['confidence']:.2f}</td><td>{html.escape(i['status'])}</td>"
-            f"<td>{html.escape(i.get('error') or '')}</td></tr>"
-            for m, i in sorted((rec.get("methods") or {}).items()))
-        conf = rec["confidence"] or 0
-        cards.append(
-            f'<div class="card" data-verdict="{verdict}" data-conf="{conf}" data-name="{name}">'
-            f'<h3>{name}</h3><p class="{verdict}"><b>{verdict}</b> — confidence {conf:.2f}'
-            f' ({html.escape(rec.get("summary") or "")})</p><div class="imgs">{pictures}</div>'
-            f"<p>Metadata: {html.escape(findings)}</p><table><tr><th>method</th><th>verdict"
-            f"</th><th>confidence</th><th>status</th><th>error</th></tr>{rows}</table></div>")
-    summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>SkyGate report</title>"
-        f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
-        f"<h1>SkyGate report</h1><p id='summary'>{len(records)} files — "
-        f"{html.escape(summary)}</p><p>Filter <select id='f' onchange='apply()'>"
-        f"<option>all</option><option>AI</option><option>Real</option><option>Uncertain"
-        f"</option><option>failed</option></select> Sort <select id='s' onchange='apply()'>"
-        f"<option value='name'>name</option><option value='conf'>confidence</option></select>"
-        f" <span id='shown'></span> · <span id='pics'></span>"
-        f"</p><div id='list'>{''.join(cards)}</div>"
-        f"<script>const DATA={json.dumps([r['path'] for r in records])};</script></body></html>")
+    """Deprecated: the page of ``write_report`` as a string, its pictures in a temporary
+    folder that is removed again (so the page shows none). Use ``write_report``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        target = pathlib.Path(tmp) / "report.html"
+        await write_report(storage, records, target)
+        return target.read_text(encoding="utf-8")

@@ -194,7 +194,7 @@ def test_a_failed_insert_leaves_no_blob(tmp_path, monkeypatch):
     from schemas.settings import Settings
     from storage import migrate, repository
     from storage.context import open_storage
-    from workers import steps
+    from service import detection, ingest
 
     settings = Settings(data_dir=tmp_path)
 
@@ -206,7 +206,7 @@ def test_a_failed_insert_leaves_no_blob(tmp_path, monkeypatch):
             await migrate.upgrade(storage.engine)
             monkeypatch.setattr(repository, "create_upload", boom)
             with pytest.raises(RuntimeError):
-                await steps.ingest_bytes(storage, settings, data=encode(noisy_photo(seed=3)),
+                await ingest.ingest_bytes(storage, settings, data=encode(noisy_photo(seed=3)),
                                          original_file_name="x.png", user_id=None)
             return list(storage.blobs.keys())
 
@@ -259,7 +259,8 @@ def test_nul_padded_camera_tags_get_a_verdict_on_postgresql(stack):
 def test_a_failed_aggregate_names_its_error_not_a_lost_task(stack, monkeypatch):
     """The upload's failure reason is the aggregate's own error; the chord's error path that
     runs after it does not replace it with a guess."""
-    from workers import runtime, tasks
+    from service import runtime
+    from workers import tasks
 
     (user_id,) = sql(stack, "INSERT INTO users (username, email, password_hash) VALUES "
                             "('agg', 'agg@example.org', 'x') RETURNING user_id")[0]

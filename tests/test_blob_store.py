@@ -230,7 +230,7 @@ def test_embedded_pipeline_reference_counts_and_delete_on_each_backend(settings)
     them, deleting the other removes every blob (storage/blobrefs.py's counting)."""
     from storage import migrate, removal, seed
     from storage.context import open_storage
-    from workers import steps
+    from service import detection, ingest
 
     png = encode(smooth_scene(seed=21), text={"parameters": SD_PARAMETERS})
     # Same pixels, different bytes: the same pixel caches, thumbnail, ELA image and heatmap.
@@ -242,10 +242,10 @@ def test_embedded_pipeline_reference_counts_and_delete_on_each_backend(settings)
             await seed.ensure_default_configuration(storage.documents)
             ids = []
             for data, name in ((png, "a.png"), (png2, "b.png")):
-                outcome = await steps.ingest_bytes(storage, settings, data=data,
+                outcome = await ingest.ingest_bytes(storage, settings, data=data,
                                                    original_file_name=name, user_id=None)
                 assert outcome.status == "queued"
-                await steps.run_all(storage, settings, outcome.upload_id)
+                await detection.run_all(storage, settings, outcome.upload_id)
                 ids.append(outcome.upload_id)
             docs = [(await storage.documents.find_detection_metadata(upload_id=i))[0]
                     for i in ids]
@@ -328,12 +328,12 @@ def test_an_outage_mid_canvas_raises_transient_then_the_step_succeeds(s3_setting
     settings = s3_settings
     from storage import migrate
     from storage.context import open_storage
-    from workers import steps
+    from service import detection, ingest
 
     async def go():
         async with open_storage(settings) as storage:
             await migrate.upgrade(storage.engine)
-            outcome = await steps.ingest_bytes(storage, settings,
+            outcome = await ingest.ingest_bytes(storage, settings,
                                                data=encode(noisy_photo(seed=4)),
                                                original_file_name="p.png", user_id=None)
             working = storage.blobs.client
@@ -342,9 +342,9 @@ def test_an_outage_mid_canvas_raises_transient_then_the_step_succeeds(s3_setting
                 "s3_connect_timeout": 1}))
             storage.blobs.client = down.client
             with pytest.raises(BlobStoreUnavailable):
-                await steps.prepare(storage, settings, outcome.upload_id)
+                await detection.prepare(storage, settings, outcome.upload_id)
             storage.blobs.client = working
-            manifest_key, methods = await steps.prepare(storage, settings, outcome.upload_id)
+            manifest_key, methods = await detection.prepare(storage, settings, outcome.upload_id)
             return manifest_key, methods
 
     manifest_key, methods = run(go())
@@ -360,7 +360,7 @@ def test_permanent_s3_errors_are_not_transient(s3_settings):
 
 
 def test_doctor_checks_the_object_store(s3_settings):
-    from skygate.health import _check_blobs
+    from service.health import _check_blobs
 
     check = _check_blobs(s3_settings)
     assert check.ok and s3_settings.blob_url.split("/")[2] in check.detail

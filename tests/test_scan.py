@@ -104,19 +104,19 @@ def test_poison_image_is_failed_after_the_delivery_cap(tmp_path):
     from schemas.settings import Settings
     from storage import migrate, repository
     from storage.context import open_storage
-    from workers import steps
+    from service import detection, ingest
 
     settings = Settings(data_dir=tmp_path, max_deliveries=2)
 
     async def go():
         async with open_storage(settings) as storage:
             await migrate.upgrade(storage.engine)
-            outcome = await steps.ingest_bytes(storage, settings, data=encode(noisy_photo()),
+            outcome = await ingest.ingest_bytes(storage, settings, data=encode(noisy_photo()),
                                                original_file_name="p.png", user_id=None)
             # Two deliveries already started and never finished (the worker died).
             await repository.start_processing(storage.engine, outcome.upload_id)
             await repository.start_processing(storage.engine, outcome.upload_id)
-            key, _ = await steps.prepare(storage, settings, outcome.upload_id)
+            key, _ = await detection.prepare(storage, settings, outcome.upload_id)
             return key, await repository.get_upload(storage.engine, outcome.upload_id)
 
     key, upload = run(go())

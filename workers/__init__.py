@@ -14,6 +14,6 @@ from celery.signals import setup_logging  # noqa: E402
 @setup_logging.connect
 def _configure_logging(loglevel=None, **_):
     # Connected, so Celery leaves logging to us: JSON lines with upload_id and task id.
-    from skygate.logs import configure
+    from service.logs import configure
 
     configure(level=loglevel)

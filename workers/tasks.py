@@ -16,9 +16,10 @@ from pydantic import ValidationError
 from schemas.messages import IngestRequest
 from schemas.results import METHOD_NAMES
 from schemas.settings import Settings
-from skygate.logs import bind_upload
+from service.logs import bind_upload
 from storage import faults
-from workers import app, recovery, runtime, steps
+from service import detection, ingest, runtime
+from workers import app, recovery
 
 log = logging.getLogger("skygate.tasks")
 
@@ -76,7 +77,7 @@ def _wait_for_services(**_):
     # A worker that starts while its database or Mongo is down waits for them (retrying with
     # backoff, up to SKYGATE_STARTUP_WAIT) instead of crashing; the broker is Celery's own
     # broker_connection_retry_on_startup. (Celery sets up logging after this signal.)
-    from skygate.logs import configure
+    from service.logs import configure
 
     configure(_settings())
     recovery.wait_for_services(_settings())
@@ -124,7 +125,7 @@ def ingest(**kwargs) -> dict:
         log.error("rejected ingest message: %s", exc.errors(include_url=False))
         return {"status": "rejected", "error": str(exc)}
     try:
-        outcome = runtime.run(steps.ingest_request, request)
+        outcome = runtime.run(ingest.ingest_request, request)
     except (FileNotFoundError, KeyError) as exc:
         log.error("ingest source not found: %s", exc)
         return {"status": "rejected", "error": f"source not found: {exc}"}
@@ -143,7 +144,7 @@ def prepare(self, upload_id: int, recovered: bool = False) -> dict:
     # A delivery counts toward SKYGATE_MAX_DELIVERIES only if a worker died on the previous
     # one: never for a retry after a transient fault or a re-dispatch by the recovery sweep.
     may_count = not recovered and not (self.request.retries or 0)
-    manifest_key, methods = runtime.run(steps.prepare, upload_id, may_count=may_count,
+    manifest_key, methods = runtime.run(detection.prepare, upload_id, may_count=may_count,
                                         recovered=recovered)
     if manifest_key is None:
         return {"upload_id": upload_id, "status": "skipped" if recovered else "failed"}
@@ -156,16 +157,16 @@ def prepare(self, upload_id: int, recovered: bool = False) -> dict:
 def _make_detect_task(method: str):
     def detect(upload_id: int, manifest_key: str) -> dict:
         try:
-            result = runtime.run(steps.detect, upload_id, method, manifest_key)
+            result = runtime.run(detection.detect, upload_id, method, manifest_key)
         except SoftTimeLimitExceeded:
             log.error("method %s hit its soft time limit on upload %s", method, upload_id)
-            result = steps.error_result(method, TimeoutError(
+            result = detection.error_result(method, TimeoutError(
                 f"time limit of {app.conf.task_soft_time_limit}s exceeded"))
         except Exception as exc:  # noqa: BLE001 - status=error keeps the chord alive
             if faults.is_transient(exc):
                 raise  # Reliable retries it
-            # steps.detect has logged which method, which file and why.
-            result = steps.error_result(method, exc)
+            # detection.detect has logged which method, which file and why.
+            result = detection.error_result(method, exc)
         try:
             runtime.run(_touch, upload_id)  # the stage is alive: not stuck
         except Exception as exc:  # noqa: BLE001 - a heartbeat never loses a result
@@ -184,7 +185,7 @@ DETECT_TASKS = {m: _make_detect_task(m) for m in METHOD_NAMES}
 def aggregate(results: list, upload_id: int, manifest_key: str) -> dict:
     try:
         runtime.run(_touch, upload_id, "aggregating")
-        return runtime.run(steps.aggregate, upload_id, manifest_key, results)
+        return runtime.run(detection.aggregate, upload_id, manifest_key, results)
     except Exception as exc:
         if faults.is_transient(exc):
             raise  # Reliable retries it

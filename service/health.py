@@ -96,9 +96,9 @@ def _check_result_backend(settings: Settings) -> Check:
 
             redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
         else:
-            from workers import app
+            from service.celery_client import celery_client
 
-            app.backend.client  # noqa: B018 - touching it connects
+            celery_client().backend.client  # noqa: B018 - touching it connects
     except Exception as exc:  # noqa: BLE001
         return Check("result backend", False, f"{where}: {_short(exc)}",
                      "start Redis or fix SKYGATE_RESULT_BACKEND")
@@ -108,10 +108,10 @@ def _check_result_backend(settings: Settings) -> Check:
 def _check_workers(settings: Settings) -> Check:
     if not settings.broker_url:
         return Check("workers", True, "embedded mode: `skygate scan` runs the pipeline itself")
-    from workers import app
+    from service.celery_client import celery_client
 
     try:
-        replies = app.control.inspect(timeout=2.0).active_queues() or {}
+        replies = celery_client().control.inspect(timeout=2.0).active_queues() or {}
     except Exception as exc:  # noqa: BLE001
         return Check("workers", False, _short(exc), "check the broker first")
     served = {q["name"] for queues in replies.values() for q in queues}

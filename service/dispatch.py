@@ -1,0 +1,60 @@
+"""Start the detection of a stored upload, one way for every front door: a Celery message to
+``skygate.prepare`` when a broker is configured, else in this process (the embedded default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from schemas.settings import Settings
+
+PREPARE_TASK = "skygate.prepare"
+
+
+def send_prepare(upload_id: int, *, recovered: bool = False, fail_fast: bool = False,
+                 app=None) -> None:
+    """Publish ``skygate.prepare`` for one upload (nobody waits on its result).
+
+    ``fail_fast``: give up after two quick publish retries (an HTTP request must not hang on
+    a broker that is down); ``app``: the Celery app to publish with (default: the client).
+    """
+    from service.celery_client import celery_client
+
+    options = {"ignore_result": True}
+    if recovered:
+        options["kwargs"] = {"recovered": True}
+    if fail_fast:
+        options["retry_policy"] = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+    (app or celery_client()).send_task(PREPARE_TASK, args=[upload_id], **options)
+
+
+def run_here(upload_id: int) -> None:
+    """The whole canvas in this process; a crash is recorded on the upload, never raised."""
+    from service import detection, runtime
+
+    runtime.run(detection.run_all_or_fail, upload_id)
+
+
+class Dispatcher:
+    """Starts detections for a long-running front door (the HTTP API): Celery when a broker
+    is configured, else one in-process thread so requests never wait on detection."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._local = None if settings.broker_url else ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="skygate-embedded")
+
+    @property
+    def embedded(self) -> bool:
+        return self._local is not None
+
+    async def dispatch(self, upload_id: int) -> None:
+        if self._local is None:
+            await asyncio.to_thread(send_prepare, upload_id, fail_fast=True)
+        else:
+            asyncio.get_running_loop().run_in_executor(self._local, run_here, upload_id)
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.shutdown(wait=True, cancel_futures=False)
