@@ -240,9 +240,9 @@ def _histogram_svg(probs: list[float]) -> str:
         bins[min(HIST_BINS - 1, max(0, int(p * HIST_BINS)))] += 1
     top = max(bins) or 1
     w, h, bw = 320, 150, 28
-    parts = [f'<svg id="hist" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 34}" '
-             f'role="img" aria-label="histogram of P(AI)"><title>P(AI) of {len(probs)} judged '
-             f'files</title>']
+    parts = [(f'<svg id="hist" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h + 34}" '
+              f'role="img" aria-label="histogram of P(AI)"><title>P(AI) of {len(probs)} judged '
+              f'files</title>')]
     for i, n in enumerate(bins):
         bh = round(h * n / top)
         x = 10 + i * (bw + 2)
@@ -287,6 +287,8 @@ def _page(rows: list[dict], folders: list[str], methods: list[str], files_url: s
     options = "".join(f"<option>{esc(v)}</option>" for v in verdict_words)
     data = {"rows": rows, "folders": folders, "methods": methods, "dir": files_url,
             "pageSize": PAGE_SIZE}
+    per_verdict = "".join(f"<tr><td class='{esc(v)}'>{esc(v)}</td><td>{verdicts[v]}</td></tr>"
+                          for v in verdict_words)
     missing_note = (f" <span class='miss'>{missing} picture(s) could not be read</span>"
                     if missing else "")
     pager = ("<button id='prev{0}' type='button'>‹ previous</button><span id='pg{1}'></span> "
@@ -299,7 +301,7 @@ def _page(rows: list[dict], folders: list[str], methods: list[str], files_url: s
         f"{missing_note}</p>"
         f"<div class='sum'><div><h2>P(AI)</h2>{_histogram_svg(probs)}</div>"
         f"<div><h2>Per verdict</h2>"
-        f"{_counts_table('verdict', {v: Counter({v: verdicts[v]}) for v in verdict_words if verdicts[v]}, [], 20)}"
+        f"<table id='verdicts'><tr><th>verdict</th><th>files</th></tr>{per_verdict}</table>"
         f"</div><div><h2>Per folder</h2>{_counts_table('folder', per_folder, verdict_words, 50)}"
         f"</div></div>"
         "<div class='bar'>Filter <select id='f'><option>all</option>"
