@@ -89,17 +89,21 @@ function showPics(){document.body.dataset.picturesTotal=picsTotal;
  document.body.dataset.picturesShown=picsOk;document.body.dataset.picturesFailed=picsBad;
  $('pics').textContent=picsBad?picsBad+' of '+picsTotal+' pictures could not be shown':
   picsTotal+' pictures on this page';}
-function figure(p,alt,missing){if(!p){if(missing)return el('span',{class:'miss'},alt+' missing ');return null;}
+function figure(p,alt,missing){
+ if(!p)return missing?el('span',{class:'miss'},alt+' missing '):null;
  const fig=el('figure'),a=el('a',{href:DIR+p[1],target:'_blank'});
  const img=el('img',{alt:alt,loading:'lazy',decoding:'async',width:p[2],height:p[3]});
  img.addEventListener('load',()=>picDone(true));img.addEventListener('error',()=>picDone(false));
  img.src=DIR+p[0];picsTotal++;a.appendChild(img);fig.appendChild(a);
  fig.appendChild(el('figcaption',null,alt));return fig;}
-function card(r){const c=el('div',{class:'card','data-verdict':r.v,'data-conf':r.c??0,'data-name':r.n});
+function card(r){
+ const c=el('div',{class:'card','data-verdict':r.v,'data-conf':r.c??0,'data-name':r.n});
  c.appendChild(el('h3',null,r.n));
- if(r.v==='failed'||r.v==='pending'){c.appendChild(el('p',{class:r.v},r.st.toUpperCase()+': '+(r.e||'')));return c;}
+ if(r.v==='failed'||r.v==='pending'){
+  c.appendChild(el('p',{class:r.v},r.st.toUpperCase()+': '+(r.e||'')));return c;}
  const p=el('p',{class:r.v});p.appendChild(el('b',null,r.v));
- p.appendChild(document.createTextNode(' — confidence '+fmt(r.c)+', P(AI) '+fmt(r.p)+(r.s?' ('+r.s+')':'')));
+ p.appendChild(document.createTextNode(' — confidence '+fmt(r.c)+', P(AI) '+fmt(r.p)+
+  (r.s?' ('+r.s+')':'')));
  c.appendChild(p);const imgs=el('div',{class:'imgs'});
  for(const [k,alt] of [['t','image'],['a','ELA'],['h','heatmap']]){
   const f=figure(r[k],alt,(r.x||[]).includes(alt));if(f)imgs.appendChild(f);}
@@ -123,13 +127,16 @@ function render(){const idx=matching(),pages=Math.max(1,Math.ceil(idx.length/PS)
  document.body.dataset.page=st.page;document.body.dataset.pages=pages;
  document.body.dataset.matching=idx.length;document.body.dataset.rendered=list.children.length;
  writeHash();}
-function go(delta){st.page+=delta;if(st.page<1)st.page=1;render();window.scrollTo(0,$('list').offsetTop-80);}
+function go(delta){st.page+=delta;if(st.page<1)st.page=1;render();
+ window.scrollTo(0,$('list').offsetTop-80);}
 function change(){st.filter=$('f').value;st.folder=$('d').value;st.sort=$('s').value;
  st.q=$('q').value;st.page=1;render();}
 const dsel=$('d');F.forEach(f=>dsel.appendChild(el('option',{value:f},f)));
 for(const id of ['f','d','s'])$(id).addEventListener('change',change);
-let timer=0;$('q').addEventListener('input',()=>{clearTimeout(timer);timer=setTimeout(change,120);});
-for(const [id,d] of [['prev',-1],['next',1],['prev2',-1],['next2',1]])$(id).addEventListener('click',()=>go(d));
+let timer=0;
+$('q').addEventListener('input',()=>{clearTimeout(timer);timer=setTimeout(change,120);});
+for(const [id,d] of [['prev',-1],['next',1],['prev2',-1],['next2',1]])
+ $(id).addEventListener('click',()=>go(d));
 window.addEventListener('hashchange',()=>{readHash();render();});
 readHash();render();
 })();
@@ -160,8 +167,8 @@ def _num(x) -> float | None:
 def _p_ai(rec: dict, doc) -> float | None:
     """P(AI): the document's aggregated probability, else derived from a decided verdict."""
     p = rec.get("ai_probability")
-    if p is None and doc is not None and doc.aggregated_results is not None:
-        p = doc.aggregated_results.ai_probability
+    if p is None and doc is not None:
+        p = getattr(doc.aggregated_results, "ai_probability", None)
     if p is None and rec.get("confidence") is not None and rec.get("is_ai_generated") is not None:
         c = float(rec["confidence"])
         p = c if rec["is_ai_generated"] else 1.0 - c
@@ -247,7 +254,7 @@ def _histogram_svg(probs: list[float]) -> str:
         bh = round(h * n / top)
         x = 10 + i * (bw + 2)
         lo, hi = i / HIST_BINS, (i + 1) / HIST_BINS
-        colour = "#1b5e20" if hi <= 0.5 else "#b00020"
+        colour = "#1b5e20" if hi <= 0.5 else "#b00020"  # noqa: PLR2004 - the middle
         parts.append(f'<rect class="bin" data-count="{n}" x="{x}" y="{h - bh + 14}" width="{bw}" '
                      f'height="{bh}" fill="{colour}"><title>P(AI) {lo:.1f}–{hi:.1f}: {n}</title>'
                      f'</rect><text x="{x + bw / 2}" y="{h - bh + 11}" font-size="10" '
@@ -278,53 +285,103 @@ def _json_for_script(value) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _page(rows: list[dict], folders: list[str], methods: list[str], files_url: str,
-          n_records: int, verdicts: Counter, per_folder: dict[str, Counter],
-          probs: list[float], missing: int) -> str:
-    esc = html.escape
-    verdict_words = [v for v in VERDICTS] + sorted(set(verdicts) - set(VERDICTS))
-    summary = ", ".join(f"{k}: {verdicts[k]}" for k in verdict_words if verdicts[k])
-    options = "".join(f"<option>{esc(v)}</option>" for v in verdict_words)
-    data = {"rows": rows, "folders": folders, "methods": methods, "dir": files_url,
-            "pageSize": PAGE_SIZE}
-    per_verdict = "".join(f"<tr><td class='{esc(v)}'>{esc(v)}</td><td>{verdicts[v]}</td></tr>"
-                          for v in verdict_words)
-    missing_note = (f" <span class='miss'>{missing} picture(s) could not be read</span>"
-                    if missing else "")
-    pager = ("<button id='prev{0}' type='button'>‹ previous</button><span id='pg{1}'></span> "
-             "<button id='next{0}' type='button'>next ›</button>")
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
-        f"<title>SkyGate report</title><style>{_STYLE}</style></head><body>"
-        f"<h1>SkyGate report</h1><p id='summary'>{n_records} files — {esc(summary)}"
-        f"{missing_note}</p>"
-        f"<div class='sum'><div><h2>P(AI)</h2>{_histogram_svg(probs)}</div>"
-        f"<div><h2>Per verdict</h2>"
-        f"<table id='verdicts'><tr><th>verdict</th><th>files</th></tr>{per_verdict}</table>"
-        f"</div><div><h2>Per folder</h2>{_counts_table('folder', per_folder, verdict_words, 50)}"
-        f"</div></div>"
-        "<div class='bar'>Filter <select id='f'><option>all</option>"
-        f"{options}</select> Folder <select id='d'><option value=''>all folders</option></select>"
-        " Sort <select id='s'><option value='name'>name</option>"
-        "<option value='conf'>confidence</option><option value='pai'>P(AI)</option></select>"
-        " Search <input id='q' type='search' placeholder='file name'> "
-        "<span id='shown'></span> · <span id='pics'></span></div>"
-        f"<div class='bar'>{pager.format('', '')}</div><div id='list'></div>"
-        f"<div class='bar'>{pager.format('2', '2')}</div>"
-        f"<script type='application/json' id='data'>{_json_for_script(data)}</script>"
-        f"<script>{_SCRIPT}</script></body></html>")
+class _Collector:
+    """Rows for the page and the summary counts, one record at a time."""
+
+    def __init__(self, pictures: _Pictures):
+        self.pictures = pictures
+        self.folders: dict[str, int] = {}
+        self.methods: dict[str, int] = {}
+        self.verdicts: Counter = Counter()
+        self.per_folder: dict[str, Counter] = {}
+        self.probs: list[float] = []
+        self.rows: list[dict] = []
+        self.wanted: list[tuple[dict, str, str, str]] = []  # (row, row key, blob key, label)
+        self.missing = 0
+
+    def add(self, rec: dict, doc, thumbnail_key: str | None) -> None:
+        name, verdict = str(rec.get("path")), _verdict(rec)
+        folder = _folder(name)
+        self.verdicts[verdict] += 1
+        self.per_folder.setdefault(folder, Counter())[verdict] += 1
+        row: dict = {"n": name, "d": self.folders.setdefault(folder, len(self.folders)),
+                     "v": verdict, "st": str(rec.get("status"))}
+        self.rows.append(row)
+        if verdict in ("failed", "pending"):
+            row["e"] = str(rec.get("error") or "")
+            return
+        row["c"], row["p"] = _num(rec.get("confidence")), _p_ai(rec, doc)
+        if row["p"] is not None:
+            self.probs.append(row["p"])
+        if rec.get("summary"):
+            row["s"] = str(rec["summary"])
+        if findings := _findings(doc):
+            row["m"] = findings
+        if table := [[self.methods.setdefault(str(m), len(self.methods)),
+                      _VERDICT.get(i.get("is_ai_generated"), "?"), _num(i.get("confidence")),
+                      str(i.get("status") or ""), str(i.get("error") or "")]
+                     for m, i in sorted((rec.get("methods") or {}).items())]:
+            row["t2"] = table
+        keys = [("t", thumbnail_key, "image")]
+        if doc is not None:
+            keys += [("a", doc.pixel_analysis.ela_results.ela_image_path, "ELA"),
+                     ("h", doc.visual_anomalies.heatmap_path, "heatmap")]
+        for rk, key, label in keys:
+            if key:
+                self.wanted.append((row, rk, key, label))
+                self.pictures.want(key)
+
+    async def make_pictures(self) -> None:
+        loop = asyncio.get_running_loop()
+        jobs = list(self.pictures.jobs.items())
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            done = await asyncio.gather(*(loop.run_in_executor(pool, self.pictures.make, k, s)
+                                          for k, s in jobs))
+        made = {key: result for (key, _), result in zip(jobs, done, strict=True)}
+        for row, rk, key, label in self.wanted:
+            if made.get(key):
+                row[rk] = made[key]
+            else:
+                row.setdefault("x", []).append(label)
+                self.missing += 1
+
+    def page(self, files_url: str) -> str:
+        esc = html.escape
+        words = list(VERDICTS) + sorted(set(self.verdicts) - set(VERDICTS))
+        summary = ", ".join(f"{k}: {self.verdicts[k]}" for k in words if self.verdicts[k])
+        options = "".join(f"<option>{esc(v)}</option>" for v in words)
+        per_verdict = "".join(f"<tr><td class='{esc(v)}'>{esc(v)}</td>"
+                              f"<td>{self.verdicts[v]}</td></tr>" for v in words)
+        data = {"rows": self.rows, "folders": list(self.folders),
+                "methods": list(self.methods), "dir": files_url, "pageSize": PAGE_SIZE}
+        missing = (f" <span class='miss'>{self.missing} picture(s) could not be read</span>"
+                   if self.missing else "")
+        pager = ("<button id='prev{0}' type='button'>‹ previous</button><span id='pg{0}'>"
+                 "</span> <button id='next{0}' type='button'>next ›</button>")
+        return (
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+            f"<title>SkyGate report</title><style>{_STYLE}</style></head><body>"
+            f"<h1>SkyGate report</h1><p id='summary'>{len(self.rows)} files — {esc(summary)}"
+            f"{missing}</p>"
+            f"<div class='sum'><div><h2>P(AI)</h2>{_histogram_svg(self.probs)}</div>"
+            f"<div><h2>Per verdict</h2><table id='verdicts'><tr><th>verdict</th><th>files</th>"
+            f"</tr>{per_verdict}</table></div><div><h2>Per folder</h2>"
+            f"{_counts_table('folder', self.per_folder, words, 50)}</div></div>"
+            "<div class='bar'>Filter <select id='f'><option>all</option>"
+            f"{options}</select> Folder <select id='d'><option value=''>all folders</option>"
+            "</select> Sort <select id='s'><option value='name'>name</option>"
+            "<option value='conf'>confidence</option><option value='pai'>P(AI)</option>"
+            "</select> Search <input id='q' type='search' placeholder='file name'> "
+            "<span id='shown'></span> · <span id='pics'></span></div>"
+            f"<div class='bar'>{pager.format('')}</div><div id='list'></div>"
+            f"<div class='bar'>{pager.format('2')}</div>"
+            f"<script type='application/json' id='data'>{_json_for_script(data)}</script>"
+            f"<script>{_SCRIPT}</script></body></html>")
 
 
-async def write_report(storage, records: list[dict], path: pathlib.Path) -> pathlib.Path:
-    """Write the report page at ``path`` and its pictures in ``<stem>_files/`` beside it.
-
-    ``records`` are scan/submit output records (``path``, ``status``, ``upload_id``,
-    ``is_ai_generated``, ``confidence``, ``summary``, ``methods``, ``error``); the pictures and
-    metadata findings are read from ``storage``. Returns ``path``.
-    """
-    path = pathlib.Path(path)
-    folder = path.with_name(f"{path.stem}_files")
+def _prepare_folder(folder: pathlib.Path) -> None:
+    """An empty ``<stem>_files`` folder: our own earlier one is replaced, a foreign one kept."""
     if folder.exists() and any(folder.iterdir()):
         if not (folder / _MARKER).exists():
             raise FileExistsError(f"{folder} exists and is not a SkyGate report folder; "
@@ -332,92 +389,44 @@ async def write_report(storage, records: list[dict], path: pathlib.Path) -> path
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / _MARKER).write_text("pictures of a SkyGate report; rewritten with it\n")
-    pictures = _Pictures(storage.blobs, folder)
-    records = sorted(records, key=lambda r: str(r.get("path")))
-    judged_ids = [r["upload_id"] for r in records
-                  if r.get("upload_id") is not None and _verdict(r) not in ("failed", "pending")]
-    thumbs, results = await _stored(storage, judged_ids)
 
-    folders: dict[str, int] = {}
-    methods: dict[str, int] = {}
-    verdicts: Counter = Counter()
-    per_folder: dict[str, Counter] = {}
-    probs: list[float] = []
-    rows: list[dict] = []
-    wanted: list[tuple[dict, str, str, str]] = []  # (row, row key, blob key, label)
+
+async def write_report(storage, records: list[dict], path: pathlib.Path) -> pathlib.Path:
+    """Write the report page at ``path`` and its pictures in ``<stem>_files/`` beside it.
+
+    ``records`` are scan/submit output records (``path``, ``status``, ``upload_id``,
+    ``is_ai_generated``, ``confidence``, ``summary``, ``methods``, ``error``); the pictures,
+    P(AI) and metadata findings are read from ``storage``. Returns ``path``. A folder of that
+    name that is not an earlier report's is never touched (``FileExistsError``).
+    """
+    path = pathlib.Path(path)
+    folder = path.with_name(f"{path.stem}_files")
+    _prepare_folder(folder)
+    records = sorted(records, key=lambda r: str(r.get("path")))
+    judged = [r["upload_id"] for r in records
+              if r.get("upload_id") is not None and _verdict(r) not in ("failed", "pending")]
+    thumbs, results = await _stored(storage, judged)
+    out = _Collector(_Pictures(storage.blobs, folder))
     docs: dict[int, object] = {}
     for rec in records:
-        name = str(rec.get("path"))
-        verdict = _verdict(rec)
-        d = _folder(name)
-        fi = folders.setdefault(d, len(folders))
-        verdicts[verdict] += 1
-        per_folder.setdefault(d, Counter())[verdict] += 1
-        row: dict = {"n": name, "d": fi, "v": verdict, "st": str(rec.get("status"))}
-        rows.append(row)
-        if verdict in ("failed", "pending"):
-            row["e"] = str(rec.get("error") or "")
-            continue
         uid = rec.get("upload_id")
-        rid = results.get(uid)
-        doc = None
-        if rid is not None:
-            if rid not in docs:
-                try:
-                    docs[rid] = await storage.documents.get_detection_metadata(rid)
-                except Exception:  # noqa: BLE001 - a lost document leaves the row without pictures
-                    docs[rid] = None
-            doc = docs[rid]
-        row["c"] = _num(rec.get("confidence"))
-        row["p"] = _p_ai(rec, doc)
-        if row["p"] is not None:
-            probs.append(row["p"])
-        if rec.get("summary"):
-            row["s"] = str(rec["summary"])
-        row["m"] = _findings(doc)
-        row["t2"] = [
-            [methods.setdefault(str(m), len(methods)), _VERDICT.get(i.get("is_ai_generated"), "?"),
-             _num(i.get("confidence")), str(i.get("status") or ""), str(i.get("error") or "")]
-            for m, i in sorted((rec.get("methods") or {}).items())]
-        keys = [("t", thumbs.get(uid), "image")]
-        if doc is not None:
-            keys += [("a", doc.pixel_analysis.ela_results.ela_image_path, "ELA"),
-                     ("h", doc.visual_anomalies.heatmap_path, "heatmap")]
-        for rk, key, label in keys:
-            if key:
-                wanted.append((row, rk, key, label))
-                pictures.want(key)
-
-    loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        made = dict(zip(pictures.jobs, await asyncio.gather(*(
-            loop.run_in_executor(pool, pictures.make, key, stem)
-            for key, stem in pictures.jobs.items()))))
-    missing = 0
-    for row, rk, key, label in wanted:
-        if made.get(key):
-            row[rk] = made[key]
-        else:
-            row.setdefault("x", []).append(label)
-            missing += 1
-    for row in rows:
-        if not row.get("m"):
-            row.pop("m", None)
-        if not row.get("t2"):
-            row.pop("t2", None)
-
-    files_url = urllib.parse.quote(folder.name) + "/"
-    page = _page(rows, list(folders), list(methods), files_url, len(records), verdicts,
-                 per_folder, probs, missing)
+        rid = results.get(uid) if _verdict(rec) not in ("failed", "pending") else None
+        if rid is not None and rid not in docs:
+            try:
+                docs[rid] = await storage.documents.get_detection_metadata(rid)
+            except Exception:  # noqa: BLE001 - a lost document leaves the row without pictures
+                docs[rid] = None
+        out.add(rec, docs.get(rid), thumbs.get(uid))
+    await out.make_pictures()
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
+    tmp.write_text(out.page(urllib.parse.quote(folder.name) + "/"), encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
 async def build_report(storage, records: list[dict]) -> str:
-    """Deprecated: the page of ``write_report`` as a string, its pictures in a temporary
-    folder that is removed again (so the page shows none). Use ``write_report``."""
+    """Deprecated (the CLI's old entry point): the page of ``write_report`` as a string; its
+    pictures were in a temporary folder, removed again, so it shows none."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
