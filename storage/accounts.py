@@ -12,7 +12,7 @@ import hashlib
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schemas.clock import aware, utcnow
 from schemas.text import clean_text
 from storage.models import api_keys, login_failures, users
 
@@ -59,14 +60,6 @@ def stored_key(key: str) -> str:
     return f"{prefix}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(when: datetime | None) -> datetime | None:
-    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
-
-
 async def create_user(engine: AsyncEngine, *, username: str, email: str,
                       password: str | None) -> int:
     # Without a password the account can use keys only: store a hash nobody can match.
@@ -94,7 +87,7 @@ async def get_user(engine: AsyncEngine, username: str) -> dict | None:
 async def set_account_status(engine: AsyncEngine, username: str, status: str) -> None:
     async with engine.begin() as conn:
         done = await conn.execute(users.update().where(users.c.username == username)
-                                  .values(account_status=status, updated_at=_now()))
+                                  .values(account_status=status, updated_at=utcnow()))
     if done.rowcount == 0:
         raise AccountError("no_such_user", f"no user named {username!r}")
 
@@ -120,7 +113,7 @@ async def login(engine: AsyncEngine, username: str, password: str) -> dict | Non
         return None
     async with engine.begin() as conn:
         await conn.execute(users.update().where(users.c.user_id == user["user_id"])
-                           .values(last_login=_now()))
+                           .values(last_login=utcnow()))
     return user
 
 
@@ -140,7 +133,7 @@ async def reserve_login_attempt(engine: AsyncEngine, subjects: dict[str, int], *
     UPDATE … RETURNING, so concurrent attempts never see a window that is not there yet.
     A successful login gives its attempt back (:func:`forgive_login_attempt`).
     """
-    now = _now()
+    now = utcnow()
     cut = now - timedelta(seconds=window_seconds)
     wait = None
     async with engine.begin() as conn:
@@ -156,7 +149,7 @@ async def reserve_login_attempt(engine: AsyncEngine, subjects: dict[str, int], *
             ).returning(login_failures.c.failures, login_failures.c.window_start)
             failures, start = (await conn.execute(stmt)).one()
             if failures > limit:
-                left = (_aware(start) + timedelta(seconds=window_seconds) - now).total_seconds()
+                left = (aware(start) + timedelta(seconds=window_seconds) - now).total_seconds()
                 wait = max(wait or 1, math.ceil(left))
     return wait
 
@@ -234,11 +227,11 @@ async def check_key(engine: AsyncEngine, key: str, *, period_seconds: int) -> Ke
             .where(api_keys.c.api_key == stored_key(key)))).mappings().first()
     if row is None:
         return KeyCheck("invalid_api_key", "the API key is not recognised")
-    ids = dict(user_id=row["user_id"], key_id=row["key_id"])
+    ids = {"user_id": row["user_id"], "key_id": row["key_id"]}
     if not row["is_active"]:
         return KeyCheck("api_key_revoked", "the API key has been revoked", **ids)
-    now = _now()
-    expires = _aware(row["expires_at"])
+    now = utcnow()
+    expires = aware(row["expires_at"])
     if expires is not None and expires <= now:
         return KeyCheck("api_key_expired", f"the API key expired at {expires.isoformat()}",
                         **ids)
@@ -264,7 +257,7 @@ async def check_key(engine: AsyncEngine, key: str, *, period_seconds: int) -> Ke
         # Refused inside a current window: read its start now. The row read above may predate
         # the concurrent request whose UPDATE opened this window.
         async with engine.connect() as conn:
-            start = _aware((await conn.execute(
+            start = aware((await conn.execute(
                 sa.select(api_keys.c.quota_window_start)
                 .where(api_keys.c.key_id == row["key_id"]))).scalar())
         reset = start + timedelta(seconds=period_seconds) if start else now

@@ -1,4 +1,9 @@
-"""Everything storage, built once from the settings: SQL engine, document store, blob store."""
+"""Everything storage, built once from the settings: SQL engine, document store, blob store.
+
+Each backend is chosen by the settings in its package's factory (``document_store_for``:
+MongoDB or the embedded SQL store; ``blob_store_for``: a folder or S3); :func:`build_storage`
+is the one place that calls them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from schemas.settings import Settings
 from storage.blobs import BlobStore, blob_store_for
 from storage.db import create_engine, session_factory
-from storage.documents import DocumentStore, MongoDocumentStore, SqlDocumentStore
+from storage.documents import DocumentStore, document_store_for
 
 
 @dataclass
@@ -28,14 +33,10 @@ class Storage:
 def build_storage(settings: Settings) -> Storage:
     """Build the storage objects; call inside the event loop that will use them."""
     engine = create_engine(settings.sqlalchemy_url)
-    if settings.mongo_url:
-        documents: DocumentStore = MongoDocumentStore(settings.mongo_url, settings.mongo_database)
-    else:
-        documents = SqlDocumentStore(engine)
     return Storage(
         engine=engine,
         sessions=session_factory(engine),
-        documents=documents,
+        documents=document_store_for(settings, engine),
         blobs=blob_store_for(settings),
     )
 

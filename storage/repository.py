@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from types import EllipsisType
 
@@ -11,12 +11,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schemas.clock import utcnow
 from schemas.text import clean_file_name, clean_json, clean_text
 from storage.models import detection_methods, detection_results, method_results, uploads
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _insert(engine: AsyncEngine, table):
@@ -36,7 +33,7 @@ async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: 
                     original_file_name=clean_file_name(original_file_name),
                     file_path=file_path, file_size=file_size, file_type=file_type,
                     mime_type=mime_type,
-                    sha256=sha256, status="queued", stage="queued", stage_touched_at=now(),
+                    sha256=sha256, status="queued", stage="queued", stage_touched_at=utcnow(),
                 ).returning(uploads.c.upload_id)
             )).scalar_one()
         return upload_id, True
@@ -83,9 +80,9 @@ async def start_processing(engine: AsyncEngine, upload_id: int, *,
         count = (await conn.execute(
             uploads.update().where(*where)
             .values(delivery_count=uploads.c.delivery_count + bump, status="processing",
-                    stage="preparing", stage_touched_at=now(),
+                    stage="preparing", stage_touched_at=utcnow(),
                     processing_started_at=sa.func.coalesce(uploads.c.processing_started_at,
-                                                           now()), error=None)
+                                                           utcnow()), error=None)
             .returning(uploads.c.delivery_count)
         )).scalar_one_or_none()
     if count is None:
@@ -97,7 +94,7 @@ async def start_processing(engine: AsyncEngine, upload_id: int, *,
 
 async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None) -> None:
     """Record that a worker just worked on the upload (and, given, its new stage)."""
-    values = {"stage_touched_at": now()}
+    values = {"stage_touched_at": utcnow()}
     if stage is not None:
         values["stage"] = stage
     async with engine.begin() as conn:
@@ -130,7 +127,7 @@ async def claim_recovery(engine: AsyncEngine, upload_id: int,
         done = await conn.execute(
             uploads.update().where(uploads.c.upload_id == upload_id,
                                    uploads.c.status.in_(("queued", "processing")), same)
-            .values(stage_touched_at=at or now(), recoveries=uploads.c.recoveries + 1))
+            .values(stage_touched_at=at or utcnow(), recoveries=uploads.c.recoveries + 1))
     return done.rowcount == 1
 
 
@@ -151,7 +148,7 @@ async def mark_failed(engine: AsyncEngine, upload_id: int, error: str, *,
         done = await conn.execute(
             uploads.update().where(*where)
             .values(status="failed", error=clean_text(error, limit=2000), is_processed=False,
-                    processing_completed_at=now(), stage="failed", stage_touched_at=now())
+                    processing_completed_at=utcnow(), stage="failed", stage_touched_at=utcnow())
         )
     return done.rowcount > 0
 
@@ -161,7 +158,7 @@ async def reset_for_retry(engine: AsyncEngine, upload_id: int) -> None:
     async with engine.begin() as conn:
         await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
                            .values(status="queued", error=None, delivery_count=0,
-                                   stage="queued", stage_touched_at=now(),
+                                   stage="queued", stage_touched_at=utcnow(),
                                    processing_started_at=None, processing_completed_at=None))
 
 
@@ -210,14 +207,14 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
     same method rows (unique result_id, method_id). ``methods`` items carry method_id,
     is_ai_generated, confidence, processing_time and result_details.
     """
-    values = dict(
-        upload_id=upload_id, is_ai_generated=is_ai_generated,
-        confidence_score=_dec(confidence, "0.0001"),
-        processing_time=_dec(processing_time, "0.001"),
-        algorithm_version=algorithm_version,
-        result_summary=clean_text(summary) if summary is not None else None,
-        detection_date=now(),
-    )
+    values = {
+        "upload_id": upload_id, "is_ai_generated": is_ai_generated,
+        "confidence_score": _dec(confidence, "0.0001"),
+        "processing_time": _dec(processing_time, "0.001"),
+        "algorithm_version": algorithm_version,
+        "result_summary": clean_text(summary) if summary is not None else None,
+        "detection_date": utcnow(),
+    }
     async with engine.begin() as conn:
         stmt = _insert(engine, detection_results).values(**values)
         stmt = stmt.on_conflict_do_update(
@@ -226,13 +223,13 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
         ).returning(detection_results.c.result_id)
         result_id = (await conn.execute(stmt)).scalar_one()
         for m in methods:
-            row = dict(
-                result_id=result_id, method_id=m["method_id"],
-                is_ai_generated=m["is_ai_generated"],
-                confidence_score=_dec(m["confidence"], "0.0001"),
-                processing_time=_dec(m["processing_time"], "0.001"),
-                result_details=clean_json(m["result_details"]),
-            )
+            row = {
+                "result_id": result_id, "method_id": m["method_id"],
+                "is_ai_generated": m["is_ai_generated"],
+                "confidence_score": _dec(m["confidence"], "0.0001"),
+                "processing_time": _dec(m["processing_time"], "0.001"),
+                "result_details": clean_json(m["result_details"]),
+            }
             mstmt = _insert(engine, method_results).values(**row)
             mstmt = mstmt.on_conflict_do_update(
                 index_elements=[method_results.c.result_id, method_results.c.method_id],
@@ -250,8 +247,8 @@ async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,
                            .values(metadata_id=metadata_id))
         await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
                            .values(status="done", is_processed=True, error=None,
-                                   stage="done", stage_touched_at=now(),
-                                   processing_completed_at=now()))
+                                   stage="done", stage_touched_at=utcnow(),
+                                   processing_completed_at=utcnow()))
 
 
 async def result_for_upload(engine: AsyncEngine, upload_id: int) -> dict | None:
@@ -279,7 +276,7 @@ async def result_for_upload(engine: AsyncEngine, upload_id: int) -> dict | None:
     return {**dict(result), "methods": methods}
 
 
-async def list_uploads(engine: AsyncEngine, *, owner: int | None | EllipsisType = ...,
+async def list_uploads(engine: AsyncEngine, *, owner: int | EllipsisType | None = ...,
                        upload_id: int | None = None, since: datetime | None = None,
                        processed: bool | None = None, verdict: str | None = None,
                        limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
