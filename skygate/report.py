@@ -286,7 +286,14 @@ def _json_for_script(value) -> str:
 
 
 class _Collector:
-    """Rows for the page and the summary counts, one record at a time."""
+    """Rows for the page and the summary counts, one record at a time.
+
+    A row (short keys: the page carries thousands): ``n`` path, ``d`` folder index, ``v``
+    verdict word, ``st`` status, ``e`` error; for judged files ``c`` confidence, ``p`` P(AI),
+    ``s`` summary, ``m`` metadata findings, ``t2`` method rows ``[method index, verdict,
+    confidence, status, error]``, ``t``/``a``/``h`` the image, ELA and heatmap pictures
+    ``[thumbnail file, full file, width, height]``, ``x`` the labels of pictures missing.
+    """
 
     def __init__(self, pictures: _Pictures):
         self.pictures = pictures
@@ -407,16 +414,16 @@ async def write_report(storage, records: list[dict], path: pathlib.Path) -> path
               if r.get("upload_id") is not None and _verdict(r) not in ("failed", "pending")]
     thumbs, results = await _stored(storage, judged)
     out = _Collector(_Pictures(storage.blobs, folder))
-    docs: dict[int, object] = {}
     for rec in records:
         uid = rec.get("upload_id")
         rid = results.get(uid) if _verdict(rec) not in ("failed", "pending") else None
-        if rid is not None and rid not in docs:
+        doc = None
+        if rid is not None:
             try:
-                docs[rid] = await storage.documents.get_detection_metadata(rid)
+                doc = await storage.documents.get_detection_metadata(rid)
             except Exception:  # noqa: BLE001 - a lost document leaves the row without pictures
-                docs[rid] = None
-        out.add(rec, docs.get(rid), thumbs.get(uid))
+                doc = None
+        out.add(rec, doc, thumbs.get(uid))
     await out.make_pictures()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(out.page(urllib.parse.quote(folder.name) + "/"), encoding="utf-8")
