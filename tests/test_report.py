@@ -226,6 +226,12 @@ def test_rewrites_its_own_folder_but_never_a_foreign_one(scanned, tmp_path):
     assert (foreign / "holiday.jpg").read_bytes() == b"precious"
 
 
+def test_no_records_still_make_a_page(scanned, tmp_path):
+    data_dir, _, _ = scanned
+    page = write(data_dir, [], tmp_path / "empty.html").read_text()
+    assert "<p id='summary'>0 files — </p>" in page and page_data(page)["rows"] == []
+
+
 # --- headless Chromium ---------------------------------------------------------------------
 
 
@@ -463,3 +469,4 @@ def test_two_thousand_images_in_chromium(browser, tmp_path):
     print(f"filter by hash {filter_ms:.0f} ms; sort+filter of {N_BIG} rows {render_ms:.0f} ms")
     assert render_ms < 1_000
     assert page.problems == []
+
