@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api import docs, errors, uploads
+from api import docs, errors
+from api.routes import keys, pictures, results, uploads
 from api.usage import UsageAndLimits
 from schemas.settings import Settings
 from service.dispatch import Dispatcher
 from storage.context import build_storage
-
 
 DESCRIPTION = """
 Send images, poll for verdicts. Every call under `/v1` needs an API key in the `X-API-Key`
@@ -48,7 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        body_timeout=settings.api_body_timeout,
                        min_body_rate=settings.api_min_body_rate)
     app.add_middleware(docs.SecurityHeaders)
-    app.include_router(uploads.router, prefix="/v1")
+    # /v1: a caller only ever sees their own uploads (api/routes/common.py).
+    for routes in (keys, uploads, results, pictures):
+        app.include_router(routes.router, prefix="/v1")
     docs.install(app)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")

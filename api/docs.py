@@ -85,7 +85,8 @@ class SecurityHeaders:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         path = scope.get("path", "")
         csp = DOCS_CSP if path.startswith(DOC_PATHS) else API_CSP
         extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),

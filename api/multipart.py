@@ -41,6 +41,92 @@ def _decode(value: bytes, charset: str) -> str:
         return value.decode("latin-1")
 
 
+MAX_PART_HEADERS = 16
+MAX_HEADER_VALUE = 4096
+
+
+class _Receiver:
+    """The parser's callbacks: each ``file`` part goes into its own staged blob."""
+
+    def __init__(self, blobs: BlobStore, charset: str, *, max_files: int, max_bytes: int,
+                 max_fields: int):
+        self.blobs, self.charset = blobs, charset
+        self.max_files, self.max_bytes, self.max_fields = max_files, max_bytes, max_fields
+        self.files: list[FilePart] = []
+        self.file_count = self.field_count = 0
+        self.refusal: ApiError | None = None
+        self.cur = _Current()
+        self.header_name = self.header_value = b""
+
+    def callbacks(self) -> dict:
+        return {"on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
+                "on_part_end": self.on_part_end, "on_header_field": self.on_header_field,
+                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
+                "on_headers_finished": self.on_headers_finished}
+
+    def refuse(self, error: ApiError) -> None:
+        if self.refusal is None:
+            self.refusal = error
+
+    def on_part_begin(self):
+        self.cur = _Current()
+
+    def on_header_field(self, data, start, end):
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data, start, end):
+        self.header_value += data[start:end]
+
+    def on_header_end(self):
+        if len(self.cur.headers) < MAX_PART_HEADERS:
+            self.cur.headers[self.header_name.lower()] = self.header_value[:MAX_HEADER_VALUE]
+        self.header_name = self.header_value = b""
+
+    def on_headers_finished(self):
+        cur = self.cur
+        _, options = parse_options_header(cur.headers.get(b"content-disposition", b""))
+        if b"name" not in options:
+            self.refuse(ApiError(400, "malformed_multipart", "cannot parse the multipart "
+                                 "body: a part has no name in its Content-Disposition"))
+            cur.skip = True
+            return
+        cur.name = _decode(options[b"name"], self.charset)
+        if b"filename" in options:
+            self.file_count += 1
+            if self.file_count > self.max_files:
+                self.refuse(ApiError(400, "too_many_files",
+                                     f"at most {self.max_files} files per request"))
+            if cur.name != FIELD_NAME or self.refusal is not None:
+                cur.skip = True
+                return
+            cur.file = FilePart(_decode(options[b"filename"], self.charset), self.blobs.stage())
+            self.files.append(cur.file)
+        else:
+            self.field_count += 1
+            if self.field_count > self.max_fields:
+                self.refuse(ApiError(400, "malformed_multipart",
+                                     f"more than {self.max_fields} form fields"))
+            cur.skip = True
+
+    def on_part_data(self, data, start, end):
+        part = self.cur.file
+        if part is None or self.cur.skip:
+            return
+        part.size += end - start
+        if part.staged is None:
+            return
+        if part.size > self.max_bytes or self.refusal is not None:
+            part.too_large = part.size > self.max_bytes
+            part.staged.discard()
+            part.staged = None
+            return
+        part.staged.write(memoryview(data)[start:end])
+
+    def on_part_end(self):
+        if self.cur.file is not None and self.cur.file.staged is not None:
+            self.cur.file.staged.finish()
+
+
 async def receive_files(request, blobs: BlobStore, *, max_files: int, max_bytes: int,
                         max_fields: int = 50) -> list[FilePart]:
     """Parse the body as it streams; return the ``file`` parts, each staged in ``blobs``
@@ -61,93 +147,23 @@ async def receive_files(request, blobs: BlobStore, *, max_files: int, max_bytes:
         charset = codecs.lookup(charset).name
     except LookupError:
         charset = "latin-1"
-    files: list[FilePart] = []
-    counts = {"files": 0, "fields": 0}
-    refusal: list[ApiError] = []
-    cur = _Current()
-    header = {"name": b"", "value": b""}
-
-    def refuse(error: ApiError) -> None:
-        if not refusal:
-            refusal.append(error)
-
-    def on_part_begin():
-        nonlocal cur
-        cur = _Current()
-
-    def on_header_field(data, start, end):
-        header["name"] += data[start:end]
-
-    def on_header_value(data, start, end):
-        header["value"] += data[start:end]
-
-    def on_header_end():
-        if len(cur.headers) < 16:
-            cur.headers[header["name"].lower()] = header["value"][:4096]
-        header["name"], header["value"] = b"", b""
-
-    def on_headers_finished():
-        _, options = parse_options_header(cur.headers.get(b"content-disposition", b""))
-        if b"name" not in options:
-            refuse(ApiError(400, "malformed_multipart", "cannot parse the multipart body: a "
-                            "part has no name in its Content-Disposition"))
-            cur.skip = True
-            return
-        cur.name = _decode(options[b"name"], charset)
-        if b"filename" in options:
-            counts["files"] += 1
-            if counts["files"] > max_files:
-                refuse(ApiError(400, "too_many_files",
-                                f"at most {max_files} files per request"))
-            if cur.name != FIELD_NAME or refusal:
-                cur.skip = True
-                return
-            cur.file = FilePart(_decode(options[b"filename"], charset), blobs.stage())
-            files.append(cur.file)
-        else:
-            counts["fields"] += 1
-            if counts["fields"] > max_fields:
-                refuse(ApiError(400, "malformed_multipart",
-                                f"more than {max_fields} form fields"))
-            cur.skip = True
-
-    def on_part_data(data, start, end):
-        part = cur.file
-        if part is None or cur.skip:
-            return
-        part.size += end - start
-        if part.staged is None:
-            return
-        if part.size > max_bytes or refusal:
-            part.too_large = part.size > max_bytes
-            part.staged.discard()
-            part.staged = None
-            return
-        part.staged.write(memoryview(data)[start:end])
-
-    def on_part_end():
-        if cur.file is not None and cur.file.staged is not None:
-            cur.file.staged.finish()
-
-    callbacks = dict(on_part_begin=on_part_begin, on_part_data=on_part_data,
-                     on_part_end=on_part_end, on_header_field=on_header_field,
-                     on_header_value=on_header_value, on_header_end=on_header_end,
-                     on_headers_finished=on_headers_finished)
+    receiver = _Receiver(blobs, charset, max_files=max_files, max_bytes=max_bytes,
+                         max_fields=max_fields)
     try:
-        parser = MultipartParser(boundary, callbacks)
+        parser = MultipartParser(boundary, receiver.callbacks())
         async for chunk in request.stream():
             if chunk:
                 parser.write(chunk)
         parser.finalize()
-        if refusal:
-            raise refusal[0]
-        return files
+        if receiver.refusal is not None:
+            raise receiver.refusal
+        return receiver.files
     except FormParserError as exc:
-        discard(files)
+        discard(receiver.files)
         raise ApiError(400, "malformed_multipart",
                        f"cannot parse the multipart body: {exc}") from None
     except BaseException:
-        discard(files)
+        discard(receiver.files)
         raise
 
 

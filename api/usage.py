@@ -35,7 +35,8 @@ class UsageAndLimits:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         state = scope.setdefault("state", {})
         status = {"code": 500}
@@ -106,5 +107,5 @@ class UsageAndLimits:
                             request_path=scope["path"], response_code=code,
                             processing_time=elapsed, ip_address=ip,
                             user_agent=headers.get("user-agent"))
-        except Exception:  # noqa: BLE001 - a lost log row must not fail the request
+        except Exception:  # a lost log row must not fail the request
             log.exception("could not write the usage log row for %s", scope["path"])

@@ -1,9 +1,15 @@
 """Ingest: validate once, store the original, insert the upload row (committed before any
 detection is dispatched). Shared by every front door: the Celery ingest task, the HTTP API,
-the batch scan and the CLI."""
+the batch scan and the CLI.
+
+``check_image`` is the one image check (size limit, type by content, header, pixel limit,
+Pillow verify). The API calls it on each streamed file before it accepts a request and
+hands its answer to ``ingest_staged``; every other front door lets ``ingest_staged`` call
+it. A refused file raises ``ImageRejected``, whose ``code`` the API returns as is."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +24,55 @@ from storage.blobs import StagedBlob
 from storage.context import Storage
 
 log = logging.getLogger("skygate.pipeline")
+
+
+class ImageRejected(ValueError):
+    """A file that is not an image SkyGate takes. ``code`` is stable: ``file_too_large``,
+    ``unsupported_image_type`` (not an image format we read, by its first bytes) or
+    ``invalid_image`` (a supported type that does not decode within the limits).
+    ``file_type``/``mime`` are what the first bytes say, for the failed upload's row."""
+
+    def __init__(self, code: str, message: str, file_type: str = "unknown",
+                 mime: str = "application/octet-stream"):
+        super().__init__(message)
+        self.code, self.file_type, self.mime = code, file_type, mime
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """What ``check_image`` found in a file it accepted."""
+
+    file_type: str
+    mime: str
+
+
+def check_image(staged: StagedBlob | None, settings: Settings) -> CheckedImage:
+    """The image check every front door uses; raises ``ImageRejected``.
+
+    ``staged`` is the finished staged file; ``None`` for a file whose bytes were not kept
+    because it passed ``max_upload_bytes`` (the API stops keeping a streamed part there).
+    Reads the file: from an event loop that must stay free, call it in a thread.
+    """
+    limit = settings.max_upload_bytes
+    if staged is None:
+        raise ImageRejected("file_too_large", f"file is over the limit of {limit:,} bytes")
+    try:
+        file_type, mime = sniff_format(staged.head)
+        sniffed = None
+    except InvalidImage as exc:
+        file_type, mime, sniffed = "unknown", "application/octet-stream", exc
+    if staged.size > limit:
+        raise ImageRejected("file_too_large",
+                            f"file is {staged.size:,} bytes, over the limit of {limit:,}",
+                            file_type, mime)
+    if sniffed is not None:
+        raise ImageRejected("unsupported_image_type", str(sniffed))
+    try:
+        file_type, mime, _, _ = validate_image_file(staged.path, max_bytes=limit,
+                                                    max_pixels=settings.max_image_pixels)
+    except InvalidImage as exc:
+        raise ImageRejected("invalid_image", str(exc), file_type, mime) from None
+    return CheckedImage(file_type, mime)
 
 
 @dataclass
@@ -50,13 +105,15 @@ async def ingest_bytes(storage: Storage, settings: Settings, *, data: bytes,
 
 async def ingest_staged(storage: Storage, settings: Settings, *, staged: StagedBlob,
                         original_file_name: str, user_id: int | None,
-                        resume_unfinished: bool = True, checked: tuple[str, str] | None = None,
+                        resume_unfinished: bool = True, checked: CheckedImage | None = None,
                         ) -> IngestOutcome:
     """``ingest_bytes`` for a blob already streamed into the store's staging area (the HTTP
     API): the row is inserted first, then the file moved under its key as the upload's
     referenced original; whatever fails, no unreferenced file is left behind.
 
-    ``checked``: ``(file_type, mime)`` when the caller validated the file already.
+    ``checked``: ``check_image``'s answer when the caller ran it already (the API checks
+    every file of a request before it ingests any); otherwise it runs here, and a refused
+    file is recorded as a failed upload with the reason.
     ``resume_unfinished``: an earlier upload of the same content that is still queued or
     processing is run again (an interrupted scan); the API passes False (it is in flight).
     """
@@ -65,29 +122,13 @@ async def ingest_staged(storage: Storage, settings: Settings, *, staged: StagedB
         sha = staged.finish()
         existing = await repo.find_upload_by_sha(storage.engine, sha256=sha, user_id=user_id)
         if existing is not None:
-            status = existing["status"]
-            if status == "done":
-                return IngestOutcome(existing["upload_id"], sha, "duplicate")
-            if status == "failed":
-                return IngestOutcome(existing["upload_id"], sha, "failed", existing["error"])
-            # queued/processing from an interrupted run: process it again (idempotent writes).
-            return IngestOutcome(existing["upload_id"], sha, "duplicate" if not
-                                 resume_unfinished else "queued",
-                                 needs_processing=resume_unfinished)
+            return _earlier_upload(existing, sha, resume_unfinished)
         error = None
-        if checked is not None:
-            file_type, mime = checked
-        else:
-            try:
-                file_type, mime, _, _ = validate_image_file(
-                    staged.path, max_bytes=settings.max_upload_bytes,
-                    max_pixels=settings.max_image_pixels)
-            except InvalidImage as exc:
-                error = str(exc)
-                try:
-                    file_type, mime = sniff_format(staged.head)
-                except InvalidImage:
-                    file_type, mime = "unknown", "application/octet-stream"
+        try:
+            checked = checked or check_image(staged, settings)
+            file_type, mime = checked.file_type, checked.mime
+        except ImageRejected as exc:
+            error, file_type, mime = str(exc), exc.file_type, exc.mime
         suffix = "" if file_type == "unknown" else f".{file_type}"
         key = storage.blobs.key_for(sha, suffix)
         upload_id, created = await repo.create_upload(
@@ -114,14 +155,32 @@ async def ingest_staged(storage: Storage, settings: Settings, *, staged: StagedB
     return IngestOutcome(upload_id, sha, "queued", needs_processing=True)
 
 
+def _earlier_upload(existing: dict, sha: str, resume_unfinished: bool) -> IngestOutcome:
+    """The outcome when this user sent the same content before."""
+    status = existing["status"]
+    if status == "done":
+        return IngestOutcome(existing["upload_id"], sha, "duplicate")
+    if status == "failed":
+        return IngestOutcome(existing["upload_id"], sha, "failed", existing["error"])
+    # queued/processing from an interrupted run: process it again (idempotent writes).
+    return IngestOutcome(existing["upload_id"], sha,
+                         "queued" if resume_unfinished else "duplicate",
+                         needs_processing=resume_unfinished)
+
+
+def _read_at_most(path: str, size: int) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(size)
+
+
 async def ingest_request(storage: Storage, settings: Settings,
                          request: IngestRequest) -> IngestOutcome:
     if request.blob_key:
         data = storage.blobs.get(request.blob_key)
     else:
         # Read one byte past the limit at most: enough for validation to refuse it.
-        with open(request.path, "rb") as fh:
-            data = fh.read(settings.max_upload_bytes + 1)
+        data = await asyncio.to_thread(_read_at_most, request.path,
+                                       settings.max_upload_bytes + 1)
     return await ingest_bytes(storage, settings, data=data,
                               original_file_name=request.original_file_name,
                               user_id=request.user_id)

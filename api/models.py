@@ -1,0 +1,95 @@
+"""The request and response bodies of the ``/v1`` routes (their OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from schemas.records import VerdictWord
+
+Verdict = Literal[tuple(word.value for word in VerdictWord)]  # "ai", "real", "uncertain"
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+class NewKeyRequest(BaseModel):
+    name: str = Field(default="api", min_length=1, max_length=100)
+    request_limit: int = Field(default=1000, ge=1, le=10_000_000)
+    expires_at: datetime | None = None
+
+
+class NewKey(BaseModel):
+    key_id: int
+    api_key: str = Field(description="shown once; only a hash is stored")
+    name: str
+    request_limit: int
+    expires_at: datetime | None
+
+
+# --- uploads ------------------------------------------------------------------------------
+
+
+class UploadOut(BaseModel):
+    upload_id: int
+    file_name: str
+    file_size: int
+    mime_type: str
+    sha256: str | None
+    status: str = Field(description="queued, processing, done or failed")
+    is_processed: bool | None
+    upload_date: datetime | None
+    error: str | None = None
+    verdict: Verdict | None = None
+    confidence: float | None = None
+    status_url: str
+    result_url: str
+
+
+class Accepted(BaseModel):
+    upload_id: int
+    file_name: str
+    status: str = Field(description="queued, or duplicate when you sent this content before")
+    status_url: str
+    result_url: str
+
+
+class AcceptedList(BaseModel):
+    uploads: list[Accepted]
+
+
+class UploadPage(BaseModel):
+    items: list[UploadOut]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+class MethodOut(BaseModel):
+    verdict: Verdict
+    is_ai_generated: bool | None
+    confidence: float
+    status: str
+    error: str | None = None
+
+
+class ResultOut(BaseModel):
+    upload_id: int
+    result_id: int
+    verdict: Verdict
+    is_ai_generated: bool | None
+    confidence: float
+    summary: str | None
+    algorithm_version: str
+    detection_date: datetime | None
+    processing_time: float
+    methods: dict[str, MethodOut]
+    metadata: dict | None = Field(description="the detection_metadata document")
+    ela_url: str | None
+    heatmap_url: str | None

@@ -1,0 +1,59 @@
+"""``POST /v1/keys``: log in with username and password (HTTP Basic), get a new API key."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPBasicCredentials
+
+from api.auth import basic
+from api.errors import ApiError, ErrorBody
+from api.models import NewKey, NewKeyRequest
+from api.usage import client_ip
+from schemas.text import clean_text
+from storage import accounts
+
+router = APIRouter(tags=["keys"])
+
+
+@router.post("/keys", status_code=201, response_model=NewKey,
+             summary="Log in with username and password (HTTP Basic) and get a new API key",
+             responses={401: {"model": ErrorBody, "description": "wrong username or password"},
+                        429: {"model": ErrorBody,
+                              "description": "too many failed logins (see Retry-After)"}})
+async def create_key(request: Request, body: NewKeyRequest,
+                     credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)] = None):
+    engine = request.app.state.storage.engine
+    settings = request.app.state.settings
+    unauthorized = ApiError(401, "invalid_credentials", "wrong username or password",
+                            headers={"WWW-Authenticate": 'Basic realm="skygate"'})
+    if credentials is None:
+        raise unauthorized
+    # Count the attempt per username and per client IP before the password is checked; the
+    # counts live in the database, so every API process sees them.
+    subjects = {f"user:{clean_text(credentials.username, limit=150).lower()}":
+                settings.login_max_failures,
+                f"ip:{client_ip(request.scope, settings.trust_forwarded_for) or '-'}":
+                settings.login_max_failures_per_ip}
+    wait = await accounts.reserve_login_attempt(engine, subjects,
+                                                window_seconds=settings.login_window_seconds)
+    if wait is not None:
+        raise ApiError(429, "too_many_failed_logins",
+                       f"too many failed logins; retry after {wait}s",
+                       headers={"Retry-After": str(wait)})
+    user = await accounts.login(engine, credentials.username, credentials.password)
+    if user is None:
+        # Same answer for an unknown user and a wrong password.
+        raise unauthorized
+    await accounts.forgive_login_attempt(engine, list(subjects))
+    request.state.user_id = user["user_id"]
+    expires = body.expires_at
+    if expires is not None and expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    key, key_id = await accounts.create_key(engine, username=user["username"], name=body.name,
+                                            limit=body.request_limit, expires_at=expires)
+    request.state.key_id = key_id
+    return NewKey(key_id=key_id, api_key=key, name=body.name, request_limit=body.request_limit,
+                  expires_at=expires)

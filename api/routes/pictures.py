@@ -1,0 +1,46 @@
+"""``GET /v1/uploads/{upload_id}/ela.png`` and ``.../heatmap.png``: the pictures of a done
+upload, read from the blob store."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from api.auth import AUTH_ERRORS, Caller, CallerDep
+from api.errors import ApiError
+from api.routes.common import NOT_FOUND, UploadId, finished_result
+from storage.blobs import BlobNotFound
+
+router = APIRouter(tags=["uploads"])
+
+_PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
+
+
+async def _picture(request: Request, who: Caller, upload_id: int, which: str) -> Response:
+    _, _, doc = await finished_result(request, who, upload_id)
+    key = None
+    if doc is not None:
+        key = (doc.pixel_analysis.ela_results.ela_image_path if which == "ela"
+               else doc.visual_anomalies.heatmap_path)
+    if not key:
+        raise ApiError(404, f"{which}_not_available", f"upload {upload_id} has no {which} image")
+    try:
+        data = request.app.state.storage.blobs.get(key)
+    except BlobNotFound:
+        raise ApiError(404, f"{which}_not_available",
+                       f"the {which} image of upload {upload_id} is gone") from None
+    return Response(data, media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/uploads/{upload_id}/ela.png", name="get_ela",
+            response_class=Response, summary="The error-level-analysis image",
+            responses={**_PNG, **AUTH_ERRORS, **NOT_FOUND})
+async def get_ela(request: Request, who: CallerDep, upload_id: UploadId):
+    return await _picture(request, who, upload_id, "ela")
+
+
+@router.get("/uploads/{upload_id}/heatmap.png", name="get_heatmap",
+            response_class=Response, summary="Where the pixel methods found anomalies",
+            responses={**_PNG, **AUTH_ERRORS, **NOT_FOUND})
+async def get_heatmap(request: Request, who: CallerDep, upload_id: UploadId):
+    return await _picture(request, who, upload_id, "heatmap")

@@ -1,0 +1,166 @@
+"""``/v1/uploads``: send images (streamed into the blob store's staging area, checked by
+``service.ingest.check_image``, ingested, dispatched), list them, read one, delete one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from api.auth import AUTH_ERRORS, CallerDep
+from api.errors import ApiError, ErrorBody
+from api.models import Accepted, AcceptedList, UploadOut, UploadPage, Verdict
+from api.multipart import FilePart, discard, receive_files
+from api.routes.common import NOT_FOUND, UploadId, own_upload
+from schemas.records import verdict_word
+from schemas.text import clean_file_name, clean_text
+from service import ingest
+from storage import repository as repo
+from storage.removal import delete_upload as remove_upload
+
+log = logging.getLogger("skygate.api")
+router = APIRouter(tags=["uploads"])
+
+# ingest.ImageRejected codes as HTTP statuses.
+_REJECTED_STATUS = {"file_too_large": 413, "unsupported_image_type": 415, "invalid_image": 422}
+
+_MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "array", "minItems": 1,
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "one or several images, each in a part named file"}},
+}}}}}
+
+
+def upload_out(row: dict, request: Request) -> UploadOut:
+    has_result = row.get("result_id") is not None
+    return UploadOut(
+        upload_id=row["upload_id"], file_name=row["original_file_name"],
+        file_size=row["file_size"], mime_type=row["mime_type"], sha256=row["sha256"],
+        status=row["status"], is_processed=row["is_processed"],
+        upload_date=row["upload_date"], error=row["error"],
+        verdict=verdict_word(row.get("is_ai_generated")) if has_result else None,
+        confidence=float(row["confidence_score"]) if has_result else None,
+        status_url=str(request.url_for("get_upload", upload_id=row["upload_id"])),
+        result_url=str(request.url_for("get_result", upload_id=row["upload_id"])))
+
+
+@router.post("/uploads", status_code=202, response_model=AcceptedList,
+             summary="Upload one or several images for detection",
+             openapi_extra=_MULTIPART,
+             responses={**AUTH_ERRORS,
+                        400: {"model": ErrorBody, "description": "malformed multipart"},
+                        413: {"model": ErrorBody, "description": "a file or the body is too big"},
+                        415: {"model": ErrorBody, "description": "not multipart, or a file "
+                                                                 "is not a supported image"},
+                        422: {"model": ErrorBody, "description": "an image that cannot be "
+                                                                 "decoded"},
+                        503: {"model": ErrorBody, "description": "the queue is unreachable"}})
+async def create_uploads(request: Request, who: CallerDep):
+    settings = request.app.state.settings
+    storage = request.app.state.storage
+    ctype = request.headers.get("content-type", "")
+    if not ctype.lower().startswith("multipart/form-data"):
+        raise ApiError(415, "unsupported_media_type",
+                       f"send multipart/form-data with the images in fields named file, "
+                       f"not {clean_text(ctype, limit=100) or 'no content type'}")
+    # Each file streams into the blob store's staging area while it is hashed: memory per
+    # request stays at a chunk, whatever the files weigh.
+    parts = await receive_files(request, storage.blobs, max_files=settings.api_max_files,
+                                max_bytes=settings.max_upload_bytes)
+    try:
+        if not parts:
+            raise ApiError(400, "no_file", "no file part named 'file' in the request")
+        # Every file is checked before any is ingested: one bad file refuses the request.
+        checked = [await _check_part(part, settings) for part in parts]
+        accepted, dispatched = [], set()
+        for part, image in zip(parts, checked, strict=True):
+            name = clean_file_name(part.filename)
+            outcome = await ingest.ingest_staged(
+                storage, settings, staged=part.staged, original_file_name=name,
+                user_id=who.user_id, resume_unfinished=False, checked=image)
+            part.staged = None
+            status = outcome.status
+            if outcome.upload_id in dispatched:
+                status = "duplicate"  # the same bytes twice in one request: one upload
+            elif outcome.needs_processing:
+                await _dispatch(request, outcome.upload_id, name)
+            dispatched.add(outcome.upload_id)
+            accepted.append(Accepted(
+                upload_id=outcome.upload_id, file_name=name, status=status,
+                status_url=str(request.url_for("get_upload", upload_id=outcome.upload_id)),
+                result_url=str(request.url_for("get_result", upload_id=outcome.upload_id))))
+    finally:
+        discard(parts)
+    return AcceptedList(uploads=accepted)
+
+
+# The checks run in threads, a few at a time: bounded memory and a free event loop.
+_CHECK_SLOTS = asyncio.Semaphore(2)
+
+
+async def _check_part(part: FilePart, settings) -> ingest.CheckedImage:
+    """``ingest.check_image`` on one part; a refusal is the whole request's answer."""
+    try:
+        if part.staged is None:  # over the size limit: its bytes were not kept
+            return ingest.check_image(None, settings)
+        async with _CHECK_SLOTS:
+            return await asyncio.to_thread(ingest.check_image, part.staged, settings)
+    except ingest.ImageRejected as exc:
+        raise ApiError(_REJECTED_STATUS[exc.code], exc.code,
+                       f"{clean_file_name(part.filename)}: {exc}") from None
+
+
+async def _dispatch(request: Request, upload_id: int, name: str) -> None:
+    storage = request.app.state.storage
+    try:
+        await request.app.state.dispatcher.dispatch(upload_id)
+    except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep a trace
+        reason = f"could not enqueue: {type(exc).__name__}: {exc}"
+        await repo.mark_failed(storage.engine, upload_id, reason)
+        log.error("upload %s not enqueued: %s", upload_id, reason,
+                  extra={"upload_id": upload_id})
+        raise ApiError(503, "queue_unavailable",
+                       f"{name} was stored as upload {upload_id} but could not "
+                       "be queued; it is marked failed and `skygate retry --failed` "
+                       "re-queues it", headers={"Retry-After": "30"}) from None
+
+
+@router.get("/uploads", response_model=UploadPage,
+            summary="Your uploads, newest first", responses=AUTH_ERRORS)
+async def list_uploads(
+        request: Request, who: CallerDep,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+        processed: bool | None = None,
+        verdict: Verdict | None = None,
+        since: Annotated[datetime | None, Query(description="uploaded on or after")] = None):
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    rows, total = await repo.list_uploads(
+        request.app.state.storage.engine, owner=who.user_id, since=since, processed=processed,
+        verdict=verdict, limit=limit, offset=offset)
+    nxt = None
+    if offset + limit < total:
+        nxt = str(request.url.include_query_params(offset=offset + limit, limit=limit))
+    return UploadPage(items=[upload_out(r, request) for r in rows], total=total, limit=limit,
+                      offset=offset, next=nxt)
+
+
+@router.get("/uploads/{upload_id}", response_model=UploadOut,
+            name="get_upload", summary="One upload and its processing state",
+            responses={**AUTH_ERRORS, **NOT_FOUND})
+async def get_upload(request: Request, who: CallerDep, upload_id: UploadId):
+    return upload_out(await own_upload(request, who, upload_id), request)
+
+
+@router.delete("/uploads/{upload_id}", status_code=204,
+               summary="Delete an upload, its results, its document and its blobs",
+               response_class=Response, responses={**AUTH_ERRORS, **NOT_FOUND})
+async def delete_upload(request: Request, who: CallerDep, upload_id: UploadId):
+    await own_upload(request, who, upload_id)
+    await remove_upload(request.app.state.storage, upload_id)
+    return Response(status_code=204)
