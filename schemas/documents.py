@@ -1,15 +1,21 @@
-"""The seed's two MongoDB documents, every field present (``None`` where unknown)."""
+"""The seed's two MongoDB documents, every field present (``None`` where unknown).
+
+The stores check these same models on write: the embedded store re-validates each body, and
+MongoDB gets a ``$jsonSchema`` validator generated from them (storage/documents/validation.py).
+Confidences are probabilities (0..1) and processing times seconds (>= 0), as in the SQL tables.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.clock import utcnow
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
+Seconds = Annotated[float, Field(ge=0.0)]
 
 
 class _Doc(BaseModel):
@@ -35,7 +41,7 @@ class GpsCoordinates(_Doc):
 
 class AnalysisResult(_Doc):
     is_suspicious: bool | None = None
-    confidence: float | None = None
+    confidence: Confidence | None = None
     anomalies: list[str] = Field(default_factory=list)
 
 
@@ -53,20 +59,20 @@ class ExifData(_Doc):
 class PrnuResults(_Doc):
     pattern_score: float | None = None
     is_suspicious: bool | None = None
-    confidence: float | None = None
+    confidence: Confidence | None = None
 
 
 class ElaResults(_Doc):
     error_level_score: float | None = None
     is_suspicious: bool | None = None
-    confidence: float | None = None
+    confidence: Confidence | None = None
     ela_image_path: str | None = None
 
 
 class TextureAnalysis(_Doc):
     smoothness_score: float | None = None
     is_suspicious: bool | None = None
-    confidence: float | None = None
+    confidence: Confidence | None = None
 
 
 class PixelAnalysis(_Doc):
@@ -79,8 +85,8 @@ class ModelResult(_Doc):
     model_name: str
     model_version: str
     is_ai_generated: bool | None = None
-    confidence: float | None = None
-    processing_time: float | None = None
+    confidence: Confidence | None = None
+    processing_time: Seconds | None = None
     feature_importance: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -93,7 +99,7 @@ class BoundingBox(_Doc):
 
 class DetectedAnomaly(_Doc):
     type: str
-    confidence: float
+    confidence: Confidence
     bounding_box: BoundingBox
     description: str
 
@@ -111,7 +117,7 @@ class ContributingFactor(_Doc):
 
 class AggregatedResults(_Doc):
     is_ai_generated: bool | None = None
-    confidence_score: float | None = None
+    confidence_score: Confidence | None = None
     contributing_factors: list[ContributingFactor] = Field(default_factory=list)
 
 

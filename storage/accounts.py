@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.clock import aware, utcnow
 from schemas.text import clean_text
-from storage.models import api_keys, login_failures, users
+from storage.models import ACCOUNT_STATUSES, api_keys, email_matches, login_failures, users
 
 KEY_PREFIX = "sg_"
 _hasher = PasswordHasher()
@@ -62,6 +62,8 @@ def stored_key(key: str) -> str:
 
 async def create_user(engine: AsyncEngine, *, username: str, email: str,
                       password: str | None) -> int:
+    if not email_matches(email):
+        raise AccountError("bad_email", f"{email!r} is not an email address (name@host.domain)")
     # Without a password the account can use keys only: store a hash nobody can match.
     secret = password if password else secrets.token_urlsafe(32)
     try:
@@ -85,6 +87,8 @@ async def get_user(engine: AsyncEngine, username: str) -> dict | None:
 
 
 async def set_account_status(engine: AsyncEngine, username: str, status: str) -> None:
+    if status not in ACCOUNT_STATUSES:
+        raise AccountError("bad_status", f"account status must be one of {ACCOUNT_STATUSES}")
     async with engine.begin() as conn:
         done = await conn.execute(users.update().where(users.c.username == username)
                                   .values(account_status=status, updated_at=utcnow()))

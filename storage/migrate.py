@@ -39,9 +39,31 @@ async def _run(engine: AsyncEngine, action, target: str) -> None:
     def run_sync(sync_conn):
         cfg.attributes["connection"] = sync_conn
         action(cfg, target)
+        if sync_conn.dialect.name == "sqlite":
+            _check_foreign_keys(sync_conn)
 
-    async with engine.begin() as conn:
-        await conn.run_sync(run_sync)
+    async with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # Batch mode copies a table and drops the old one; with foreign keys on, that
+            # DROP would first delete the rows and cascade to their children. The PRAGMA is
+            # ignored inside a transaction, so it goes before one (SQLite's own procedure).
+            await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await conn.commit()
+        try:
+            async with conn.begin():
+                await conn.run_sync(run_sync)
+        finally:
+            if sqlite:
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()
+
+
+def _check_foreign_keys(sync_conn) -> None:
+    """Refuse to commit a migration that left a row pointing at nothing (SQLite)."""
+    broken = sync_conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(f"migration left dangling foreign keys: {broken[:5]}")
 
 
 async def upgrade(engine: AsyncEngine, target: str = "head") -> None:

@@ -2,6 +2,11 @@
 
 The migrations in ``storage/migrations/versions`` are the source of truth for the live schema;
 these definitions mirror them so queries can be written in SQLAlchemy Core.
+
+The CHECK constraints (migration 0010) keep what the seed design implies even for writes that
+go around the application: confidences in 0..1, times, sizes and counts >= 0, statuses from
+their sets, emails shaped like emails. The value sets live here, once (:data:`UPLOAD_STATUSES`
+and the rest); the migration has its own frozen copy, as migrations do.
 """
 
 from __future__ import annotations
@@ -15,6 +20,40 @@ metadata = sa.MetaData()
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
 NOW = sa.text("CURRENT_TIMESTAMP")
 TZ = sa.DateTime(timezone=True)
+
+ACCOUNT_STATUSES = ("active", "suspended")
+# 'deleting' lives only inside the transaction that deletes the upload (storage/removal.py).
+UPLOAD_STATUSES = ("queued", "processing", "done", "failed", "deleting")
+# 'processing': migration 0009 copied each upload's status into its new stage column.
+UPLOAD_STAGES = ("queued", "preparing", "detecting", "aggregating", "done", "failed",
+                 "processing")
+DOCUMENT_COLLECTIONS = ("detection_metadata", "system_configuration")
+EMAIL_SHAPE = "%_@_%._%"  # something@something.something, as a LIKE pattern
+
+
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """SQL for "column is one of values" (NULL passes, as in every CHECK)."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _check(sqltext: str, name: str) -> sa.CheckConstraint:
+    return sa.CheckConstraint(sqltext, name=name)
+
+
+def _verdict(table: str) -> sa.Boolean:
+    """A verdict: true (AI), false (real) or NULL (uncertain). Native on PostgreSQL; on
+    SQLite an integer, held to 0/1 by a CHECK."""
+    return sa.Boolean(create_constraint=True, name=f"ck_{table}_verdict")
+
+
+def email_matches(email: str) -> bool:
+    """What ``ck_users_email_shape`` accepts, in Python: a@b.c (LIKE '%_@_%._%')."""
+    at = email.find("@", 1)
+    while at != -1:
+        if "." in email[at + 2:-1]:
+            return True
+        at = email.find("@", at + 1)
+    return False
 
 users = sa.Table(
     "users",
@@ -30,6 +69,8 @@ users = sa.Table(
     sa.Column("last_login", TZ),
     sa.Column("account_status", sa.String(20), server_default="active"),
     sa.Column("profile_image_url", sa.String(255)),
+    _check(f"email LIKE '{EMAIL_SHAPE}'", "ck_users_email_shape"),
+    _check(one_of("account_status", ACCOUNT_STATUSES), "ck_users_account_status"),
 )
 
 uploads = sa.Table(
@@ -58,6 +99,11 @@ uploads = sa.Table(
     sa.Column("stage", sa.String(20)),
     sa.Column("stage_touched_at", TZ),
     sa.Column("recoveries", sa.Integer, nullable=False, server_default="0"),
+    _check("file_size >= 0", "ck_uploads_file_size"),
+    _check(one_of("status", UPLOAD_STATUSES), "ck_uploads_status"),
+    _check(one_of("stage", UPLOAD_STAGES), "ck_uploads_stage"),
+    _check("delivery_count >= 0", "ck_uploads_delivery_count"),
+    _check("recoveries >= 0", "ck_uploads_recoveries"),
 )
 
 detection_results = sa.Table(
@@ -65,13 +111,15 @@ detection_results = sa.Table(
     metadata,
     sa.Column("result_id", sa.Integer, primary_key=True),
     sa.Column("upload_id", sa.Integer, sa.ForeignKey("uploads.upload_id", ondelete="CASCADE")),
-    sa.Column("is_ai_generated", sa.Boolean),
+    sa.Column("is_ai_generated", _verdict("detection_results")),
     sa.Column("confidence_score", sa.Numeric(5, 4), nullable=False),
     sa.Column("processing_time", sa.Numeric(10, 3), nullable=False),
     sa.Column("detection_date", TZ, server_default=NOW),
     sa.Column("algorithm_version", sa.String(50), nullable=False),
     sa.Column("result_summary", sa.Text),
     sa.Column("metadata_id", sa.String(50)),
+    _check("confidence_score BETWEEN 0 AND 1", "ck_detection_results_confidence"),
+    _check("processing_time >= 0", "ck_detection_results_processing_time"),
 )
 
 detection_methods = sa.Table(
@@ -96,10 +144,12 @@ method_results = sa.Table(
     sa.Column(
         "method_id", sa.Integer, sa.ForeignKey("detection_methods.method_id", ondelete="CASCADE")
     ),
-    sa.Column("is_ai_generated", sa.Boolean),
+    sa.Column("is_ai_generated", _verdict("method_results")),
     sa.Column("confidence_score", sa.Numeric(5, 4), nullable=False),
     sa.Column("processing_time", sa.Numeric(10, 3), nullable=False),
     sa.Column("result_details", JSONType),
+    _check("confidence_score BETWEEN 0 AND 1", "ck_method_results_confidence"),
+    _check("processing_time >= 0", "ck_method_results_processing_time"),
 )
 
 api_keys = sa.Table(
@@ -117,6 +167,8 @@ api_keys = sa.Table(
     sa.Column("requests_made", sa.Integer, server_default="0"),
     # Addition (migration 0005).
     sa.Column("quota_window_start", TZ),
+    _check("request_limit >= 0", "ck_api_keys_request_limit"),
+    _check("requests_made >= 0", "ck_api_keys_requests_made"),
 )
 
 usage_logs = sa.Table(
@@ -132,6 +184,8 @@ usage_logs = sa.Table(
     sa.Column("processing_time", sa.Numeric(10, 3), nullable=False),
     sa.Column("ip_address", sa.String(45)),
     sa.Column("user_agent", sa.Text),
+    _check("processing_time >= 0", "ck_usage_logs_processing_time"),
+    _check("response_code BETWEEN 100 AND 599", "ck_usage_logs_response_code"),
 )
 
 # Addition (migration 0004): the document store of the embedded default, one row a document.
@@ -142,6 +196,7 @@ embedded_documents = sa.Table(
     sa.Column("collection", sa.String(64), nullable=False),
     sa.Column("unique_key", sa.String(255), nullable=False),
     sa.Column("body", JSONType, nullable=False),
+    _check(one_of("collection", DOCUMENT_COLLECTIONS), "ck_embedded_documents_collection"),
 )
 
 # Addition (migration 0006): which uploads use which blob (reference counts).
@@ -162,4 +217,5 @@ login_failures = sa.Table(
     sa.Column("subject", sa.String(200), primary_key=True),
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("window_start", TZ, nullable=False),
+    _check("failures >= 0", "ck_login_failures_failures"),
 )

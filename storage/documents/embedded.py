@@ -1,5 +1,10 @@
 """Embedded backend of the document store: the same documents as JSON rows of the SQL
-table ``embedded_documents`` (migration 0004), on SQLite (the default) or PostgreSQL."""
+table ``embedded_documents`` (migration 0004), on SQLite (the default) or PostgreSQL.
+
+Every body is re-validated with its pydantic model before it is written (``check_body``): a
+bad document raises ``pydantic.ValidationError`` and nothing is stored. Migration 0010 has the
+table itself accept only the two collections' names.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from storage.documents.base import (
     DuplicateDocumentError,
     doc_blob_keys,
 )
+from storage.documents.validation import check_body
 from storage.models import embedded_documents
 
 
@@ -54,6 +60,7 @@ class SqlDocumentStore(DocumentStore):
     async def _insert(self, collection: str, key: str, model) -> str:
         doc_id = model.id or str(ObjectId())
         body = clean_json(model.model_dump(mode="json", exclude={"id"}))
+        check_body(collection, body)
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(
@@ -76,11 +83,13 @@ class SqlDocumentStore(DocumentStore):
             update={"created_at": type(model).model_validate(existing).created_at,
                     "updated_at": utcnow()}
         )
+        body = clean_json(model.model_dump(mode="json", exclude={"id"}))
+        check_body(collection, body)
         async with self._engine.begin() as conn:
             await conn.execute(
                 embedded_documents.update()
                 .where(embedded_documents.c.doc_id == existing["id"])
-                .values(body=clean_json(model.model_dump(mode="json", exclude={"id"})))
+                .values(body=body)
             )
         return existing["id"]
 

@@ -1,4 +1,8 @@
-"""MongoDB backend of the document store, through PyMongo's ``AsyncMongoClient``."""
+"""MongoDB backend of the document store, through PyMongo's ``AsyncMongoClient``.
+
+``ensure_indexes`` also puts the models' ``$jsonSchema`` validators on the collections
+(storage/documents/validation.py), so MongoDB itself refuses malformed documents.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import CollectionInvalid, DuplicateKeyError
 
 from schemas.clock import utcnow
 from schemas.documents import DetectionMetadata, SystemConfiguration
@@ -20,6 +24,7 @@ from storage.documents.base import (
     DuplicateDocumentError,
     doc_blob_keys,
 )
+from storage.documents.validation import VALIDATORS
 
 
 class MongoDocumentStore(DocumentStore):
@@ -52,7 +57,24 @@ class MongoDocumentStore(DocumentStore):
             present[collection] = {tuple(k for k, _ in spec["key"]) for spec in info.values()}
         return [f"{c}.{key}" for c, key, _ in SEED_INDEXES if (key,) not in present[c]]
 
+    async def ensure_validators(self) -> None:
+        """Create each collection with its ``$jsonSchema`` validator, or set it on an existing
+        one (``collMod``): the server then refuses a document the models would refuse, even
+        one written around this store. Documents already stored are not re-checked."""
+        existing = set(await self._db.list_collection_names())
+        for collection, validator in VALIDATORS.items():
+            options = {"validator": validator, "validationLevel": "strict",
+                       "validationAction": "error"}
+            if collection not in existing:
+                try:
+                    await self._db.create_collection(collection, **options)
+                    continue
+                except CollectionInvalid:
+                    pass  # created meanwhile by another process: set the validator below
+            await self._db.command("collMod", collection, **options)
+
     async def ensure_indexes(self) -> list[str]:
+        await self.ensure_validators()
         names = []
         for collection, key, unique in SEED_INDEXES:
             names.append(
