@@ -3,6 +3,7 @@ submit write (one JSON object per input file)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import fnmatch
 import json
@@ -11,15 +12,14 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from schemas.records import JUDGED_STATUSES, RECORD_FIELDS, FileRecord, file_record, verdict_word
 from schemas.results import METHOD_NAMES
 
-RECORD_FIELDS = ["path", "sha256", "upload_id", "status", "is_ai_generated", "confidence",
-                 "error"]
 CSV_FIELDS = RECORD_FIELDS + [f"{m}_{k}" for m in METHOD_NAMES
                               for k in ("is_ai_generated", "confidence", "status")]
 
 
-def flatten(record: dict) -> dict:
+def flatten(record: FileRecord) -> dict:
     """One CSV row: the record's fields plus ``<method>_<field>`` for each method."""
     flat = {k: record.get(k) for k in RECORD_FIELDS}
     for m, info in (record.get("methods") or {}).items():
@@ -54,12 +54,12 @@ def walk(paths: list[str], *, recursive: bool = True, include: tuple[str, ...] =
 
 
 async def record_for(storage, *, path: str, sha256: str | None, upload_id: int | None,
-                     status: str, error: str | None = None) -> dict:
+                     status: str, error: str | None = None) -> FileRecord:
     """The output record of one file, with the stored verdict when there is one."""
     from storage import repository as repo
 
-    record = {"path": path, "sha256": sha256, "upload_id": upload_id, "status": status,
-              "is_ai_generated": None, "confidence": None, "methods": {}, "error": error}
+    record = file_record(path=path, sha256=sha256, upload_id=upload_id, status=status,
+                         error=error)
     if upload_id is None:
         return record
     upload = await repo.get_upload(storage.engine, upload_id)
@@ -76,11 +76,11 @@ async def record_for(storage, *, path: str, sha256: str | None, upload_id: int |
     return record
 
 
-async def _scan_one(storage, settings, path: str) -> dict:
+async def _scan_one(storage, settings, path: str) -> FileRecord:
     from service import detection, ingest
 
     try:
-        data = Path(path).read_bytes()
+        data = await asyncio.to_thread(Path(path).read_bytes)
     except OSError as exc:
         return await record_for(storage, path=path, sha256=None, upload_id=None,
                                 status="skipped", error=f"cannot read file: {exc}")
@@ -93,7 +93,7 @@ async def _scan_one(storage, settings, path: str) -> dict:
                             error=outcome.error)
 
 
-def scan_file(path: str) -> dict:
+def scan_file(path: str) -> FileRecord:
     """Process one file in this process (a pool worker), on the embedded storage."""
     from service import runtime
 
@@ -144,13 +144,13 @@ class Outputs:
                                        extrasaction="ignore")
             self._csv.writeheader()
         self.counts: Counter = Counter()
-        self.records: list[dict] = []
+        self.records: list[FileRecord] = []
 
-    def add(self, record: dict) -> None:
+    def add(self, record: FileRecord) -> None:
         self.records.append(record)
         self.counts[record["status"]] += 1
-        if record["status"] in ("done", "duplicate"):
-            self.counts[{True: "ai", False: "real", None: "uncertain"}[record["is_ai_generated"]]] += 1
+        if record["status"] in JUDGED_STATUSES:
+            self.counts[verdict_word(record["is_ai_generated"]).value] += 1
         if self._jsonl:
             self._jsonl.write(json.dumps(record, default=str) + "\n")
             self._jsonl.flush()
@@ -165,7 +165,7 @@ class Outputs:
 
 
 async def stored_records(storage, *, upload_id: int | None = None, since=None,
-                         limit: int = 1000) -> list[dict]:
+                         limit: int = 1000) -> list[FileRecord]:
     """Stored uploads as output records (newest first), for ``skygate results``."""
     from storage import repository as repo
 

@@ -1,0 +1,42 @@
+"""The ``skygate`` command: one click group, one module per group of commands.
+
+=================  ===============================================================
+module             commands
+=================  ===============================================================
+``scan``           ``scan``, ``submit``, ``sample`` (batch runs, their outputs)
+``results``        ``results`` (stored verdicts read back)
+``evaluation``     ``eval`` (the detector judged on labelled images)
+``db``             ``db upgrade``, ``db downgrade``
+``accounts``       ``users …``, ``keys …``
+``serve``          ``api``, ``flower``
+``operations``     ``doctor``, ``retry``, ``rescore``, ``recover``, ``blobs gc``
+``_common``        helpers shared by several of them
+=================  ===============================================================
+
+Deferred imports: command modules import at their top only click, the settings and the
+standard library; everything heavy (storage, the pipeline, the service layer, rich, the API
+server) is imported inside the function that needs it, so ``skygate --help`` and a command's
+usage errors answer at once and no command pays for another's dependencies. That is why
+ruff's PLC0415 (import outside the top level) is ignored in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import click
+
+from skygate.cli import accounts, db, evaluation, operations, results, scan, serve
+
+
+@click.group()
+def main() -> None:
+    """SkyGate: tell AI-generated images from real photographs."""
+    from service.logs import configure
+
+    configure()
+
+
+for _module in (db, scan, evaluation, results, accounts, serve, operations):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
+
+__all__ = ["main"]

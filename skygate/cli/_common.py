@@ -1,0 +1,77 @@
+"""Helpers shared by several command modules."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import click
+
+from schemas.records import FileRecord, verdict_word
+from schemas.settings import Settings
+
+UNJUDGED_STATUSES = ("failed", "skipped", "pending")
+
+
+def fail(message: str) -> None:
+    """Print ``error: message`` on stderr and exit 1."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def engine_call(fn):
+    """Run ``await fn(engine)`` against the configured database."""
+    from storage.db import create_engine
+
+    async def go():
+        engine = create_engine(Settings().sqlalchemy_url)
+        try:
+            return await fn(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+def parse_since(value: str | None):
+    """``--since``: a date or an ISO 8601 time (UTC when it names no zone)."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (use YYYY-MM-DD or ISO 8601)",
+                                 param_hint="--since") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def progress_bar(total: int, enabled: bool):
+    """A rich progress bar (count, rate, ETA) on a terminal; nothing otherwise."""
+    if not enabled:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(TextColumn("[bold]scanning"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                        TimeRemainingColumn())
+    progress.start()
+    progress.add_task("scan", total=total, rate="")
+    return progress
+
+
+def record_word(record: FileRecord) -> str:
+    """A record's word in the batch lines: ``AI 0.97``, ``REAL``, ``FAILED``, ``PENDING``…"""
+    status = record["status"]
+    if status in UNJUDGED_STATUSES:
+        return status.upper()
+    word = verdict_word(record["is_ai_generated"]).upper()
+    return f"{word} {record['confidence']:.2f}" if record["confidence"] is not None else word

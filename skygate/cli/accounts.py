@@ -1,0 +1,120 @@
+"""``skygate users`` and ``skygate keys``: the HTTP API's accounts and API keys."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from skygate.cli._common import engine_call, fail
+
+
+@click.group()
+def users() -> None:
+    """Accounts of the HTTP API."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--email", required=True)
+@click.option("--password-stdin", is_flag=True,
+              help="read a password from stdin (for POST /v1/keys); keys-only without it")
+def users_create(username, email, password_stdin):
+    """Create a user (passwords are stored as argon2 hashes)."""
+    from storage import accounts
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    if password_stdin and len(password) < 8:  # noqa: PLR2004 - the documented minimum
+        raise click.UsageError("the password must have at least 8 characters")
+    try:
+        user_id = engine_call(lambda e: accounts.create_user(
+            e, username=username, email=email, password=password))
+    except accounts.AccountError as exc:
+        fail(str(exc))
+    click.echo(f"user {username} created (id {user_id})")
+
+
+@users.command("suspend")
+@click.argument("username")
+def users_suspend(username):
+    """Suspend an account: its keys get 401 until it is activated again."""
+    _set_status(username, "suspended")
+
+
+@users.command("activate")
+@click.argument("username")
+def users_activate(username):
+    """Re-activate a suspended account."""
+    _set_status(username, "active")
+
+
+def _set_status(username: str, status: str) -> None:
+    from storage import accounts
+
+    try:
+        engine_call(lambda e: accounts.set_account_status(e, username, status))
+    except accounts.AccountError as exc:
+        fail(str(exc))
+    click.echo(f"user {username}: {status}")
+
+
+@click.group()
+def keys() -> None:
+    """API keys (sent in the X-API-Key header)."""
+
+
+@keys.command("create")
+@click.option("--user", "username", required=True)
+@click.option("--name", default="default", show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="requests per quota window (SKYGATE_QUOTA_PERIOD_SECONDS)")
+@click.option("--expires", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="expiry date (UTC)")
+def keys_create(username, name, limit, expires):
+    """Create a key; it is printed once (only its hash is stored)."""
+    from datetime import UTC
+
+    from storage import accounts
+
+    when = expires.replace(tzinfo=UTC) if expires else None
+    try:
+        key, key_id = engine_call(lambda e: accounts.create_key(
+            e, username=username, name=name, limit=limit, expires_at=when))
+    except accounts.AccountError as exc:
+        fail(str(exc))
+    click.echo(f"key {key_id} for {username} (shown once, keep it):", err=True)
+    click.echo(key)
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+def keys_revoke(key_id):
+    """Revoke a key by its id (see `skygate keys list`)."""
+    from storage import accounts
+
+    if not engine_call(lambda e: accounts.revoke_key(e, key_id=key_id)):
+        fail(f"no key with id {key_id}")
+    click.echo(f"key {key_id} revoked")
+
+
+@keys.command("list")
+@click.option("--user", "username")
+def keys_list(username):
+    """Keys with their public prefix, state and usage (never the key itself)."""
+    from datetime import UTC, datetime
+
+    from storage import accounts
+
+    now = datetime.now(UTC)
+    for k in engine_call(lambda e: accounts.list_keys(e, username)):
+        expires = k["expires_at"]
+        if expires is not None and expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        state = ("revoked" if not k["is_active"] else
+                 "expired" if expires is not None and expires <= now else "active")
+        click.echo(f"{k['key_id']:>5}  {k['username']:<20} {k['key_name']:<16} "
+                   f"{k['api_key']:<16} {state:<8} {k['requests_made']}/{k['request_limit']} "
+                   f"expires {k['expires_at'] or 'never'}  last used {k['last_used_at'] or '-'}")
+
+
+COMMANDS = [users, keys]

@@ -1,0 +1,183 @@
+"""Operators' commands: ``doctor``, ``retry``, ``rescore``, ``recover``, ``blobs gc``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import click
+
+from schemas.settings import Settings
+from skygate.cli._common import engine_call, parse_since
+
+
+@click.command()
+def doctor():
+    """Check every configured dependency; exit 1 if any check fails."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from service.health import run_checks
+
+    checks = asyncio.run(run_checks(Settings()))
+    table = Table("check", "ok", "detail", "fix")
+    for c in checks:
+        # Details hold brackets (a worker's [queues]) that are text, not markup.
+        table.add_row(c.name, "ok" if c.ok else "FAIL", escape(c.detail),
+                      escape(c.hint) if not c.ok else "")
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        click.echo(f"failed: {', '.join(failed)}", err=True)
+        sys.exit(1)
+
+
+# --- detection again: retry, rescore, recover -----------------------------------------------
+
+
+@click.command()
+@click.option("--failed", "only_failed", is_flag=True, required=True,
+              help="re-enqueue failed uploads (required: say what to retry)")
+@click.option("--since", help="only uploads on or after this date")
+def retry(only_failed, since):
+    """Re-enqueue failed uploads (after fixing what made them fail)."""
+    from storage import repository as repo
+
+    when = parse_since(since)
+    settings = Settings()
+
+    async def pick(engine):
+        ids = await repo.failed_upload_ids(engine, since=when)
+        for upload_id in ids:
+            await repo.reset_for_retry(engine, upload_id)
+        return ids
+
+    _requeue(settings, engine_call(pick), what="retry")
+
+
+@click.command()
+@click.option("--algorithm-version", "version",
+              help="re-run the uploads whose stored verdict was made by this version")
+@click.option("--all", "everything", is_flag=True, help="re-run every judged upload")
+def rescore(version, everything):
+    """Re-run detection for stored uploads (methods or weights changed). The earlier verdict
+    is kept in the document's ``history``."""
+    from storage import repository as repo
+
+    if not version and not everything:
+        raise click.UsageError("give --algorithm-version V or --all")
+    settings = Settings()
+
+    async def pick(engine):
+        ids = await repo.judged_upload_ids(engine, algorithm_version=None if everything
+                                           else version)
+        for upload_id in ids:
+            await repo.reset_for_retry(engine, upload_id)
+        return ids
+
+    _requeue(settings, engine_call(pick), what="rescore")
+
+
+def _requeue(settings: Settings, upload_ids: list[int], *, what: str) -> None:
+    """Start each upload's detection again (``service.dispatch``): a ``skygate.prepare``
+    message to the cluster, or the whole run here (embedded)."""
+    from service import dispatch
+
+    if not upload_ids:
+        click.echo(f"nothing to {what}")
+        return
+    if settings.broker_url:
+        for upload_id in upload_ids:
+            dispatch.send_prepare(upload_id)
+        click.echo(f"{what}: sent {len(upload_ids)} upload(s) to the cluster: "
+                   f"{', '.join(map(str, upload_ids))}")
+        return
+    from service import runtime
+    from storage import repository as repo
+
+    async def get_upload(storage, _settings, upload_id):
+        return await repo.get_upload(storage.engine, upload_id)
+
+    failed = 0
+    for upload_id in upload_ids:
+        dispatch.run_here(upload_id)
+        upload = runtime.run(get_upload, upload_id)
+        failed += upload["status"] == "failed"
+        click.echo(f"{what}: upload {upload_id} ({upload['original_file_name']}): "
+                   f"{upload['status']}{' - ' + upload['error'] if upload['error'] else ''}")
+    runtime.shutdown()
+    if failed:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="list the stuck uploads; re-send nothing")
+@click.option("--stuck-after", type=click.IntRange(min=0), default=None,
+              help="seconds without progress (default SKYGATE_STUCK_AFTER: 2 x the hard time "
+                   "limit + 60)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per upload")
+def recover(dry_run, stuck_after, as_json):
+    """Re-send uploads stuck queued or processing (the sweep every worker runs, by hand)."""
+    from service.celery_client import celery_client
+    from workers.recovery import sweep  # the workers' own sweep, run once from here
+
+    settings = Settings()
+    if not settings.broker_url:
+        raise click.UsageError("SKYGATE_BROKER_URL is not set: the embedded default has no "
+                               "queue to lose work in (re-run `skygate scan` to finish a batch)")
+    if stuck_after is not None:
+        settings = settings.model_copy(update={"stuck_after": stuck_after or 1})
+    app = celery_client()
+    resent = engine_call(lambda engine: sweep(engine, settings, app, dry_run=dry_run))
+    verb = "would re-send" if dry_run else "re-sent"
+    for item in resent:
+        if as_json:
+            click.echo(json.dumps(item))
+        else:
+            click.echo(f"{verb} upload {item['upload_id']} ({item['status']}, stage "
+                       f"{item['stage']}, idle {item['idle_seconds']:.0f}s)")
+    click.echo(f"{verb} {len(resent)} stuck upload(s)", err=as_json)
+
+
+# --- the blob store ---------------------------------------------------------------------------
+
+
+@click.group()
+def blobs() -> None:
+    """The content-addressed blob store (SKYGATE_DATA_DIR/blobs)."""
+
+
+@blobs.command("gc")
+@click.option("--dry-run", is_flag=True, help="list what would go; remove nothing")
+@click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), default=3600.0,
+              show_default=True,
+              help="seconds: younger files are never touched (work in flight)")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
+def blobs_gc(dry_run, grace_seconds, as_json):
+    """Remove blobs that no row and no document references, older than the grace period,
+    and report the bytes freed."""
+    from storage.context import open_storage
+    from storage.gc import collect
+
+    async def go():
+        async with open_storage(Settings()) as storage:
+            return await collect(storage, grace_seconds=grace_seconds, dry_run=dry_run)
+
+    report = asyncio.run(go())
+    listed = report.candidates if dry_run else report.removed
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "scanned": report.scanned,
+                               "unreferenced": len(report.candidates),
+                               "removed": len(report.removed), "bytes": report.bytes,
+                               "keys": [k for k, _ in listed]}))
+        return
+    for key, size in listed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {key} ({size:,} bytes)")
+    verb = "would free" if dry_run else "freed"
+    click.echo(f"{report.scanned} blobs scanned, {len(report.candidates)} unreferenced; "
+               f"{verb} {report.bytes:,} bytes")
+
+
+COMMANDS = [doctor, retry, rescore, recover, blobs]

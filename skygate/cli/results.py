@@ -1,0 +1,75 @@
+"""``skygate results``: stored verdicts read back, as a table, JSON lines or CSV."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import click
+
+from schemas.records import JUDGED_STATUSES, verdict_word
+from schemas.settings import Settings
+from skygate.cli._common import fail, parse_since
+
+
+@click.command()
+@click.argument("upload_id", type=int, required=False)
+@click.option("--since", help="only uploads on or after this date (YYYY-MM-DD or ISO 8601)")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+def results(upload_id, since, fmt, limit):
+    """Read stored verdicts back (newest first), from the configured database."""
+    from skygate.batch import stored_records
+    from storage.context import open_storage
+
+    when = parse_since(since)
+    settings = Settings()
+
+    async def go():
+        async with open_storage(settings) as storage:
+            return await stored_records(storage, upload_id=upload_id, since=when, limit=limit)
+
+    records = asyncio.run(go())
+    if upload_id is not None and not records:
+        fail(f"no upload with id {upload_id}")
+    if fmt == "json":
+        for record in records:
+            click.echo(json.dumps(record, default=str))
+    elif fmt == "csv":
+        _print_csv(records)
+    else:
+        _print_table(records)
+
+
+def _print_csv(records) -> None:
+    import csv
+
+    from skygate.batch import CSV_FIELDS, flatten
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=[*CSV_FIELDS, "upload_date"],
+                            extrasaction="ignore")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({**flatten(record), "upload_date": record["upload_date"]})
+
+
+def _print_table(records) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table("id", "file", "status", "verdict", "confidence", "date", "error")
+    for r in records:
+        verdict = (verdict_word(r["is_ai_generated"]).text if r["status"] in JUDGED_STATUSES
+                   else "")
+        conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
+        date = r["upload_date"].strftime("%Y-%m-%d %H:%M") if r["upload_date"] else ""
+        table.add_row(str(r["upload_id"]), escape(r["path"]), r["status"], verdict, conf,
+                      date, escape(r["error"] or ""))
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    click.echo(f"{len(records)} upload(s)")
+
+
+COMMANDS = [results]

@@ -1,0 +1,191 @@
+"""Batch runs: ``scan`` (here, no servers), ``submit`` (to a cluster), ``sample``; their
+progress lines, summaries, JSONL/CSV outputs and HTML report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from schemas.records import JUDGED_STATUSES, FileRecord
+from schemas.settings import Settings
+from skygate.cli._common import progress_bar, record_word
+from skygate.cli.db import ensure_schema
+
+_batch_options = [
+    click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+                 help="write one JSON line per file"),
+    click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+                 help="write a CSV row per file"),
+    click.option("--recursive/--no-recursive", default=True, show_default=True),
+    click.option("--include", multiple=True, help="only files matching this glob"),
+    click.option("--exclude", multiple=True, help="skip files matching this glob"),
+    click.option("--json", "as_json", is_flag=True, help="machine-readable lines on stdout"),
+    click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+                 help="write a self-contained HTML report"),
+]
+
+
+def batch_options(fn):
+    for option in reversed(_batch_options):
+        fn = option(fn)
+    return fn
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@batch_options
+@click.option("--workers", type=int, default=None, help="processes (default: all cores)")
+def scan(paths, out, csv_path, recursive, include, exclude, as_json, report, workers):
+    """Run the whole pipeline here, with no servers (the embedded default)."""
+    from skygate.batch import Outputs, default_workers, run_embedded
+
+    settings = Settings()
+    if settings.broker_url:
+        click.echo("note: SKYGATE_BROKER_URL is set; scan still runs here "
+                   "(use `skygate submit` for the cluster)", err=True)
+    files = _files_or_exit(paths, recursive, include, exclude)
+    ensure_schema(settings)
+    outputs = Outputs(out, csv_path)
+    n = min(workers or default_workers(), len(files))
+    _run_batch(run_embedded(files, workers=n), len(files), outputs, as_json=as_json)
+    if report:
+        _write_report(settings, outputs.records, report)
+    sys.exit(1 if outputs.counts["failed"] or outputs.counts["skipped"] else 0)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True)
+@batch_options
+@click.option("--wait/--no-wait", default=False, help="follow uploads to their verdicts")
+@click.option("--timeout", type=float, default=1800.0, show_default=True,
+              help="seconds for the whole command; what is not done by then is reported "
+                   "as pending (exit 3)")
+def submit(paths, out, csv_path, recursive, include, exclude, as_json, report, wait, timeout):
+    """Send files to a running cluster (SKYGATE_BROKER_URL); --wait for the verdicts."""
+    from skygate.batch import Outputs
+    from skygate.remote import submit_files
+
+    settings = Settings()
+    if not settings.broker_url:
+        raise click.UsageError("SKYGATE_BROKER_URL is not set (use `skygate scan` to run here)")
+    files = _files_or_exit(paths, recursive, include, exclude)
+    outputs = Outputs(out, csv_path)
+    if report and not wait:
+        raise click.UsageError("--report needs --wait (the report shows verdicts)")
+    _run_batch(submit_files(settings, files, wait=wait, timeout=timeout), len(files), outputs,
+               as_json=as_json)
+    if report:
+        _write_report(settings, outputs.records, report)
+    click.echo(_submit_summary(outputs.records, wait=wait), err=as_json)
+    if outputs.counts["failed"] or outputs.counts["skipped"]:
+        sys.exit(1)
+    sys.exit(3 if outputs.counts["pending"] else 0)
+
+
+@click.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def sample(folder: Path) -> None:
+    """Write a few sample images to FOLDER (made here, nothing downloaded)."""
+    from skygate.sample import make_sample
+
+    for path in make_sample(folder):
+        click.echo(path)
+
+
+COMMANDS = [scan, submit, sample]
+
+
+# --- shared by scan and submit ---------------------------------------------------------------
+
+
+def _files_or_exit(paths, recursive, include, exclude) -> list[Path]:
+    from skygate.batch import walk
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise click.UsageError(f"no such file or folder: {', '.join(missing)}")
+    files = walk(list(paths), recursive=recursive, include=include, exclude=exclude)
+    if not files:
+        raise click.UsageError("no files to scan")
+    return files
+
+
+def _run_batch(records, total: int, outputs, *, as_json: bool) -> None:
+    """Write each record as it arrives (outputs, a line or the progress bar); the summary at
+    the end; on Ctrl-C keep what was done and exit 130."""
+    progress = progress_bar(total, sys.stderr.isatty() and not as_json)
+    started = time.monotonic()
+    interrupted = False
+    try:
+        for i, record in enumerate(records, 1):
+            outputs.add(record)
+            line = f"{record_word(record):<16} {record['path']}"
+            if record.get("error"):
+                line += f"  ({record['error']})"
+            if as_json:
+                click.echo(json.dumps(record, default=str))
+            elif progress is not None:
+                rate = i / max(time.monotonic() - started, 1e-6)
+                progress.update(progress.task_ids[0], advance=1, rate=f"{rate:.2f} img/s")
+                progress.console.print(line, highlight=False, markup=False)
+            else:
+                click.echo(line)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if hasattr(records, "close"):
+            records.close()
+        if progress is not None:
+            progress.stop()
+        outputs.close()
+    click.echo(_summary(outputs, time.monotonic() - started), err=as_json)
+    if interrupted:
+        click.echo(f"interrupted after {len(outputs.records)} of {total} files; run the same "
+                   "command again to finish the rest", err=True)
+        sys.exit(130)
+
+
+def _summary(outputs, elapsed: float) -> str:
+    c = outputs.counts
+    processed = c["done"] + c["duplicate"]
+    return (f"processed {processed} (new {c['done']}, already known {c['duplicate']}): "
+            f"AI {c['ai']}, real {c['real']}, uncertain {c['uncertain']}; "
+            f"failed {c['failed']}, skipped {c['skipped']}; {elapsed:.1f}s")
+
+
+def _submit_summary(records: list[FileRecord], *, wait: bool) -> str:
+    """What the database says at the end: done, failed with reasons, still pending with ids."""
+    done = [r for r in records if r["status"] in JUDGED_STATUSES]
+    failed = [r for r in records if r["status"] in ("failed", "skipped")]
+    pending = [r for r in records if r["status"] == "pending"]
+    queued = [r for r in records if r["status"] == "queued"]
+    lines = [f"summary: done {len(done)}, failed {len(failed)}, still pending {len(pending)}"
+             + ("" if wait else f", queued {len(queued)}")]
+    for r in failed:
+        lines.append(f"  failed {r['upload_id'] if r['upload_id'] is not None else '-'} "
+                     f"{r['path']}: {r['error']}")
+    if pending:
+        ids = [str(r["upload_id"]) for r in pending if r["upload_id"] is not None]
+        lines.append(f"  pending upload ids: {', '.join(ids) or '-'}"
+                     + (f" (+{len(pending) - len(ids)} not ingested yet)"
+                        if len(pending) > len(ids) else "")
+                     + "; run the same command again to finish them")
+    return "\n".join(lines)
+
+
+def _write_report(settings: Settings, records: list[FileRecord], path: Path) -> None:
+    """The HTML report of a batch (``--report``)."""
+    from skygate.report import build_report
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(settings) as storage:
+            return await build_report(storage, records)
+
+    path.write_text(asyncio.run(go()))
+    click.echo(f"report: {path}", err=True)
