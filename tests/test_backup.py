@@ -15,9 +15,11 @@ import sqlalchemy as sa
 
 from schemas.settings import Settings
 from storage.backup import ChecksumMismatch, TargetNotEmpty, create_backup, restore_backup
+from storage.blobs import blob_store_for
 from storage.migrate import head_revision
 from tests.conftest import _pg_admin, run
 from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
+from tests.test_blob_store import aws_env, s3_endpoint, s3_settings  # noqa: F401 - fixtures
 
 TABLES = ("uploads", "detection_results", "method_results", "blob_refs", "detection_methods",
           "embedded_documents", "alembic_version")
@@ -298,3 +300,72 @@ def test_manifest_settings_carry_no_secret():
     assert other["sha256"] == settings_fingerprint(settings)["sha256"]
     moved = settings_fingerprint(settings.model_copy(update={"max_deliveries": 9}))
     assert moved["sha256"] != other["sha256"]
+
+
+def test_s3_blobs_are_listed_and_checked_on_restore(embedded, tmp_path, request):
+    """An S3 store is not copied: its keys, sizes and SHA-256s are listed, and a restore
+    says which listed objects the bucket no longer holds."""
+    s3 = request.getfixturevalue("s3_settings")
+    data_dir = Path(shutil.copytree(embedded["settings"].data_dir, tmp_path / "var"))
+    settings = Settings(data_dir=data_dir, blob_url=s3.blob_url,
+                        s3_endpoint_url=s3.s3_endpoint_url)
+    store = blob_store_for(settings)
+    local = blob_store_for(Settings(data_dir=data_dir))
+    keys = sorted(k for k, _, _ in list(local.keys()) if not k.startswith("."))[:4]
+    for key in keys:
+        staged = store.stage()
+        staged.write(local.get(key))
+        store.commit(staged, key)
+    shutil.rmtree(local.root)
+
+    backup = run(create_backup(settings, tmp_path / "backups"))
+    assert not (backup / "blobs").exists()
+    listing = [json.loads(line) for line in (backup / "blobs.jsonl").read_text().splitlines()]
+    assert [e["key"] for e in listing] == keys
+    for entry in listing:
+        data = store.get(entry["key"])
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert entry["size"] == len(data)
+
+    for path in data_dir.glob("skygate.db*"):
+        path.unlink()
+    assert run(restore_backup(settings, backup))["blobs"] == {"restored": 0, "missing": []}
+    store.delete(keys[1])
+    result = run(restore_backup(settings, backup, force=True))
+    assert result["blobs"]["missing"] == [keys[1]]
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+
+def test_cli_backup_check_and_restore(embedded, tmp_path):
+    from click.testing import CliRunner
+
+    from skygate.cli import main
+    from skygate.cli.backup import backup, restore
+
+    assert main.commands["backup"] is backup and main.commands["restore"] is restore
+    runner = CliRunner()
+    source = {"SKYGATE_DATA_DIR": str(embedded["settings"].data_dir)}
+    written = runner.invoke(backup, [str(tmp_path / "backups")], env=source)
+    assert written.exit_code == 0, written.output
+    assert "backup written:" in written.output and "3 uploads" in written.output
+    (folder,) = (tmp_path / "backups").iterdir()
+
+    checked = runner.invoke(restore, [str(folder), "--check"])
+    assert checked.exit_code == 0 and "every checksum matches" in checked.output
+
+    target = {"SKYGATE_DATA_DIR": str(tmp_path / "restored")}
+    restored = runner.invoke(restore, [str(folder)], env=target)
+    assert restored.exit_code == 0, restored.output
+    assert "restored" in restored.output and "note:" not in restored.stderr
+    assert run(_state(Settings(data_dir=tmp_path / "restored"))) == embedded["state"]
+
+    again = runner.invoke(restore, [str(folder)], env=target)
+    assert again.exit_code == 1 and "not empty" in again.stderr and "--force" in again.stderr
+    forced = runner.invoke(restore, [str(folder), "--force"], env=target)
+    assert forced.exit_code == 0, forced.output
+
+    (folder / "database" / "skygate.db").write_bytes(b"SQLite format 3\0")
+    damaged = runner.invoke(restore, [str(folder), "--check"])
+    assert damaged.exit_code == 1 and "database/skygate.db: sha256" in damaged.stderr

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import click
 
-from skygate.cli import accounts, db, evaluation, operations, results, scan, serve
+from skygate.cli import accounts, backup, db, evaluation, operations, results, scan, serve
 
 
 @click.group()
@@ -35,7 +35,7 @@ def main() -> None:
     configure()
 
 
-for _module in (db, scan, evaluation, results, accounts, serve, operations):
+for _module in (db, scan, evaluation, results, accounts, serve, operations, backup):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 
