@@ -74,17 +74,18 @@ def eval_(paths, labels_csv, stored, out, plot, workers, as_json):
     finally:
         if progress is not None:
             progress.stop()
-    _print_report(evaluate.build_report(rows), out=out, plot=plot, as_json=as_json)
+    _print_report(rows, out=out, plot=plot, as_json=as_json)
 
 
-def _print_report(report, *, out: Path | None, plot: Path | None, as_json: bool) -> None:
-    from skygate import evaluate
+def _print_report(rows, *, out: Path | None, plot: Path | None, as_json: bool) -> None:
+    from skygate import eval_report
 
+    report = eval_report.build_report(rows)
     if out:
-        out.write_text(evaluate.to_json(report) + "\n")
+        out.write_text(eval_report.to_json(report) + "\n")
     if plot:
-        evaluate.write_plot(report, plot)
-    click.echo(evaluate.to_json(report) if as_json else evaluate.format_report(report))
+        eval_report.write_plot(report, plot)
+    click.echo(eval_report.to_json(report) if as_json else eval_report.format_report(report))
     if out:
         click.echo(f"report: {out}", err=True)
     if plot:
