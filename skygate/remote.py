@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from schemas.records import FileRecord, file_record
 from schemas.settings import Settings
 
 
 def submit_files(settings: Settings, files: list[Path], *, wait: bool, timeout: float):
     """Put each file in the cluster's blob store (``SKYGATE_BLOB_URL``: an S3 bucket, or the
-    folder the workers mount), send ``skygate.ingest``; yield records."""
+    folder the workers mount), send ``skygate.ingest``; yield records. Ingest validates
+    (size, format) and records a refused file as a failed upload."""
     from pipeline.decode import InvalidImage, sniff_format
+    from service.celery_client import celery_client
     from storage.blobs import blob_store_for
-    from workers import app
 
+    app = celery_client()
     blobs = blob_store_for(settings)
     started = time.monotonic()  # --timeout counts from here, to the second
     pending = []
@@ -26,15 +30,7 @@ def submit_files(settings: Settings, files: list[Path], *, wait: bool, timeout: 
         try:
             data = path.read_bytes()
         except OSError as exc:
-            yield {"path": str(path), "sha256": None, "upload_id": None, "status": "skipped",
-                   "is_ai_generated": None, "confidence": None, "methods": {},
-                   "error": f"cannot read file: {exc}"}
-            continue
-        if len(data) > settings.max_upload_bytes:
-            yield {"path": str(path), "sha256": None, "upload_id": None, "status": "failed",
-                   "is_ai_generated": None, "confidence": None, "methods": {},
-                   "error": f"file is {len(data):,} bytes, over the limit of "
-                            f"{settings.max_upload_bytes:,}"}
+            yield file_record(path=str(path), status="skipped", error=f"cannot read file: {exc}")
             continue
         try:
             # The suffix ingest will give the original (by content), so it finds the object
@@ -45,9 +41,8 @@ def submit_files(settings: Settings, files: list[Path], *, wait: bool, timeout: 
         try:
             key = blobs.put(data, suffix=suffix)
         except Exception as exc:  # noqa: BLE001 - the store is down or refuses: say which
-            yield {"path": str(path), "sha256": None, "upload_id": None, "status": "failed",
-                   "is_ai_generated": None, "confidence": None, "methods": {},
-                   "error": f"cannot store in {blobs.describe()}: {exc}"}
+            yield file_record(path=str(path), status="failed",
+                              error=f"cannot store in {blobs.describe()}: {exc}")
             continue
         pending.append(_Sent(path, key, hashlib.sha256(data).hexdigest()))
         _send_ingest(app, pending[-1])
@@ -61,6 +56,8 @@ def submit_files(settings: Settings, files: list[Path], *, wait: bool, timeout: 
 # (idempotent: the same content finds the same upload).
 RESEND_INGEST_AFTER = 20.0
 POLL_INTERVAL = 1.0
+# Asking the broker for its queue depths can take seconds: not when fewer are left.
+ASK_QUEUES_WITH_SECONDS_LEFT = 8.0
 
 
 @dataclass
@@ -125,99 +122,113 @@ def _follow(settings: Settings, app, sent: list[_Sent], *, wait: bool, started: 
     if not sent:
         return
     # This process only reads results: a backend that is down must answer "no" at once,
-    # not after the workers' patient retries.
-    try:
+    # not after the workers' patient retries. (No backend configured: answers are never read.)
+    with contextlib.suppress(Exception):
         app.backend.always_retry = False
-    except Exception:  # noqa: BLE001 - no backend configured: answers are never read
-        pass
     # Uploads made before this command (less a little clock skew) are "already known".
     wall_started = datetime.now(UTC) - timedelta(seconds=time.monotonic() - started)
     loop = asyncio.new_event_loop()
     try:
-        yield from _follow_on(loop, settings, app, sent, wait=wait, deadline=started + timeout,
-                              wall_started=wall_started)
+        yield from _Follower(loop, settings, app, sent, wait=wait, deadline=started + timeout,
+                             wall_started=wall_started).run()
     finally:
         loop.close()
 
 
-def _follow_on(loop, settings, app, sent, *, wait, deadline, wall_started):
-    from types import SimpleNamespace
+class _Follower:
+    """One ``_follow``: polls the upload rows of the files still left until the deadline."""
 
-    from skygate.batch import record_for
-    from storage import faults
-    from storage.db import create_engine
-    from workers.recovery import queue_depths
+    def __init__(self, loop, settings: Settings, app, sent: list[_Sent], *, wait: bool,
+                 deadline: float, wall_started: datetime):
+        from types import SimpleNamespace
 
-    engine = create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
-    storage = SimpleNamespace(engine=engine)
-    left = {item.sha256: item for item in sent}
-    last_ids: dict[str, int] = {}
+        from storage.db import create_engine
 
-    def remaining() -> float:
-        return deadline - time.monotonic()
+        self.loop, self.app, self.wait = loop, app, wait
+        self.deadline, self.wall_started = deadline, wall_started
+        self.engine = create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
+        self.storage = SimpleNamespace(engine=self.engine)
+        self.left = {item.sha256: item for item in sent}
+        self.last_ids: dict[str, int] = {}
+        self.queue_idle: bool | None = None  # asked at most once per poll
 
-    def call(fn, *args, **kwargs):
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def call(self, fn, *args, **kwargs):
         # Each database read retries transient faults, but never past the deadline.
-        return loop.run_until_complete(asyncio.wait_for(
-            faults.retrying(fn, *args, deadline=loop.time() + max(0.0, remaining()),
-                            what="reading upload status", **kwargs),
-            timeout=max(0.1, remaining())))
+        from storage import faults
 
-    try:
-        while left:
-            try:
-                rows = call(_rows_by_sha, engine, list(left))
-            except Exception:  # noqa: BLE001 - database down past the deadline, or timed out
-                rows = {}
-                if remaining() <= 0:
-                    break
-            queue_idle = None
-            for sha, item in list(left.items()):
-                row = rows.get(sha)
-                if row is not None:
-                    last_ids[sha] = row["upload_id"]
-                if row is None:
-                    reason = _ingest_rejection(item)
-                    if reason:
-                        del left[sha]
-                        yield _record(item, None, "failed", reason)
-                        continue
-                    if remaining() < 1:
-                        continue
-                    if item.sends == 0:
-                        _send_ingest(app, item)  # its first send failed: the broker was down
-                    elif time.monotonic() - item.sent_at > RESEND_INGEST_AFTER:
-                        if queue_idle is None:
-                            depths = queue_depths(app) if remaining() > 8 else None
-                            queue_idle = depths is not None and depths.get("ingest", 0) == 0
-                        if queue_idle:
-                            _send_ingest(app, item)
-                    continue
-                if wait and row["status"] not in ("done", "failed"):
-                    continue
-                del left[sha]
-                status = _first_status(row, wall_started, _ingest_answer(item))
-                try:
-                    yield call(record_for, storage, path=str(item.path), sha256=sha,
-                               upload_id=row["upload_id"], status=status,
-                               error=row["error"])
-                except Exception:  # noqa: BLE001 - the row said it: report it without extras
-                    yield _record(item, row["upload_id"], "failed" if row["status"] == "failed"
-                                  else ("done" if status == "queued" and wait else status),
-                                  row["error"])
-            if not left or remaining() <= 0:
-                break
-            time.sleep(max(0.0, min(POLL_INTERVAL, remaining())))
-    finally:
+        loop = self.loop
+        return loop.run_until_complete(asyncio.wait_for(
+            faults.retrying(fn, *args, deadline=loop.time() + max(0.0, self.remaining()),
+                            what="reading upload status", **kwargs),
+            timeout=max(0.1, self.remaining())))
+
+    def run(self):
         try:
-            loop.run_until_complete(asyncio.wait_for(engine.dispose(), timeout=5))
-        except Exception:  # noqa: BLE001
-            pass
-    for sha, item in left.items():
-        upload_id = last_ids.get(sha)
-        yield _record(item, upload_id, "pending",
-                      "still pending at the timeout" + ("" if upload_id else
-                                                        " (not ingested yet)"))
+            while self.left:
+                try:
+                    rows = self.call(_rows_by_sha, self.engine, list(self.left))
+                except Exception:  # noqa: BLE001 - database down past the deadline, or timed out
+                    rows = {}
+                    if self.remaining() <= 0:
+                        break
+                self.queue_idle = None
+                for sha, item in list(self.left.items()):
+                    row = rows.get(sha)
+                    record = self._unseen(item) if row is None else self._seen(item, row)
+                    if record is not None:
+                        del self.left[sha]
+                        yield record
+                if not self.left or self.remaining() <= 0:
+                    break
+                time.sleep(max(0.0, min(POLL_INTERVAL, self.remaining())))
+        finally:
+            with contextlib.suppress(Exception):
+                self.loop.run_until_complete(asyncio.wait_for(self.engine.dispose(), timeout=5))
+        for sha, item in self.left.items():
+            upload_id = self.last_ids.get(sha)
+            yield _record(item, upload_id, "pending",
+                          "still pending at the timeout" + ("" if upload_id else
+                                                            " (not ingested yet)"))
+
+    def _unseen(self, item: _Sent) -> FileRecord | None:
+        """No upload row yet: failed if ingest rejected the message; else its ingest is sent
+        again when the first send failed, or when it looks lost (old, and the queue idle)."""
+        from service.queues import queue_depths
+
+        reason = _ingest_rejection(item)
+        if reason:
+            return _record(item, None, "failed", reason)
+        if self.remaining() < 1:
+            return None
+        if item.sends == 0:
+            _send_ingest(self.app, item)  # its first send failed: the broker was down
+        elif time.monotonic() - item.sent_at > RESEND_INGEST_AFTER:
+            if self.queue_idle is None:
+                depths = (queue_depths(self.app) if self.remaining() > ASK_QUEUES_WITH_SECONDS_LEFT
+                          else None)
+                self.queue_idle = depths is not None and depths.get("ingest", 0) == 0
+            if self.queue_idle:
+                _send_ingest(self.app, item)
+        return None
+
+    def _seen(self, item: _Sent, row: dict) -> FileRecord | None:
+        """The file's record once its upload is finished (``wait``) or exists (no ``wait``)."""
+        from skygate.batch import record_for
+
+        self.last_ids[item.sha256] = row["upload_id"]
+        if self.wait and row["status"] not in ("done", "failed"):
+            return None
+        status = _first_status(row, self.wall_started, _ingest_answer(item))
+        try:
+            return self.call(record_for, self.storage, path=str(item.path), sha256=item.sha256,
+                             upload_id=row["upload_id"], status=status, error=row["error"])
+        except Exception:  # noqa: BLE001 - the row said it: report it without extras
+            return _record(item, row["upload_id"], "failed" if row["status"] == "failed"
+                           else ("done" if status == "queued" and self.wait else status),
+                           row["error"])
 
 
 def _first_status(row: dict, started: datetime, answer: dict | None) -> str:
@@ -235,10 +246,9 @@ def _first_status(row: dict, started: datetime, answer: dict | None) -> str:
     return "queued"
 
 
-def _record(item: _Sent, upload_id, status: str, error: str | None) -> dict:
-    return {"path": str(item.path), "sha256": item.sha256, "upload_id": upload_id,
-            "status": status, "is_ai_generated": None, "confidence": None, "methods": {},
-            "error": error}
+def _record(item: _Sent, upload_id, status: str, error: str | None) -> FileRecord:
+    return file_record(path=str(item.path), sha256=item.sha256, upload_id=upload_id,
+                       status=status, error=error)
 
 
 async def _rows_by_sha(engine, shas: list[str]) -> dict[str, dict]:

@@ -27,42 +27,13 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from schemas.settings import Settings
+from service.queues import queue_depths
 from storage import faults
 
 log = logging.getLogger("skygate.recovery")
 
 BUSY_FACTOR = 6
 _sweeper: dict = {}
-
-
-def queue_depths(app) -> dict[str, int] | None:
-    """Ready messages per queue (``None`` when the broker cannot be asked)."""
-    depths: dict[str, int] = {}
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=5)
-            channel = conn.channel()
-            try:
-                for queue in app.conf.task_queues or ():
-                    try:
-                        _, count, _ = channel.queue_declare(queue=queue.name, passive=True)
-                    except Exception:  # noqa: BLE001 - a queue not declared yet is empty
-                        count = 0
-                        try:
-                            channel.close()
-                        except Exception:  # noqa: BLE001
-                            pass
-                        channel = conn.channel()
-                    depths[queue.name] = int(count or 0)
-            finally:
-                try:
-                    channel.close()
-                except Exception:  # noqa: BLE001
-                    pass
-    except Exception as exc:  # noqa: BLE001
-        log.warning("cannot read queue depths: %s: %s", type(exc).__name__, exc)
-        return None
-    return depths
 
 
 async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
