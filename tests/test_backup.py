@@ -14,7 +14,13 @@ import pytest
 import sqlalchemy as sa
 
 from schemas.settings import Settings
-from storage.backup import ChecksumMismatch, TargetNotEmpty, create_backup, restore_backup
+from storage.backup import (
+    BackupError,
+    ChecksumMismatch,
+    TargetNotEmpty,
+    create_backup,
+    restore_backup,
+)
 from storage.blobs import blob_store_for
 from storage.migrate import head_revision
 from tests.conftest import _pg_admin, run
@@ -91,6 +97,10 @@ async def _state(settings: Settings) -> dict:
                 indexes = [ix async for ix in await db[name].list_indexes()]
                 state[f"{name}.indexes"] = sorted(
                     (tuple(ix["key"].items()), bool(ix.get("unique"))) for ix in indexes)
+                # Validators and other options, as listCollections reports them (nx-27017
+                # reports none; a real MongoDB, SKYGATE_TEST_MONGO_URL, its $jsonSchema).
+                infos = [i async for i in await db.list_collections(filter={"name": name})]
+                state[f"{name}.options"] = [i.get("options") for i in infos]
         finally:
             await client.close()
     blob_root = settings.blob_dir
@@ -278,6 +288,17 @@ def test_damaged_backup_is_named_and_nothing_restored(embedded, tmp_path, damage
     assert list(failed.value.problems) == [name]
     assert name in str(failed.value) and "nothing restored" in str(failed.value)
     _assert_nothing_restored(target)
+
+
+def test_restore_refuses_a_target_of_another_kind(embedded, tmp_path):
+    backup = embedded["backup"]
+    with_mongo = Settings(data_dir=tmp_path / "a", mongo_url="mongodb://127.0.0.1:9/x")
+    with pytest.raises(BackupError, match="embedded in its SQL database"):
+        run(restore_backup(with_mongo, backup))
+    on_postgres = Settings(data_dir=tmp_path / "b", database_url="postgresql://u@127.0.0.1/x")
+    with pytest.raises(BackupError, match="holds a sqlite database but the target is post"):
+        run(restore_backup(on_postgres, backup))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_a_failed_backup_leaves_no_folder(tmp_path):
