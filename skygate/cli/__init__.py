@@ -10,6 +10,7 @@ module             commands
 ``accounts``       ``users …``, ``keys …``
 ``serve``          ``api``, ``flower``
 ``operations``     ``doctor``, ``retry``, ``rescore``, ``recover``, ``blobs gc``
+``backup``         ``backup``, ``restore``
 ``_common``        helpers shared by several of them
 =================  ===============================================================
 
