@@ -6,7 +6,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+# The registered methods' names, in registry order: the source of truth is
+# pipeline.methods.registry (schemas never import pipeline); kept here for skygate/batch.py's
+# CSV columns, and tests/test_registry.py checks that the two agree.
 METHOD_NAMES = ("exif", "prnu", "ela", "texture", "model")
+
+#: |p − 0.5| below this is "uncertain": no verdict (a calibration or configuration may
+#: override it per method).
+UNCERTAIN_BAND = 0.15
+#: The decision point: above it a probability says "AI".
+EVEN_ODDS = 0.5
 
 
 class MethodResult(BaseModel):
@@ -34,11 +43,12 @@ class MethodResult(BaseModel):
         return self.status != "ok" or self.ai_probability is None
 
 
-def verdict_from_probability(p: float | None, *, band: float) -> tuple[bool | None, float]:
+def verdict_from_probability(p: float | None, *, band: float = UNCERTAIN_BAND
+                             ) -> tuple[bool | None, float]:
     """Map a probability to (verdict, confidence); inside ``0.5 ± band`` the verdict is None."""
     if p is None:
         return None, 0.0
     confidence = max(p, 1.0 - p)
-    if abs(p - 0.5) < band:
+    if abs(p - EVEN_ODDS) < band:
         return None, confidence
-    return p > 0.5, confidence
+    return p > EVEN_ODDS, confidence

@@ -20,8 +20,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.features import neutralise  # noqa: E402
-from pipeline.model import detect_model, load_model  # noqa: E402
+from pipeline.imaging import neutralise  # noqa: E402
+from pipeline.methods.model import detect_model, load_model  # noqa: E402
 from storage.seed import default_model_configuration  # noqa: E402
 
 

@@ -30,7 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.features import ASSETS, METHOD_FEATURES, MODEL_FEATURES  # noqa: E402
+from pipeline.calibration import ASSETS  # noqa: E402
+from pipeline.features import METHOD_FEATURES, MODEL_FEATURES  # noqa: E402
 from pipeline.metrics import expected_calibration_error, roc_auc, tpr_at_fpr  # noqa: E402
 from scripts.build_clip_encoder import cut, source_model  # noqa: E402
 from scripts.training import clip_features, forensic, stacking  # noqa: E402

@@ -4,12 +4,14 @@ step at a time; the embedded runner (``run_all``) calls them in one process."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from dataclasses import asdict
 from datetime import UTC, datetime
 
 import numpy as np
+from PIL import Image
 
 from pipeline import ensemble
 from pipeline.decode import (
@@ -20,12 +22,18 @@ from pipeline.decode import (
     pixels_to_bytes,
 )
 from pipeline.document import build_metadata_document
-from pipeline.ela import to_png
-from pipeline.exif import analyze_metadata
-from pipeline.features import neutralise
 from pipeline.heatmap import anomalies_from_map, combine_block_maps, render_heatmap
-from pipeline.methods import detect_ela, detect_prnu, detect_texture
-from pipeline.model import detect_model
+from pipeline.imaging import neutralise
+from pipeline.methods.registry import (
+    CONFIG,
+    NATIVE_PIXELS,
+    NEUTRAL_PIXELS,
+    ORIGINAL_BYTES,
+    REGISTRY,
+    SETTINGS,
+    Method,
+    needs_of,
+)
 from schemas.results import MethodResult
 from schemas.settings import Settings
 from storage import blobrefs
@@ -39,7 +47,7 @@ log = logging.getLogger("skygate.pipeline")
 async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
                   may_count: bool = True, recovered: bool = False
                   ) -> tuple[str | None, list[str]]:
-    """Decode once; cache native and neutral pixels and a thumbnail in the blob store.
+    """Decode once; cache the pixels the active methods read and a thumbnail (blob store).
 
     Returns (manifest blob key, active method names), or (None, []) when the upload failed.
     ``may_count``: False for a retry or a recovery re-dispatch (no worker died on it).
@@ -79,27 +87,37 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
         return None, []
 
 
+# The pixel caches prepare can make, by the input they serve: the manifest field that names
+# the blob, and how to make the pixels from the decoded image.
+_PIXEL_CACHES = {
+    NATIVE_PIXELS: ("native_key", lambda rgb: rgb),
+    NEUTRAL_PIXELS: ("neutral_key", neutralise),
+}
+
+
 async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, decoded
                            ) -> tuple[str, list[str]]:
     rgb = decoded.rgb
-    native_key = await blobrefs.store(storage, upload_id, pixels_to_bytes(rgb), suffix=".npy",
-                                      kind="native_pixels")
-    neutral_key = await blobrefs.store(storage, upload_id, pixels_to_bytes(neutralise(rgb)),
-                                       suffix=".npy", kind="neutral_pixels")
+    methods = list(await repo.active_methods(storage.engine))
+    needs = needs_of(methods)
+    caches = {}
+    # Only the pixels an active method reads are made and cached.
+    for need, (field, make) in _PIXEL_CACHES.items():
+        if need in needs:
+            caches[field] = await blobrefs.store(storage, upload_id, pixels_to_bytes(make(rgb)),
+                                                 suffix=".npy", kind=need)
     thumb_key = await blobrefs.store(storage, upload_id, make_thumbnail(rgb), suffix=".jpg",
                                      kind="thumbnail")
     await repo.set_thumbnail(storage.engine, upload_id, thumb_key)
     manifest = {
         "upload_id": upload_id, "user_id": upload["user_id"],
         "file_name": upload["original_file_name"],
-        "original_key": upload["file_path"], "native_key": native_key,
-        "neutral_key": neutral_key, "thumbnail_key": thumb_key,
+        "original_key": upload["file_path"], **caches, "thumbnail_key": thumb_key,
         "file_info": asdict(decoded.info),
     }
     manifest_key = await blobrefs.store(storage, upload_id,
                                         json.dumps(manifest, sort_keys=True).encode(),
                                         suffix=".json", kind="manifest")
-    methods = list(await repo.active_methods(storage.engine))
     await repo.touch(storage.engine, upload_id, "detecting")
     return manifest_key, methods
 
@@ -128,32 +146,57 @@ async def detect(storage: Storage, settings: Settings, upload_id: int, method: s
     return result
 
 
-async def _run_method(storage: Storage, settings: Settings, method: str,
+async def _run_method(storage: Storage, settings: Settings, name: str,
                       manifest: dict) -> MethodResult:
-    if method == "exif":
-        return analyze_metadata(storage.blobs.get(manifest["original_key"]))
-    if method == "model":
-        configs = await storage.documents.active_configurations("model")
+    method = REGISTRY.get(name)
+    if method is None:
+        return MethodResult(method=name, status="skipped",
+                            details={"abstain_reason": f"no implementation for method {name!r}"})
+    inputs: dict = {}
+    config_name = None
+    if CONFIG in method.needs:
+        configs = await storage.documents.active_configurations(method.config_type)
         if not configs:
-            return MethodResult(method="model", status="skipped",
-                                details={"abstain_reason": "no active model configuration"})
-        params = configs[0].parameters.model_dump()
-        result = detect_model(_pixels(storage, manifest["neutral_key"]), params)
-        result.details["config_name"] = configs[0].config_name
-        return result
-    native = _pixels(storage, manifest["native_key"])
-    neutral = _pixels(storage, manifest["neutral_key"])
-    if method == "prnu":
-        return detect_prnu(native, neutral)
-    if method == "texture":
-        return detect_texture(native, neutral)
-    if method == "ela":
-        result, image = detect_ela(native, neutral, quality=settings.ela_quality)
-        result.details["ela_image_path"] = await blobrefs.store(
-            storage, manifest["upload_id"], to_png(image), suffix=".png", kind="ela")
-        return result
-    return MethodResult(method=method, status="skipped",
-                        details={"abstain_reason": f"no implementation for method {method!r}"})
+            return MethodResult(method=name, status="skipped", details={
+                "abstain_reason": f"no active {method.config_type} configuration"})
+        inputs[CONFIG] = configs[0].parameters.model_dump()
+        config_name = configs[0].config_name
+    for need in method.needs - {CONFIG}:
+        inputs[need] = _load_input(storage, settings, need, manifest, name)
+    finding = method.execute(inputs)
+    result = finding.result
+    if config_name is not None:
+        result.details["config_name"] = config_name
+    await _store_pictures(storage, manifest["upload_id"], method, finding, result)
+    return result
+
+
+def _load_input(storage: Storage, settings: Settings, need: str, manifest: dict, name: str):
+    if need == ORIGINAL_BYTES:
+        return storage.blobs.get(manifest["original_key"])
+    if need == SETTINGS:
+        return settings
+    field = _PIXEL_CACHES[need][0]
+    if not manifest.get(field):
+        raise LookupError(f"method {name!r} needs {need}, which prepare did not cache "
+                          "(was the method activated while this upload was in flight?)")
+    return _pixels(storage, manifest[field])
+
+
+async def _store_pictures(storage: Storage, upload_id: int, method: Method, finding,
+                          result: MethodResult) -> None:
+    """Store the pictures a method made; their blob keys go into the result's details."""
+    for kind, picture in finding.pictures.items():
+        key = await blobrefs.store(storage, upload_id, picture.data, suffix=picture.suffix,
+                                   kind=kind)
+        result.details[method.pictures.get(kind, f"{kind}_path")] = key
+
+
+def _picture_keys(by_method: dict[str, dict]) -> dict[str, str | None]:
+    """Picture kind → blob key, from each method's result details."""
+    return {kind: (by_method.get(name) or {}).get(detail_key)
+            for name, method in REGISTRY.items()
+            for kind, detail_key in method.pictures.items()}
 
 
 def error_result(method: str, exc: BaseException) -> MethodResult:
@@ -186,9 +229,9 @@ async def _abandon(storage: Storage, upload_id: int, manifest_key: str, raw_resu
                    ) -> None:
     """The upload is gone: remove its document and any blob of this run nothing references."""
     keys = {manifest_key}
-    for raw in raw_results:
-        if isinstance(raw, dict):
-            keys.add((raw.get("details") or {}).get("ela_image_path"))
+    details = {raw.get("method"): raw.get("details") or {}
+               for raw in raw_results if isinstance(raw, dict)}
+    keys |= set(_picture_keys(details).values())
     try:
         manifest = json.loads(storage.blobs.get(manifest_key))
         keys |= {manifest.get(k) for k in ("native_key", "neutral_key", "thumbnail_key")}
@@ -220,14 +263,13 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     verdict = ensemble.aggregate(list(by_method.values()), weights)
 
     manifest = json.loads(storage.blobs.get(manifest_key))
-    maps = {m: r.block_map for m, r in by_method.items() if r.block_map and m in ("prnu", "texture")}
+    maps = {m: r.block_map for m, r in by_method.items()
+            if r.block_map and m in REGISTRY and REGISTRY[m].in_heatmap}
     # The heatmap shows where the forensic maps see structure, whatever weight their vote
     # has in the verdict (a weight of 0 keeps them as pictures and evidence).
     combined = combine_block_maps(maps)
     heatmap_key, anomalies = None, []
     if combined is not None:
-        from PIL import Image
-        import io
         thumb = np.asarray(Image.open(io.BytesIO(storage.blobs.get(manifest["thumbnail_key"])))
                            .convert("RGB"))
         heatmap_key = await blobrefs.store(storage, upload_id, render_heatmap(combined, thumb),
@@ -263,9 +305,9 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
         heatmap_path=heatmap_key, anomalies=anomalies)
     doc.blob_keys = {k: v for k, v in {
         "original": manifest["original_key"], "thumbnail": manifest["thumbnail_key"],
-        "native_pixels": manifest["native_key"], "neutral_pixels": manifest["neutral_key"],
+        "native_pixels": manifest.get("native_key"), "neutral_pixels": manifest.get("neutral_key"),
         "manifest": manifest_key, "heatmap": heatmap_key,
-        "ela": (by_method["ela"].details.get("ela_image_path") if "ela" in by_method else None),
+        **_picture_keys({m: r.details for m, r in by_method.items()}),
     }.items() if v}
     earlier = await storage.documents.get_detection_metadata(result_id)
     if earlier is not None:
@@ -322,6 +364,6 @@ async def run_all_or_fail(storage: Storage, settings: Settings, upload_id: int) 
     recorded on the upload as its failure, never raised, so one file never loses a batch."""
     try:
         await run_all(storage, settings, upload_id)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log.exception("detection failed", extra={"upload_id": upload_id})
         await repo.mark_failed(storage.engine, upload_id, f"{type(exc).__name__}: {exc}")

@@ -159,7 +159,7 @@ def _check_object_store(settings: Settings) -> Check:
 
 
 async def check_model(storage) -> Check:
-    from pipeline.model import load_model
+    from pipeline.methods.model import load_model
 
     try:
         configs = await asyncio.wait_for(storage.documents.active_configurations("model"), 10)

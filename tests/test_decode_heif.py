@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from pipeline.decode import InvalidImage, decode_image, sniff_format, validate_image
-from pipeline.exif import analyze_metadata
+from pipeline.methods.exif import analyze_metadata
 from tests.conftest import ROOT, corpus_dir
 from tests.images import noisy_photo
 

@@ -6,20 +6,25 @@ import numpy as np
 import pytest
 
 from pipeline import ensemble
-from pipeline.decode import decode_image
-from pipeline.ela import ela
-from pipeline.exif import analyze_metadata
-from pipeline.features import load_calibration, neutralise
-from pipeline.methods import detect_ela, detect_prnu, detect_texture
+from pipeline.calibration import load_calibration
 from pipeline.clip import ModelFileError, clip_input
-from pipeline.model import detect_model, load_model, resolve_model_path
-from pipeline.prnu import enroll_fingerprint, luminance, pce, periodic_peak_score, noise_residual
-from pipeline.texture import texture_statistics
+from pipeline.decode import decode_image
+from pipeline.imaging import luminance, neutralise
+from pipeline.methods.ela import detect_ela, ela
+from pipeline.methods.exif import analyze_metadata
+from pipeline.methods.model import detect_model, load_model, resolve_model_path
+from pipeline.methods.prnu import (
+    detect_prnu,
+    enroll_fingerprint,
+    noise_residual,
+    pce,
+    periodic_peak_score,
+)
+from pipeline.methods.texture import detect_texture, texture_statistics
 from schemas.results import MethodResult
 from storage.seed import default_model_configuration, forensic_model_configuration
 from tests.conftest import ROOT, corpus_dir
 from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
-
 
 # --- exif -----------------------------------------------------------------------------------
 
@@ -50,8 +55,9 @@ def test_xmp_digital_source_type_declares_ai():
     xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description '
            'Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/'
            'trainedAlgorithmicMedia"/></rdf:RDF></x:xmpmeta>')
-    from PIL import Image
     import io
+
+    from PIL import Image
     out = io.BytesIO()
     Image.fromarray(smooth_scene()).save(out, format="JPEG", xmp=xmp.encode())
     r = analyze_metadata(out.getvalue())
@@ -98,7 +104,8 @@ def test_periodic_peaks_found_in_upsampled_noise():
     plain = rng.normal(0, 10, (256, 256))
     # Transposed-convolution upsamplers leave a small tile repeated every stride pixels.
     checkerboard = plain + np.tile(rng.normal(0, 3, (4, 4)), (64, 64))
-    assert periodic_peak_score(checkerboard)["period4"] > periodic_peak_score(plain)["period4"] + 0.5
+    baseline = periodic_peak_score(plain)["period4"]
+    assert periodic_peak_score(checkerboard)["period4"] > baseline + 0.5
 
 
 def test_fingerprint_enrolment_and_pce_match_only_the_same_camera():
@@ -147,7 +154,7 @@ def test_ela_image_shape_and_amplification():
     arr = noisy_photo()
     out = ela(arr, quality=90)
     assert out.shape == arr.shape and out.dtype == np.uint8 and out.max() > 100
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"quality must be in 1\.\.100"):
         ela(arr, quality=0)
 
 
@@ -188,7 +195,7 @@ def test_forensic_model_stays_available_as_a_configuration():
 
 
 def test_missing_model_file_raises_clearly(tmp_path):
-    with pytest.raises(ModelFileError, match="model file not found: .*none.onnx"):
+    with pytest.raises(ModelFileError, match=r"model file not found: .*none\.onnx"):
         detect_model(neutralise(noisy_photo()), {"model_path": str(tmp_path / "none.onnx")})
 
 
@@ -197,10 +204,10 @@ def test_truncated_or_replaced_encoder_is_named(tmp_path):
     shipped = resolve_model_path(params["encoder_path"])
     cut = tmp_path / "clip_truncated.onnx"
     cut.write_bytes(shipped.read_bytes()[:100_000])
-    with pytest.raises(ModelFileError, match="clip_truncated.onnx does not match its SHA-256"):
+    with pytest.raises(ModelFileError, match=r"clip_truncated\.onnx does not match its SHA-256"):
         load_model({**params, "encoder_path": str(cut)})
     # Without a recorded hash the damage still surfaces as a load error naming the file.
-    with pytest.raises(ModelFileError, match="clip_truncated.onnx cannot be loaded"):
+    with pytest.raises(ModelFileError, match=r"clip_truncated\.onnx cannot be loaded"):
         detect_model(neutralise(noisy_photo()),
                      {**params, "encoder_path": str(cut), "encoder_sha256": None})
 
@@ -272,7 +279,7 @@ def test_shipped_ensemble_matches_the_weights_migration():
     shipped = json.loads((ASSETS / "ensemble.json").read_text())
     assert {m: w for m, w in migration.WEIGHTS.items() if m != "exif"} == shipped["weights"]
     assert shipped["real_at"] < 0.5 <= shipped["ai_at"]
-    assert ensemble.ALGORITHM_VERSION == shipped["algorithm_version"]
+    assert shipped["algorithm_version"] == ensemble.ALGORITHM_VERSION
 
 
 def test_abstentions_and_errors_do_not_vote():

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import logging
-
 from functools import lru_cache
 
 from celery import Task, chord
-from celery.exceptions import (Ignore, Reject, Retry, SoftTimeLimitExceeded,
-                               TimeLimitExceeded)
-from celery.signals import (task_postrun, task_prerun, worker_init, worker_process_shutdown,
-                            worker_ready, worker_shutdown)
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 from pydantic import ValidationError
 
+from pipeline.methods.registry import REGISTRY
 from schemas.messages import IngestRequest
-from schemas.results import METHOD_NAMES
 from schemas.settings import Settings
+from service import detection, runtime
+from service import ingest as ingest_step
 from service.logs import bind_upload
 from storage import faults
-from service import detection, ingest, runtime
 from workers import app, recovery
 
 log = logging.getLogger("skygate.tasks")
@@ -69,7 +74,7 @@ class Reliable(Task):
                 raise Ignore() from exc
 
 
-RELIABLE = dict(base=Reliable, acks_late=True, reject_on_worker_lost=True)
+RELIABLE = {"base": Reliable, "acks_late": True, "reject_on_worker_lost": True}
 
 
 @worker_init.connect
@@ -125,7 +130,7 @@ def ingest(**kwargs) -> dict:
         log.error("rejected ingest message: %s", exc.errors(include_url=False))
         return {"status": "rejected", "error": str(exc)}
     try:
-        outcome = runtime.run(ingest.ingest_request, request)
+        outcome = runtime.run(ingest_step.ingest_request, request)
     except (FileNotFoundError, KeyError) as exc:
         log.error("ingest source not found: %s", exc)
         return {"status": "rejected", "error": f"source not found: {exc}"}
@@ -162,7 +167,7 @@ def _make_detect_task(method: str):
             log.error("method %s hit its soft time limit on upload %s", method, upload_id)
             result = detection.error_result(method, TimeoutError(
                 f"time limit of {app.conf.task_soft_time_limit}s exceeded"))
-        except Exception as exc:  # noqa: BLE001 - status=error keeps the chord alive
+        except Exception as exc:  # status=error keeps the chord alive
             if faults.is_transient(exc):
                 raise  # Reliable retries it
             # detection.detect has logged which method, which file and why.
@@ -178,7 +183,7 @@ def _make_detect_task(method: str):
     return app.task(name=f"skygate.detect.{method}", **RELIABLE)(detect)
 
 
-DETECT_TASKS = {m: _make_detect_task(m) for m in METHOD_NAMES}
+DETECT_TASKS = {m: _make_detect_task(m) for m in REGISTRY}
 
 
 @app.task(name="skygate.aggregate", **RELIABLE)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.decode import InvalidImage, decode_image
-from pipeline.features import METHOD_FEATURES, MODEL_FEATURES, compute_features, neutralise
+from pipeline.features import METHOD_FEATURES, MODEL_FEATURES, compute_features
+from pipeline.imaging import neutralise
 from scripts.training.probe import fit_probe, probe_logit
 
 C = 0.3

@@ -8,7 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.features import neutralise
+from pipeline.imaging import neutralise
 
 
 def augment(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -7,9 +7,33 @@ are what the corpus notes found to survive format neutralisation.
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 
-from pipeline.prnu import block_view
+from pipeline.imaging import MAX_SIDE, block_view, center_crop, luminance, too_small
+from pipeline.methods.base import (
+    NATIVE_PIXELS,
+    NEUTRAL_PIXELS,
+    Method,
+    abstain,
+    confidence_of,
+    rounded,
+    scored,
+    suspicious,
+    too_small_reason,
+)
+from schemas.documents import TextureAnalysis
+from schemas.results import MethodResult
+
+#: The format-neutral features this method's calibration reads.
+FEATURES = ["smooth_share", "lbp_entropy", "spectral_slope", "log_gradient_tail"]
+GRAY_NDIM = 2
+MIN_GRAY_SIDE = 16
+MAX_UNIFORM_TRANSITIONS = 2  # "uniform" LBP patterns (Ojala 2002)
+MIN_SLOPE_POINTS = 4  # radial frequencies needed to fit a slope
+FREQ_START = 2  # the lowest radial frequencies are the window's, not the image's
 
 
 def lbp_codes(gray: np.ndarray) -> np.ndarray:
@@ -29,7 +53,7 @@ def _uniform_lbp_histogram(codes: np.ndarray) -> np.ndarray:
     transitions = np.array(
         [bin((c ^ ((c >> 1) | ((c & 1) << 7))) & 0xFF).count("1") for c in range(256)]
     )
-    uniform = transitions <= 2
+    uniform = transitions <= MAX_UNIFORM_TRANSITIONS
     mapping = np.full(256, uniform.sum(), dtype=np.int64)
     mapping[uniform] = np.arange(uniform.sum())
     hist = np.bincount(mapping[codes.ravel()], minlength=uniform.sum() + 1).astype(np.float64)
@@ -49,10 +73,10 @@ def spectral_slope(gray: np.ndarray) -> float:
                               indexing="ij")).astype(np.int64)
     radial = np.bincount(r.ravel(), power.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
     top = min(rows, cols) // 2
-    freqs = np.arange(2, top)
-    if freqs.size < 4:
+    freqs = np.arange(FREQ_START, top)
+    if freqs.size < MIN_SLOPE_POINTS:
         return float("nan")
-    slope, _ = np.polyfit(np.log(freqs), np.log(radial[2:top] + 1e-9), 1)
+    slope, _ = np.polyfit(np.log(freqs), np.log(radial[FREQ_START:top] + 1e-9), 1)
     return float(slope)
 
 
@@ -72,7 +96,7 @@ def texture_statistics(gray: np.ndarray, *, block: int = 32) -> dict:
     ``lbp_entropy`` (bits), ``spectral_slope`` and ``block_map`` (rows of columns in [0, 1],
     the share of very smooth 8×8 blocks in each ``block`` × ``block`` tile).
     """
-    if gray.ndim != 2 or min(gray.shape) < 16:
+    if gray.ndim != GRAY_NDIM or min(gray.shape) < MIN_GRAY_SIDE:
         raise ValueError(f"need a 2-D image of at least 16×16, got {gray.shape}")
     block_std = block_view(gray, 8).std(axis=(2, 3))
     drow, dcol = np.gradient(gray)
@@ -82,7 +106,8 @@ def texture_statistics(gray: np.ndarray, *, block: int = 32) -> dict:
     nz = hist[hist > 0]
     smooth = (block_std < 1.0).astype(np.float64)
     per_tile = max(1, block // 8)
-    tiles = block_view(smooth, per_tile).mean(axis=(2, 3)) if min(smooth.shape) >= per_tile else smooth
+    tiles = (block_view(smooth, per_tile).mean(axis=(2, 3)) if min(smooth.shape) >= per_tile
+             else smooth)
     return {
         "smooth_share": float(smooth.mean()),
         "local_variance": float(np.median(block_std ** 2)),
@@ -92,3 +117,45 @@ def texture_statistics(gray: np.ndarray, *, block: int = 32) -> dict:
         "spectral_slope": spectral_slope(gray),
         "block_map": tiles,
     }
+
+
+# --- the method -------------------------------------------------------------------------------
+
+
+def features(rgb: np.ndarray, gray: np.ndarray) -> tuple[dict[str, float], dict]:
+    """The calibrated features of an (already neutralised) image, and the raw statistics."""
+    tex = texture_statistics(gray)
+    return {
+        "smooth_share": tex["smooth_share"],
+        "lbp_entropy": tex["lbp_entropy"],
+        "spectral_slope": tex["spectral_slope"],
+        "log_gradient_tail": math.log(tex["gradient_tail"] + 1e-3),
+    }, tex
+
+
+def detect_texture(native: np.ndarray, neutral: np.ndarray, *,
+                   calibration: dict | None = None) -> MethodResult:
+    """Smoothness and micro-texture evidence: native statistics, calibrated neutral vote."""
+    started = time.perf_counter()
+    if too_small(native):
+        return abstain("texture", too_small_reason(), started)
+    raw = texture_statistics(luminance(center_crop(native, max_side=MAX_SIDE)))
+    details = {"smoothness_score": round(raw["smooth_share"], 4), "native": rounded(raw)}
+    found, _ = features(neutral, luminance(neutral))
+    return scored("texture", found, FEATURES, calibration, started, details, raw["block_map"])
+
+
+def _run(*, native_pixels: np.ndarray, neutral_pixels: np.ndarray) -> MethodResult:
+    return detect_texture(native_pixels, neutral_pixels)
+
+
+def _section(r: MethodResult | None) -> dict:
+    return {"pixel_analysis": {"texture_analysis": TextureAnalysis(
+        smoothness_score=(r.details.get("smoothness_score") if r else None),
+        is_suspicious=suspicious(r), confidence=confidence_of(r),
+        details=r.details if r else None,
+    )}}
+
+
+METHOD = Method(name="texture", needs=frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS}), run=_run,
+                document_section=_section, in_heatmap=True)

@@ -8,28 +8,31 @@ W = I − F(I) with F a wavelet-domain Wiener filter.
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 import pywt
 from scipy.ndimage import uniform_filter
 
-#: The residual is computed on at most this centre crop (no resampling) to bound the cost.
-MAX_SIDE = 2048
+from pipeline.imaging import MAX_SIDE, block_view, center_crop, luminance, too_small
+from pipeline.methods.base import (
+    NATIVE_PIXELS,
+    NEUTRAL_PIXELS,
+    Method,
+    abstain,
+    confidence_of,
+    rounded,
+    scored,
+    suspicious,
+    too_small_reason,
+)
+from schemas.documents import PrnuResults
+from schemas.results import MethodResult
 
-
-def luminance(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma of an (M, N, 3) uint8 image, as float64 in [0, 255]."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (M, N, 3) image, got shape {rgb.shape}")
-    rgb = rgb.astype(np.float64)
-    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
-
-
-def center_crop(image: np.ndarray, *, max_side: int) -> np.ndarray:
-    """The central ``max_side`` × ``max_side`` window (or the whole image if smaller)."""
-    rows, cols = image.shape[:2]
-    r0 = max(0, (rows - max_side) // 2)
-    c0 = max(0, (cols - max_side) // 2)
-    return image[r0:r0 + max_side, c0:c0 + max_side]
+#: The format-neutral features this method's calibration reads.
+FEATURES = ["log_flat_noise", "log_noise_ratio", "residual_kurtosis", "peak_max"]
+GRAY_NDIM = 2
 
 
 def wavelet_denoise(gray: np.ndarray, *, sigma0: float = 5.0, wavelet: str = "db8",
@@ -43,7 +46,7 @@ def wavelet_denoise(gray: np.ndarray, *, sigma0: float = 5.0, wavelet: str = "db
     sigma0 : float
         Assumed standard deviation of the noise to remove.
     """
-    if gray.ndim != 2:
+    if gray.ndim != GRAY_NDIM:
         raise ValueError("gray must be 2-D")
     levels = max(1, min(levels, pywt.dwtn_max_level(gray.shape, wavelet)))
     coeffs = pywt.wavedec2(gray, wavelet, level=levels, mode="periodization")
@@ -54,10 +57,8 @@ def wavelet_denoise(gray: np.ndarray, *, sigma0: float = 5.0, wavelet: str = "db
         for band in details:
             sq = band * band
             # Local signal variance: the smallest MAP estimate over 3..9 windows keeps edges.
-            var = np.min(
-                [np.maximum(uniform_filter(sq, size=w, mode="reflect") - s2, 0) for w in (3, 5, 7, 9)],
-                axis=0,
-            )
+            var = np.min([np.maximum(uniform_filter(sq, size=w, mode="reflect") - s2, 0)
+                          for w in (3, 5, 7, 9)], axis=0)
             bands.append(band * var / (var + s2))
         out.append(tuple(bands))
     den = pywt.waverec2(out, wavelet, mode="periodization")
@@ -72,13 +73,6 @@ def noise_residual(gray: np.ndarray) -> np.ndarray:
     return residual
 
 
-def block_view(image: np.ndarray, block: int) -> np.ndarray:
-    """(R, C, block, block) non-overlapping blocks, dropping the ragged border."""
-    rows, cols = (image.shape[0] // block) * block, (image.shape[1] // block) * block
-    trimmed = image[:rows, :cols]
-    return trimmed.reshape(rows // block, block, cols // block, block).swapaxes(1, 2)
-
-
 def periodic_peak_score(residual: np.ndarray) -> dict[str, float]:
     """Strength of periodic peaks in the residual spectrum at periods 2, 4, 8 and 16.
 
@@ -87,7 +81,7 @@ def periodic_peak_score(residual: np.ndarray) -> dict[str, float]:
     ``log10`` ratios; ~0 means no periodicity. Period 8 is also what JPEG's 8×8 grid makes.
     """
     scores = {}
-    for axis, name in ((0, "col"), (1, "row")):
+    for axis in (0, 1):  # columns, then rows
         spectrum = np.mean(np.abs(np.fft.rfft(residual, axis=axis)) ** 2, axis=1 - axis)
         n = residual.shape[axis]
         for period in (2, 4, 8, 16):
@@ -95,7 +89,7 @@ def periodic_peak_score(residual: np.ndarray) -> dict[str, float]:
                 continue
             ratios = []
             for k in range(1, period // 2 + 1):
-                idx = int(round(k * n / period))
+                idx = round(k * n / period)
                 if idx >= len(spectrum):
                     continue
                 lo, hi = max(1, idx - 8), min(len(spectrum), idx + 9)
@@ -185,3 +179,62 @@ def pce(gray: np.ndarray, fingerprint: np.ndarray, *, exclude: int = 5) -> float
     mask[np.ix_(rows, cols)] = False
     energy = np.mean(xc[mask] ** 2)
     return float(np.sign(peak) * peak ** 2 / (energy + 1e-12))
+
+
+# --- the method -------------------------------------------------------------------------------
+
+
+def features(rgb: np.ndarray, gray: np.ndarray) -> tuple[dict[str, float], dict]:
+    """The calibrated features of an (already neutralised) image, and the raw statistics."""
+    res = residual_statistics(gray)
+    peaks = res["peaks"]
+    return {
+        "log_flat_noise": math.log(res["flat_noise"] + 1e-3),
+        "log_noise_ratio": math.log(res["noise_ratio"] + 1e-3),
+        "residual_kurtosis": float(np.clip(res["residual_kurtosis"], -3, 50)),
+        # Period 8 is excluded: after the q90 round trip it is JPEG's grid, not a generator.
+        "peak_max": max([v for k, v in peaks.items() if k != "period8"] or [0.0]),
+    }, res
+
+
+def detect_prnu(native: np.ndarray, neutral: np.ndarray, *,
+                calibration: dict | None = None) -> MethodResult:
+    """Noise-residual evidence: native-resolution statistics, calibrated vote on the neutral view.
+
+    Parameters
+    ----------
+    native : (M, N, 3) uint8 ndarray
+        The decoded original.
+    neutral : (K, L, 3) uint8 ndarray
+        Its neutralised view (:func:`pipeline.imaging.neutralise`).
+    """
+    started = time.perf_counter()
+    if too_small(native):
+        return abstain("prnu", too_small_reason(), started)
+    raw = residual_statistics(luminance(center_crop(native, max_side=MAX_SIDE)))
+    peaks = raw["peaks"]
+    # The seed's pattern_score: the strongest periodic residual peak (log10 power ratio).
+    pattern = max([v for k, v in peaks.items()] or [0.0])
+    details = {
+        "pattern_score": round(pattern, 4),
+        "native": {**rounded({k: v for k, v in raw.items() if k != "peaks"}),
+                   "peaks": {k: round(v, 4) for k, v in peaks.items()}},
+    }
+    found, _ = features(neutral, luminance(neutral))
+    return scored("prnu", found, FEATURES, calibration, started, details, raw["block_map"])
+
+
+def _run(*, native_pixels: np.ndarray, neutral_pixels: np.ndarray) -> MethodResult:
+    return detect_prnu(native_pixels, neutral_pixels)
+
+
+def _section(r: MethodResult | None) -> dict:
+    return {"pixel_analysis": {"prnu_results": PrnuResults(
+        pattern_score=(r.details.get("pattern_score") if r else None),
+        is_suspicious=suspicious(r), confidence=confidence_of(r),
+        details=r.details if r else None,
+    )}}
+
+
+METHOD = Method(name="prnu", needs=frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS}), run=_run,
+                document_section=_section, in_heatmap=True)

@@ -21,12 +21,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.calibration import ASSETS
 from pipeline.clip import ModelFileError, clip_input, embed, encoder_session, sha256_of
-from pipeline.features import ASSETS, MIN_SIDE, MODEL_FEATURES, compute_features
-from schemas.results import MethodResult, verdict_from_probability
+from pipeline.features import MODEL_FEATURES, compute_features
+from pipeline.imaging import MIN_SIDE
+from pipeline.methods.base import CONFIG, NEUTRAL_PIXELS, Method, confidence_of
+from schemas.documents import ModelResult
+from schemas.results import UNCERTAIN_BAND, MethodResult, verdict_from_probability
 
 BUILTIN_PREFIX = "builtin:"
 FLAT_STD = 1.0  # grey levels: below this the image has no content to judge
+FEATURE_RANK, IMAGE_RANK = 2, 4  # (batch, F) and (batch, 3, H, W) model inputs
 
 
 def resolve_model_path(model_path: str) -> Path:
@@ -70,7 +75,7 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
     Parameters
     ----------
     neutral : (M, N, 3) uint8 ndarray
-        The neutralised view (:func:`pipeline.features.neutralise`).
+        The neutralised view (:func:`pipeline.imaging.neutralise`).
     parameters : dict
         The active ``system_configuration`` model parameters: ``model_path``, optional
         ``encoder_path``/``encoder_output`` (a feature probe), ``input_size``, ``threshold``
@@ -90,11 +95,11 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
         output = parameters.get("encoder_output") or encoder.get_outputs()[0].name
         x = embed(encoder, clip_input(neutral)[None], output=output)[output]
         details["encoder"] = {"name": encoder_path.stem, "output": output}
-    elif len(model_input.shape) == 2:
+    elif len(model_input.shape) == FEATURE_RANK:
         features, _ = compute_features(neutral, groups=("prnu", "texture"))
         x = np.array([[features[n] for n in MODEL_FEATURES]], dtype=np.float32)
         importance = {n: round(float(features[n]), 5) for n in MODEL_FEATURES}
-    elif len(model_input.shape) == 4:
+    elif len(model_input.shape) == IMAGE_RANK:
         size = parameters.get("input_size") or {"width": 224, "height": 224}
         img = Image.fromarray(neutral).resize((int(size["width"]), int(size["height"])),
                                               Image.Resampling.BILINEAR)
@@ -103,7 +108,8 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
         raise ValueError(f"unsupported model input shape {model_input.shape}")
     out = np.asarray(session.run(None, {model_input.name: x.astype(np.float32)})[0],
                      dtype=np.float64)
-    p = float(out[0, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(-1)[0])
+    # (batch, 2): column 1 is P(AI); (batch, 1): the only column is.
+    p = float(out[0, 1] if out.shape[1:] == (2,) else out.reshape(-1)[0])
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"model output {p} is not a probability")
     # Shift so that `threshold` maps to 0.5, keeping the result a probability-like score.
@@ -111,7 +117,7 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
     shifted = 0.5 + (p - threshold) / (2 * max(threshold, 1 - threshold))
     shifted = float(np.clip(shifted, 0.0, 1.0))
     verdict, confidence = verdict_from_probability(
-        shifted, band=float(parameters.get("uncertainty_band", 0.15)))
+        shifted, band=float(parameters.get("uncertainty_band", UNCERTAIN_BAND)))
     name, version = model_identity(path)
     return MethodResult(
         method="model", ai_probability=shifted, is_ai_generated=verdict,
@@ -119,3 +125,22 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
         details={"model_name": name, "model_version": version, "raw_probability": round(p, 5),
                  "threshold": threshold, "feature_importance": importance, **details},
     )
+
+
+def _run(*, neutral_pixels: np.ndarray, config: dict) -> MethodResult:
+    return detect_model(neutral_pixels, config)
+
+
+def _section(r: MethodResult | None) -> dict:
+    if r is None or not r.details.get("model_name"):
+        return {}
+    return {"model_results": [ModelResult(
+        model_name=r.details["model_name"], model_version=r.details["model_version"],
+        is_ai_generated=r.is_ai_generated, confidence=confidence_of(r),
+        processing_time=round(r.processing_time, 4),
+        feature_importance=r.details.get("feature_importance", {}),
+    )]}
+
+
+METHOD = Method(name="model", needs=frozenset({NEUTRAL_PIXELS, CONFIG}), run=_run,
+                document_section=_section, config_type="model")

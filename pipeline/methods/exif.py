@@ -8,6 +8,7 @@ all is no evidence: the method abstains.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -17,7 +18,9 @@ from datetime import UTC, datetime
 from PIL import ExifTags, Image
 
 from pipeline.decode import pil_formats  # importing decode also registers the HEIF opener
-from schemas.results import MethodResult
+from pipeline.methods.base import ORIGINAL_BYTES, Method, confidence_of
+from schemas.documents import AnalysisResult, ExifData, GpsCoordinates
+from schemas.results import EVEN_ODDS, MethodResult, verdict_from_probability
 from schemas.text import clean_text, cut_at_nul
 
 AI_SOURCE_TYPES = {
@@ -45,7 +48,10 @@ EDITOR_SOFTWARE = re.compile(
 )
 
 DECLARED_CONFIDENCE = 0.98
+DECLARED_CAPTURE_PROBABILITY = 0.10
 CAMERA_TAGS_PROBABILITY = 0.30  # weak: camera tags can be forged or copied
+FIRST_DIGITAL_YEAR = 1990  # an earlier capture date predates digital cameras
+MAX_LATITUDE, MAX_LONGITUDE = 90, 180
 
 
 def _exif_dict(img: Image.Image) -> dict:
@@ -53,7 +59,8 @@ def _exif_dict(img: Image.Image) -> dict:
     tags: dict = {}
     for tag, value in exif.items():
         tags[ExifTags.TAGS.get(tag, str(tag))] = value
-    try:
+    # Malformed IFDs are common: keep what could be read before the damage.
+    with contextlib.suppress(Exception):
         for ifd in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
             for tag, value in exif.get_ifd(ifd).items():
                 name = (ExifTags.GPSTAGS if ifd == ExifTags.IFD.GPSInfo else ExifTags.TAGS).get(
@@ -61,8 +68,6 @@ def _exif_dict(img: Image.Image) -> dict:
                 )
                 tags[("GPS" + name) if ifd == ExifTags.IFD.GPSInfo and not name.startswith(
                     "GPS") else name] = value
-    except Exception:  # noqa: BLE001 - malformed IFDs are common; keep what we could read
-        pass
     return tags
 
 
@@ -101,7 +106,7 @@ def _gps(tags: dict) -> dict | None:
         lon = to_degrees(tags["GPSLongitude"], tags.get("GPSLongitudeRef", "E"))
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+    if not (abs(lat) <= MAX_LATITUDE and abs(lon) <= MAX_LONGITUDE):
         return None
     return {"latitude": round(lat, 6), "longitude": round(lon, 6)}
 
@@ -166,8 +171,6 @@ def analyze_metadata(data: bytes) -> MethodResult:
     # Open with the format sniffed from content: HEIF and AVIF share ftyp brands (mif1).
     img = Image.open(io.BytesIO(data), formats=pil_formats(data))
     tags = _exif_dict(img)
-    anomalies: list[str] = []
-    evidence: list[str] = []
 
     make, model = _text(tags.get("Make")), _text(tags.get("Model"))
     software = _text(tags.get("Software"))
@@ -190,45 +193,13 @@ def analyze_metadata(data: bytes) -> MethodResult:
     generator_software = [t for t in software_texts if GENERATOR_SOFTWARE.search(t)]
     editor_software = [t for t in software_texts if EDITOR_SOFTWARE.search(t)]
 
-    if created and created > datetime.now(UTC):
-        anomalies.append("capture date is in the future")
-    if created and created.year < 1990:
-        anomalies.append(f"capture date {created.year} predates digital cameras")
-    if editor_software:
-        anomalies.append(f"edited with {editor_software[0][:60]}")
-    if (make or model) and generator_chunks:
-        anomalies.append("camera tags together with generator metadata")
-    if c2pa_info and c2pa_info.get("present") and not c2pa_info.get("readable"):
-        anomalies.append("C2PA manifest present but unreadable")
-    elif c2pa_info and c2pa_info.get("validation_state") == "Invalid":
-        anomalies.append("C2PA manifest fails validation")
-
-    # --- decide: declared provenance first, camera tags as weak evidence, else abstain.
-    probability: float | None = None
-    if declared_ai:
-        evidence.append(f"declares digital source type {', '.join(declared_ai)}")
-    if generator_chunks:
-        evidence.append(f"generator metadata chunk(s): {', '.join(generator_chunks)}")
-    if generator_software:
-        evidence.append(f"generator software: {generator_software[0][:80]}")
-    if evidence:
-        probability = DECLARED_CONFIDENCE
-    elif declared_capture:
-        probability = 0.10
-        evidence.append(f"declares {', '.join(declared_capture)}")
-    elif synthetic:
-        evidence.append(f"declares {', '.join(synthetic)} (computer-made without a trained "
-                        "model: neither generative AI nor a photograph)")
-    elif make or model:
-        probability = CAMERA_TAGS_PROBABILITY
-        evidence.append(f"camera tags {make or ''} {model or ''}".strip())
+    anomalies = _anomalies(created, editor_software, bool(make or model), generator_chunks,
+                           c2pa_info)
+    probability, evidence = _decide(declared_ai, generator_chunks, generator_software,
+                                    declared_capture, synthetic, make, model)
 
     exists = bool(tags or xmp or generator_chunks or c2pa_info)
-    if probability is None:
-        verdict, confidence = None, 0.0
-    else:
-        verdict = probability > 0.5 if abs(probability - 0.5) >= 0.15 else None
-        confidence = max(probability, 1 - probability)
+    verdict, confidence = verdict_from_probability(probability)
     details = {
         "exists": exists,
         "declared": bool(declared_ai or generator_chunks or generator_software),
@@ -244,7 +215,7 @@ def analyze_metadata(data: bytes) -> MethodResult:
         "c2pa": c2pa_info,
         "evidence": evidence,
         "anomalies": anomalies,
-        "is_suspicious": bool(probability and probability > 0.5) or bool(anomalies),
+        "is_suspicious": bool(probability and probability > EVEN_ODDS) or bool(anomalies),
     }
     return MethodResult(
         method="exif",
@@ -256,8 +227,79 @@ def analyze_metadata(data: bytes) -> MethodResult:
     )
 
 
+def _anomalies(created: datetime | None, editor_software: list[str], camera_tags: bool,
+               generator_chunks: list[str], c2pa_info: dict | None) -> list[str]:
+    """What does not add up: impossible dates, editing, contradicting or broken provenance."""
+    anomalies = []
+    if created and created > datetime.now(UTC):
+        anomalies.append("capture date is in the future")
+    if created and created.year < FIRST_DIGITAL_YEAR:
+        anomalies.append(f"capture date {created.year} predates digital cameras")
+    if editor_software:
+        anomalies.append(f"edited with {editor_software[0][:60]}")
+    if camera_tags and generator_chunks:
+        anomalies.append("camera tags together with generator metadata")
+    if c2pa_info and c2pa_info.get("present") and not c2pa_info.get("readable"):
+        anomalies.append("C2PA manifest present but unreadable")
+    elif c2pa_info and c2pa_info.get("validation_state") == "Invalid":
+        anomalies.append("C2PA manifest fails validation")
+    return anomalies
+
+
+def _decide(declared_ai: list[str], generator_chunks: list[str], generator_software: list[str],
+            declared_capture: list[str], synthetic: list[str], make: str | None,
+            model: str | None) -> tuple[float | None, list[str]]:
+    """(P(AI) or None, evidence): declared provenance first, camera tags as weak evidence,
+    else abstain."""
+    evidence: list[str] = []
+    probability: float | None = None
+    if declared_ai:
+        evidence.append(f"declares digital source type {', '.join(declared_ai)}")
+    if generator_chunks:
+        evidence.append(f"generator metadata chunk(s): {', '.join(generator_chunks)}")
+    if generator_software:
+        evidence.append(f"generator software: {generator_software[0][:80]}")
+    if evidence:
+        probability = DECLARED_CONFIDENCE
+    elif declared_capture:
+        probability = DECLARED_CAPTURE_PROBABILITY
+        evidence.append(f"declares {', '.join(declared_capture)}")
+    elif synthetic:
+        evidence.append(f"declares {', '.join(synthetic)} (computer-made without a trained "
+                        "model: neither generative AI nor a photograph)")
+    elif make or model:
+        probability = CAMERA_TAGS_PROBABILITY
+        evidence.append(f"camera tags {make or ''} {model or ''}".strip())
+    return probability, evidence
+
+
 def _prompt_excerpt(chunks: dict) -> str | None:
     for key in ("parameters", "prompt"):
         if key in chunks:
             return _text(chunks[key])[:200] if _text(chunks[key]) else None
     return None
+
+
+def _section(r: MethodResult | None) -> dict:
+    ed = r.details if r else {}
+    gps = ed.get("gps_coordinates")
+    return {"exif_data": ExifData(
+        exists=bool(ed.get("exists")), camera_make=ed.get("camera_make"),
+        camera_model=ed.get("camera_model"), lens_info=ed.get("lens_info"),
+        creation_date=ed.get("creation_date"), software=ed.get("software"),
+        gps_coordinates=GpsCoordinates(**gps) if gps else None,
+        analysis_result=AnalysisResult(
+            is_suspicious=ed.get("is_suspicious"), confidence=confidence_of(r),
+            anomalies=ed.get("anomalies", []),
+        ),
+        evidence=ed.get("evidence", []), digital_source_types=ed.get("digital_source_types"),
+        generator_chunks=ed.get("generator_chunks"), c2pa=ed.get("c2pa"),
+    )}
+
+
+def _run(*, original_bytes: bytes) -> MethodResult:
+    return analyze_metadata(original_bytes)
+
+
+METHOD = Method(name="exif", needs=frozenset({ORIGINAL_BYTES}), run=_run,
+                document_section=_section)

@@ -1,0 +1,65 @@
+"""Pixel helpers every method shares: luminance, crops, blocks, the neutral view, PNG bytes.
+
+The corpus's trap is format bias: nearly every AI image is PNG and every camera photo JPEG.
+So every pixel method scores a *neutralised* view — the centre crop (no resampling),
+re-encoded as JPEG q90 with no metadata — the same view the calibration and the model were
+trained on (scripts/train_model.py). Raw-image statistics are still reported as details.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+#: Native-resolution statistics are computed on at most this centre crop (no resampling).
+MAX_SIDE = 2048
+NEUTRAL_SIDE = 1024
+NEUTRAL_QUALITY = 90
+RGB_CHANNELS = 3
+MIN_SIDE = 64  # below this, block statistics are too few to mean anything: abstain
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of an (M, N, 3) uint8 image, as float64 in [0, 255]."""
+    if rgb.shape[2:] != (RGB_CHANNELS,):  # (M, N, 3) exactly
+        raise ValueError(f"expected an (M, N, 3) image, got shape {rgb.shape}")
+    rgb = rgb.astype(np.float64)
+    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+
+
+def center_crop(image: np.ndarray, *, max_side: int) -> np.ndarray:
+    """The central ``max_side`` × ``max_side`` window (or the whole image if smaller)."""
+    rows, cols = image.shape[:2]
+    r0 = max(0, (rows - max_side) // 2)
+    c0 = max(0, (cols - max_side) // 2)
+    return image[r0:r0 + max_side, c0:c0 + max_side]
+
+
+def block_view(image: np.ndarray, block: int) -> np.ndarray:
+    """(R, C, block, block) non-overlapping blocks, dropping the ragged border."""
+    rows, cols = (image.shape[0] // block) * block, (image.shape[1] // block) * block
+    trimmed = image[:rows, :cols]
+    return trimmed.reshape(rows // block, block, cols // block, block).swapaxes(1, 2)
+
+
+def too_small(rgb: np.ndarray) -> bool:
+    """Fewer than :data:`MIN_SIDE` pixels on the short side: too few blocks to judge."""
+    return min(rgb.shape[:2]) < MIN_SIDE
+
+
+def neutralise(rgb: np.ndarray, *, side: int = NEUTRAL_SIDE,
+               quality: int = NEUTRAL_QUALITY) -> np.ndarray:
+    """Centre crop ≤ ``side`` and a JPEG round trip at ``quality``: (M, N, 3) uint8."""
+    crop = np.ascontiguousarray(center_crop(rgb, max_side=side))
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"), dtype=np.uint8)
+
+
+def to_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an (M, N, 3) uint8 image (a picture a method hands on for storage)."""
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG", optimize=False)
+    return out.getvalue()

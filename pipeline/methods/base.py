@@ -1,0 +1,145 @@
+"""What a detection method is: a name, the inputs it reads, a pure ``run``, a document section.
+
+A method module (``pipeline/methods/<name>.py``) holds its maths, its ``detect_*`` function
+and a ``METHOD = Method(...)``; :mod:`pipeline.methods.registry` lists the modules. The service
+reads ``needs`` to decide what to decode and cache once per upload (``prepare``) and what to
+load for each method, so ``run`` never touches storage: it gets keyword arguments named after
+its needs and returns a :class:`Finding`.
+
+Adding an input kind (say, features computed once per canvas and shared by several methods)
+is a constant here, in :data:`INPUTS`, and a producer in service/detection.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.calibration import calibrated_probability, load_calibration
+from pipeline.imaging import MIN_SIDE
+from schemas.results import EVEN_ODDS, UNCERTAIN_BAND, MethodResult, verdict_from_probability
+
+# --- what a method may read ------------------------------------------------------------------
+ORIGINAL_BYTES = "original_bytes"  # the file exactly as uploaded (bytes)
+NATIVE_PIXELS = "native_pixels"  # the decoded image, (M, N, 3) uint8
+NEUTRAL_PIXELS = "neutral_pixels"  # its neutral view (pipeline.imaging.neutralise)
+CONFIG = "config"  # parameters (dict) of the active system_configuration of Method.config_type
+SETTINGS = "settings"  # schemas.settings.Settings
+INPUTS = frozenset({ORIGINAL_BYTES, NATIVE_PIXELS, NEUTRAL_PIXELS, CONFIG, SETTINGS})
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A picture a method made for a person (the ELA image): stored by the service."""
+
+    data: bytes
+    suffix: str = ".png"
+
+
+@dataclass
+class Finding:
+    """What ``run`` returns: the result, plus pictures by kind (see ``Method.pictures``)."""
+
+    result: MethodResult
+    pictures: dict[str, Picture] = field(default_factory=dict)
+
+
+def suspicious(r: MethodResult | None) -> bool | None:
+    return None if r is None or r.abstained else bool(r.ai_probability > EVEN_ODDS)
+
+
+def confidence_of(r: MethodResult | None) -> float | None:
+    return None if r is None or r.abstained else r.confidence
+
+
+def generic_section(result: MethodResult | None) -> dict:
+    """The document section of a method without its own: ``method_results.<name>``."""
+    if result is None:
+        return {}
+    return {"method_results": {result.method: {
+        "status": result.status, "ai_probability": result.ai_probability,
+        "is_suspicious": suspicious(result), "confidence": confidence_of(result),
+        "details": result.details, "error": result.error,
+    }}}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One detection method.
+
+    name : the ``detection_methods.method_name`` row and the task ``skygate.detect.<name>``.
+    needs : the :data:`INPUTS` ``run`` reads; ``run(**{need: value})`` returns a
+        :class:`Finding` (or a bare :class:`MethodResult`) and is pure.
+    document_section : ``(result or None) -> dict``, a partial ``detection_metadata``
+        document (nested dicts, models, lists) merged with the other methods' sections.
+    pictures : picture kind → the ``details`` key the stored picture's blob key is written to.
+    config_type : the ``system_configuration`` type read as :data:`CONFIG`; with no active
+        configuration of that type the method is skipped.
+    in_heatmap : its ``block_map`` feeds the combined heatmap.
+    """
+
+    name: str
+    needs: frozenset[str]
+    run: Callable[..., Finding | MethodResult]
+    document_section: Callable[[MethodResult | None], dict] = generic_section
+    pictures: Mapping[str, str] = field(default_factory=dict)
+    config_type: str | None = None
+    in_heatmap: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.needs) - INPUTS
+        if unknown:
+            raise ValueError(f"method {self.name!r} needs unknown inputs {sorted(unknown)}")
+        if (CONFIG in self.needs) != (self.config_type is not None):
+            raise ValueError(f"method {self.name!r}: needs {CONFIG!r} iff it has a config_type")
+
+    def execute(self, inputs: Mapping[str, Any]) -> Finding:
+        """``run`` on exactly the inputs it declared, its output as a :class:`Finding`."""
+        out = self.run(**{need: inputs[need] for need in self.needs})
+        return out if isinstance(out, Finding) else Finding(out)
+
+
+# --- helpers the calibrated pixel methods share ----------------------------------------------
+
+
+def vote(method: str, features: dict, calibration: dict | None) -> tuple:
+    """(P(AI) or None, verdict, confidence, abstain reason) from the method's calibration."""
+    cal = (calibration or load_calibration())["methods"].get(method)
+    p, reason = calibrated_probability(features, cal)
+    verdict, confidence = verdict_from_probability(p, band=(cal or {}).get("band",
+                                                                          UNCERTAIN_BAND))
+    return p, verdict, confidence, reason
+
+
+def scored(method: str, features: dict, names: list[str], calibration: dict | None,
+           started: float, details: dict, block_map: np.ndarray) -> MethodResult:
+    """Calibrated vote on the neutral view's features, with the method's own details."""
+    p, verdict, confidence, reason = vote(method, features, calibration)
+    details = {**details, "is_suspicious": bool(verdict),
+               "features": {k: round(features[k], 5) for k in names}}
+    if reason:
+        details["abstain_reason"] = reason
+    return MethodResult(
+        method=method, ai_probability=p, is_ai_generated=verdict,
+        confidence=round(confidence, 4), processing_time=time.perf_counter() - started,
+        details=details, block_map=np.round(block_map, 3).tolist(),
+    )
+
+
+def abstain(method: str, reason: str, started: float, **details) -> MethodResult:
+    return MethodResult(method=method, processing_time=time.perf_counter() - started,
+                        details={"abstain_reason": reason, **details})
+
+
+def too_small_reason() -> str:
+    return f"image smaller than {MIN_SIDE} px"
+
+
+def rounded(d: dict) -> dict:
+    """Float values rounded to 5 places, ``block_map`` left out (details are JSON)."""
+    return {k: (round(float(v), 5) if isinstance(v, float | np.floating) else v)
+            for k, v in d.items() if k != "block_map"}

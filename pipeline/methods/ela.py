@@ -1,0 +1,171 @@
+"""Error level analysis: how much each pixel changes when the image is saved again as JPEG.
+
+Regions pasted in or rendered differently recompress differently. On unprocessed files ELA
+mostly tells the file's format and quality (PNG vs JPEG), so its statistics are a forensic
+view for a person, and vote only as far as calibration on format-neutral data allows.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+from PIL import Image
+
+from pipeline.imaging import (
+    MAX_SIDE,
+    NEUTRAL_QUALITY,
+    RGB_CHANNELS,
+    block_view,
+    center_crop,
+    to_png,
+    too_small,
+)
+from pipeline.methods.base import (
+    NATIVE_PIXELS,
+    NEUTRAL_PIXELS,
+    SETTINGS,
+    Finding,
+    Method,
+    Picture,
+    confidence_of,
+    rounded,
+    suspicious,
+    too_small_reason,
+    vote,
+)
+from schemas.documents import ElaResults
+from schemas.results import MethodResult
+
+#: The format-neutral features this method's calibration reads.
+FEATURES = ["error_level_mean", "block_uniformity", "blockiness"]
+#: Where the stored ELA image's blob key goes in the result's details.
+IMAGE_KEY = "ela_image_path"
+JPEG_GRID = 8  # JPEG's block size: an earlier save leaves edges on this grid
+MAX_QUALITY = 100
+
+
+def ela(image: np.ndarray, *, quality: int = 90, scale: float | None = None) -> np.ndarray:
+    """Amplified absolute difference between an image and its JPEG re-save.
+
+    Parameters
+    ----------
+    image : (M, N, 3) ndarray of np.uint8
+    quality : int
+        JPEG quality of the re-save (1–100).
+    scale : float, optional
+        Amplification; by default stretches the 99.5th percentile to 255.
+
+    Returns
+    -------
+    (M, N, 3) ndarray of np.uint8, the ELA image.
+    """
+    if image.dtype != np.uint8 or image.shape[2:] != (RGB_CHANNELS,):
+        raise ValueError("image must be (M, N, 3) uint8")
+    if not 1 <= quality <= MAX_QUALITY:
+        raise ValueError("quality must be in 1..100")
+    diff = error_levels(image, quality=quality)
+    if scale is None:
+        top = np.percentile(diff, 99.5)
+        scale = 255.0 / max(top, 1.0)
+    return np.clip(diff * scale, 0, 255).astype(np.uint8)
+
+
+def error_levels(image: np.ndarray, *, quality: int = 90) -> np.ndarray:
+    """Unamplified |image − JPEG(image)| per channel, float64."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    resaved = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float64)
+    return np.abs(image.astype(np.float64) - resaved)
+
+
+def ela_statistics(image: np.ndarray, *, quality: int = 90, block: int = 32) -> dict:
+    """Error-level statistics and block uniformity.
+
+    ``error_level_mean`` / ``error_level_std`` / ``error_level_p99`` (grey levels),
+    ``block_uniformity`` (1 − coefficient of variation of per-block mean error; 1 = every
+    block recompresses alike), ``blockiness`` (energy on the 8×8 grid vs elsewhere: the
+    trace of an earlier JPEG save) and ``block_map`` (per-block mean error, scaled to [0, 1]).
+    """
+    diff = error_levels(image, quality=quality).mean(axis=2)
+    blocks = block_view(diff, block).mean(axis=(2, 3))
+    cv = float(blocks.std() / (blocks.mean() + 1e-6))
+    gray = image.astype(np.float64).mean(axis=2)
+    dcol = np.abs(np.diff(gray, axis=1))
+    grid = np.s_[:, JPEG_GRID - 1::JPEG_GRID]
+    wide = dcol.shape[1] > JPEG_GRID
+    on_grid = dcol[grid].mean() if wide else 0.0
+    off_grid = np.delete(dcol, grid[1], axis=1).mean() if wide else 1.0
+    top = np.percentile(blocks, 99) if blocks.size else 1.0
+    return {
+        "error_level_mean": float(diff.mean()),
+        "error_level_std": float(diff.std()),
+        "error_level_p99": float(np.percentile(diff, 99)),
+        "block_uniformity": float(max(0.0, 1.0 - cv)),
+        "blockiness": float(on_grid / (off_grid + 1e-6)),
+        "block_map": np.clip(blocks / max(top, 1e-6), 0, 1),
+    }
+
+
+# --- the method -------------------------------------------------------------------------------
+
+
+def features(rgb: np.ndarray, gray: np.ndarray | None) -> tuple[dict[str, float], dict]:
+    """The calibrated features of an (already neutralised) image, and the raw statistics
+    (``gray`` is unused: ELA reads colour)."""
+    el = ela_statistics(rgb, quality=NEUTRAL_QUALITY)
+    return {
+        "error_level_mean": el["error_level_mean"],
+        "block_uniformity": el["block_uniformity"],
+        "blockiness": el["blockiness"],
+    }, el
+
+
+def detect_ela(native: np.ndarray, neutral: np.ndarray, *, quality: int = 90,
+               calibration: dict | None = None) -> tuple[MethodResult, np.ndarray]:
+    """ELA statistics of the original and the ELA image (returned for the blob store)."""
+    started = time.perf_counter()
+    view = center_crop(native, max_side=MAX_SIDE)
+    image = ela(np.ascontiguousarray(view), quality=quality)
+    raw = ela_statistics(np.ascontiguousarray(view), quality=quality)
+    if too_small(native):
+        p, verdict, confidence, reason = None, None, 0.0, too_small_reason()
+        found = {}
+    else:
+        found, _ = features(neutral, None)
+        p, verdict, confidence, reason = vote("ela", found, calibration)
+    details = {
+        # The seed's error_level_score: mean error level of the original (grey levels).
+        "error_level_score": round(raw["error_level_mean"], 4),
+        "is_suspicious": bool(verdict),
+        "quality": quality,
+        "native": rounded(raw),
+        "features": {k: round(found[k], 5) for k in FEATURES if k in found},
+    }
+    if reason:
+        details["abstain_reason"] = reason
+    result = MethodResult(
+        method="ela", ai_probability=p, is_ai_generated=verdict, confidence=round(confidence, 4),
+        processing_time=time.perf_counter() - started, details=details,
+        block_map=np.round(raw["block_map"], 3).tolist(),
+    )
+    return result, image
+
+
+def _run(*, native_pixels: np.ndarray, neutral_pixels: np.ndarray, settings) -> Finding:
+    result, image = detect_ela(native_pixels, neutral_pixels, quality=settings.ela_quality)
+    return Finding(result, {"ela": Picture(to_png(image), ".png")})
+
+
+def _section(r: MethodResult | None) -> dict:
+    return {"pixel_analysis": {"ela_results": ElaResults(
+        error_level_score=(r.details.get("error_level_score") if r else None),
+        is_suspicious=suspicious(r), confidence=confidence_of(r),
+        ela_image_path=(r.details.get(IMAGE_KEY) if r else None),
+        details=r.details if r else None,
+    )}}
+
+
+METHOD = Method(name="ela", needs=frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS, SETTINGS}),
+                run=_run, document_section=_section, pictures={"ela": IMAGE_KEY})
