@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from schemas.records import VerdictWord
 from schemas.results import MethodResult
 
 ASSETS = Path(__file__).parent / "assets"
@@ -117,7 +118,7 @@ def aggregate(results: list[MethodResult], weights: dict[str, float],
     else:
         verdict = None
     if not summary:
-        word = {True: "AI-generated", False: "real photograph", None: "uncertain"}[verdict]
+        word = VerdictWord.of(verdict).phrase
         summary = f"{word} (P(AI)={p:.2f}) from {', '.join(voters)}"
     confidence = round(max(p, 1 - p), 4)
     return Verdict(is_ai_generated=verdict, ai_probability=round(p, 4), confidence=confidence,

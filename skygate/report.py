@@ -28,10 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
+from schemas.records import VerdictWord
 from storage.models import detection_results, uploads
 
-_VERDICT = {True: "AI", False: "Real", None: "Uncertain"}
-VERDICTS = ("AI", "Real", "Uncertain", "failed")
+VERDICTS = (*(w.label for w in VerdictWord), "failed")
 PAGE_SIZE = 100
 THUMB_PX = 128
 HIST_BINS = 10
@@ -149,7 +149,7 @@ def _verdict(rec: dict) -> str:
         return "failed"
     if status == "pending":
         return "pending"
-    return _VERDICT[rec.get("is_ai_generated")]
+    return VerdictWord.of(rec.get("is_ai_generated")).label
 
 
 def _folder(path: str) -> str:
@@ -325,7 +325,7 @@ class _Collector:
         if findings := _findings(doc):
             row["m"] = findings
         if table := [[self.methods.setdefault(str(m), len(self.methods)),
-                      _VERDICT.get(i.get("is_ai_generated"), "?"), _num(i.get("confidence")),
+                      VerdictWord.of(i.get("is_ai_generated")).label, _num(i.get("confidence")),
                       str(i.get("status") or ""), str(i.get("error") or "")]
                      for m, i in sorted((rec.get("methods") or {}).items())]:
             row["t2"] = table
@@ -429,14 +429,3 @@ async def write_report(storage, records: list[dict], path: pathlib.Path) -> path
     tmp.write_text(out.page(urllib.parse.quote(folder.name) + "/"), encoding="utf-8")
     os.replace(tmp, path)
     return path
-
-
-async def build_report(storage, records: list[dict]) -> str:
-    """Deprecated (the CLI's old entry point): the page of ``write_report`` as a string; its
-    pictures were in a temporary folder, removed again, so it shows none."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        target = pathlib.Path(tmp) / "report.html"
-        await write_report(storage, records, target)
-        return target.read_text(encoding="utf-8")

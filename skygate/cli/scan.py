@@ -180,12 +180,12 @@ def _submit_summary(records: list[FileRecord], *, wait: bool) -> str:
 
 def _write_report(settings: Settings, records: list[FileRecord], path: Path) -> None:
     """The HTML report of a batch (``--report``)."""
-    from skygate.report import build_report
+    from skygate.report import write_report
     from storage.context import open_storage
 
     async def go():
         async with open_storage(settings) as storage:
-            return await build_report(storage, records)
+            return await write_report(storage, records, path)
 
-    path.write_text(asyncio.run(go()))
-    click.echo(f"report: {path}", err=True)
+    asyncio.run(go())
+    click.echo(f"report: {path} (pictures in {path.stem}_files/)", err=True)
