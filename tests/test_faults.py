@@ -113,7 +113,7 @@ def test_sweep_resends_only_overdue_uploads_once_and_dry_run_sends_nothing(tmp_p
     from schemas.settings import Settings
     from storage import migrate, repository as repo
     from storage.db import create_engine
-    from workers.recovery import sweep
+    from service.recovery import sweep
 
     settings = Settings(data_dir=tmp_path, stuck_after=60)
     sent = []
@@ -172,7 +172,7 @@ def test_sweep_resends_only_overdue_uploads_once_and_dry_run_sends_nothing(tmp_p
 def test_startup_waits_for_a_database_that_comes_up(tmp_path, monkeypatch):
     """wait_for_services retries until the database answers (here: after two refusals)."""
     from schemas.settings import Settings
-    from workers import recovery
+    from service import recovery
 
     settings = Settings(data_dir=tmp_path, startup_wait=30)
     real = faults.retrying

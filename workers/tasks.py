@@ -20,11 +20,11 @@ from pydantic import ValidationError
 from pipeline.methods.registry import REGISTRY
 from schemas.messages import IngestRequest
 from schemas.settings import Settings
-from service import detection, runtime
+from service import detection, recovery, runtime
 from service import ingest as ingest_step
 from service.logs import bind_upload
 from storage import faults
-from workers import app, recovery
+from workers import app
 
 log = logging.getLogger("skygate.tasks")
 

@@ -121,7 +121,7 @@ def _requeue(settings: Settings, upload_ids: list[int], *, what: str) -> None:
 def recover(dry_run, stuck_after, as_json):
     """Re-send uploads stuck queued or processing (the sweep every worker runs, by hand)."""
     from service.celery_client import celery_client
-    from workers.recovery import sweep  # the workers' own sweep, run once from here
+    from service.recovery import sweep  # the workers' own sweep, run once from here
 
     settings = Settings()
     if not settings.broker_url:
