@@ -150,8 +150,7 @@ async def _run_method(storage: Storage, settings: Settings, name: str,
                       manifest: dict) -> MethodResult:
     method = REGISTRY.get(name)
     if method is None:
-        return MethodResult(method=name, status="skipped",
-                            details={"abstain_reason": f"no implementation for method {name!r}"})
+        return unimplemented(name)
     inputs: dict = {}
     config_name = None
     if CONFIG in method.needs:
@@ -197,6 +196,12 @@ def _picture_keys(by_method: dict[str, dict]) -> dict[str, str | None]:
     return {kind: (by_method.get(name) or {}).get(detail_key)
             for name, method in REGISTRY.items()
             for kind, detail_key in method.pictures.items()}
+
+
+def unimplemented(name: str) -> MethodResult:
+    """The result of an active ``detection_methods`` row with no registered method."""
+    return MethodResult(method=name, status="skipped",
+                        details={"abstain_reason": f"no implementation for method {name!r}"})
 
 
 def error_result(method: str, exc: BaseException) -> MethodResult:
@@ -257,8 +262,11 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
         if r.method not in by_method or by_method[r.method].status != "ok":
             by_method[r.method] = r
     for name in active:
+        # A row with no registry entry has no task either (workers/tasks.py): skipped, as in
+        # the embedded runner; a registered method whose result is missing is an error.
         by_method.setdefault(name, MethodResult(method=name, status="error",
-                                                error="no result reached aggregate"))
+                                                error="no result reached aggregate")
+                             if name in REGISTRY else unimplemented(name))
     weights = {name: info["weight"] for name, info in active.items()}
     verdict = ensemble.aggregate(list(by_method.values()), weights)
 

@@ -196,3 +196,30 @@ def test_prepare_caches_only_what_the_active_methods_read(embedded):
     assert "native_key" not in manifest and "neutral_key" not in manifest
     assert manifest["thumbnail_key"]
     assert set(rows) == {"exif"} and rows["exif"]["status"] == "ok"
+
+
+def test_a_row_without_a_task_is_skipped_on_the_celery_path_too(embedded):
+    """workers/tasks.py sends only registered methods to their tasks; aggregate records an
+    unregistered active row as skipped, like the embedded runner, not as a lost result."""
+    from service import detection, ingest
+    from storage.context import open_storage
+
+    data = encode(noisy_photo(seed=16), fmt="JPEG")
+
+    async def go():
+        async with open_storage(embedded) as storage:
+            await _migrated(storage)
+            await _add_method_row(storage, "ghost")
+            outcome = await ingest.ingest_bytes(storage, embedded, data=data,
+                                               original_file_name="g.jpg", user_id=None)
+            upload_id = outcome.upload_id
+            manifest_key, methods = await detection.prepare(storage, embedded, upload_id)
+            results = [(await detection.detect(storage, embedded, upload_id, m, manifest_key))
+                       .model_dump(mode="json") for m in methods if m in REGISTRY]
+            await detection.aggregate(storage, embedded, upload_id, manifest_key, results)
+            return methods, await _method_rows(storage, upload_id)
+
+    methods, rows = run(go())
+    assert "ghost" in methods and set(rows) == {*METHOD_NAMES, "ghost"}
+    assert rows["ghost"]["status"] == "skipped"
+    assert all(rows[m]["status"] != "error" for m in METHOD_NAMES)
