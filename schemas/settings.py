@@ -79,6 +79,24 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = 50
     login_window_seconds: int = 900
 
+    # Finished results cache (service/results.py): a redis:// URL; unset means the result
+    # backend's or else the broker's URL when it is redis://, and "off" (or "") turns it
+    # off. The embedded default has neither, so no cache.
+    cache_url: str | None = Field(default=None, description="redis:// for the results cache")
+    cache_ttl: int = Field(default=3600, ge=1, description="seconds a cached result lives")
+
+    # Connection pools. PostgreSQL (SQLAlchemy, per process): connections kept open, extra
+    # ones allowed under load, seconds a request waits for one, and a ping before reuse.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    db_pool_timeout: float = Field(default=30.0, gt=0)
+    db_pool_pre_ping: bool = True
+    # MongoDB (PyMongo, per process and server): at most / at least this many connections,
+    # and milliseconds an operation waits for a free one (0: no limit).
+    mongo_max_pool_size: int = Field(default=100, ge=1)
+    mongo_min_pool_size: int = Field(default=0, ge=0)
+    mongo_wait_queue_timeout_ms: int = Field(default=10_000, ge=0)
+
     # Flower.
     flower_port: int = 5555
     flower_basic_auth: str | None = Field(default=None, description="user:password for Flower")
@@ -118,6 +136,17 @@ class Settings(BaseSettings):
             return "skygate"
         name = urlsplit(self.mongo_url).path.lstrip("/").split("/")[0]
         return name or "skygate"
+
+    @property
+    def result_cache_url(self) -> str | None:
+        """The results cache's Redis URL, or None for no cache (see ``cache_url``)."""
+        if self.cache_url is not None:
+            off = self.cache_url.strip().lower() in {"", "off", "none", "false", "0"}
+            return None if off else self.cache_url
+        for url in (self.result_backend, self.broker_url):
+            if url and url.startswith(("redis://", "rediss://", "unix://")):
+                return url
+        return None
 
     @property
     def is_embedded(self) -> bool:

@@ -36,6 +36,7 @@ from pipeline.methods.registry import (
 )
 from schemas.results import MethodResult
 from schemas.settings import Settings
+from service import results
 from storage import blobrefs
 from storage import repository as repo
 from storage.blobs import BlobNotFound
@@ -327,6 +328,7 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     metadata_id = await storage.documents.upsert_detection_metadata(doc)
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
                       metadata_id=metadata_id)
+    await results.invalidate(storage, upload_id)  # a new result: drop the cached one
     return {"upload_id": upload_id, "result_id": result_id,
             "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}
 

@@ -70,6 +70,30 @@ async def check_documents(settings: Settings, storage) -> Check:
     return Check("documents", True, f"{where}: reachable, indexes present")
 
 
+def check_pools(settings: Settings, storage) -> Check:
+    """The connection pools as configured (``db_pool_*``, ``mongo_*_pool_*``), PostgreSQL's
+    connections now, and the results cache. Informational: never fails."""
+    from storage.db import pool_status
+
+    sql = pool_status(storage.engine)
+    if settings.database_url and "size" in sql:
+        parts = [f"PostgreSQL size {sql['size']} + overflow {sql.get('max_overflow', '?')}, "
+                 f"timeout {sql.get('timeout', '?')} s, pre-ping "
+                 f"{'on' if settings.db_pool_pre_ping else 'off'}: "
+                 f"{sql.get('checked_out', '?')} checked out, {sql.get('idle', '?')} idle"]
+    else:
+        parts = ["embedded SQLite (SQLAlchemy's default pool)"]
+    if settings.mongo_url and hasattr(storage.documents, "pool_status"):
+        mongo = storage.documents.pool_status()
+        wait = mongo["wait_queue_timeout_ms"]
+        parts.append(f"MongoDB max {mongo['max']}, min {mongo['min']}, wait "
+                     f"{'unlimited' if wait is None else f'{wait} ms'}")
+    cache = getattr(storage, "cache", None)
+    parts.append(f"results cache {_where(cache.url)} (ttl {cache.ttl} s)" if cache is not None
+                 else "results cache off")
+    return Check("pools", True, "; ".join(parts))
+
+
 def _check_broker(settings: Settings) -> Check:
     if not settings.broker_url:
         return Check("broker", True, "not configured: embedded mode, work runs in-process")
@@ -183,10 +207,12 @@ async def run_checks(settings: Settings, *, storage=None, include_workers: bool 
         async with open_storage(settings) as own:
             return await run_checks(settings, storage=own, include_workers=include_workers)
     checks = [await check_database(settings, storage), await check_documents(settings, storage)]
-    checks.append(await asyncio.to_thread(_check_broker, settings))
+    checks.append(check_pools(settings, storage))
+    broker = await asyncio.to_thread(_check_broker, settings)
+    checks.append(broker)
     checks.append(await asyncio.to_thread(_check_result_backend, settings))
     if include_workers:
-        broker_ok = checks[2].ok
+        broker_ok = broker.ok
         checks.append(await asyncio.to_thread(_check_workers, settings) if broker_ok else
                       Check("workers", False, "not asked: the broker is unreachable",
                             "fix the broker first"))

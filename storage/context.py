@@ -1,8 +1,10 @@
-"""Everything storage, built once from the settings: SQL engine, document store, blob store.
+"""Everything storage, built once from the settings: SQL engine, document store, blob store,
+and the results cache (Redis, when one is configured).
 
 Each backend is chosen by the settings in its package's factory (``document_store_for``:
-MongoDB or the embedded SQL store; ``blob_store_for``: a folder or S3); :func:`build_storage`
-is the one place that calls them.
+MongoDB or the embedded SQL store; ``blob_store_for``: a folder or S3; ``cache_for``: Redis
+or none); :func:`build_storage` is the one place that calls them, and the one place that
+sizes the connection pools (``db_pool_*``, ``mongo_*_pool_*``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from schemas.settings import Settings
 from storage.blobs import BlobStore, blob_store_for
-from storage.db import create_engine, session_factory
-from storage.documents import DocumentStore, document_store_for
+from storage.cache import Cache, cache_for
+from storage.db import create_engine, pool_options, session_factory
+from storage.documents import DocumentStore, MongoDocumentStore, document_store_for
+from storage.documents import mongo as mongo_documents
 
 
 @dataclass
@@ -24,21 +28,33 @@ class Storage:
     sessions: async_sessionmaker
     documents: DocumentStore
     blobs: BlobStore
+    cache: Cache | None = None
 
     async def close(self) -> None:
+        if self.cache is not None:
+            await self.cache.close()
         await self.documents.close()
         await self.engine.dispose()
 
 
 def build_storage(settings: Settings) -> Storage:
     """Build the storage objects; call inside the event loop that will use them."""
-    engine = create_engine(settings.sqlalchemy_url)
+    engine = create_engine(settings.sqlalchemy_url, **pool_options(settings))
     return Storage(
         engine=engine,
         sessions=session_factory(engine),
-        documents=document_store_for(settings, engine),
+        documents=_documents(settings, engine),
         blobs=blob_store_for(settings),
+        cache=cache_for(settings),
     )
+
+
+def _documents(settings: Settings, engine: AsyncEngine) -> DocumentStore:
+    if settings.mongo_url:
+        # document_store_for's MongoDB choice, with the pool sizes it does not pass (yet).
+        return MongoDocumentStore(settings.mongo_url, settings.mongo_database,
+                                  pool=mongo_documents.pool_options(settings))
+    return document_store_for(settings, engine)
 
 
 @asynccontextmanager

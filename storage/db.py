@@ -33,5 +33,31 @@ def create_engine(url: str, **kwargs) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
+def pool_options(settings) -> dict:
+    """``create_engine`` keywords for the PostgreSQL pool from the settings (``db_pool_*``);
+    SQLite (the embedded default: one local file) keeps SQLAlchemy's own pool."""
+    if make_url(settings.sqlalchemy_url).get_backend_name() == "sqlite":
+        return {}
+    return {"pool_size": settings.db_pool_size, "max_overflow": settings.db_max_overflow,
+            "pool_timeout": settings.db_pool_timeout,
+            "pool_pre_ping": settings.db_pool_pre_ping}
+
+
+def pool_status(engine: AsyncEngine) -> dict:
+    """The pool's configured size and its connections now: ``size``, ``max_overflow``,
+    ``checked_out``, ``idle`` (what the pool class can tell; empty for pools without)."""
+    pool = engine.sync_engine.pool
+    status = {}
+    for key, attr in (("size", "size"), ("checked_out", "checkedout"), ("idle", "checkedin")):
+        if callable(getattr(pool, attr, None)):
+            status[key] = getattr(pool, attr)()
+    # QueuePool has no public accessor for these two.
+    if hasattr(pool, "_max_overflow"):
+        status["max_overflow"] = pool._max_overflow
+    if hasattr(pool, "_timeout"):
+        status["timeout"] = pool._timeout
+    return status
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)

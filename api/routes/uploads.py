@@ -18,8 +18,8 @@ from api.routes.common import NOT_FOUND, UploadId, own_upload
 from schemas.records import verdict_word
 from schemas.text import clean_file_name, clean_text
 from service import ingest
+from service.results import delete_upload as remove_upload
 from storage import repository as repo
-from storage.removal import delete_upload as remove_upload
 
 log = logging.getLogger("skygate.api")
 router = APIRouter(tags=["uploads"])

@@ -27,12 +27,32 @@ from storage.documents.base import (
 from storage.documents.validation import VALIDATORS
 
 
-class MongoDocumentStore(DocumentStore):
-    """MongoDB backend. Create it inside the event loop (and, in workers, after the fork)."""
+def pool_options(settings) -> dict:
+    """``AsyncMongoClient`` pool keywords from the settings (``mongo_*_pool_size``,
+    ``mongo_wait_queue_timeout_ms``; a timeout of 0 waits without limit)."""
+    return {"maxPoolSize": settings.mongo_max_pool_size,
+            "minPoolSize": settings.mongo_min_pool_size,
+            "waitQueueTimeoutMS": settings.mongo_wait_queue_timeout_ms or None}
 
-    def __init__(self, url: str, database: str, *, client: AsyncMongoClient | None = None):
-        self._client = client or AsyncMongoClient(url, tz_aware=True, tzinfo=UTC)
+
+class MongoDocumentStore(DocumentStore):
+    """MongoDB backend. Create it inside the event loop (and, in workers, after the fork).
+
+    ``pool``: the client's pool keywords (:func:`pool_options`); PyMongo's defaults without.
+    """
+
+    def __init__(self, url: str, database: str, *, client: AsyncMongoClient | None = None,
+                 pool: dict | None = None):
+        self._client = client or AsyncMongoClient(url, tz_aware=True, tzinfo=UTC,
+                                                  **(pool or {}))
         self._db = self._client[database]
+
+    def pool_status(self) -> dict:
+        """The configured pool: ``max``, ``min``, ``wait_queue_timeout_ms``."""
+        opts = self._client.options.pool_options
+        timeout = opts.wait_queue_timeout
+        return {"max": opts.max_pool_size, "min": opts.min_pool_size,
+                "wait_queue_timeout_ms": None if timeout is None else int(timeout * 1000)}
 
     @staticmethod
     def _to_mongo(model) -> dict[str, Any]:

@@ -1,0 +1,131 @@
+"""Finished results, read through the Redis cache when there is one (``Storage.cache``).
+
+``read_result``: a done upload's verdict, per-method results and metadata document, from the
+cache, else from SQL + the document store (and then cached). ``invalidate``: forget an
+upload's entry; the aggregate calls it after saving a new result (rescore, retry, a
+redelivery), and ``delete_upload`` after removing an upload.
+
+Keys. One entry per upload, ``skygate:result:{upload_id}``, holding the body and its
+fingerprint: the upload id, result id, the result's algorithm version, the running code's
+algorithm version, the detection date, the metadata document id and the entry format. The
+caller passes the upload row it has just read from SQL (the owner check, which always runs
+first): an entry whose fingerprint differs from that row's is a miss. Every new aggregate
+writes a new detection date, so an entry can never outlive the result it was made from, even
+when an invalidation was lost (Redis down at that moment).
+
+Races. ``skygate:result-gen:{upload_id}`` counts invalidations. A reader notes it before
+reading the database and its write is undone if it moved meanwhile (``Cache.set_if``): a
+read that began before an aggregate finished never leaves its older document in the cache.
+
+Redis failures never fail a read: ``storage/cache.py`` answers "not cached", logs once, and
+the database answers. Without a cache (the embedded default) every read is the database's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from pipeline.ensemble import ALGORITHM_VERSION
+from schemas.records import verdict_word
+from storage import removal
+from storage import repository as repo
+from storage.context import Storage
+
+# Bump when the cached body's shape changes: older entries then miss.
+CACHE_FORMAT = 1
+
+
+@dataclass
+class FinishedResult:
+    """A result body (``api.models.ResultOut`` without the per-request picture URLs) and
+    which pictures it has."""
+
+    body: dict
+    has_ela: bool
+    has_heatmap: bool
+    cached: bool = False
+
+
+def _key(upload_id: int) -> str:
+    return f"skygate:result:{upload_id}"
+
+
+def _generation(upload_id: int) -> str:
+    return f"skygate:result-gen:{upload_id}"
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None
+
+
+def fingerprint(row: dict) -> str:
+    """What identifies one stored result of an upload (a row of ``repo.list_uploads`` or of
+    ``repo.result_for_upload``: both carry these columns)."""
+    return "|".join(str(part) for part in (
+        CACHE_FORMAT, row["upload_id"], row["result_id"], row["algorithm_version"],
+        ALGORITHM_VERSION, _iso(row["detection_date"]), row["metadata_id"]))
+
+
+def result_body(upload_id: int, result: dict, doc) -> FinishedResult:
+    """The JSON body of ``repo.result_for_upload``'s row and its metadata document."""
+    methods = {name: {"verdict": verdict_word(m["is_ai_generated"]), **m}
+               for name, m in result["methods"].items()}
+    body = {
+        "upload_id": upload_id, "result_id": result["result_id"],
+        "verdict": verdict_word(result["is_ai_generated"]),
+        "is_ai_generated": result["is_ai_generated"],
+        "confidence": float(result["confidence_score"]), "summary": result["result_summary"],
+        "algorithm_version": result["algorithm_version"],
+        "detection_date": _iso(result["detection_date"]),
+        "processing_time": float(result["processing_time"]), "methods": methods,
+        "metadata": doc.model_dump(mode="json", exclude={"blob_keys"}) if doc else None,
+    }
+    return FinishedResult(
+        body=body,
+        has_ela=bool(doc and doc.pixel_analysis.ela_results.ela_image_path),
+        has_heatmap=bool(doc and doc.visual_anomalies.heatmap_path))
+
+
+async def read_result(storage: Storage, upload: dict) -> FinishedResult | None:
+    """The finished result of ``upload`` (a row the caller has just read, owner-checked,
+    from ``repo.list_uploads``); None while it is not done (or failed)."""
+    if upload["status"] != "done" or upload.get("result_id") is None:
+        return None
+    upload_id = upload["upload_id"]
+    expected = fingerprint(upload)
+    cache, generation = storage.cache, None
+    if cache is not None:
+        raw, generation = await cache.get(_key(upload_id), _generation(upload_id))
+        if raw is not None:
+            entry = json.loads(raw)
+            if entry.get("fingerprint") == expected:
+                return FinishedResult(body=entry["body"], has_ela=entry["has_ela"],
+                                      has_heatmap=entry["has_heatmap"], cached=True)
+    result = await repo.result_for_upload(storage.engine, upload_id)
+    if result is None:
+        return None  # deleted or reset meanwhile: the caller's not-ready answer
+    doc = await storage.documents.get_detection_metadata(result["result_id"])
+    found = result_body(upload_id, result, doc)
+    # Cache only what matches the row the caller checked: a result saved between the two
+    # reads is served once, not kept.
+    if cache is not None and generation is not None and fingerprint(result) == expected:
+        entry = {"fingerprint": expected, "body": found.body, "has_ela": found.has_ela,
+                 "has_heatmap": found.has_heatmap}
+        await cache.set_if(_key(upload_id), json.dumps(entry).encode(),
+                           guard=_generation(upload_id), expected=generation)
+    return found
+
+
+async def invalidate(storage: Storage, upload_id: int) -> None:
+    """Forget ``upload_id``'s cached result (no-op without a cache; never raises)."""
+    if storage.cache is not None:
+        await storage.cache.bump_and_delete(_generation(upload_id), _key(upload_id))
+
+
+async def delete_upload(storage: Storage, upload_id: int) -> bool:
+    """``storage.removal.delete_upload``, then its cached result is forgotten."""
+    removed = await removal.delete_upload(storage, upload_id)
+    await invalidate(storage, upload_id)
+    return removed
