@@ -93,3 +93,25 @@ class ResultOut(BaseModel):
     metadata: dict | None = Field(description="the detection_metadata document")
     ela_url: str | None
     heatmap_url: str | None
+
+
+# --- feedback -----------------------------------------------------------------------------
+
+
+class FeedbackIn(BaseModel):
+    label: Literal["ai", "real"] = Field(description="what the image really is")
+    note: str | None = Field(default=None, max_length=1000,
+                             description="free text, stored as text (control characters "
+                                         "removed), never interpreted")
+
+
+class FeedbackOut(BaseModel):
+    upload_id: int
+    label: Literal["ai", "real"]
+    note: str | None
+    verdict: Verdict | None = Field(
+        description="the model's verdict when the feedback was given (null: not judged yet)")
+    ai_probability: float | None = Field(
+        description="the model's P(AI) when the feedback was given")
+    created_at: datetime
+    updated_at: datetime

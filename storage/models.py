@@ -210,6 +210,31 @@ blob_refs = sa.Table(
     sa.Column("created_at", TZ, server_default=NOW),
 )
 
+# Addition (migration 0011): an owner's label for an upload (storage/feedback.py), one row
+# per (upload, user); verdict and ai_probability are what the model said at that time.
+FEEDBACK_LABELS = ("ai", "real")
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("feedback_id", sa.Integer, primary_key=True),
+    sa.Column("upload_id", sa.Integer, sa.ForeignKey("uploads.upload_id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("label", sa.String(10), nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("verdict", sa.String(10)),
+    sa.Column("ai_probability", sa.Numeric(5, 4)),
+    sa.Column("created_at", TZ, nullable=False, server_default=NOW),
+    sa.Column("updated_at", TZ, nullable=False, server_default=NOW),
+    sa.UniqueConstraint("upload_id", "user_id", name="uq_feedback_upload_user"),
+    sa.Index("ix_feedback_user_id", "user_id"),
+    sa.Index("ix_feedback_updated_at", "updated_at"),
+    _check(one_of("label", FEEDBACK_LABELS), "ck_feedback_label"),
+    _check(one_of("verdict", ("ai", "real", "uncertain")), "ck_feedback_verdict_word"),
+    _check("ai_probability BETWEEN 0 AND 1", "ck_feedback_ai_probability"),
+)
+
 # Addition (migration 0007): failed logins per username or client IP, in a fixed window.
 login_failures = sa.Table(
     "login_failures",

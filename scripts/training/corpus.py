@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,4 +50,30 @@ def load_rows(corpus: Path) -> list[Row]:
                             source=r["source_repo"],
                             family=generator_family(r["generator_or_camera"]) if ai else "real",
                             folder=r["file"].split("/")[0]))
+    return rows
+
+
+def load_labels(labels: Path) -> list[Row]:
+    """Rows of a labels file (``skygate feedback export``, or any CSV ``skygate eval
+    --labels`` reads): columns path,label; paths relative to the file; an optional
+    ``source`` column names the leave-one-source-out group (default: the file's name).
+    ``.jsonl`` files hold one such object a line."""
+    text = labels.read_text(encoding="utf-8-sig")
+    if labels.suffix.lower() == ".jsonl":
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        records = list(csv.DictReader(text.splitlines()))
+    rows = []
+    for r in records:
+        label = str(r.get("label") or "").strip().lower()
+        name = str(r.get("path") or r.get("file") or "").strip()
+        if label not in ("ai", "real") or not name:
+            continue
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else labels.resolve().parent / path
+        source = str(r.get("source") or "").strip() or f"labels:{labels.stem}"
+        rows.append(Row(path=path, file=f"{source}/{name}", label=int(label == "ai"),
+                        source=source,
+                        family=source if label == "ai" else "real",
+                        folder=f"{source}/{label}"))
     return rows

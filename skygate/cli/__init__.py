@@ -11,6 +11,7 @@ module             commands
 ``serve``          ``api``, ``flower``
 ``operations``     ``doctor``, ``retry``, ``rescore``, ``recover``, ``blobs gc``
 ``backup``         ``backup``, ``restore``
+``feedback``       ``feedback export`` (owners' labels as a labelled set)
 ``_common``        helpers shared by several of them
 =================  ===============================================================
 
@@ -25,7 +26,17 @@ from __future__ import annotations
 
 import click
 
-from skygate.cli import accounts, backup, db, evaluation, operations, results, scan, serve
+from skygate.cli import (
+    accounts,
+    backup,
+    db,
+    evaluation,
+    feedback,
+    operations,
+    results,
+    scan,
+    serve,
+)
 
 
 @click.group()
@@ -36,7 +47,7 @@ def main() -> None:
     configure()
 
 
-for _module in (db, scan, evaluation, results, accounts, serve, operations, backup):
+for _module in (db, scan, evaluation, results, accounts, serve, operations, backup, feedback):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 
