@@ -8,6 +8,7 @@ after a later rescore. The caller checks ownership (the API's ``own_upload``).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 
@@ -25,6 +26,14 @@ NOTE_LIMIT = 1000
 """Characters of a note kept (the API refuses longer ones)."""
 
 LABELS = ("ai", "real")
+# JSON can carry lone surrogates ("\\ud800"), which no database encoding takes.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def clean_note(note: str | None) -> str | None:
+    """A note as stored: no control characters or lone surrogates, at most NOTE_LIMIT."""
+    text = clean_text(_SURROGATES.sub("", note or ""), limit=NOTE_LIMIT)
+    return text or None
 
 
 async def model_said(storage, upload_id: int) -> tuple[str | None, float | None]:
@@ -65,7 +74,7 @@ async def save(engine: AsyncEngine, *, upload_id: int, user_id: int, label: str,
         raise ValueError(f"label must be one of {LABELS}, not {label!r}")
     values = {
         "label": label,
-        "note": clean_text(note, limit=NOTE_LIMIT) if note else None,
+        "note": clean_note(note),
         "verdict": verdict,
         "ai_probability": (None if ai_probability is None
                            else Decimal(str(ai_probability)).quantize(Decimal("0.0001"))),

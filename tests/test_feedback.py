@@ -221,6 +221,11 @@ def test_a_note_is_stored_as_text_and_goes_with_its_upload(settings):
             assert r.status_code == 201, r.text
             assert r.headers["content-type"].startswith("application/json")
             assert r.json()["note"] == note.replace("\x00", "").replace("\x07", "")
+            # A lone surrogate is valid JSON but no text: 422, never a 500 from the database.
+            r = await client.post(url, headers={**alice["headers"],
+                                                "content-type": "application/json"},
+                                  content=b'{"label": "real", "note": "a\\ud800b"}')
+            assert r.status_code == 422 and r.json()["code"] == "invalid_request", r.text
             gone = await client.delete(f"/v1/uploads/{upload_id}", headers=alice["headers"])
             assert gone.status_code == 204
             assert await feedback_rows(storage, upload_id) == 0
