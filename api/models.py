@@ -115,3 +115,51 @@ class FeedbackOut(BaseModel):
         description="the model's P(AI) when the feedback was given")
     created_at: datetime
     updated_at: datetime
+
+
+# --- admin: users and the audit trail -----------------------------------------------------
+
+Role = Literal["admin", "operator", "member"]
+
+
+class UserOut(BaseModel):
+    user_id: int
+    username: str
+    email: str
+    role: Role
+    account_status: str = Field(description="active or suspended")
+    created_at: datetime | None
+    last_login: datetime | None
+
+
+class UserList(BaseModel):
+    items: list[UserOut]
+
+
+class NewUserRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f\x7f]+$")
+    email: str = Field(min_length=3, max_length=100)
+    role: Role = "member"
+    password: str | None = Field(default=None, min_length=8, max_length=200,
+                                 description="for POST /v1/keys; keys-only without it")
+
+
+class AuditEntry(BaseModel):
+    audit_id: int
+    occurred_at: datetime
+    actor: str = Field(description="user:<name>, cli:<os user>, anonymous or system")
+    user_id: int | None
+    key_id: int | None
+    action: str
+    target: str | None
+    source: str | None = Field(description="client IP (API) or host (CLI)")
+    outcome: Literal["ok", "denied", "failed"]
+    detail: dict | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    total: int
+    limit: int
+    offset: int
+    next: str | None

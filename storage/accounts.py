@@ -1,4 +1,10 @@
-"""Users and API keys: creation, revocation, and the per-request key check with its quota.
+"""Users and API keys: creation, roles, revocation, and the per-request key check with its
+quota.
+
+Roles (:data:`ROLES`): ``admin`` manages users and keys and may do everything an operator
+may; ``operator`` reads every upload and runs retry/rescore/recover; ``member`` (the default)
+sees only their own uploads. The last active admin can be neither demoted nor suspended.
+Every account change writes its ``audit_log`` row in its own transaction (storage/audit.py).
 
 Passwords are hashed with argon2. API keys are random 256-bit secrets, so a plain SHA-256 of
 the key is enough to store (nothing to brute-force) and lets a request find its row by an
@@ -23,7 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.clock import aware, utcnow
 from schemas.text import clean_text
-from storage.models import ACCOUNT_STATUSES, api_keys, email_matches, login_failures, users
+from storage import audit
+from storage.audit import Actor
+from storage.models import ACCOUNT_STATUSES, ROLES, api_keys, email_matches, login_failures, users
 
 KEY_PREFIX = "sg_"
 _hasher = PasswordHasher()
@@ -60,21 +68,56 @@ def stored_key(key: str) -> str:
     return f"{prefix}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise AccountError("bad_role", f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    return role
+
+
+async def _refused(engine: AsyncEngine, actor: Actor, action: str, target: str,
+                   exc: AccountError, detail: dict | None = None) -> AccountError:
+    """Audit a refused account change (its own transaction: the change's rolled back)."""
+    await audit.record_now(engine, actor, action, target=target,
+                           outcome="denied" if exc.code == "last_admin" else "failed",
+                           detail={**(detail or {}), "code": exc.code, "error": str(exc)})
+    return exc
+
+
 async def create_user(engine: AsyncEngine, *, username: str, email: str,
-                      password: str | None) -> int:
-    if not email_matches(email):
-        raise AccountError("bad_email", f"{email!r} is not an email address (name@host.domain)")
+                      password: str | None, role: str = "member",
+                      actor: Actor = audit.SYSTEM) -> int:
+    target = f"user:{username}"
+    try:
+        check_role(role)
+        if not email_matches(email):
+            raise AccountError("bad_email",
+                               f"{email!r} is not an email address (name@host.domain)")
+    except AccountError as exc:
+        raise await _refused(engine, actor, "user.create", target, exc, {"role": role}) from None
     # Without a password the account can use keys only: store a hash nobody can match.
     secret = password if password else secrets.token_urlsafe(32)
     try:
         async with engine.begin() as conn:
-            return (await conn.execute(
-                users.insert().values(username=username, email=email,
+            user_id = (await conn.execute(
+                users.insert().values(username=username, email=email, role=role,
                                       password_hash=hash_password(secret))
                 .returning(users.c.user_id))).scalar_one()
+            await audit.record(conn, actor, "user.create", target=target,
+                               detail={"user_id": user_id, "email": email, "role": role,
+                                       "password": bool(password)})
+            return user_id
     except IntegrityError:
-        raise AccountError("user_exists",
-                           f"a user named {username!r} or with email {email!r} exists") from None
+        exc = AccountError("user_exists",
+                           f"a user named {username!r} or with email {email!r} exists")
+        raise await _refused(engine, actor, "user.create", target, exc) from None
+
+
+async def list_users(engine: AsyncEngine) -> list[dict]:
+    query = sa.select(users.c.user_id, users.c.username, users.c.email, users.c.role,
+                      users.c.account_status, users.c.created_at, users.c.last_login
+                      ).order_by(users.c.user_id)
+    async with engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(query)).mappings().all()]
 
 
 async def get_user(engine: AsyncEngine, username: str) -> dict | None:
@@ -86,14 +129,69 @@ async def get_user(engine: AsyncEngine, username: str) -> dict | None:
     return dict(row) if row else None
 
 
-async def set_account_status(engine: AsyncEngine, username: str, status: str) -> None:
+async def _locked_user(conn, username: str) -> dict:
+    if "\x00" in username:
+        row = None
+    else:
+        row = (await conn.execute(sa.select(users).where(users.c.username == username)
+                                  .with_for_update())).mappings().first()
+    if row is None:
+        raise AccountError("no_such_user", f"no user named {username!r}")
+    return dict(row)
+
+
+async def _keep_an_admin(conn, user: dict) -> None:
+    """Refuse to take the last active admin away. The active admins' rows are locked
+    (PostgreSQL; SQLite serialises writers), so two admins demoting each other at once
+    cannot both succeed."""
+    if user["role"] != "admin" or user["account_status"] != "active":
+        return
+    admins = (await conn.execute(
+        sa.select(users.c.user_id).where(users.c.role == "admin",
+                                         users.c.account_status == "active")
+        .with_for_update())).scalars().all()
+    if not set(admins) - {user["user_id"]}:
+        raise AccountError("last_admin", f"{user['username']} is the last active admin: "
+                                         "make another admin first")
+
+
+async def _change_user(engine: AsyncEngine, actor: Actor, action: str, username: str,
+                       values: dict, *, losing_admin: bool) -> dict:
+    target = f"user:{username}"
+    try:
+        async with engine.begin() as conn:
+            user = await _locked_user(conn, username)
+            if losing_admin:
+                await _keep_an_admin(conn, user)
+            await conn.execute(users.update().where(users.c.user_id == user["user_id"])
+                               .values(**values, updated_at=utcnow()))
+            before = {k: user[k] for k in values}
+            await audit.record(conn, actor, action, target=target,
+                               detail={"user_id": user["user_id"], "from": before,
+                                       "to": values})
+            return {**user, **values}
+    except AccountError as exc:
+        raise await _refused(engine, actor, action, target, exc, {"to": values}) from None
+
+
+async def set_account_status(engine: AsyncEngine, username: str, status: str, *,
+                             actor: Actor = audit.SYSTEM) -> dict:
     if status not in ACCOUNT_STATUSES:
         raise AccountError("bad_status", f"account status must be one of {ACCOUNT_STATUSES}")
-    async with engine.begin() as conn:
-        done = await conn.execute(users.update().where(users.c.username == username)
-                                  .values(account_status=status, updated_at=utcnow()))
-    if done.rowcount == 0:
-        raise AccountError("no_such_user", f"no user named {username!r}")
+    action = "user.suspend" if status == "suspended" else "user.activate"
+    return await _change_user(engine, actor, action, username, {"account_status": status},
+                              losing_admin=status != "active")
+
+
+async def set_role(engine: AsyncEngine, username: str, role: str, *,
+                   actor: Actor = audit.SYSTEM) -> dict:
+    try:
+        check_role(role)
+    except AccountError as exc:
+        raise await _refused(engine, actor, "user.role", f"user:{username}", exc,
+                             {"to": {"role": role}}) from None
+    return await _change_user(engine, actor, "user.role", username, {"role": role},
+                              losing_admin=role != "admin")
 
 
 @lru_cache(maxsize=1)
@@ -103,21 +201,30 @@ def _dummy_hash() -> str:
     return hash_password(secrets.token_urlsafe(32))
 
 
-async def login(engine: AsyncEngine, username: str, password: str) -> dict | None:
+async def login(engine: AsyncEngine, username: str, password: str, *,
+                source: str | None = None) -> dict | None:
     """The active user whose password matches (recording last_login), else None.
 
     argon2 runs in a worker thread, never on the event loop; an unknown username is verified
-    against a dummy hash so it takes as long as a wrong password."""
+    against a dummy hash so it takes as long as a wrong password. Success and failure are
+    audited (``login``, from ``source``: the client IP), the reason of a failure too."""
     user = await get_user(engine, username)
     stored = user["password_hash"] if user is not None else _dummy_hash()
     matches = await asyncio.to_thread(verify_password, stored, password)
-    if user is None or not matches:
-        return None
-    if user["account_status"] != "active":
+    name = clean_text(username, limit=100)
+    reason = ("unknown_user" if user is None else "wrong_password" if not matches
+              else None if user["account_status"] == "active" else "account_suspended")
+    if reason is not None:
+        await audit.record_now(
+            engine, Actor(name="anonymous", source=source), "login", target=f"user:{name}",
+            outcome="denied", detail={"reason": reason})
         return None
     async with engine.begin() as conn:
         await conn.execute(users.update().where(users.c.user_id == user["user_id"])
                            .values(last_login=utcnow()))
+        await audit.record(conn, Actor.user(user["username"], user_id=user["user_id"],
+                                            source=source), "login",
+                           target=f"user:{user['username']}")
     return user
 
 
@@ -167,11 +274,13 @@ async def forgive_login_attempt(engine: AsyncEngine, subjects: list[str]) -> Non
 
 
 async def create_key(engine: AsyncEngine, *, username: str, name: str, limit: int,
-                     expires_at: datetime | None) -> tuple[str, int]:
+                     expires_at: datetime | None,
+                     actor: Actor = audit.SYSTEM) -> tuple[str, int]:
     """Create a key for ``username``; returns (the key, shown once; key_id)."""
     user = await get_user(engine, username)
     if user is None:
-        raise AccountError("no_such_user", f"no user named {username!r}")
+        raise await _refused(engine, actor, "key.create", f"user:{username}",
+                             AccountError("no_such_user", f"no user named {username!r}"))
     key, stored = new_api_key()
     async with engine.begin() as conn:
         key_id = (await conn.execute(
@@ -179,16 +288,28 @@ async def create_key(engine: AsyncEngine, *, username: str, name: str, limit: in
                                      expires_at=expires_at, request_limit=limit,
                                      requests_made=0)
             .returning(api_keys.c.key_id))).scalar_one()
+        await audit.record(conn, actor, "key.create", target=f"key:{key_id}",
+                           detail={"user": username, "user_id": user["user_id"],
+                                   "name": name, "request_limit": limit,
+                                   "expires_at": expires_at,
+                                   "prefix": f"{KEY_PREFIX}{stored.split(':')[0]}"})
     return key, key_id
 
 
 async def revoke_key(engine: AsyncEngine, *, key_id: int | None = None,
-                     key: str | None = None) -> bool:
+                     key: str | None = None, actor: Actor = audit.SYSTEM) -> bool:
     where = (api_keys.c.key_id == key_id) if key_id is not None else (
         api_keys.c.api_key == stored_key(key or ""))
     async with engine.begin() as conn:
-        done = await conn.execute(api_keys.update().where(where).values(is_active=False))
-    return done.rowcount > 0
+        revoked = (await conn.execute(api_keys.update().where(where).values(is_active=False)
+                                      .returning(api_keys.c.key_id))).scalars().all()
+        if revoked:
+            await audit.record(conn, actor, "key.revoke", target=f"key:{revoked[0]}")
+    if not revoked:
+        await audit.record_now(engine, actor, "key.revoke",
+                               target=f"key:{key_id}" if key_id is not None else "key:?",
+                               outcome="failed", detail={"code": "no_such_key"})
+    return bool(revoked)
 
 
 async def list_keys(engine: AsyncEngine, username: str | None = None) -> list[dict]:
@@ -213,6 +334,8 @@ class KeyCheck:
     message: str = ""
     user_id: int | None = None
     key_id: int | None = None
+    username: str | None = None
+    role: str | None = None
     retry_after: int | None = None
     remaining: int | None = None
     limit: int | None = None
@@ -226,7 +349,7 @@ async def check_key(engine: AsyncEngine, key: str, *, period_seconds: int) -> Ke
     """
     async with engine.connect() as conn:
         row = (await conn.execute(
-            sa.select(api_keys, users.c.account_status)
+            sa.select(api_keys, users.c.account_status, users.c.username, users.c.role)
             .join(users, users.c.user_id == api_keys.c.user_id)
             .where(api_keys.c.api_key == stored_key(key)))).mappings().first()
     if row is None:
@@ -272,7 +395,8 @@ async def check_key(engine: AsyncEngine, key: str, *, period_seconds: int) -> Ke
                         limit=row["request_limit"], remaining=0, **ids)
     made, limit = counted
     return KeyCheck(None, user_id=row["user_id"], key_id=row["key_id"], limit=limit,
-                    remaining=max(0, limit - made))
+                    remaining=max(0, limit - made), username=row["username"],
+                    role=row["role"])
 
 
 async def log_usage(engine: AsyncEngine, *, user_id: int | None, api_key_id: int | None,

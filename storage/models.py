@@ -22,6 +22,9 @@ NOW = sa.text("CURRENT_TIMESTAMP")
 TZ = sa.DateTime(timezone=True)
 
 ACCOUNT_STATUSES = ("active", "suspended")
+# 0012: what a user may do (storage/accounts.py, api/auth.py); the first is the most powerful.
+ROLES = ("admin", "operator", "member")
+AUDIT_OUTCOMES = ("ok", "denied", "failed")
 # 'deleting' lives only inside the transaction that deletes the upload (storage/removal.py).
 UPLOAD_STATUSES = ("queued", "processing", "done", "failed", "deleting")
 # 'processing': migration 0009 copied each upload's status into its new stage column.
@@ -69,8 +72,11 @@ users = sa.Table(
     sa.Column("last_login", TZ),
     sa.Column("account_status", sa.String(20), server_default="active"),
     sa.Column("profile_image_url", sa.String(255)),
+    # Addition (migration 0012).
+    sa.Column("role", sa.String(20), nullable=False, server_default="member"),
     _check(f"email LIKE '{EMAIL_SHAPE}'", "ck_users_email_shape"),
     _check(one_of("account_status", ACCOUNT_STATUSES), "ck_users_account_status"),
+    _check(one_of("role", ROLES), "ck_users_role"),
 )
 
 uploads = sa.Table(
@@ -243,4 +249,26 @@ login_failures = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("window_start", TZ, nullable=False),
     _check("failures >= 0", "ck_login_failures_failures"),
+)
+
+# Addition (migration 0012): the append-only audit trail (storage/audit.py). No foreign keys:
+# a row outlives the user and key it names, and a cascade would have to UPDATE it, which the
+# database refuses (a trigger on both PostgreSQL and SQLite).
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("audit_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("occurred_at", TZ, nullable=False, server_default=NOW),
+    sa.Column("actor", sa.String(150), nullable=False),
+    sa.Column("user_id", sa.Integer),
+    sa.Column("key_id", sa.Integer),
+    sa.Column("action", sa.String(50), nullable=False),
+    sa.Column("target", sa.String(255)),
+    sa.Column("source", sa.String(255)),
+    sa.Column("outcome", sa.String(10), nullable=False),
+    sa.Column("detail", JSONType),
+    sa.Index("ix_audit_log_occurred_at", "occurred_at"),
+    sa.Index("ix_audit_log_action", "action"),
+    sa.Index("ix_audit_log_actor", "actor"),
+    _check(one_of("outcome", AUDIT_OUTCOMES), "ck_audit_log_outcome"),
 )

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from api.auth import AUTH_ERRORS, Caller, CallerDep
+from api.auth import AUTH_ERRORS, Caller, CallerDep, needs
 from api.errors import ApiError
 from api.routes.common import NOT_FOUND, UploadId, finished_result
 from storage.blobs import BlobNotFound
 
 router = APIRouter(tags=["uploads"])
 
+_READ = "Members read their own uploads; operators and admins any."
 _PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
 
 
 async def _picture(request: Request, who: Caller, upload_id: int, which: str) -> Response:
-    _, _, doc = await finished_result(request, who, upload_id)
+    _, _, doc = await finished_result(request, who, upload_id, any_owner=True)
     key = None
     if doc is not None:
         key = (doc.pixel_analysis.ela_results.ela_image_path if which == "ela"
@@ -34,6 +35,7 @@ async def _picture(request: Request, who: Caller, upload_id: int, which: str) ->
 
 @router.get("/uploads/{upload_id}/ela.png", name="get_ela",
             response_class=Response, summary="The error-level-analysis image",
+            **needs("member", _READ),
             responses={**_PNG, **AUTH_ERRORS, **NOT_FOUND})
 async def get_ela(request: Request, who: CallerDep, upload_id: UploadId):
     return await _picture(request, who, upload_id, "ela")
@@ -41,6 +43,7 @@ async def get_ela(request: Request, who: CallerDep, upload_id: UploadId):
 
 @router.get("/uploads/{upload_id}/heatmap.png", name="get_heatmap",
             response_class=Response, summary="Where the pixel methods found anomalies",
+            **needs("member", _READ),
             responses={**_PNG, **AUTH_ERRORS, **NOT_FOUND})
 async def get_heatmap(request: Request, who: CallerDep, upload_id: UploadId):
     return await _picture(request, who, upload_id, "heatmap")

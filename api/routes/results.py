@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from api.auth import AUTH_ERRORS, CallerDep
+from api.auth import AUTH_ERRORS, CallerDep, needs
 from api.errors import ErrorBody
 from api.models import ResultOut
 from api.routes.common import NOT_FOUND, UploadId, finished_result, own_upload
@@ -17,15 +17,16 @@ router = APIRouter(tags=["uploads"])
 
 @router.get("/uploads/{upload_id}/result", response_model=ResultOut,
             name="get_result", summary="The verdict, per-method results and metadata document",
+            **needs("member", "Members read their own uploads; operators and admins any."),
             responses={**AUTH_ERRORS, **NOT_FOUND,
                        409: {"model": ErrorBody, "description": "not ready yet, or failed"}})
 async def get_result(request: Request, who: CallerDep, upload_id: UploadId):
     # The owner check reads the upload row from SQL on every request, before any cache.
-    upload = await own_upload(request, who, upload_id)
+    upload = await own_upload(request, who, upload_id, any_owner=True)
     storage = request.app.state.storage
     found = await results.read_result(storage, upload)
     if found is None:  # not done or failed (409), or it finished meanwhile
-        _, result, doc = await finished_result(request, who, upload_id)
+        _, result, doc = await finished_result(request, who, upload_id, any_owner=True)
         found = results.result_body(upload_id, result, doc)
     return ResultOut(
         **found.body,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from api.auth import AUTH_ERRORS, CallerDep
+from api.auth import AUTH_ERRORS, FORBIDDEN, CallerDep, forbid, needs
 from api.errors import ApiError, ErrorBody
 from api.models import Accepted, AcceptedList, UploadOut, UploadPage, Verdict
 from api.multipart import FilePart, discard, receive_files
@@ -19,6 +19,7 @@ from schemas.records import verdict_word
 from schemas.text import clean_file_name, clean_text
 from service import ingest
 from service.results import delete_upload as remove_upload
+from storage import accounts, audit
 from storage import repository as repo
 
 log = logging.getLogger("skygate.api")
@@ -50,7 +51,7 @@ def upload_out(row: dict, request: Request) -> UploadOut:
 
 @router.post("/uploads", status_code=202, response_model=AcceptedList,
              summary="Upload one or several images for detection",
-             openapi_extra=_MULTIPART,
+             **needs("member", extra=_MULTIPART),
              responses={**AUTH_ERRORS,
                         400: {"model": ErrorBody, "description": "malformed multipart"},
                         413: {"model": ErrorBody, "description": "a file or the body is too big"},
@@ -130,9 +131,14 @@ async def _dispatch(request: Request, upload_id: int, name: str) -> None:
 
 
 @router.get("/uploads", response_model=UploadPage,
-            summary="Your uploads, newest first", responses=AUTH_ERRORS)
+            summary="Your uploads, newest first", responses={**AUTH_ERRORS, **FORBIDDEN},
+            **needs("member", "`owner` (someone else's uploads, or `*` for everyone's) needs "
+                              "the operator role."))
 async def list_uploads(
         request: Request, who: CallerDep,
+        owner: Annotated[str | None, Query(
+            max_length=50, description="operator or admin: whose uploads (a user name), or "
+                                       "`*` for everyone's; yours by default")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         processed: bool | None = None,
@@ -140,8 +146,17 @@ async def list_uploads(
         since: Annotated[datetime | None, Query(description="uploaded on or after")] = None):
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
+    engine = request.app.state.storage.engine
+    whose = who.user_id
+    if owner is not None and owner != who.username:
+        if not who.reads_all:
+            raise await forbid(request, who, "operator", "listing other users' uploads")
+        found = None if owner == "*" else await accounts.get_user(engine, owner)
+        if owner != "*" and found is None:
+            raise ApiError(404, "user_not_found", f"no user named {clean_text(owner)!r}")
+        whose = ... if owner == "*" else found["user_id"]
     rows, total = await repo.list_uploads(
-        request.app.state.storage.engine, owner=who.user_id, since=since, processed=processed,
+        engine, owner=whose, since=since, processed=processed,
         verdict=verdict, limit=limit, offset=offset)
     nxt = None
     if offset + limit < total:
@@ -152,15 +167,31 @@ async def list_uploads(
 
 @router.get("/uploads/{upload_id}", response_model=UploadOut,
             name="get_upload", summary="One upload and its processing state",
+            **needs("member", "Members read their own uploads; operators and admins any."),
             responses={**AUTH_ERRORS, **NOT_FOUND})
 async def get_upload(request: Request, who: CallerDep, upload_id: UploadId):
-    return upload_out(await own_upload(request, who, upload_id), request)
+    return upload_out(await own_upload(request, who, upload_id, any_owner=True), request)
 
 
 @router.delete("/uploads/{upload_id}", status_code=204,
                summary="Delete an upload, its results, its document and its blobs",
-               response_class=Response, responses={**AUTH_ERRORS, **NOT_FOUND})
+               response_class=Response, responses={**AUTH_ERRORS, **FORBIDDEN, **NOT_FOUND},
+               **needs("member", "Members and operators delete their own uploads; admins "
+                                 "any. Audited."))
 async def delete_upload(request: Request, who: CallerDep, upload_id: UploadId):
-    await own_upload(request, who, upload_id)
-    await remove_upload(request.app.state.storage, upload_id)
+    row = await own_upload(request, who, upload_id, any_owner=True)
+    if row["user_id"] != who.user_id and not who.deletes_all:
+        raise await forbid(request, who, "admin", "deleting another user's upload")
+    storage = request.app.state.storage
+    detail = {"owner_user_id": row["user_id"], "sha256": row["sha256"],
+              "file_name": row["original_file_name"]}
+    try:
+        await remove_upload(storage, upload_id)
+    except Exception as exc:
+        await audit.record_now(storage.engine, who.actor(), "upload.delete",
+                               target=f"upload:{upload_id}", outcome="failed",
+                               detail={**detail, "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    await audit.record_now(storage.engine, who.actor(), "upload.delete",
+                           target=f"upload:{upload_id}", detail=detail)
     return Response(status_code=204)

@@ -12,6 +12,7 @@ module             commands
 ``operations``     ``doctor``, ``retry``, ``rescore``, ``recover``, ``blobs gc``
 ``backup``         ``backup``, ``restore``
 ``feedback``       ``feedback export`` (owners' labels as a labelled set)
+``audit``          ``audit`` (the audit trail)
 ``_common``        helpers shared by several of them
 =================  ===============================================================
 
@@ -28,6 +29,7 @@ import click
 
 from skygate.cli import (
     accounts,
+    audit,
     backup,
     db,
     evaluation,
@@ -47,7 +49,8 @@ def main() -> None:
     configure()
 
 
-for _module in (db, scan, evaluation, results, accounts, serve, operations, backup, feedback):
+for _module in (db, scan, evaluation, results, accounts, serve, operations, backup, audit,
+                feedback):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

@@ -1,4 +1,6 @@
-"""``skygate users`` and ``skygate keys``: the HTTP API's accounts and API keys."""
+"""``skygate users`` and ``skygate keys``: the HTTP API's accounts, their roles and API keys.
+
+Every change is audited as ``cli:<os user>`` from this host (storage/audit.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,14 @@ import sys
 import click
 
 from skygate.cli._common import engine_call, fail
+
+ROLES = ("admin", "operator", "member")  # storage.models.ROLES, without importing storage
+
+
+def _cli_actor():
+    from storage.audit import Actor
+
+    return Actor.cli()
 
 
 @click.group()
@@ -19,7 +29,10 @@ def users() -> None:
 @click.option("--email", required=True)
 @click.option("--password-stdin", is_flag=True,
               help="read a password from stdin (for POST /v1/keys); keys-only without it")
-def users_create(username, email, password_stdin):
+@click.option("--role", type=click.Choice(ROLES), default="member", show_default=True,
+              help="admin: users, keys, everything; operator: reads all, retry/rescore/"
+                   "recover; member: own uploads only")
+def users_create(username, email, password_stdin, role):
     """Create a user (passwords are stored as argon2 hashes)."""
     from storage import accounts
 
@@ -28,10 +41,36 @@ def users_create(username, email, password_stdin):
         raise click.UsageError("the password must have at least 8 characters")
     try:
         user_id = engine_call(lambda e: accounts.create_user(
-            e, username=username, email=email, password=password))
+            e, username=username, email=email, password=password, role=role,
+            actor=_cli_actor()))
     except accounts.AccountError as exc:
         fail(str(exc))
-    click.echo(f"user {username} created (id {user_id})")
+    click.echo(f"user {username} created (id {user_id}, role {role})")
+
+
+@users.command("role")
+@click.argument("username")
+@click.argument("role", type=click.Choice(ROLES))
+def users_role(username, role):
+    """Give a user another role (the last active admin keeps theirs)."""
+    from storage import accounts
+
+    try:
+        before = engine_call(lambda e: accounts.get_user(e, username))
+        engine_call(lambda e: accounts.set_role(e, username, role, actor=_cli_actor()))
+    except accounts.AccountError as exc:
+        fail(str(exc))
+    click.echo(f"user {username}: role {before['role'] if before else '?'} -> {role}")
+
+
+@users.command("list")
+def users_list():
+    """Accounts with their role and status."""
+    from storage import accounts
+
+    for u in engine_call(accounts.list_users):
+        click.echo(f"{u['user_id']:>5}  {u['username']:<20} {u['role']:<9} "
+                   f"{u['account_status']:<10} {u['email']}  last login {u['last_login'] or '-'}")
 
 
 @users.command("suspend")
@@ -52,7 +91,8 @@ def _set_status(username: str, status: str) -> None:
     from storage import accounts
 
     try:
-        engine_call(lambda e: accounts.set_account_status(e, username, status))
+        engine_call(lambda e: accounts.set_account_status(e, username, status,
+                                                          actor=_cli_actor()))
     except accounts.AccountError as exc:
         fail(str(exc))
     click.echo(f"user {username}: {status}")
@@ -79,7 +119,8 @@ def keys_create(username, name, limit, expires):
     when = expires.replace(tzinfo=UTC) if expires else None
     try:
         key, key_id = engine_call(lambda e: accounts.create_key(
-            e, username=username, name=name, limit=limit, expires_at=when))
+            e, username=username, name=name, limit=limit, expires_at=when,
+            actor=_cli_actor()))
     except accounts.AccountError as exc:
         fail(str(exc))
     click.echo(f"key {key_id} for {username} (shown once, keep it):", err=True)
@@ -92,7 +133,7 @@ def keys_revoke(key_id):
     """Revoke a key by its id (see `skygate keys list`)."""
     from storage import accounts
 
-    if not engine_call(lambda e: accounts.revoke_key(e, key_id=key_id)):
+    if not engine_call(lambda e: accounts.revoke_key(e, key_id=key_id, actor=_cli_actor())):
         fail(f"no key with id {key_id}")
     click.echo(f"key {key_id} revoked")
 

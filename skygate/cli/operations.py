@@ -54,7 +54,7 @@ def retry(only_failed, since):
             await repo.reset_for_retry(engine, upload_id)
         return ids
 
-    _requeue(settings, engine_call(pick), what="retry")
+    _requeue(settings, engine_call(pick), what="retry", detail={"since": since})
 
 
 @click.command()
@@ -77,23 +77,49 @@ def rescore(version, everything):
             await repo.reset_for_retry(engine, upload_id)
         return ids
 
-    _requeue(settings, engine_call(pick), what="rescore")
+    _requeue(settings, engine_call(pick), what="rescore",
+             detail={"algorithm_version": None if everything else version, "all": everything})
 
 
-def _requeue(settings: Settings, upload_ids: list[int], *, what: str) -> None:
+def _audit(action: str, *, outcome: str = "ok", detail: dict | None = None) -> None:
+    """One audit_log row for this run, as ``cli:<os user>`` from this host (best effort)."""
+    from storage import audit
+
+    engine_call(lambda e: audit.record_now(e, audit.Actor.cli(), action, outcome=outcome,
+                                           target="uploads", detail=detail))
+
+
+def _requeue(settings: Settings, upload_ids: list[int], *, what: str,
+             detail: dict | None = None) -> None:
     """Start each upload's detection again (``service.dispatch``): a ``skygate.prepare``
-    message to the cluster, or the whole run here (embedded)."""
+    message to the cluster, or the whole run here (embedded). The run is audited."""
+    detail = {**(detail or {}), "count": len(upload_ids), "upload_ids": upload_ids,
+              "where": "cluster" if settings.broker_url else "here"}
+    try:
+        failed = _start_again(settings, upload_ids, what=what)
+    except Exception as exc:
+        _audit(f"uploads.{what}", outcome="failed",
+               detail={**detail, "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    _audit(f"uploads.{what}", outcome="failed" if failed else "ok",
+           detail={**detail, "failed": failed})
+    if failed:
+        sys.exit(1)
+
+
+def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int:
+    """Dispatch ``upload_ids``; returns how many failed (embedded runs only)."""
     from service import dispatch
 
     if not upload_ids:
         click.echo(f"nothing to {what}")
-        return
+        return 0
     if settings.broker_url:
         for upload_id in upload_ids:
             dispatch.send_prepare(upload_id)
         click.echo(f"{what}: sent {len(upload_ids)} upload(s) to the cluster: "
                    f"{', '.join(map(str, upload_ids))}")
-        return
+        return 0
     from service import runtime
     from storage import repository as repo
 
@@ -108,8 +134,7 @@ def _requeue(settings: Settings, upload_ids: list[int], *, what: str) -> None:
         click.echo(f"{what}: upload {upload_id} ({upload['original_file_name']}): "
                    f"{upload['status']}{' - ' + upload['error'] if upload['error'] else ''}")
     runtime.shutdown()
-    if failed:
-        sys.exit(1)
+    return failed
 
 
 @click.command()
@@ -130,7 +155,15 @@ def recover(dry_run, stuck_after, as_json):
     if stuck_after is not None:
         settings = settings.model_copy(update={"stuck_after": stuck_after or 1})
     app = celery_client()
-    resent = engine_call(lambda engine: sweep(engine, settings, app, dry_run=dry_run))
+    run = {"dry_run": dry_run, "stuck_after": settings.stuck_after_seconds}
+    try:
+        resent = engine_call(lambda engine: sweep(engine, settings, app, dry_run=dry_run))
+    except Exception as exc:
+        _audit("uploads.recover", outcome="failed",
+               detail={**run, "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    _audit("uploads.recover", detail={**run, "count": len(resent),
+                                      "upload_ids": [i["upload_id"] for i in resent]})
     verb = "would re-send" if dry_run else "re-sent"
     for item in resent:
         if as_json:
