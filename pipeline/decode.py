@@ -80,12 +80,21 @@ class FileInfo:
     extra: dict = field(default_factory=dict)
 
 
+_FTYP_BRANDS_AT = 12  # size, "ftyp", major brand: compatible brands start after the version
+_FTYP_COMPATIBLE_AT = 16
+_PIXI_MIN_BODY = 6  # version/flags, channel count, one depth
+_COLOUR_CHANNELS = 3
+_ILOC_MAX_VERSION = 2  # version 2 widens item ids and counts to 4 bytes
+_PERCENT = 100
+_BYTE_MAX = 255
+
+
 def _ftyp_brands(data: bytes) -> list[bytes] | None:
     """Major brand then compatible brands of a leading ``ftyp`` box, or None if there is none."""
-    if len(data) < 12 or data[4:8] != b"ftyp":
+    if len(data) < _FTYP_BRANDS_AT or data[4:8] != b"ftyp":
         return None
     size = int.from_bytes(data[:4], "big")
-    end = min(size, len(data), 4096) if size >= 16 else 12
+    end = (min(size, len(data), 4096) if size >= _FTYP_COMPATIBLE_AT else _FTYP_BRANDS_AT)
     compatible = [data[i:i + 4] for i in range(16, end - 3, 4)]
     return [data[8:12], *compatible]
 
@@ -169,11 +178,11 @@ def _isobmff_bit_depth(data: bytes) -> int | None:
         return None
     depths = []
     for kind, s, e in _boxes(data, *ipco):
-        if kind == b"pixi" and e - s >= 6:
+        if kind == b"pixi" and e - s >= _PIXI_MIN_BODY:
             channels = data[s + 4]
             bits = list(data[s + 5:min(e, s + 5 + channels)])
             if bits:
-                depths.append((channels >= 3, max(bits)))
+                depths.append((channels >= _COLOUR_CHANNELS, max(bits)))
     colour = [b for is_colour, b in depths if is_colour]
     return (colour or [b for _, b in depths] or [None])[0]
 
@@ -200,15 +209,16 @@ def _isobmff_data_end(data: bytes) -> int | None:
     try:
         version = read(1)
         read(3)
-        if version > 2:
+        if version > _ILOC_MAX_VERSION:
             return None
+        wide = 4 if version == _ILOC_MAX_VERSION else 2
         sizes = read(1)
         offset_size, length_size = sizes >> 4, sizes & 15
         sizes = read(1)
         base_size, index_size = sizes >> 4, (sizes & 15 if version else 0)
         last = 0
-        for _ in range(read(2 if version < 2 else 4)):
-            read(2 if version < 2 else 4)  # item_ID
+        for _ in range(read(wide)):
+            read(wide)  # item_ID
             method = read(2) & 15 if version else 0
             data_ref = read(2)
             base = read(base_size)
@@ -231,7 +241,7 @@ def _open(data: bytes, file_type: str, max_pixels: int) -> Image.Image:
             img = Image.open(source, formats=[_PIL_FORMATS[file_type]])
     except Image.DecompressionBombError as exc:
         raise InvalidImage(f"decompression bomb refused: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad headers
+    except Exception as exc:  # Pillow raises many types for bad headers
         raise InvalidImage(f"cannot read {file_type} header: {exc}") from exc
     width, height = img.size
     if width <= 0 or height <= 0:
@@ -267,7 +277,7 @@ def validate_image_file(path, *, max_bytes: int, max_pixels: int
         img = _open(fh, file_type, max_pixels)
         try:
             img.verify()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise InvalidImage(f"corrupt {file_type}: {exc}") from exc
         return file_type, mime, img.size[0], img.size[1]
 
@@ -283,7 +293,7 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str
     img = _open(data, file_type, max_pixels)
     try:
         img.verify()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InvalidImage(f"corrupt {file_type}: {exc}") from exc
     return file_type, mime, img.size[0], img.size[1]
 
@@ -308,26 +318,25 @@ def estimate_jpeg_quality(img: Image.Image) -> int | None:
     table = np.asarray(tables[0], dtype=np.float64)
     # Pillow gives the table in zig-zag order; the sum is order-independent.
     scale = table.sum() * 100.0 / base.sum()
-    quality = (200.0 - scale) / 2.0 if scale <= 100 else 5000.0 / scale
-    return int(np.clip(round(quality), 1, 100))
+    quality = (200.0 - scale) / 2.0 if scale <= _PERCENT else 5000.0 / scale
+    return int(np.clip(round(quality), 1, _PERCENT))
+
+
+_COMPRESSION = {
+    "jpeg": lambda img, mime: ("JPEG (progressive)" if img.info.get("progressive")
+                               else "JPEG (baseline)"),
+    "png": lambda img, mime: "PNG (deflate, lossless)",
+    "webp": lambda img, mime: "WebP (lossless)" if img.info.get("lossless") else "WebP (lossy)",
+    "gif": lambda img, mime: "GIF (LZW, palette)",
+    "tiff": lambda img, mime: f"TIFF ({img.info.get('compression', 'raw')})",
+    "heif": lambda img, mime: "HEIF (HEVC)" if mime == "image/heic" else "HEIF",
+    "avif": lambda img, mime: "AVIF (AV1)",
+}
 
 
 def _compression(img: Image.Image, file_type: str, mime: str = "") -> str:
-    if file_type == "jpeg":
-        return "JPEG (progressive)" if img.info.get("progressive") else "JPEG (baseline)"
-    if file_type == "png":
-        return "PNG (deflate, lossless)"
-    if file_type == "webp":
-        return "WebP (lossless)" if img.info.get("lossless") else "WebP (lossy)"
-    if file_type == "gif":
-        return "GIF (LZW, palette)"
-    if file_type == "tiff":
-        return f"TIFF ({img.info.get('compression', 'raw')})"
-    if file_type == "heif":
-        return "HEIF (HEVC)" if mime == "image/heic" else "HEIF"
-    if file_type == "avif":
-        return "AVIF (AV1)"
-    return file_type.upper()
+    describe = _COMPRESSION.get(file_type)
+    return describe(img, mime) if describe else file_type.upper()
 
 
 @dataclass
@@ -338,6 +347,81 @@ class DecodedImage:
     info: FileInfo
 
 
+@dataclass
+class ImageViews:
+    """What prepare keeps of one decode: the file's facts, a bounded native crop, a thumbnail.
+
+    Memory is bounded by design: the full image lives once, as Pillow's RGB image (4 bytes a
+    pixel; a second copy only while a non-RGB mode is converted), and only ``crop`` (at most
+    ``side`` × ``side`` × 3 bytes) and the thumbnail leave this function.
+    """
+
+    info: FileInfo
+    crop: np.ndarray  # the central <= side x side window at native resolution, (M, N, 3) uint8
+    thumbnail: bytes  # JPEG, <= THUMBNAIL_SIDE on its long side
+
+
+THUMBNAIL_SIDE = 256
+_DEEP_MODES = ("I;16", "I;16B", "I", "F")
+_CHUNK_ROWS = 512  # rows converted at a time from 16/32-bit modes (bounded float64 buffers)
+
+
+def _file_info(img: Image.Image, data: bytes, file_type: str, mime: str) -> FileInfo:
+    mode = img.mode
+    bits = {"1": 1, "I;16": 16, "I;16B": 16, "I": 32, "F": 32}.get(mode, 8)
+    if file_type == "png" and img.info.get("bits"):
+        bits = int(img.info["bits"])
+    if file_type in ("heif", "avif"):
+        # pillow-heif reports the coded depth; Pillow's AVIF reader does not: read pixi.
+        bits = int(img.info.get("bit_depth") or _isobmff_bit_depth(data) or bits)
+    return FileInfo(
+        file_type=file_type, mime_type=mime, width=img.size[0], height=img.size[1],
+        color_space=_COLOR_SPACES.get(mode, mode), bit_depth=bits,
+        compression=_compression(img, file_type, mime),
+        jpeg_quality=estimate_jpeg_quality(img) if file_type == "jpeg" else None,
+        extra={"frames": getattr(img, "n_frames", 1), "mode": mode},
+    )
+
+
+def _load(img: Image.Image, file_type: str) -> None:
+    prev = ImageFile.LOAD_TRUNCATED_IMAGES
+    try:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not grey pixels
+        if file_type != "heif":  # pillow-heif opens at the primary image, not always index 0
+            img.seek(0)
+        img.load()
+    except Exception as exc:
+        raise InvalidImage(f"cannot decode {file_type}: {exc}") from exc
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = prev
+
+
+def _deep_to_gray(img: Image.Image) -> np.ndarray:
+    """16/32-bit grey to 8 bits (65535 or the image's own 255 scale), a band of rows at a time."""
+    cols, rows = img.size
+    top = 65535.0 if img.mode.startswith("I;16") or img.getextrema()[1] > _BYTE_MAX else 255.0
+    gray = np.empty((rows, cols), dtype=np.uint8)
+    for r in range(0, rows, _CHUNK_ROWS):
+        band = np.asarray(img.crop((0, r, cols, min(rows, r + _CHUNK_ROWS))), dtype=np.float64)
+        gray[r:r + band.shape[0]] = np.clip(band / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return gray
+
+
+def _open_rgb(data: bytes, max_pixels: int) -> tuple[Image.Image, FileInfo]:
+    """The first frame decoded, as one Pillow RGB image, and the file's facts.
+
+    Alpha is dropped (forensic signals live in the colour channels); 16-bit images are
+    scaled to 8 bits; EXIF orientation is not applied so pixel positions match the file.
+    """
+    file_type, mime = sniff_format(data)
+    img = _open(data, file_type, max_pixels)  # the pixel limit is checked before any decode
+    info = _file_info(img, data, file_type, mime)
+    _load(img, file_type)
+    if img.mode in _DEEP_MODES:
+        return Image.fromarray(_deep_to_gray(img), "L").convert("RGB"), info
+    return (img if img.mode == "RGB" else img.convert("RGB")), info
+
+
 def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
     """Fully decode the first frame to 8-bit RGB; truncated or corrupt data raises.
 
@@ -346,58 +430,56 @@ def decode_image(data: bytes, *, max_pixels: int) -> DecodedImage:
     HEIC/HEIF is the primary image, 10/12-bit converted to 8 by libheif, with the
     container's own rotation/mirror (irot/imir) applied as libheif always does; AVIF is
     decoded by libavif to 8-bit RGB. ``bit_depth`` reports the coded depth either way.
+    The detection service uses :func:`decode_views` instead (bounded memory).
     """
-    file_type, mime = sniff_format(data)
-    img = _open(data, file_type, max_pixels)
-    mode = img.mode
-    bits = {"1": 1, "I;16": 16, "I;16B": 16, "I": 32, "F": 32}.get(mode, 8)
-    if file_type == "png" and img.info.get("bits"):
-        bits = int(img.info["bits"])
-    if file_type in ("heif", "avif"):
-        # pillow-heif reports the coded depth; Pillow's AVIF reader does not: read pixi.
-        bits = int(img.info.get("bit_depth") or _isobmff_bit_depth(data) or bits)
-    info = FileInfo(
-        file_type=file_type, mime_type=mime, width=img.size[0], height=img.size[1],
-        color_space=_COLOR_SPACES.get(mode, mode), bit_depth=bits,
-        compression=_compression(img, file_type, mime),
-        jpeg_quality=estimate_jpeg_quality(img) if file_type == "jpeg" else None,
-        extra={"frames": getattr(img, "n_frames", 1), "mode": mode},
-    )
-    prev = ImageFile.LOAD_TRUNCATED_IMAGES
-    try:
-        ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not grey pixels
-        if file_type != "heif":  # pillow-heif opens at the primary image, not always index 0
-            img.seek(0)
-        img.load()
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidImage(f"cannot decode {file_type}: {exc}") from exc
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = prev
-    if mode in ("I;16", "I;16B", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        rgb = np.repeat(gray[:, :, None], 3, axis=2)
-    else:
-        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return DecodedImage(rgb=np.ascontiguousarray(rgb), info=info)
+    rgb, info = _open_rgb(data, max_pixels)
+    return DecodedImage(rgb=np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), info=info)
 
 
-def make_thumbnail(rgb: np.ndarray, *, size: int = 256) -> bytes:
-    """A JPEG thumbnail no larger than ``size`` on its long side (for people, not methods)."""
-    img = Image.fromarray(rgb)
-    img.thumbnail((size, size), Image.Resampling.LANCZOS)
+def decode_views(data: bytes, *, max_pixels: int, side: int) -> ImageViews:
+    """Decode once and keep only what the methods and people need (:class:`ImageViews`).
+
+    ``crop`` equals ``pipeline.imaging.center_crop(decode_image(data).rgb, max_side=side)``
+    pixel for pixel; the thumbnail equals ``make_thumbnail`` of the full pixels.
+    """
+    rgb, info = _open_rgb(data, max_pixels)
+    cols, rows = rgb.size
+    r0, c0 = max(0, (rows - side) // 2), max(0, (cols - side) // 2)
+    crop = np.asarray(rgb.crop((c0, r0, min(cols, c0 + side), min(rows, r0 + side))),
+                      dtype=np.uint8)
+    rgb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)  # in place
+    return ImageViews(info=info, crop=np.ascontiguousarray(crop), thumbnail=_jpeg(rgb))
+
+
+def _jpeg(img: Image.Image) -> bytes:
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=85)
     return out.getvalue()
 
 
+def make_thumbnail(rgb: np.ndarray, *, size: int = THUMBNAIL_SIDE) -> bytes:
+    """A JPEG thumbnail no larger than ``size`` on its long side (for people, not methods)."""
+    img = Image.fromarray(rgb)
+    img.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return _jpeg(img)
+
+
+#: zlib level of the temporary pixel intermediates: 1 is several times faster than the
+#: default 6 for a few per cent more bytes, and they live only as long as the canvas.
+INTERMEDIATE_PNG_LEVEL = 1
+
+
 def pixels_to_bytes(rgb: np.ndarray) -> bytes:
-    """Serialise decoded pixels for the blob-store cache (``.npy``, no pickle)."""
+    """Serialise pixels for the blob store, losslessly (PNG; an (M, N, 3) uint8 image)."""
     out = io.BytesIO()
-    np.save(out, rgb, allow_pickle=False)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(
+        out, format="PNG", compress_level=INTERMEDIATE_PNG_LEVEL)
     return out.getvalue()
 
 
 def pixels_from_bytes(data: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    """The pixels of :func:`pixels_to_bytes` (or of an ``.npy`` cache written before it)."""
+    if data[:6] == b"\x93NUMPY":
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)

@@ -2,15 +2,16 @@
 
 Each calibrated pixel method (:mod:`pipeline.methods.prnu`, ``texture``, ``ela``) owns its
 features (``FEATURES`` and ``features(rgb, gray)``); this module computes several groups on
-one image with its luminance computed once — what the model's forensic variant and
-scripts/train_model.py read. The neutral view itself is :func:`pipeline.imaging.neutralise`.
+one image with its luminance computed once — what prepare caches for the methods
+(:func:`shared_features`, once per canvas) and scripts/train_model.py reads. The neutral view
+itself is :func:`pipeline.imaging.neutralise`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.imaging import luminance
+from pipeline.imaging import luminance, too_small
 from pipeline.methods import ela, prnu, texture
 
 _GROUPS = {"prnu": prnu, "texture": texture, "ela": ela}
@@ -30,3 +31,24 @@ def compute_features(rgb: np.ndarray, *, groups=("prnu", "texture", "ela")) -> t
         found, raw[group] = _GROUPS[group].features(rgb, gray)
         features.update(found)
     return features, raw
+
+
+def shared_features(neutral: np.ndarray, groups) -> dict:
+    """The features of the named groups, once per canvas, as JSON-able data (the
+    ``neutral_features`` input): ``{"features": {...}, "errors": {group: reason},
+    "abstain": reason or None}``. A group that fails is recorded, not raised: only the
+    methods that read it fail (as they did when each computed its own)."""
+    groups = [g for g in _GROUPS if g in set(groups)]  # a stable order
+    out: dict = {"features": {}, "errors": {}, "abstain": None}
+    if too_small(neutral):
+        out["abstain"] = "too small"
+        return out
+    gray = luminance(neutral)
+    for group in groups:
+        try:
+            found, _ = _GROUPS[group].features(neutral, gray)
+        except Exception as exc:  # noqa: BLE001 - recorded for the methods that read it
+            out["errors"][group] = f"{type(exc).__name__}: {exc}"[:500]
+            continue
+        out["features"].update({k: float(v) for k, v in found.items()})
+    return out

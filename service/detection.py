@@ -1,6 +1,12 @@
 """Detection of one upload: prepare (decode once, cache what the methods share), one
 method, aggregate (weighted verdict, heatmap, rows, document). Celery tasks call these one
-step at a time; the embedded runner (``run_all``) calls them in one process."""
+step at a time; the embedded runner (``run_all``) calls them in one process.
+
+What the methods share lives only as long as the canvas (``storage.blobrefs``'s
+intermediate kinds): the decoded image's central crop as a lossless PNG, the neutral view's
+features (computed once, in the manifest) and the manifest itself. Aggregate releases them
+once the verdict is stored; the recovery sweep releases those of abandoned canvases. What
+stays: the original, the thumbnail, the pictures, the heatmap, the rows and the document."""
 
 from __future__ import annotations
 
@@ -14,24 +20,21 @@ import numpy as np
 from PIL import Image
 
 from pipeline import ensemble
-from pipeline.decode import (
-    InvalidImage,
-    decode_image,
-    make_thumbnail,
-    pixels_from_bytes,
-    pixels_to_bytes,
-)
+from pipeline.decode import InvalidImage, decode_views, pixels_from_bytes, pixels_to_bytes
 from pipeline.document import build_metadata_document
+from pipeline.features import shared_features
 from pipeline.heatmap import anomalies_from_map, combine_block_maps, render_heatmap
-from pipeline.imaging import neutralise
+from pipeline.imaging import MAX_SIDE, neutralise
 from pipeline.methods.registry import (
     CONFIG,
     NATIVE_PIXELS,
+    NEUTRAL_FEATURES,
     NEUTRAL_PIXELS,
     ORIGINAL_BYTES,
     REGISTRY,
     SETTINGS,
     Method,
+    feature_groups_of,
     needs_of,
 )
 from schemas.results import MethodResult
@@ -74,9 +77,10 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
     try:
         if upload is None:
             raise blobrefs.UploadGone(upload_id)
-        decoded = decode_image(storage.blobs.get(upload["file_path"]),
-                               max_pixels=settings.max_image_pixels)
-        return await _prepare_decoded(storage, upload_id, upload, decoded)
+        # The pixel limit is checked on the header, before anything is allocated.
+        views = decode_views(storage.blobs.get(upload["file_path"]),
+                             max_pixels=settings.max_image_pixels, side=MAX_SIDE)
+        return await _prepare_decoded(storage, upload_id, upload, views)
     except (blobrefs.UploadGone, BlobNotFound):
         if await blobrefs.upload_exists(storage, upload_id):
             raise
@@ -88,33 +92,32 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
         return None, []
 
 
-# The pixel caches prepare can make, by the input they serve: the manifest field that names
-# the blob, and how to make the pixels from the decoded image.
-_PIXEL_CACHES = {
-    NATIVE_PIXELS: ("native_key", lambda rgb: rgb),
-    NEUTRAL_PIXELS: ("neutral_key", neutralise),
-}
+# Every pixel input derives from one intermediate, the central crop (its neutral view is a
+# JPEG round trip of it, cheaper to redo than to store and read back).
+_PIXEL_NEEDS = frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS, NEUTRAL_FEATURES})
 
 
-async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, decoded
+async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, views
                            ) -> tuple[str, list[str]]:
-    rgb = decoded.rgb
     methods = list(await repo.active_methods(storage.engine))
     needs = needs_of(methods)
-    caches = {}
-    # Only the pixels an active method reads are made and cached.
-    for need, (field, make) in _PIXEL_CACHES.items():
-        if need in needs:
-            caches[field] = await blobrefs.store(storage, upload_id, pixels_to_bytes(make(rgb)),
-                                                 suffix=".npy", kind=need)
-    thumb_key = await blobrefs.store(storage, upload_id, make_thumbnail(rgb), suffix=".jpg",
+    caches: dict = {}
+    # Only what an active method reads is made and cached.
+    if needs & {NATIVE_PIXELS, NEUTRAL_PIXELS}:
+        caches["native_key"] = await blobrefs.store(
+            storage, upload_id, pixels_to_bytes(views.crop), suffix=".png", kind=NATIVE_PIXELS)
+    if NEUTRAL_FEATURES in needs:
+        # Once per canvas, for every method that reads them (not once per method).
+        caches["neutral_features"] = shared_features(neutralise(views.crop),
+                                                     feature_groups_of(methods))
+    thumb_key = await blobrefs.store(storage, upload_id, views.thumbnail, suffix=".jpg",
                                      kind="thumbnail")
     await repo.set_thumbnail(storage.engine, upload_id, thumb_key)
     manifest = {
         "upload_id": upload_id, "user_id": upload["user_id"],
         "file_name": upload["original_file_name"],
         "original_key": upload["file_path"], **caches, "thumbnail_key": thumb_key,
-        "file_info": asdict(decoded.info),
+        "file_info": asdict(views.info),
     }
     manifest_key = await blobrefs.store(storage, upload_id,
                                         json.dumps(manifest, sort_keys=True).encode(),
@@ -123,8 +126,27 @@ async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, decod
     return manifest_key, methods
 
 
-def _pixels(storage: Storage, key: str) -> np.ndarray:
-    return pixels_from_bytes(storage.blobs.get(key))
+# The last crop read and its neutral view, by content-addressed key (same key, same bytes):
+# the methods of one canvas that run in the same process decode the PNG once.
+_recent: dict[str, tuple[str, np.ndarray]] = {}
+
+
+def _cached(kind: str, key: str, make) -> np.ndarray:
+    hit = _recent.get(kind)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = make()
+    value.setflags(write=False)  # shared between methods: nobody writes into it
+    _recent[kind] = (key, value)
+    return value
+
+
+def _native(storage: Storage, key: str) -> np.ndarray:
+    return _cached(NATIVE_PIXELS, key, lambda: pixels_from_bytes(storage.blobs.get(key)))
+
+
+def _neutral(storage: Storage, key: str) -> np.ndarray:
+    return _cached(NEUTRAL_PIXELS, key, lambda: neutralise(_native(storage, key)))
 
 
 async def detect(storage: Storage, settings: Settings, upload_id: int, method: str,
@@ -176,11 +198,20 @@ def _load_input(storage: Storage, settings: Settings, need: str, manifest: dict,
         return storage.blobs.get(manifest["original_key"])
     if need == SETTINGS:
         return settings
-    field = _PIXEL_CACHES[need][0]
-    if not manifest.get(field):
+    if need not in _PIXEL_NEEDS:
+        raise LookupError(f"method {name!r} needs {need}, which the service cannot provide")
+    if need == NEUTRAL_FEATURES and manifest.get(NEUTRAL_FEATURES) is not None:
+        return manifest[NEUTRAL_FEATURES]
+    key = manifest.get("native_key")
+    if not key:
         raise LookupError(f"method {name!r} needs {need}, which prepare did not cache "
                           "(was the method activated while this upload was in flight?)")
-    return _pixels(storage, manifest[field])
+    if need == NATIVE_PIXELS:
+        return _native(storage, key)
+    if need == NEUTRAL_PIXELS:
+        return _neutral(storage, key)
+    # A method activated while this upload was in flight: its own groups, computed here.
+    return shared_features(_neutral(storage, key), REGISTRY[name].feature_groups)
 
 
 async def _store_pictures(storage: Storage, upload_id: int, method: Method, finding,
@@ -247,12 +278,42 @@ async def _abandon(storage: Storage, upload_id: int, manifest_key: str, raw_resu
         keys |= set(doc.blob_keys.values())
         await storage.documents.delete_detection_metadata(doc.result_id)
     removed = await blobrefs.release(storage, {k for k in keys if k})
+    removed += await blobrefs.release_intermediates(storage, upload_id)
     log.info("upload %s was deleted during detection; removed %d leftover blob(s)",
              upload_id, len(removed), extra={"upload_id": upload_id})
 
 
+async def _manifest_or_outcome(storage: Storage, upload_id: int, manifest_key: str
+                               ) -> tuple[dict | None, dict | None]:
+    """(the manifest, None), or (None, the stored outcome) for an aggregate redelivered after
+    the first one finished and released the manifest; a manifest missing otherwise raises."""
+    try:
+        return json.loads(storage.blobs.get(manifest_key)), None
+    except BlobNotFound:
+        finished = await _finished(storage, upload_id)
+        if finished is None:
+            raise
+        return None, finished
+
+
+async def _finished(storage: Storage, upload_id: int) -> dict | None:
+    """The stored outcome of an upload whose canvas already finished, else None."""
+    upload = await repo.get_upload(storage.engine, upload_id)
+    if upload is None or upload["status"] != "done":
+        return None
+    result = await repo.result_for_upload(storage.engine, upload_id)
+    if result is None:
+        return None
+    return {"upload_id": upload_id, "result_id": result["result_id"],
+            "is_ai_generated": result["is_ai_generated"],
+            "confidence": float(result["confidence_score"])}
+
+
 async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manifest_key: str,
                      raw_results: list) -> dict:
+    manifest, finished = await _manifest_or_outcome(storage, upload_id, manifest_key)
+    if finished is not None:
+        return finished
     active = await repo.active_methods(storage.engine)
     by_method: dict[str, MethodResult] = {}
     for raw in raw_results:
@@ -271,7 +332,6 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     weights = {name: info["weight"] for name, info in active.items()}
     verdict = ensemble.aggregate(list(by_method.values()), weights)
 
-    manifest = json.loads(storage.blobs.get(manifest_key))
     maps = {m: r.block_map for m, r in by_method.items()
             if r.block_map and m in REGISTRY and REGISTRY[m].in_heatmap}
     # The heatmap shows where the forensic maps see structure, whatever weight their vote
@@ -312,11 +372,10 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
         result_id=result_id, upload_id=upload_id, user_id=upload["user_id"],
         file_info=manifest["file_info"], results=by_method, verdict=verdict,
         heatmap_path=heatmap_key, anomalies=anomalies)
+    # Only what stays: the intermediates (crop, manifest) are released below.
     doc.blob_keys = {k: v for k, v in {
         "original": manifest["original_key"], "thumbnail": manifest["thumbnail_key"],
-        "native_pixels": manifest.get("native_key"), "neutral_pixels": manifest.get("neutral_key"),
-        "manifest": manifest_key, "heatmap": heatmap_key,
-        **_picture_keys({m: r.details for m, r in by_method.items()}),
+        "heatmap": heatmap_key, **_picture_keys({m: r.details for m, r in by_method.items()}),
     }.items() if v}
     earlier = await storage.documents.get_detection_metadata(result_id)
     if earlier is not None:
@@ -329,8 +388,18 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
                       metadata_id=metadata_id)
     await results.invalidate(storage, upload_id)  # a new result: drop the cached one
+    await _release_intermediates(storage, upload_id)
     return {"upload_id": upload_id, "result_id": result_id,
             "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}
+
+
+async def _release_intermediates(storage: Storage, upload_id: int) -> None:
+    """The canvas is over: its intermediates go (a failure leaves them to the sweep)."""
+    try:
+        await blobrefs.release_intermediates(storage, upload_id)
+    except Exception as exc:  # noqa: BLE001 - the verdict is stored; the sweep retries this
+        log.warning("could not release the intermediates of upload %s: %s: %s", upload_id,
+                    type(exc).__name__, exc, extra={"upload_id": upload_id})
 
 
 def _aware(when: datetime | None) -> datetime:
@@ -377,3 +446,4 @@ async def run_all_or_fail(storage: Storage, settings: Settings, upload_id: int) 
     except Exception as exc:
         log.exception("detection failed", extra={"upload_id": upload_id})
         await repo.mark_failed(storage.engine, upload_id, f"{type(exc).__name__}: {exc}")
+        await _release_intermediates(storage, upload_id)

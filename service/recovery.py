@@ -16,6 +16,11 @@ Who sweeps: every worker, in a thread of its main process, every ``SKYGATE_SWEEP
 seconds (with jitter). No extra service to deploy or to lose; with many workers each stuck
 upload is still re-sent once, because the claim is one conditional UPDATE (``stage_touched_at``
 unchanged since it was read). ``skygate recover`` runs the same sweep by hand.
+
+The sweep also releases the intermediates (the shared crop, the manifest) of abandoned
+canvases: uploads failed or done whose aggregate never released them, and unfinished ones
+nobody touched for ``storage.blobrefs.INTERMEDIATE_TTL_SECONDS`` (a re-sent prepare makes
+them again).
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ import logging
 import random
 import threading
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 from schemas.settings import Settings
 from service.queues import queue_depths
-from storage import faults
+from storage import blobrefs, faults
 
 log = logging.getLogger("skygate.recovery")
 
@@ -38,10 +44,13 @@ _sweeper: dict = {}
 
 async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
                 now: datetime | None = None) -> list[dict]:
-    """Find stuck uploads and re-send them; returns what was (or, dry, would be) re-sent."""
+    """Find stuck uploads and re-send them; returns what was (or, dry, would be) re-sent.
+    Also releases the intermediates of abandoned canvases (:func:`release_abandoned`)."""
     from storage import repository as repo
 
     now = now or datetime.now(UTC)
+    if not dry_run:
+        await release_abandoned(engine, settings, now=now)
     stuck_after = settings.stuck_after_seconds
     candidates = await repo.unfinished_untouched(
         engine, before=now - timedelta(seconds=stuck_after))
@@ -77,6 +86,32 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
     return resent
 
 
+class _Blobs:
+    """The engine and, only if a blob is really released, the blob store (storage's shape)."""
+
+    def __init__(self, engine, settings: Settings):
+        self.engine, self._settings = engine, settings
+
+    @cached_property
+    def blobs(self):
+        from storage.blobs import blob_store_for
+
+        return blob_store_for(self._settings)
+
+
+async def release_abandoned(engine, settings: Settings, *, now: datetime) -> list[str]:
+    """Release the intermediates of abandoned canvases; a failure is logged, never raised
+    (the next sweep tries again)."""
+    before = now - timedelta(seconds=blobrefs.INTERMEDIATE_TTL_SECONDS)
+    try:
+        return await blobrefs.release_stale_intermediates(_Blobs(engine, settings),
+                                                          touched_before=before)
+    except Exception as exc:  # noqa: BLE001 - cleanup never stops the re-sends
+        log.warning("could not release abandoned intermediates: %s: %s",
+                    type(exc).__name__, str(exc)[:300])
+        return []
+
+
 # --- the sweeper thread of a worker's main process -------------------------------------------
 
 
@@ -107,7 +142,7 @@ def _sweep_forever(app, settings: Settings, stop: threading.Event) -> None:
     loop = asyncio.new_event_loop()
     engine = create_engine(settings.sqlalchemy_url)
     try:
-        while not stop.wait(settings.sweep_interval * random.uniform(0.8, 1.2)):
+        while not stop.wait(settings.sweep_interval * random.uniform(0.8, 1.2)):  # noqa: S311 - jitter
             try:
                 loop.run_until_complete(sweep(engine, settings, app))
             except Exception as exc:  # noqa: BLE001 - a sweep never kills the worker

@@ -96,11 +96,11 @@ async def _unreferenced(conn, key: str) -> bool:
 async def release_in(conn, storage, keys: Iterable[str]) -> list[str]:
     """Inside ``conn``'s transaction: unlink every key no row references any more."""
     removed = []
-    for key in sorted(set(k for k in keys if k)):  # one lock order: no deadlocks
+    for key in sorted({k for k in keys if k}):  # one lock order: no deadlocks
         await _lock_key(conn, key)
-        if await _unreferenced(conn, key):
-            if await asyncio.to_thread(storage.blobs.delete, key):
-                removed.append(key)
+        if (await _unreferenced(conn, key)
+                and await asyncio.to_thread(storage.blobs.delete, key)):
+            removed.append(key)
     return removed
 
 
@@ -114,3 +114,67 @@ async def keys_of(conn, upload_id: int) -> set[str]:
     rows = await conn.execute(sa.select(blob_refs.c.blob_key)
                               .where(blob_refs.c.upload_id == upload_id))
     return {r[0] for r in rows}
+
+
+# --- intermediates: what a canvas shares between its steps, kept only while it runs ----------
+
+#: Blob kinds that live only as long as the canvas: prepare writes them, aggregate releases
+#: them (:func:`release_intermediates`), and the recovery sweep releases those of canvases
+#: that were abandoned (:func:`release_stale_intermediates`). ``neutral_pixels`` is only
+#: found on uploads prepared before issue 13.
+INTERMEDIATE_KINDS = frozenset({"native_pixels", "neutral_pixels", "manifest"})
+#: An unfinished upload nobody touched for this long has abandoned its intermediates (a
+#: recovery re-dispatch makes them again): far above the stuck-upload threshold
+#: (``SKYGATE_STUCK_AFTER``, 360 s by default) times the sweep's patience with a busy queue (6).
+INTERMEDIATE_TTL_SECONDS = 24 * 3600
+
+
+async def release_intermediates(storage, upload_id: int) -> list[str]:
+    """Drop the upload's intermediate refs and unlink the blobs nothing else references."""
+    async with storage.engine.begin() as conn:
+        keys = (await conn.execute(
+            sa.delete(blob_refs)
+            .where(blob_refs.c.upload_id == upload_id,
+                   blob_refs.c.kind.in_(sorted(INTERMEDIATE_KINDS)))
+            .returning(blob_refs.c.blob_key))).scalars().all()
+        return await release_in(conn, storage, keys)
+
+
+def _abandoned(touched_before):
+    """Uploads whose intermediates nobody will read: finished, failed, or long untouched."""
+    touched = sa.func.coalesce(uploads.c.stage_touched_at, uploads.c.processing_started_at,
+                               uploads.c.upload_date)
+    return sa.select(uploads.c.upload_id).where(sa.or_(
+        uploads.c.status.in_(("done", "failed")), touched < touched_before))
+
+
+async def release_stale_intermediates(storage, *, touched_before, unlink: bool = True,
+                                      limit: int = 1000) -> list[str]:
+    """Release the intermediates of abandoned canvases (:func:`_abandoned`), in one statement
+    per batch so an upload re-sent meanwhile keeps the ones its new run wrote.
+
+    Returns the keys whose refs were dropped; with ``unlink`` False the files are left for
+    ``skygate blobs gc`` (its grace period) to remove.
+    """
+    async with storage.engine.begin() as conn:
+        victims = (sa.select(blob_refs.c.upload_id, blob_refs.c.blob_key)
+                   .where(blob_refs.c.kind.in_(sorted(INTERMEDIATE_KINDS)),
+                          blob_refs.c.upload_id.in_(_abandoned(touched_before)))
+                   .limit(limit))
+        rows = (await conn.execute(victims)).all()
+        if not rows:
+            return []
+        released = []
+        for upload_id, key in rows:
+            gone = (await conn.execute(
+                sa.delete(blob_refs).where(
+                    blob_refs.c.upload_id == upload_id, blob_refs.c.blob_key == key,
+                    blob_refs.c.kind.in_(sorted(INTERMEDIATE_KINDS)),
+                    blob_refs.c.upload_id.in_(_abandoned(touched_before))))).rowcount
+            if gone:
+                released.append(key)
+        if unlink:
+            await release_in(conn, storage, released)
+    if released:
+        log.info("released %d intermediate blob(s) of abandoned canvases", len(released))
+    return released

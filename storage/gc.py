@@ -5,12 +5,16 @@ A blob is referenced by a ``blob_refs`` row, by an upload's ``file_path``/``thum
 than the grace period are candidates, so work in flight (a request still streaming into the
 staging area, a write being renamed into place) is never touched; each candidate is checked
 again under its key's lock (storage/blobrefs.py) just before it is unlinked.
+
+A collection (not a dry run) first drops the refs of abandoned canvases' intermediates
+(``blobrefs.release_stale_intermediates``), so their files are collected like any other.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -41,6 +45,10 @@ async def referenced_keys(storage) -> set[str]:
 
 async def collect(storage, *, grace_seconds: float, dry_run: bool = False) -> GcReport:
     report = GcReport(dry_run=dry_run)
+    if not dry_run:
+        before = datetime.now(UTC) - timedelta(seconds=blobrefs.INTERMEDIATE_TTL_SECONDS)
+        await blobrefs.release_stale_intermediates(storage, touched_before=before,
+                                                   unlink=False)
     cutoff = time.time() - grace_seconds
     referenced = await referenced_keys(storage)
     for key, size, mtime in list(storage.blobs.keys()):

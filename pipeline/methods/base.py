@@ -6,8 +6,10 @@ reads ``needs`` to decide what to decode and cache once per upload (``prepare``)
 load for each method, so ``run`` never touches storage: it gets keyword arguments named after
 its needs and returns a :class:`Finding`.
 
-Adding an input kind (say, features computed once per canvas and shared by several methods)
-is a constant here, in :data:`INPUTS`, and a producer in service/detection.py.
+Adding an input kind is a constant here, in :data:`INPUTS`, and a producer in
+service/detection.py. Every input lives only as long as the canvas (prepare makes it,
+aggregate deletes it): what stays per upload is the original, the thumbnail, the pictures,
+the heatmap, the rows and the document.
 """
 
 from __future__ import annotations
@@ -25,11 +27,19 @@ from schemas.results import EVEN_ODDS, UNCERTAIN_BAND, MethodResult, verdict_fro
 
 # --- what a method may read ------------------------------------------------------------------
 ORIGINAL_BYTES = "original_bytes"  # the file exactly as uploaded (bytes)
-NATIVE_PIXELS = "native_pixels"  # the decoded image, (M, N, 3) uint8
+# The decoded image's central window of at most pipeline.imaging.MAX_SIDE squared, at native
+# resolution, (M, N, 3) uint8: every native statistic reads only that window, so the full
+# image is never cached nor copied per method.
+NATIVE_PIXELS = "native_pixels"
 NEUTRAL_PIXELS = "neutral_pixels"  # its neutral view (pipeline.imaging.neutralise)
+# The calibrated features of the neutral view, computed once per canvas for the groups of
+# every active method's ``feature_groups`` (pipeline.features.shared_features): a dict
+# {"features": {name: value}, "errors": {group: reason}, "abstain": reason or None}.
+NEUTRAL_FEATURES = "neutral_features"
 CONFIG = "config"  # parameters (dict) of the active system_configuration of Method.config_type
 SETTINGS = "settings"  # schemas.settings.Settings
-INPUTS = frozenset({ORIGINAL_BYTES, NATIVE_PIXELS, NEUTRAL_PIXELS, CONFIG, SETTINGS})
+INPUTS = frozenset({ORIGINAL_BYTES, NATIVE_PIXELS, NEUTRAL_PIXELS, NEUTRAL_FEATURES, CONFIG,
+                    SETTINGS})
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,8 @@ class Method:
     config_type : the ``system_configuration`` type read as :data:`CONFIG`; with no active
         configuration of that type the method is skipped.
     in_heatmap : its ``block_map`` feeds the combined heatmap.
+    feature_groups : the groups of :data:`NEUTRAL_FEATURES` it reads (``prnu``, ``texture``,
+        ``ela``); prepare computes the union once per canvas.
     """
 
     name: str
@@ -89,11 +101,15 @@ class Method:
     pictures: Mapping[str, str] = field(default_factory=dict)
     config_type: str | None = None
     in_heatmap: bool = False
+    feature_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.needs) - INPUTS
         if unknown:
             raise ValueError(f"method {self.name!r} needs unknown inputs {sorted(unknown)}")
+        if (NEUTRAL_FEATURES in self.needs) != bool(self.feature_groups):
+            raise ValueError(f"method {self.name!r}: needs {NEUTRAL_FEATURES!r} iff it names "
+                             "feature_groups")
         if (CONFIG in self.needs) != (self.config_type is not None):
             raise ValueError(f"method {self.name!r}: needs {CONFIG!r} iff it has a config_type")
 
@@ -128,6 +144,17 @@ def scored(method: str, features: dict, names: list[str], calibration: dict | No
         confidence=round(confidence, 4), processing_time=time.perf_counter() - started,
         details=details, block_map=np.round(block_map, 3).tolist(),
     )
+
+
+def group_features(shared: dict, group: str) -> dict[str, float] | None:
+    """One group's features from :data:`NEUTRAL_FEATURES`: None when the image is too small
+    to judge; a feature computation that failed in prepare fails the method here, with its
+    reason (as it would have failed computing them itself)."""
+    if shared.get("abstain"):
+        return None
+    if group in shared.get("errors", {}):
+        raise RuntimeError(f"{group} features failed: {shared['errors'][group]}")
+    return shared["features"]
 
 
 def abstain(method: str, reason: str, started: float, **details) -> MethodResult:

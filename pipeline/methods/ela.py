@@ -24,12 +24,13 @@ from pipeline.imaging import (
 )
 from pipeline.methods.base import (
     NATIVE_PIXELS,
-    NEUTRAL_PIXELS,
+    NEUTRAL_FEATURES,
     SETTINGS,
     Finding,
     Method,
     Picture,
     confidence_of,
+    group_features,
     rounded,
     suspicious,
     too_small_reason,
@@ -65,7 +66,11 @@ def ela(image: np.ndarray, *, quality: int = 90, scale: float | None = None) -> 
         raise ValueError("image must be (M, N, 3) uint8")
     if not 1 <= quality <= MAX_QUALITY:
         raise ValueError("quality must be in 1..100")
-    diff = error_levels(image, quality=quality)
+    return amplified(error_levels(image, quality=quality), scale=scale)
+
+
+def amplified(diff: np.ndarray, *, scale: float | None = None) -> np.ndarray:
+    """The ELA image of unamplified error levels (:func:`error_levels`), uint8."""
     if scale is None:
         top = np.percentile(diff, 99.5)
         scale = 255.0 / max(top, 1.0)
@@ -80,15 +85,19 @@ def error_levels(image: np.ndarray, *, quality: int = 90) -> np.ndarray:
     return np.abs(image.astype(np.float64) - resaved)
 
 
-def ela_statistics(image: np.ndarray, *, quality: int = 90, block: int = 32) -> dict:
+def ela_statistics(image: np.ndarray, *, quality: int = 90, block: int = 32,
+                   levels: np.ndarray | None = None) -> dict:
     """Error-level statistics and block uniformity.
 
     ``error_level_mean`` / ``error_level_std`` / ``error_level_p99`` (grey levels),
     ``block_uniformity`` (1 − coefficient of variation of per-block mean error; 1 = every
     block recompresses alike), ``blockiness`` (energy on the 8×8 grid vs elsewhere: the
     trace of an earlier JPEG save) and ``block_map`` (per-block mean error, scaled to [0, 1]).
+    ``levels``: :func:`error_levels` of ``image`` at ``quality`` when already computed.
     """
-    diff = error_levels(image, quality=quality).mean(axis=2)
+    if levels is None:
+        levels = error_levels(image, quality=quality)
+    diff = levels.mean(axis=2)
     blocks = block_view(diff, block).mean(axis=(2, 3))
     cv = float(blocks.std() / (blocks.mean() + 1e-6))
     gray = image.astype(np.float64).mean(axis=2)
@@ -122,18 +131,26 @@ def features(rgb: np.ndarray, gray: np.ndarray | None) -> tuple[dict[str, float]
     }, el
 
 
-def detect_ela(native: np.ndarray, neutral: np.ndarray, *, quality: int = 90,
-               calibration: dict | None = None) -> tuple[MethodResult, np.ndarray]:
-    """ELA statistics of the original and the ELA image (returned for the blob store)."""
+def detect_ela(native: np.ndarray, neutral: np.ndarray | None, *, quality: int = 90,
+               calibration: dict | None = None, found: dict | None = None
+               ) -> tuple[MethodResult, np.ndarray]:
+    """ELA statistics of the original's central ``MAX_SIDE`` window and its ELA image
+    (returned for the blob store; at most MAX_SIDE squared); the vote reads the neutral view's
+    features (``found``, or computed from ``neutral``)."""
     started = time.perf_counter()
-    view = center_crop(native, max_side=MAX_SIDE)
-    image = ela(np.ascontiguousarray(view), quality=quality)
-    raw = ela_statistics(np.ascontiguousarray(view), quality=quality)
+    if not 1 <= quality <= MAX_QUALITY:
+        raise ValueError("quality must be in 1..100")
+    view = np.ascontiguousarray(center_crop(native, max_side=MAX_SIDE))
+    levels = error_levels(view, quality=quality)  # one re-save for the picture and the stats
+    image = amplified(levels)
+    raw = ela_statistics(view, quality=quality, levels=levels)
+    del levels
     if too_small(native):
         p, verdict, confidence, reason = None, None, 0.0, too_small_reason()
         found = {}
     else:
-        found, _ = features(neutral, None)
+        if found is None:
+            found, _ = features(neutral, None)
         p, verdict, confidence, reason = vote("ela", found, calibration)
     details = {
         # The seed's error_level_score: mean error level of the original (grey levels).
@@ -153,8 +170,9 @@ def detect_ela(native: np.ndarray, neutral: np.ndarray, *, quality: int = 90,
     return result, image
 
 
-def _run(*, native_pixels: np.ndarray, neutral_pixels: np.ndarray, settings) -> Finding:
-    result, image = detect_ela(native_pixels, neutral_pixels, quality=settings.ela_quality)
+def _run(*, native_pixels: np.ndarray, neutral_features: dict, settings) -> Finding:
+    result, image = detect_ela(native_pixels, None, quality=settings.ela_quality,
+                               found=group_features(neutral_features, "ela"))
     return Finding(result, {"ela": Picture(to_png(image), ".png")})
 
 
@@ -167,5 +185,6 @@ def _section(r: MethodResult | None) -> dict:
     )}}
 
 
-METHOD = Method(name="ela", needs=frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS, SETTINGS}),
-                run=_run, document_section=_section, pictures={"ela": IMAGE_KEY})
+METHOD = Method(name="ela", needs=frozenset({NATIVE_PIXELS, NEUTRAL_FEATURES, SETTINGS}),
+                run=_run, document_section=_section, pictures={"ela": IMAGE_KEY},
+                feature_groups=("ela",))

@@ -25,7 +25,14 @@ from pipeline.calibration import ASSETS
 from pipeline.clip import ModelFileError, clip_input, embed, encoder_session, sha256_of
 from pipeline.features import MODEL_FEATURES, compute_features
 from pipeline.imaging import MIN_SIDE
-from pipeline.methods.base import CONFIG, NEUTRAL_PIXELS, Method, confidence_of
+from pipeline.methods.base import (
+    CONFIG,
+    NEUTRAL_FEATURES,
+    NEUTRAL_PIXELS,
+    Method,
+    confidence_of,
+    group_features,
+)
 from schemas.documents import ModelResult
 from schemas.results import UNCERTAIN_BAND, MethodResult, verdict_from_probability
 
@@ -69,7 +76,8 @@ def _abstain(started: float, reason: str) -> MethodResult:
                         details={"abstain_reason": reason})
 
 
-def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
+def detect_model(neutral: np.ndarray, parameters: dict, *,
+                 shared: dict | None = None) -> MethodResult:
     """Run the configured model on one image's neutral view.
 
     Parameters
@@ -80,6 +88,9 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
         The active ``system_configuration`` model parameters: ``model_path``, optional
         ``encoder_path``/``encoder_output`` (a feature probe), ``input_size``, ``threshold``
         (decision point, default 0.5) and optional ``uncertainty_band``.
+    shared : dict, optional
+        The canvas's ``neutral_features`` (computed once in prepare): the forensic variant
+        reads its features there instead of computing them again.
     """
     started = time.perf_counter()
     path, session = _session(parameters, "model_path")
@@ -96,7 +107,10 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
         x = embed(encoder, clip_input(neutral)[None], output=output)[output]
         details["encoder"] = {"name": encoder_path.stem, "output": output}
     elif len(model_input.shape) == FEATURE_RANK:
-        features, _ = compute_features(neutral, groups=("prnu", "texture"))
+        if shared is not None:
+            features = {**group_features(shared, "prnu"), **group_features(shared, "texture")}
+        else:
+            features, _ = compute_features(neutral, groups=("prnu", "texture"))
         x = np.array([[features[n] for n in MODEL_FEATURES]], dtype=np.float32)
         importance = {n: round(float(features[n]), 5) for n in MODEL_FEATURES}
     elif len(model_input.shape) == IMAGE_RANK:
@@ -127,8 +141,8 @@ def detect_model(neutral: np.ndarray, parameters: dict) -> MethodResult:
     )
 
 
-def _run(*, neutral_pixels: np.ndarray, config: dict) -> MethodResult:
-    return detect_model(neutral_pixels, config)
+def _run(*, neutral_pixels: np.ndarray, config: dict, neutral_features: dict) -> MethodResult:
+    return detect_model(neutral_pixels, config, shared=neutral_features)
 
 
 def _section(r: MethodResult | None) -> dict:
@@ -142,5 +156,7 @@ def _section(r: MethodResult | None) -> dict:
     )]}
 
 
-METHOD = Method(name="model", needs=frozenset({NEUTRAL_PIXELS, CONFIG}), run=_run,
-                document_section=_section, config_type="model")
+# The forensic variant reads the prnu and texture features those methods read: computed once.
+METHOD = Method(name="model", needs=frozenset({NEUTRAL_PIXELS, CONFIG, NEUTRAL_FEATURES}),
+                run=_run, document_section=_section, config_type="model",
+                feature_groups=("prnu", "texture"))

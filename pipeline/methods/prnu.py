@@ -18,10 +18,11 @@ from scipy.ndimage import uniform_filter
 from pipeline.imaging import MAX_SIDE, block_view, center_crop, luminance, too_small
 from pipeline.methods.base import (
     NATIVE_PIXELS,
-    NEUTRAL_PIXELS,
+    NEUTRAL_FEATURES,
     Method,
     abstain,
     confidence_of,
+    group_features,
     rounded,
     scored,
     suspicious,
@@ -197,16 +198,17 @@ def features(rgb: np.ndarray, gray: np.ndarray) -> tuple[dict[str, float], dict]
     }, res
 
 
-def detect_prnu(native: np.ndarray, neutral: np.ndarray, *,
-                calibration: dict | None = None) -> MethodResult:
+def detect_prnu(native: np.ndarray, neutral: np.ndarray | None, *,
+                calibration: dict | None = None, found: dict | None = None) -> MethodResult:
     """Noise-residual evidence: native-resolution statistics, calibrated vote on the neutral view.
 
     Parameters
     ----------
     native : (M, N, 3) uint8 ndarray
-        The decoded original.
+        The decoded original, or its central crop (only the central ``MAX_SIDE`` window is read).
     neutral : (K, L, 3) uint8 ndarray
-        Its neutralised view (:func:`pipeline.imaging.neutralise`).
+        Its neutralised view (:func:`pipeline.imaging.neutralise`); not read when ``found``
+        (its features, computed once per canvas) is given.
     """
     started = time.perf_counter()
     if too_small(native):
@@ -220,12 +222,13 @@ def detect_prnu(native: np.ndarray, neutral: np.ndarray, *,
         "native": {**rounded({k: v for k, v in raw.items() if k != "peaks"}),
                    "peaks": {k: round(v, 4) for k, v in peaks.items()}},
     }
-    found, _ = features(neutral, luminance(neutral))
+    if found is None:
+        found, _ = features(neutral, luminance(neutral))
     return scored("prnu", found, FEATURES, calibration, started, details, raw["block_map"])
 
 
-def _run(*, native_pixels: np.ndarray, neutral_pixels: np.ndarray) -> MethodResult:
-    return detect_prnu(native_pixels, neutral_pixels)
+def _run(*, native_pixels: np.ndarray, neutral_features: dict) -> MethodResult:
+    return detect_prnu(native_pixels, None, found=group_features(neutral_features, "prnu"))
 
 
 def _section(r: MethodResult | None) -> dict:
@@ -236,5 +239,5 @@ def _section(r: MethodResult | None) -> dict:
     )}}
 
 
-METHOD = Method(name="prnu", needs=frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS}), run=_run,
-                document_section=_section, in_heatmap=True)
+METHOD = Method(name="prnu", needs=frozenset({NATIVE_PIXELS, NEUTRAL_FEATURES}), run=_run,
+                document_section=_section, in_heatmap=True, feature_groups=("prnu",))

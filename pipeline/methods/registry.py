@@ -13,6 +13,7 @@ from pipeline.methods.base import (
     CONFIG,
     INPUTS,
     NATIVE_PIXELS,
+    NEUTRAL_FEATURES,
     NEUTRAL_PIXELS,
     ORIGINAL_BYTES,
     SETTINGS,
@@ -21,9 +22,9 @@ from pipeline.methods.base import (
     Picture,
 )
 
-__all__ = ["CONFIG", "INPUTS", "METHOD_NAMES", "NATIVE_PIXELS", "NEUTRAL_PIXELS",
-           "ORIGINAL_BYTES", "REGISTRY", "SETTINGS", "Finding", "Method",
-           "Picture", "needs_of"]
+__all__ = ["CONFIG", "INPUTS", "METHOD_NAMES", "NATIVE_PIXELS", "NEUTRAL_FEATURES",
+           "NEUTRAL_PIXELS", "ORIGINAL_BYTES", "REGISTRY", "SETTINGS", "Finding", "Method",
+           "Picture", "feature_groups_of", "needs_of"]
 
 # In this order: the order of CSV columns and of the document's sections.
 _MODULES = (exif, prnu, ela, texture, model)
@@ -35,3 +36,9 @@ METHOD_NAMES: tuple[str, ...] = tuple(REGISTRY)
 def needs_of(names) -> frozenset[str]:
     """Every input the named methods read (names without a registry entry read nothing)."""
     return frozenset().union(*(REGISTRY[n].needs for n in names if n in REGISTRY))
+
+
+def feature_groups_of(names) -> tuple[str, ...]:
+    """The ``neutral_features`` groups the named methods read, once each."""
+    groups = dict.fromkeys(g for n in names if n in REGISTRY for g in REGISTRY[n].feature_groups)
+    return tuple(groups)

@@ -15,10 +15,11 @@ import numpy as np
 from pipeline.imaging import MAX_SIDE, block_view, center_crop, luminance, too_small
 from pipeline.methods.base import (
     NATIVE_PIXELS,
-    NEUTRAL_PIXELS,
+    NEUTRAL_FEATURES,
     Method,
     abstain,
     confidence_of,
+    group_features,
     rounded,
     scored,
     suspicious,
@@ -133,20 +134,23 @@ def features(rgb: np.ndarray, gray: np.ndarray) -> tuple[dict[str, float], dict]
     }, tex
 
 
-def detect_texture(native: np.ndarray, neutral: np.ndarray, *,
-                   calibration: dict | None = None) -> MethodResult:
-    """Smoothness and micro-texture evidence: native statistics, calibrated neutral vote."""
+def detect_texture(native: np.ndarray, neutral: np.ndarray | None, *,
+                   calibration: dict | None = None, found: dict | None = None) -> MethodResult:
+    """Smoothness and micro-texture evidence: native statistics (central ``MAX_SIDE`` window),
+    calibrated vote on the neutral view's features (``found``, or computed from ``neutral``)."""
     started = time.perf_counter()
     if too_small(native):
         return abstain("texture", too_small_reason(), started)
     raw = texture_statistics(luminance(center_crop(native, max_side=MAX_SIDE)))
     details = {"smoothness_score": round(raw["smooth_share"], 4), "native": rounded(raw)}
-    found, _ = features(neutral, luminance(neutral))
+    if found is None:
+        found, _ = features(neutral, luminance(neutral))
     return scored("texture", found, FEATURES, calibration, started, details, raw["block_map"])
 
 
-def _run(*, native_pixels: np.ndarray, neutral_pixels: np.ndarray) -> MethodResult:
-    return detect_texture(native_pixels, neutral_pixels)
+def _run(*, native_pixels: np.ndarray, neutral_features: dict) -> MethodResult:
+    return detect_texture(native_pixels, None,
+                          found=group_features(neutral_features, "texture"))
 
 
 def _section(r: MethodResult | None) -> dict:
@@ -157,5 +161,5 @@ def _section(r: MethodResult | None) -> dict:
     )}}
 
 
-METHOD = Method(name="texture", needs=frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS}), run=_run,
-                document_section=_section, in_heatmap=True)
+METHOD = Method(name="texture", needs=frozenset({NATIVE_PIXELS, NEUTRAL_FEATURES}), run=_run,
+                document_section=_section, in_heatmap=True, feature_groups=("texture",))
