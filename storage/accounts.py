@@ -6,6 +6,10 @@ may; ``operator`` reads every upload and runs retry/rescore/recover; ``member`` 
 sees only their own uploads. The last active admin can be neither demoted nor suspended.
 Every account change writes its ``audit_log`` row in its own transaction (storage/audit.py).
 
+Over 300 lines on purpose: one job, who may call and with what rights (users, roles, keys,
+logins and the per-request key check), sharing :class:`AccountError`'s codes and the audit of
+each change; the API, the CLI, scripts and tests all import these names from here.
+
 Passwords are hashed with argon2. API keys are random 256-bit secrets, so a plain SHA-256 of
 the key is enough to store (nothing to brute-force) and lets a request find its row by an
 indexed equality; the stored value is ``<public prefix>:<sha256 hex>`` in ``api_key``.
@@ -140,19 +144,37 @@ async def _locked_user(conn, username: str) -> dict:
     return dict(row)
 
 
-async def _keep_an_admin(conn, user: dict) -> None:
-    """Refuse to take the last active admin away. The active admins' rows are locked
-    (PostgreSQL; SQLite serialises writers), so two admins demoting each other at once
-    cannot both succeed."""
-    if user["role"] != "admin" or user["account_status"] != "active":
-        return
-    admins = (await conn.execute(
+def _last_admin(user: dict) -> AccountError:
+    return AccountError("last_admin", f"{user['username']} is the last active admin: "
+                                      "make another admin first")
+
+
+async def _lock_admins(conn) -> list[int]:
+    """The active admins' ids, their rows locked in id order (PostgreSQL) before any other
+    row of the transaction, so concurrent changes queue up instead of deadlocking."""
+    return list((await conn.execute(
         sa.select(users.c.user_id).where(users.c.role == "admin",
                                          users.c.account_status == "active")
-        .with_for_update())).scalars().all()
+        .order_by(users.c.user_id).with_for_update())).scalars().all())
+
+
+def _keep_an_admin(user: dict, admins: list[int]):
+    """Refuse to take the last active admin away; returns the guard for the UPDATE.
+
+    Two admins demoting each other at once must not both succeed. PostgreSQL: the admins'
+    rows are locked first (:func:`_lock_admins`), so the second transaction waits and then
+    sees the first's change. SQLite (whose driver starts the transaction only at the first
+    write, so the reads may be stale): the UPDATE itself carries the condition, and one
+    UPDATE statement runs alone there."""
+    if user["role"] != "admin" or user["account_status"] != "active":
+        return sa.true()
     if not set(admins) - {user["user_id"]}:
-        raise AccountError("last_admin", f"{user['username']} is the last active admin: "
-                                         "make another admin first")
+        raise _last_admin(user)
+    others = users.alias("other_admins")
+    return sa.or_(users.c.role != "admin", users.c.account_status != "active",
+                  sa.exists().where(others.c.role == "admin",
+                                    others.c.account_status == "active",
+                                    others.c.user_id != user["user_id"]))
 
 
 async def _change_user(engine: AsyncEngine, actor: Actor, action: str, username: str,
@@ -160,11 +182,14 @@ async def _change_user(engine: AsyncEngine, actor: Actor, action: str, username:
     target = f"user:{username}"
     try:
         async with engine.begin() as conn:
+            admins = await _lock_admins(conn) if losing_admin else []
             user = await _locked_user(conn, username)
-            if losing_admin:
-                await _keep_an_admin(conn, user)
-            await conn.execute(users.update().where(users.c.user_id == user["user_id"])
-                               .values(**values, updated_at=utcnow()))
+            guard = _keep_an_admin(user, admins) if losing_admin else sa.true()
+            done = await conn.execute(users.update()
+                                      .where(users.c.user_id == user["user_id"], guard)
+                                      .values(**values, updated_at=utcnow()))
+            if done.rowcount == 0:
+                raise _last_admin(user)
             before = {k: user[k] for k in values}
             await audit.record(conn, actor, action, target=target,
                                detail={"user_id": user["user_id"], "from": before,

@@ -414,3 +414,49 @@ def test_migration_0012_goes_down_and_up(backend):
         pytest.skip("down/up runs on SQLite here; PostgreSQL's is test_cli_db's round trip")
     tables, columns = db(backend, cycle)
     assert "audit_log" not in tables and "role" not in columns
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one(backend):
+    """The active admins' rows are locked while one is taken away: of two concurrent
+    demotions of the last two admins, exactly one succeeds."""
+    import asyncio
+
+    from storage import accounts
+
+    a, b = new_user(backend, "admin"), new_user(backend, "admin")
+    others = [u["username"] for u in db(backend, accounts.list_users)
+              if u["role"] == "admin" and u["account_status"] == "active"
+              and u["username"] not in (a["name"], b["name"])]
+    for name in others:
+        db(backend, lambda e, n=name: accounts.set_account_status(e, n, "suspended"))
+
+    async def both(engine):
+        return await asyncio.gather(accounts.set_role(engine, a["name"], "member"),
+                                    accounts.set_role(engine, b["name"], "member"),
+                                    return_exceptions=True)
+
+    outcomes = db(backend, both)
+    refused = [o for o in outcomes if isinstance(o, accounts.AccountError)]
+    assert len(refused) == 1 and refused[0].code == "last_admin", outcomes
+    admins = [u for u in db(backend, accounts.list_users)
+              if u["role"] == "admin" and u["account_status"] == "active"]
+    assert len(admins) == 1
+
+
+def test_recover_runs_are_audited(backend):
+    import redis
+
+    from tests.conftest import REDIS_URL
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means no Redis here
+        pytest.skip(f"Redis not reachable: {exc}")
+    from skygate.cli import main
+
+    env = {**backend["env"], "SKYGATE_BROKER_URL": f"{REDIS_URL}/14"}
+    result = CliRunner().invoke(main, ["recover", "--dry-run"], env=env)
+    assert result.exit_code == 0, result.output
+    [row] = audit_rows(backend, action="uploads.recover")[:1]
+    assert row["outcome"] == "ok" and row["detail"]["dry_run"] is True
+    assert row["detail"]["count"] == 0 and row["actor"].startswith("cli:")
