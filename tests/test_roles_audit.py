@@ -414,6 +414,22 @@ def test_migration_0012_goes_down_and_up(backend):
         pytest.skip("down/up runs on SQLite here; PostgreSQL's is test_cli_db's round trip")
     tables, columns = db(backend, cycle)
     assert "audit_log" not in tables and "role" not in columns
+    # The trail starts again with the migration that made it.
+    [moved] = audit_rows(backend, action="config")
+    assert (moved["action"], moved["detail"]) == ("config.migrate", {"from": "0011", "to": "0012"})
+
+
+def test_schema_migrations_are_audited_by_the_database(backend):
+    """Migrations change the methods' weights (0008): the database writes a config.migrate
+    row whenever alembic_version moves, whichever client moved it."""
+    async def touch(engine):
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
+
+    db(backend, touch)
+    row = audit_rows(backend, action="config.migrate")[0]
+    assert row["detail"] == {"from": "0012", "to": "0012"} and row["outcome"] == "ok"
+    assert row["actor"].startswith("db:") and row["target"] == "alembic_version"
 
 
 def test_two_admins_demoting_each_other_at_once_leave_one(backend):

@@ -10,6 +10,11 @@
   table (this downgrade, ``restore --force``) is still possible: the guard is against edits
   of history, not against removing the database.
 
+- ``alembic_version``: an AFTER UPDATE trigger writes a ``config.migrate`` row (from, to,
+  the database user as ``db:<user>``) each time a migration moves the schema: migrations are
+  what change the detection methods' weights (0008), so those changes are on the trail
+  whichever client ran them. Restores insert that row (COPY), which the trigger ignores.
+
 SQLite cannot add a CHECK in place: batch mode copies ``users`` (storage.migrate turns
 foreign keys off meanwhile, as for 0010).
 
@@ -72,6 +77,12 @@ def upgrade() -> None:
             op.execute(
                 f"CREATE TRIGGER audit_log_no_{event.lower()} BEFORE {event} ON audit_log "
                 f"BEGIN SELECT RAISE(ABORT, '{MESSAGE}: {event} refused'); END")
+        op.execute(
+            "CREATE TRIGGER alembic_version_audit AFTER UPDATE ON alembic_version BEGIN "
+            "INSERT INTO audit_log (occurred_at, actor, action, target, source, outcome, "
+            "detail) VALUES (CURRENT_TIMESTAMP, 'db:sqlite', 'config.migrate', "
+            "'alembic_version', 'local', 'ok', "
+            "json_object('from', OLD.version_num, 'to', NEW.version_num)); END")
         return
     op.execute(f"""
         CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -84,12 +95,27 @@ def upgrade() -> None:
                "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()")
     op.execute("CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
                "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()")
+    op.execute("""
+        CREATE FUNCTION audit_schema_migration() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO audit_log (occurred_at, actor, action, target, source, outcome, detail)
+            VALUES (now(), 'db:' || current_user, 'config.migrate', 'alembic_version',
+                    coalesce(host(inet_client_addr()), 'local'), 'ok',
+                    jsonb_build_object('from', OLD.version_num, 'to', NEW.version_num));
+            RETURN NEW;
+        END
+        $$""")
+    op.execute("CREATE TRIGGER alembic_version_audit AFTER UPDATE ON alembic_version "
+               "FOR EACH ROW EXECUTE FUNCTION audit_schema_migration()")
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS alembic_version_audit"
+               + ("" if _sqlite() else " ON alembic_version"))
     # DROP TABLE takes its triggers along; no row trigger fires for it.
     op.drop_table("audit_log")
     if not _sqlite():
+        op.execute("DROP FUNCTION IF EXISTS audit_schema_migration()")
         op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")
     with op.batch_alter_table("users") as batch:
         batch.drop_constraint("ck_users_role", type_="check")
