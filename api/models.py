@@ -138,7 +138,7 @@ class UserList(BaseModel):
 
 class NewUserRequest(BaseModel):
     username: str = Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f\x7f]+$")
-    email: str = Field(min_length=3, max_length=100)
+    email: str = Field(min_length=3, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
     role: Role = "member"
     password: str | None = Field(default=None, min_length=8, max_length=200,
                                  description="for POST /v1/keys; keys-only without it")

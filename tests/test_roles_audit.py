@@ -219,6 +219,11 @@ def test_admin_manages_users_and_deletes_any_upload(backend, api):
     bad = api.post("/v1/users", headers=admin["h"],
                    json={"username": "x", "email": "x@example.org", "role": "root"})
     assert (bad.status_code, bad.json()["code"]) == (422, "invalid_request")
+    for body in ({"username": "a\x00b", "email": "a@example.org"},
+                 {"username": "ab", "email": "a\x00@example.org"}):
+        assert api.post("/v1/users", headers=admin["h"], json=body).status_code == 422
+    assert api.post("/v1/users/a%00b/suspend",
+                    headers=admin["h"]).json()["code"] == "no_such_user"
     again = api.post("/v1/users", headers=admin["h"],
                      json={"username": name, "email": "other@example.org"})
     assert (again.status_code, again.json()["code"]) == (409, "user_exists")
@@ -226,7 +231,8 @@ def test_admin_manages_users_and_deletes_any_upload(backend, api):
     suspended = api.post(f"/v1/users/{bob['name']}/suspend", headers=admin["h"])
     assert suspended.status_code == 200 and suspended.json()["account_status"] == "suspended"
     assert api.get("/v1/uploads", headers=bob["h"]).json()["code"] == "account_suspended"
-    [row] = audit_rows(backend, action="user.suspend", user=admin["name"])
+    [row] = [r for r in audit_rows(backend, action="user.suspend", user=admin["name"])
+             if r["outcome"] == "ok"]
     assert row["target"] == f"user:{bob['name']}" and row["outcome"] == "ok"
     assert api.post("/v1/users/nobody-at-all/suspend",
                     headers=admin["h"]).json()["code"] == "no_such_user"
