@@ -47,6 +47,26 @@ def block_view(image: np.ndarray, block: int) -> np.ndarray:
     return trimmed.reshape(rows // block, block, cols // block, block).swapaxes(1, 2)
 
 
+def _blocks4(image: np.ndarray, block: int) -> np.ndarray:
+    """(R, block, C, block): the non-overlapping blocks as a reshape (no copy, no swap)."""
+    rows, cols = (image.shape[0] // block) * block, (image.shape[1] // block) * block
+    return image[:rows, :cols].reshape(rows // block, block, cols // block, block)
+
+
+def block_mean(image: np.ndarray, block: int) -> np.ndarray:
+    """(R, C) mean of each non-overlapping ``block`` × ``block`` block (ragged border dropped);
+    ``block_view(image, block).mean(axis=(2, 3))`` in one vectorised pass."""
+    return _blocks4(image, block).mean(axis=(1, 3))
+
+
+def block_std(image: np.ndarray, block: int) -> np.ndarray:
+    """(R, C) standard deviation of each block, two-pass like ``np.std`` (mean first)."""
+    blocks = _blocks4(image, block)
+    centred = blocks - blocks.mean(axis=(1, 3), keepdims=True)
+    centred *= centred
+    return np.sqrt(centred.mean(axis=(1, 3)))
+
+
 def too_small(rgb: np.ndarray) -> bool:
     """Fewer than :data:`MIN_SIDE` pixels on the short side: too few blocks to judge."""
     return min(rgb.shape[:2]) < MIN_SIDE

@@ -17,7 +17,7 @@ from pipeline.imaging import (
     MAX_SIDE,
     NEUTRAL_QUALITY,
     RGB_CHANNELS,
-    block_view,
+    block_mean,
     center_crop,
     to_png,
     too_small,
@@ -98,14 +98,18 @@ def ela_statistics(image: np.ndarray, *, quality: int = 90, block: int = 32,
     if levels is None:
         levels = error_levels(image, quality=quality)
     diff = levels.mean(axis=2)
-    blocks = block_view(diff, block).mean(axis=(2, 3))
+    blocks = block_mean(diff, block)
     cv = float(blocks.std() / (blocks.mean() + 1e-6))
     gray = image.astype(np.float64).mean(axis=2)
     dcol = np.abs(np.diff(gray, axis=1))
     grid = np.s_[:, JPEG_GRID - 1::JPEG_GRID]
     wide = dcol.shape[1] > JPEG_GRID
-    on_grid = dcol[grid].mean() if wide else 0.0
-    off_grid = np.delete(dcol, grid[1], axis=1).mean() if wide else 1.0
+    on_grid, off_grid = 0.0, 1.0
+    if wide:  # the off-grid mean from the totals: no copy of the off-grid columns
+        on_sum, total = float(dcol[grid].sum()), float(dcol.sum())
+        on_count = dcol[grid].size
+        on_grid = on_sum / on_count
+        off_grid = (total - on_sum) / (dcol.size - on_count)
     top = np.percentile(blocks, 99) if blocks.size else 1.0
     return {
         "error_level_mean": float(diff.mean()),

@@ -15,7 +15,7 @@ import numpy as np
 import pywt
 from scipy.ndimage import uniform_filter
 
-from pipeline.imaging import MAX_SIDE, block_view, center_crop, luminance, too_small
+from pipeline.imaging import MAX_SIDE, block_std, center_crop, luminance, too_small
 from pipeline.methods.base import (
     NATIVE_PIXELS,
     NEUTRAL_FEATURES,
@@ -57,9 +57,13 @@ def wavelet_denoise(gray: np.ndarray, *, sigma0: float = 5.0, wavelet: str = "db
         bands = []
         for band in details:
             sq = band * band
-            # Local signal variance: the smallest MAP estimate over 3..9 windows keeps edges.
-            var = np.min([np.maximum(uniform_filter(sq, size=w, mode="reflect") - s2, 0)
-                          for w in (3, 5, 7, 9)], axis=0)
+            # Local signal variance: the smallest MAP estimate over 3..9 windows keeps edges
+            # (max(u - s2, 0) is monotonic in u: the minimum is taken before it, once).
+            var = uniform_filter(sq, size=3, mode="reflect")
+            for w in (5, 7, 9):
+                np.minimum(var, uniform_filter(sq, size=w, mode="reflect"), out=var)
+            var -= s2
+            np.maximum(var, 0, out=var)
             bands.append(band * var / (var + s2))
         out.append(tuple(bands))
     den = pywt.waverec2(out, wavelet, mode="periodization")
@@ -114,15 +118,16 @@ def residual_statistics(gray: np.ndarray, *, block: int = 32) -> dict:
     residual = noise_residual(gray)
     std = float(residual.std())
     centred = residual - residual.mean()
-    kurtosis = float(np.mean(centred ** 4) / (np.mean(centred ** 2) ** 2 + 1e-12) - 3.0)
+    centred *= centred
+    kurtosis = float(np.mean(centred * centred) / (np.mean(centred) ** 2 + 1e-12) - 3.0)
     # Flat vs textured 8×8 blocks, ranked by the luminance's own local spread.
-    lum_blocks = block_view(gray, 8).std(axis=(2, 3)).ravel()
-    res_blocks = block_view(residual, 8).std(axis=(2, 3)).ravel()
+    lum_blocks = block_std(gray, 8).ravel()
+    res_blocks = block_std(residual, 8).ravel()
     order = np.argsort(lum_blocks)
     tenth = max(1, len(order) // 10)
     flat = float(np.median(res_blocks[order[:tenth]]))
     textured = float(np.median(res_blocks[order[-max(1, len(order) // 4):]]))
-    big = block_view(residual, block).std(axis=(2, 3))
+    big = block_std(residual, block)
     reference = np.median(big) + 1e-6
     cleanliness = np.clip(1.0 - big / (2 * reference), 0.0, 1.0)
     return {

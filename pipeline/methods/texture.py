@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import time
+from functools import lru_cache
 
 import numpy as np
 
-from pipeline.imaging import MAX_SIDE, block_view, center_crop, luminance, too_small
+from pipeline.imaging import MAX_SIDE, block_mean, block_std, center_crop, luminance, too_small
 from pipeline.methods.base import (
     NATIVE_PIXELS,
     NEUTRAL_FEATURES,
@@ -49,7 +50,8 @@ def lbp_codes(gray: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _uniform_lbp_histogram(codes: np.ndarray) -> np.ndarray:
+@lru_cache(maxsize=1)
+def _uniform_mapping() -> tuple[np.ndarray, int]:
     # "Uniform" patterns (≤ 2 transitions) get their own bin; the rest share one (Ojala 2002).
     transitions = np.array(
         [bin((c ^ ((c >> 1) | ((c & 1) << 7))) & 0xFF).count("1") for c in range(256)]
@@ -57,8 +59,26 @@ def _uniform_lbp_histogram(codes: np.ndarray) -> np.ndarray:
     uniform = transitions <= MAX_UNIFORM_TRANSITIONS
     mapping = np.full(256, uniform.sum(), dtype=np.int64)
     mapping[uniform] = np.arange(uniform.sum())
-    hist = np.bincount(mapping[codes.ravel()], minlength=uniform.sum() + 1).astype(np.float64)
+    return mapping, int(uniform.sum()) + 1
+
+
+def _uniform_lbp_histogram(codes: np.ndarray) -> np.ndarray:
+    mapping, bins = _uniform_mapping()
+    # A histogram of the 256 codes first, then mapped: the same counts, 256 bins to fold.
+    counts = np.bincount(codes.ravel(), minlength=256)
+    hist = np.bincount(mapping, weights=counts, minlength=bins).astype(np.float64)
     return hist / max(hist.sum(), 1.0)
+
+
+@lru_cache(maxsize=4)
+def _spectrum_geometry(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per shape, once: the Hann window, each frequency's radius bin, the counts per bin."""
+    window = np.outer(np.hanning(rows), np.hanning(cols))
+    r = np.hypot(*np.meshgrid(np.arange(rows) - rows // 2, np.arange(cols) - cols // 2,
+                              indexing="ij")).astype(np.int64)
+    # The spectrum is used fftshift-ed: index the unshifted one with the shifted radii.
+    radius = np.fft.ifftshift(r).ravel()
+    return window, radius, np.maximum(np.bincount(radius), 1)
 
 
 def spectral_slope(gray: np.ndarray) -> float:
@@ -66,13 +86,11 @@ def spectral_slope(gray: np.ndarray) -> float:
 
     Natural photographs fall near −2 (1/f² power); renders are often steeper (less fine detail).
     """
-    g = gray - gray.mean()
-    window = np.outer(np.hanning(g.shape[0]), np.hanning(g.shape[1]))
-    power = np.abs(np.fft.fftshift(np.fft.fft2(g * window))) ** 2
-    rows, cols = power.shape
-    r = np.hypot(*np.meshgrid(np.arange(rows) - rows // 2, np.arange(cols) - cols // 2,
-                              indexing="ij")).astype(np.int64)
-    radial = np.bincount(r.ravel(), power.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
+    rows, cols = gray.shape
+    window, radius, counts = _spectrum_geometry(rows, cols)
+    spectrum = np.fft.fft2((gray - gray.mean()) * window)
+    power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
+    radial = np.bincount(radius, power.ravel()) / counts
     top = min(rows, cols) // 2
     freqs = np.arange(FREQ_START, top)
     if freqs.size < MIN_SLOPE_POINTS:
@@ -99,20 +117,20 @@ def texture_statistics(gray: np.ndarray, *, block: int = 32) -> dict:
     """
     if gray.ndim != GRAY_NDIM or min(gray.shape) < MIN_GRAY_SIDE:
         raise ValueError(f"need a 2-D image of at least 16×16, got {gray.shape}")
-    block_std = block_view(gray, 8).std(axis=(2, 3))
+    stds = block_std(gray, 8)
     drow, dcol = np.gradient(gray)
     magnitude = np.hypot(drow, dcol)
     p50, p99 = np.percentile(magnitude, [50, 99])
     hist = _uniform_lbp_histogram(lbp_codes(gray))
     nz = hist[hist > 0]
-    smooth = (block_std < 1.0).astype(np.float64)
+    smooth = (stds < 1.0).astype(np.float64)
     per_tile = max(1, block // 8)
-    tiles = (block_view(smooth, per_tile).mean(axis=(2, 3)) if min(smooth.shape) >= per_tile
+    tiles = (block_mean(smooth, per_tile) if min(smooth.shape) >= per_tile
              else smooth)
     return {
         "smooth_share": float(smooth.mean()),
-        "local_variance": float(np.median(block_std ** 2)),
-        "gradient_energy": float(np.mean(magnitude ** 2)),
+        "local_variance": float(np.median(stds * stds)),
+        "gradient_energy": float(np.mean(magnitude * magnitude)),
         "gradient_tail": float(p99 / (p50 + 1e-3)),
         "lbp_entropy": float(-(nz * np.log2(nz)).sum()),
         "spectral_slope": spectral_slope(gray),

@@ -1,0 +1,155 @@
+"""Benchmark the distributed pipeline against the in-process loop, and 2 worker processes vs 1.
+
+    .venv/bin/python scripts/bench_cluster.py [--images 16] [--size 1024] [--redis-db 13]
+
+The same generated camera-like JPEGs go through, each on fresh state:
+
+1. ``skygate scan --workers 1`` (the embedded, in-process loop; wall time includes its start-up);
+2. one Celery worker ``-c 1`` on PostgreSQL (a fresh database) + Redis (``--redis-db``, default
+   13), the files sent by ``skygate submit --wait``;
+3. the same with ``-c 2`` (two worker processes).
+
+Printed: wall time and images/s of each, the CPU the workers used per image (read from
+/proc for the worker and its pool processes), and the ratios. Targets (issue 13): one worker
+>= 0.9 x the in-process loop; 2 processes >= 1.8 x 1 on 2 idle cores. The worker is started
+before timing (start-up excluded) and the recovery sweep is off (``SKYGATE_SWEEP_INTERVAL=0``).
+Needs PostgreSQL (``SKYGATE_TEST_PG_URL``, default postgresql://postgres@127.0.0.1:5432/postgres)
+and Redis (``SKYGATE_TEST_REDIS_URL``, default redis://127.0.0.1:6379).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_methods import camera_jpeg  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("SKYGATE_TEST_PG_URL",
+                              "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("SKYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def clean_env(**settings: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")}
+    return {**env, "SKYGATE_SWEEP_INTERVAL": "0", **settings}
+
+
+def skygate(args: list[str], env: dict) -> float:
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "skygate.cli", *args], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=3600, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"skygate {args[0]} failed: {result.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its direct children (a Celery worker and its pool)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def run_cluster(folder: Path, tmp: Path, concurrency: int, redis_db: int) -> tuple[float, float]:
+    """(wall seconds of submit --wait, worker CPU seconds) with one worker of ``concurrency``."""
+    name = f"skygate_bench_cluster_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    data_dir = tmp / f"cluster{concurrency}"
+    env = clean_env(SKYGATE_DATABASE_URL=PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name,
+                    SKYGATE_BROKER_URL=f"{REDIS_URL}/{redis_db}",
+                    SKYGATE_RESULT_BACKEND=f"{REDIS_URL}/{redis_db}",
+                    SKYGATE_DATA_DIR=str(data_dir))
+    worker = None
+    try:
+        skygate(["db", "upgrade"], env)
+        log_path = tmp / f"worker{concurrency}.log"
+        with open(log_path, "w") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info",
+                 "-c", str(concurrency), "-Q", "ingest,detect,model,aggregate",
+                 "-n", f"bench{concurrency}-{uuid.uuid4().hex[:6]}@%h",
+                 "--without-gossip", "--without-mingle"],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 120
+            while "ready." not in log_path.read_text():
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"worker did not start: {log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+            cpu_before = cpu_seconds(worker.pid)
+            wall = skygate(["submit", str(folder), "--wait", "--out",
+                            str(tmp / f"cluster{concurrency}.jsonl")], env)
+            return wall, cpu_seconds(worker.pid) - cpu_before
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--redis-db", type=int, default=13)
+    args = parser.parse_args()
+    n = args.images
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(scratch)
+        folder = tmp / "images"
+        folder.mkdir()
+        for i in range(n):
+            (folder / f"img{i:03d}.jpg").write_bytes(camera_jpeg(args.size, args.size, seed=i))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        local = skygate(["scan", str(folder), "--workers", "1", "--out",
+                         str(tmp / "scan.jsonl")], clean_env(SKYGATE_DATA_DIR=str(tmp / "scan")))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        local_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        one, one_cpu = run_cluster(folder, tmp, 1, args.redis_db)
+        two, two_cpu = run_cluster(folder, tmp, 2, args.redis_db)
+    cores = len(os.sched_getaffinity(0))
+    print(f"{n} camera-like JPEGs of {args.size}x{args.size}, {cores} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    rows = [("skygate scan --workers 1", local, local_cpu),
+            ("1 worker, -c 1", one, one_cpu), ("1 worker, -c 2", two, two_cpu)]
+    for label, wall, cpu in rows:
+        print(f"  {label:<26} {wall:7.2f} s  {n / wall:5.2f} img/s  "
+              f"CPU {1000 * cpu / n:6.0f} ms/img")
+    print(f"  one worker vs in-process : x{local / one:.2f} (throughput; target >= 0.9), "
+          f"CPU per image x{local_cpu / max(one_cpu, 1e-9):.2f}")
+    print(f"  2 processes vs 1         : x{one / two:.2f} (target >= 1.8 on 2 idle cores)")
+
+
+if __name__ == "__main__":
+    main()
