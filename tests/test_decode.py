@@ -13,7 +13,7 @@ from PIL import Image
 from pipeline.decode import InvalidImage, decode_image, sniff_format, validate_image
 from tests.images import encode, noisy_photo
 
-LIMITS = dict(max_bytes=10_000_000, max_pixels=20_000_000)
+LIMITS = {"max_bytes": 10_000_000, "max_pixels": 20_000_000}
 
 
 def test_type_is_sniffed_by_content_not_name():
@@ -22,7 +22,7 @@ def test_type_is_sniffed_by_content_not_name():
     assert sniff_format(encode(noisy_photo(), fmt="WEBP"))[0] == "webp"
 
 
-@pytest.mark.parametrize("data, reason", [
+@pytest.mark.parametrize(("data", "reason"), [
     (b"", "empty file"),
     (b"hello, I am a text file\n", "not a supported image"),
     (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "SVG"),
@@ -39,6 +39,7 @@ def test_truncated_png_fails_verify_or_decode():
     truncated = data[: len(data) // 2]
     with pytest.raises(InvalidImage):
         validate_image(truncated, **LIMITS)
+    with pytest.raises(InvalidImage, match="truncated"):
         decode_image(truncated, max_pixels=LIMITS["max_pixels"])
 
 
@@ -67,9 +68,9 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 def test_decompression_bomb_is_refused_before_decoding():
     bomb = _png_header_only(50_000, 50_000)
-    with pytest.raises(InvalidImage, match="over the limit|decompression bomb"):
+    with pytest.raises(InvalidImage, match=r"over the limit|decompression bomb"):
         validate_image(bomb, **LIMITS)
-    with pytest.raises(InvalidImage, match="over the limit|decompression bomb"):
+    with pytest.raises(InvalidImage, match=r"over the limit|decompression bomb"):
         decode_image(bomb, max_pixels=LIMITS["max_pixels"])
 
 
@@ -100,3 +101,51 @@ def test_sixteen_bit_and_palette_and_alpha_decode_to_rgb():
     out = io.BytesIO()
     pal.save(out, format="GIF")
     assert decode_image(out.getvalue(), max_pixels=10**8).rgb.shape == (64, 64, 3)
+
+
+# --- what prepare keeps of one decode (pipeline.decode.decode_views) -------------------------
+
+
+def _views_cases():
+    rgb = noisy_photo(rows=300, cols=410, seed=3)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])
+    deep = (noisy_photo(rows=260, cols=300, seed=4)[:, :, 0].astype(np.uint16) * 257)
+    gif = io.BytesIO()
+    Image.fromarray(rgb).convert("P").save(gif, format="GIF")
+    png16 = io.BytesIO()
+    Image.fromarray(deep).save(png16, format="PNG")
+    return {"jpeg": encode(rgb, fmt="JPEG"), "rgba png": encode(rgba), "gif": gif.getvalue(),
+            "16-bit png": png16.getvalue()}
+
+
+@pytest.mark.parametrize("kind", list(_views_cases()))
+def test_decode_views_keeps_the_same_crop_and_thumbnail_as_a_full_decode(kind):
+    from pipeline.decode import decode_views, make_thumbnail
+    from pipeline.imaging import center_crop
+
+    data = _views_cases()[kind]
+    full = decode_image(data, max_pixels=10**8)
+    for side in (128, 1024):
+        views = decode_views(data, max_pixels=10**8, side=side)
+        assert np.array_equal(views.crop, center_crop(full.rgb, max_side=side)), side
+        assert views.info == full.info
+    assert views.thumbnail == make_thumbnail(full.rgb)
+
+
+def test_decode_views_refuses_a_bomb_on_its_header():
+    from pipeline.decode import decode_views
+
+    with pytest.raises(InvalidImage, match=r"over the limit|decompression bomb"):
+        decode_views(_png_header_only(50_000, 50_000), max_pixels=LIMITS["max_pixels"],
+                     side=1024)
+
+
+def test_pixel_intermediates_round_trip_losslessly_and_read_old_npy_caches():
+    from pipeline.decode import pixels_from_bytes, pixels_to_bytes
+
+    rgb = noisy_photo(rows=70, cols=90, seed=8)
+    png = pixels_to_bytes(rgb)
+    assert png.startswith(b"\x89PNG") and np.array_equal(pixels_from_bytes(png), rgb)
+    npy = io.BytesIO()
+    np.save(npy, rgb, allow_pickle=False)
+    assert np.array_equal(pixels_from_bytes(npy.getvalue()), rgb)

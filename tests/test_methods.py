@@ -356,3 +356,62 @@ def test_declared_ai_corpus_images_are_ai_whatever_the_pixels_say():
         r = analyze_metadata((corpus_dir() / row["file"]).read_bytes())
         v = ensemble.aggregate([r, _r("model", 0.05)], {"exif": 0.0, "model": 1.0}, FIXED)
         assert v.is_ai_generated is True, (row["file"], r.details.get("evidence"))
+
+
+# --- computed once: the shared features and the vectorised helpers ---------------------------
+
+
+def test_block_statistics_match_the_block_view_definition():
+    from pipeline.imaging import block_mean, block_std, block_view
+
+    x = noisy_photo(rows=203, cols=150, seed=9)[:, :, 1].astype(np.float64)
+    for block in (8, 32):
+        assert np.allclose(block_std(x, block), block_view(x, block).std(axis=(2, 3)),
+                           rtol=0, atol=1e-12)
+        assert np.allclose(block_mean(x, block), block_view(x, block).mean(axis=(2, 3)),
+                           rtol=0, atol=1e-12)
+
+
+def test_methods_reading_the_shared_features_vote_as_when_they_compute_them():
+    """prepare computes the neutral view's features once; prnu, texture, ela and the forensic
+    model read them and give the same result as computing their own."""
+    from pipeline.features import shared_features
+
+    arr = noisy_photo(rows=300, cols=340, seed=11)
+    neutral = neutralise(arr)
+    shared = shared_features(neutral, ("prnu", "texture", "ela"))
+    assert not shared["errors"] and shared["abstain"] is None
+    for detect, group in ((detect_prnu, "prnu"), (detect_texture, "texture")):
+        own, read = detect(arr, neutral), detect(arr, None, found=shared["features"])
+        assert own.details["features"] == read.details["features"], group
+        assert own.ai_probability == read.ai_probability
+    (own, own_img), (read, read_img) = (detect_ela(arr, neutral),
+                                        detect_ela(arr, None, found=shared["features"]))
+    assert own.details["features"] == read.details["features"]
+    assert np.array_equal(own_img, read_img)
+    params = forensic_model_configuration().parameters.model_dump()
+    assert (detect_model(neutral, params).ai_probability
+            == detect_model(neutral, params, shared=shared).ai_probability)
+
+
+def test_a_feature_group_that_fails_fails_only_the_methods_reading_it():
+    from pipeline.features import shared_features
+    from pipeline.methods.base import group_features
+
+    flat = np.zeros((8, 8, 3), np.uint8)
+    assert shared_features(flat, ("prnu",))["abstain"]  # too small: every reader abstains
+    broken = {"features": {}, "errors": {"prnu": "ValueError: boom"}, "abstain": None}
+    with pytest.raises(RuntimeError, match="prnu features failed: ValueError: boom"):
+        group_features(broken, "prnu")
+    assert group_features(broken, "texture") == {}
+
+
+def test_native_statistics_read_only_the_central_window():
+    """A method given the whole image or only its central MAX_SIDE crop reports the same."""
+    from pipeline.imaging import MAX_SIDE, center_crop
+
+    arr = noisy_photo(rows=MAX_SIDE + 90, cols=MAX_SIDE + 40, seed=12)
+    crop = np.ascontiguousarray(center_crop(arr, max_side=MAX_SIDE))
+    neutral = neutralise(arr)
+    assert detect_prnu(arr, neutral).details == detect_prnu(crop, neutral).details
+    assert detect_texture(arr, neutral).details == detect_texture(crop, neutral).details
