@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api import docs, errors
-from api.routes import feedback, keys, pictures, results, uploads
+from api.routes import admin, feedback, keys, pictures, results, uploads
 from api.usage import UsageAndLimits
 from schemas.settings import Settings
 from service.dispatch import Dispatcher
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        min_body_rate=settings.api_min_body_rate)
     app.add_middleware(docs.SecurityHeaders)
     # /v1: a caller only ever sees their own uploads (api/routes/common.py).
-    for routes in (keys, uploads, results, pictures, feedback):
+    for routes in (keys, uploads, results, pictures, feedback, admin):
         app.include_router(routes.router, prefix="/v1")
     docs.install(app)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -75,7 +76,11 @@ def test_twenty_corpus_images_give_twenty_results_rows_and_documents(cluster, tm
     # The report of a cluster run has every image with its pictures from the shared blobs.
     page = report.read_text()
     assert all(os.path.basename(f) in page for f in files)
-    assert page.count('alt="ELA"') == 20 and page.count('alt="heatmap"') == 20
+    data = json.loads(re.search(r"<script type='application/json' id='data'>(.*?)</script>",
+                                page, re.S).group(1))
+    assert sum("a" in r for r in data["rows"]) == 20  # an ELA picture for each
+    assert sum("h" in r for r in data["rows"]) == 20  # and a heatmap
+    assert not any("x" in r for r in data["rows"])  # no picture missing
     assert len(records) == 20 and all(r["status"] == "done" for r in records), records
     ids = [r["upload_id"] for r in records]
     rows = sql(cluster, "SELECT r.upload_id, count(m.method_result_id), r.metadata_id, "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from api.auth import AUTH_ERRORS, CallerDep
+from api.auth import AUTH_ERRORS, CallerDep, needs
 from api.errors import ApiError, ErrorBody
 from api.models import FeedbackIn, FeedbackOut
 from api.routes.common import NOT_FOUND, UploadId, own_upload
@@ -27,7 +27,8 @@ def feedback_out(row: dict) -> FeedbackOut:
                      "earlier feedback on it)",
              responses={**AUTH_ERRORS, **NOT_FOUND,
                         422: {"model": ErrorBody, "description": "label not ai or real, or "
-                                                                 "note over 1000 characters"}})
+                                                                 "note over 1000 characters"}},
+             **needs("member", "Only the upload's owner, whatever their role."))
 async def give_feedback(request: Request, who: CallerDep, upload_id: UploadId,
                         body: FeedbackIn):
     await own_upload(request, who, upload_id)
@@ -43,7 +44,8 @@ async def give_feedback(request: Request, who: CallerDep, upload_id: UploadId,
             summary="Your feedback on your upload",
             responses={**AUTH_ERRORS,
                        404: {"model": ErrorBody, "description": "no such upload (or not "
-                                                                "yours), or no feedback yet"}})
+                                                                "yours), or no feedback yet"}},
+            **needs("member", "Only the upload's owner, whatever their role."))
 async def read_feedback(request: Request, who: CallerDep, upload_id: UploadId):
     await own_upload(request, who, upload_id)
     row = await feedback.get(request.app.state.storage.engine, upload_id=upload_id,

@@ -24,7 +24,13 @@ async def _db_upgrade(settings: Settings, target: str) -> dict:
         await migrate.upgrade(storage.engine, target)
         after = await migrate.current_revision(storage.engine)
         indexes = await storage.documents.ensure_indexes()
-        await ensure_default_configuration(storage.documents)
+        if await ensure_default_configuration(storage.documents):
+            from storage import audit
+
+            await audit.record_now(storage.engine, audit.Actor.cli(), "config.change",
+                                   target="system_configuration",
+                                   detail={"what": "default model configuration installed "
+                                                   "or upgraded", "revision": after})
     return {"before": before, "after": after, "indexes": indexes}
 
 

@@ -136,6 +136,15 @@ async def _pg_clear(conn) -> None:
     for kind, items in (("VIEW", views), ("TABLE", tables), ("SEQUENCE", sequences)):
         for item in items:
             await conn.execute(sa.text(f"DROP {kind} IF EXISTS {quote(item)} CASCADE"))
+    # The schema's own functions (e.g. the audit log's append-only trigger function) come
+    # back with the dump; extension functions stay.
+    functions = (await conn.execute(sa.text(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = current_schema() AND NOT EXISTS ("
+        " SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"))).scalars()
+    for signature in list(functions):
+        await conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {signature} CASCADE"))
 
 
 async def _pg_restore(settings, dump: Path, force: bool) -> None:
