@@ -152,8 +152,14 @@ def _native(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray 
     """The central crop: the cached PNG, or (a small image) the original decoded again."""
     if manifest.get("native_key"):
         key = manifest["native_key"]
-        return _cached(NATIVE_PIXELS, key, lambda: pixels_from_bytes(storage.blobs.get(key)))
-    if manifest.get("native_from_original"):
+        try:
+            return _cached(NATIVE_PIXELS, key,
+                           lambda: pixels_from_bytes(storage.blobs.get(key)))
+        except BlobNotFound:
+            # Released by an earlier run's aggregate (a recovered canvas racing the one it
+            # replaced): the original still has the pixels.
+            log.info("crop %s is gone: decoding the original again", key)
+    if manifest.get("native_key") or manifest.get("native_from_original"):
         key = manifest["original_key"]
         return _cached(NATIVE_PIXELS, key, lambda: decode_views(
             storage.blobs.get(key), max_pixels=settings.max_image_pixels, side=MAX_SIDE).crop)

@@ -202,3 +202,31 @@ def test_an_oversized_image_fails_at_prepare_with_the_reason_and_caches_nothing(
     assert upload["status"] == "failed"
     assert "1,200,000 pixels, over the limit of 1,000,000" in upload["error"]
     assert set(refs.values()) == {"original"}
+
+
+def test_a_released_crop_is_decoded_again_from_the_original(embedded):
+    """A canvas whose crop was released under it (a recovered canvas racing the run it
+    replaced) still runs its methods: they decode the original again."""
+    from service import detection, ingest
+    from storage.context import open_storage
+
+    data = camera_jpeg(rows=1400, cols=1800, seed=3)  # > 2 MP: the crop is cached as a PNG
+
+    async def go():
+        async with open_storage(embedded) as storage:
+            await _migrated(storage)
+            outcome = await ingest.ingest_bytes(storage, embedded, data=data,
+                                               original_file_name="c.jpg", user_id=None)
+            uid = outcome.upload_id
+            manifest_key, _ = await detection.prepare(storage, embedded, uid)
+            refs = await _refs(storage, uid)
+            crop = next(k for k, kind in refs.items() if kind == "native_pixels")
+            first = await detection.detect(storage, embedded, uid, "prnu", manifest_key)
+            detection._recent.clear()  # another process: nothing read yet
+            storage.blobs.delete(crop)
+            again = await detection.detect(storage, embedded, uid, "prnu", manifest_key)
+            return first, again
+
+    first, again = run(go())
+    assert first.status == again.status == "ok"
+    assert first.details["native"] == again.details["native"]
