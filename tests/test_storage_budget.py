@@ -134,7 +134,7 @@ def test_the_sweep_releases_intermediates_of_abandoned_canvases(embedded):
     intermediates; the recovery sweep's cleanup removes them and their files."""
     from datetime import UTC, datetime, timedelta
 
-    from service import detection, ingest
+    from service import detection, ingest, recovery
     from storage import blobrefs
     from storage import repository as repo
     from storage.context import open_storage
@@ -154,8 +154,8 @@ def test_the_sweep_releases_intermediates_of_abandoned_canvases(embedded):
             await repo.mark_failed(storage.engine, failed, "worker lost")
             before = {u: await _refs(storage, u) for u in ids}
             now = datetime.now(UTC)
-            released = await blobrefs.release_stale_intermediates(
-                storage, touched_before=now - timedelta(hours=1))
+            # What the recovery sweep runs (its blob store built from the settings).
+            released = await recovery.release_abandoned(storage.engine, embedded, now=now)
             after = {u: await _refs(storage, u) for u in ids}
             # Past the TTL even an unfinished canvas counts as abandoned.
             later = await blobrefs.release_stale_intermediates(
