@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 
+from schemas.clock import utcnow
 from storage import blobrefs
 from storage.models import blob_refs, uploads
 
@@ -46,7 +47,7 @@ async def referenced_keys(storage) -> set[str]:
 async def collect(storage, *, grace_seconds: float, dry_run: bool = False) -> GcReport:
     report = GcReport(dry_run=dry_run)
     if not dry_run:
-        before = datetime.now(UTC) - timedelta(seconds=blobrefs.INTERMEDIATE_TTL_SECONDS)
+        before = utcnow() - timedelta(seconds=blobrefs.INTERMEDIATE_TTL_SECONDS)
         await blobrefs.release_stale_intermediates(storage, touched_before=before,
                                                    unlink=False)
     cutoff = time.time() - grace_seconds

@@ -24,9 +24,10 @@ import asyncio
 import json
 import os
 import shutil
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from schemas.clock import utcnow
 from storage.backup import blobs, documents, sql
 from storage.backup.manifest import (
     FORMAT,
@@ -65,7 +66,7 @@ def _skygate_version() -> str | None:
 
 async def create_backup(settings, dest: Path, *, now: datetime | None = None) -> Path:
     """Write one complete backup under ``dest``; returns its folder."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     dest = Path(dest)
     final = dest / f"{PREFIX}{stamp}"
