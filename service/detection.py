@@ -98,6 +98,7 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
 # PNG costs 54 ms and reading it back 21 ms; above this many pixels the crop is cached.
 _PIXEL_NEEDS = frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS, NEUTRAL_FEATURES})
 DECODE_AGAIN_PIXELS = 2 * MAX_SIDE * MAX_SIDE
+_SLOW_DECODERS = frozenset({"heif", "avif"})  # HEVC/AV1: always cache their crop
 
 
 async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, views
@@ -107,7 +108,8 @@ async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, views
     caches: dict = {}
     # Only what an active method reads is made and cached.
     if needs & {NATIVE_PIXELS, NEUTRAL_PIXELS}:
-        if views.info.width * views.info.height <= DECODE_AGAIN_PIXELS:
+        if (views.info.width * views.info.height <= DECODE_AGAIN_PIXELS
+                and views.info.file_type not in _SLOW_DECODERS):
             caches["native_from_original"] = True
         else:
             caches["native_key"] = await blobrefs.store(
