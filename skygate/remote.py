@@ -7,9 +7,10 @@ import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from schemas.clock import aware, utcnow
 from schemas.records import FileRecord, file_record
 from schemas.settings import Settings
 
@@ -126,7 +127,7 @@ def _follow(settings: Settings, app, sent: list[_Sent], *, wait: bool, started: 
     with contextlib.suppress(Exception):
         app.backend.always_retry = False
     # Uploads made before this command (less a little clock skew) are "already known".
-    wall_started = datetime.now(UTC) - timedelta(seconds=time.monotonic() - started)
+    wall_started = utcnow() - timedelta(seconds=time.monotonic() - started)
     loop = asyncio.new_event_loop()
     try:
         yield from _Follower(loop, settings, app, sent, wait=wait, deadline=started + timeout,
@@ -239,8 +240,7 @@ def _first_status(row: dict, started: datetime, answer: dict | None) -> str:
             "duplicate", "queued"):
         return answer["status"]
     uploaded = row["upload_date"]
-    if uploaded is not None and uploaded.tzinfo is None:
-        uploaded = uploaded.replace(tzinfo=UTC)
+    uploaded = aware(uploaded)
     if uploaded is not None and uploaded < started and row["status"] == "done":
         return "duplicate"
     return "queued"

@@ -6,7 +6,7 @@ the same transaction as the change (storage/accounts.py).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
@@ -14,6 +14,7 @@ from fastapi import APIRouter, Path, Query, Request
 from api.auth import AUTH_ERRORS, FORBIDDEN, AdminDep, needs
 from api.errors import ApiError, ErrorBody
 from api.models import AuditEntry, AuditPage, NewUserRequest, UserList, UserOut
+from schemas.clock import aware
 from storage import accounts, audit
 
 router = APIRouter(tags=["admin"])
@@ -79,8 +80,7 @@ async def read_audit(
         action: Annotated[str | None, Query(max_length=50)] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0):
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+    since = aware(since)
     rows, total = await audit.query(request.app.state.storage.engine, since=since, user=user,
                                     action=action, limit=limit, offset=offset)
     nxt = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -12,6 +11,7 @@ from api.auth import basic, needs, request_ip
 from api.errors import ApiError, ErrorBody
 from api.models import NewKey, NewKeyRequest
 from api.usage import client_ip
+from schemas.clock import aware
 from schemas.text import clean_text
 from storage import accounts, audit
 
@@ -56,8 +56,7 @@ async def create_key(request: Request, body: NewKeyRequest,
     await accounts.forgive_login_attempt(engine, list(subjects))
     request.state.user_id = user["user_id"]
     expires = body.expires_at
-    if expires is not None and expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
+    expires = aware(expires)
     actor = audit.Actor.user(user["username"], user_id=user["user_id"],
                              source=request_ip(request))
     key, key_id = await accounts.create_key(engine, username=user["username"], name=body.name,

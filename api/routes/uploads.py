@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -15,6 +15,7 @@ from api.errors import ApiError, ErrorBody
 from api.models import Accepted, AcceptedList, UploadOut, UploadPage, Verdict
 from api.multipart import FilePart, discard, receive_files
 from api.routes.common import NOT_FOUND, UploadId, own_upload
+from schemas.clock import aware
 from schemas.records import verdict_word
 from schemas.text import clean_file_name, clean_text
 from service import ingest
@@ -144,8 +145,7 @@ async def list_uploads(
         processed: bool | None = None,
         verdict: Verdict | None = None,
         since: Annotated[datetime | None, Query(description="uploaded on or after")] = None):
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
+    since = aware(since)
     engine = request.app.state.storage.engine
     whose = who.user_id
     if owner is not None and owner != who.username:

@@ -35,7 +35,9 @@ def engine_call(fn):
 
 def parse_since(value: str | None):
     """``--since``: a date or an ISO 8601 time (UTC when it names no zone)."""
-    from datetime import UTC, datetime
+    from datetime import datetime
+
+    from schemas.clock import aware
 
     if value is None:
         return None
@@ -44,7 +46,7 @@ def parse_since(value: str | None):
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date (use YYYY-MM-DD or ISO 8601)",
                                  param_hint="--since") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return aware(when)
 
 
 def progress_bar(total: int, enabled: bool):

@@ -112,11 +112,10 @@ def keys() -> None:
               help="expiry date (UTC)")
 def keys_create(username, name, limit, expires):
     """Create a key; it is printed once (only its hash is stored)."""
-    from datetime import UTC
-
+    from schemas.clock import aware
     from storage import accounts
 
-    when = expires.replace(tzinfo=UTC) if expires else None
+    when = aware(expires)
     try:
         key, key_id = engine_call(lambda e: accounts.create_key(
             e, username=username, name=name, limit=limit, expires_at=when,
@@ -142,15 +141,13 @@ def keys_revoke(key_id):
 @click.option("--user", "username")
 def keys_list(username):
     """Keys with their public prefix, state and usage (never the key itself)."""
-    from datetime import UTC, datetime
-
+    from schemas.clock import aware, utcnow
     from storage import accounts
 
-    now = datetime.now(UTC)
+    now = utcnow()
     for k in engine_call(lambda e: accounts.list_keys(e, username)):
         expires = k["expires_at"]
-        if expires is not None and expires.tzinfo is None:
-            expires = expires.replace(tzinfo=UTC)
+        expires = aware(expires)
         state = ("revoked" if not k["is_active"] else
                  "expired" if expires is not None and expires <= now else "active")
         click.echo(f"{k['key_id']:>5}  {k['username']:<20} {k['key_name']:<16} "
