@@ -24,6 +24,16 @@ PG_ADMIN_URL = os.environ.get(
     "SKYGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("SKYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(items):
+    # The tree says what a test needs: tests/unit/<package>/ is code with no server (pure
+    # functions, the embedded SQLite default, subprocesses of the CLI), tests/integration/
+    # talks to PostgreSQL, Redis, RabbitMQ, the Mongo wire server, moto or a Celery worker.
+    for item in items:
+        if INTEGRATION_DIR in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 def unavailable(reason: str):

@@ -1,6 +1,6 @@
 """A private cluster to break: its own redis-server, PostgreSQL cluster (initdb/pg_ctl as the
 postgres user) and, optionally, RabbitMQ node, each on a free port, plus real
-``celery -A workers worker`` processes. Used by tests/test_fault_recovery.py and
+``celery -A workers worker`` processes. Used by tests/integration/test_fault_recovery.py and
 scripts/bench_faults.py."""
 
 from __future__ import annotations

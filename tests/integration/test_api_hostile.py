@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import corpus_dir, free_port, run, serve, start_cluster, wait_for
 from tests.images import encode, noisy_photo, smooth_scene
-from tests.test_api import client, new_user, sql, upload, wait_done
+from tests.integration.test_api import client, new_user, sql, upload, wait_done
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -636,7 +636,7 @@ def _offline_chromium(exe: str, profile, *args) -> subprocess.CompletedProcess:
 
 
 def test_docs_and_redoc_render_with_the_network_cut(stack, tmp_path):
-    from tests.test_scan import _chromium
+    from tests.unit.skygate.test_scan import _chromium
 
     exe = _chromium()
     shots = {}
