@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,7 +18,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path("./var"), description="SQLite file and blob folder")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite if unset")
-    mongo_url: str | None = Field(default=None, description="MongoDB URL; documents in SQL if unset")
+    mongo_url: str | None = Field(default=None,
+                                  description="MongoDB URL; documents in SQL if unset")
     broker_url: str | None = Field(default=None, description="Celery broker (redis:// or amqp://)")
     result_backend: str | None = Field(default=None, description="Celery result backend (redis://)")
 
@@ -109,8 +110,6 @@ class Settings(BaseSettings):
     def blob_dir(self) -> Path:
         """The blob folder: a ``file://`` blob URL's path, else the data dir's ``blobs/``."""
         if self.blob_url:
-            from storage.blobs import parse_blob_url
-
             scheme, location, _ = parse_blob_url(self.blob_url)
             if scheme == "file":
                 return Path(location)
@@ -156,3 +155,21 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def parse_blob_url(url: str) -> tuple[str, str, str]:
+    """``(scheme, location, prefix)``: ``("file", "/abs/path", "")`` or
+    ``("s3", "bucket", "prefix")``. A bare path counts as ``file``."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("", "file"):
+        # file:///abs/path, file://./relative (netloc "."), or a plain path.
+        path = unquote(parts.netloc + parts.path) if scheme else url
+        if not path:
+            raise ValueError(f"blob URL {url!r} names no folder")
+        return "file", path, ""
+    if scheme == "s3":
+        if not parts.netloc:
+            raise ValueError(f"blob URL {url!r} names no bucket: s3://BUCKET[/PREFIX]")
+        return "s3", parts.netloc, parts.path.strip("/")
+    raise ValueError(f"unsupported blob URL {url!r}: use file:///path or s3://bucket/prefix")

@@ -11,8 +11,8 @@ answer); :class:`BlobNotFound` and other :class:`BlobStoreError` are not.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
+from schemas.settings import parse_blob_url
 from storage.blobs.base import (
     TRANSIENT_BLOB_ERRORS,
     BlobNotFound,
@@ -36,24 +36,6 @@ def __getattr__(name: str):
 
         return S3BlobStore
     raise AttributeError(name)
-
-
-def parse_blob_url(url: str) -> tuple[str, str, str]:
-    """``(scheme, location, prefix)``: ``("file", "/abs/path", "")`` or
-    ``("s3", "bucket", "prefix")``. A bare path counts as ``file``."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme in ("", "file"):
-        # file:///abs/path, file://./relative (netloc "."), or a plain path.
-        path = unquote(parts.netloc + parts.path) if scheme else url
-        if not path:
-            raise ValueError(f"blob URL {url!r} names no folder")
-        return "file", path, ""
-    if scheme == "s3":
-        if not parts.netloc:
-            raise ValueError(f"blob URL {url!r} names no bucket: s3://BUCKET[/PREFIX]")
-        return "s3", parts.netloc, parts.path.strip("/")
-    raise ValueError(f"unsupported blob URL {url!r}: use file:///path or s3://bucket/prefix")
 
 
 def blob_store_for(settings) -> BlobStore:

@@ -1,0 +1,48 @@
+"""The import rule of the architecture: schemas ← pipeline ← storage ← service ← the front
+doors (workers, api, skygate). A lower layer never imports a higher one, and a front door
+never imports another front door — function-level (deferred) imports included."""
+
+from __future__ import annotations
+
+import ast
+
+from tests.conftest import ROOT
+
+LAYER = {"schemas": 0, "pipeline": 1, "storage": 2, "service": 3,
+         "workers": 4, "api": 4, "skygate": 4}
+# Deliberate crossings, each with its reason.
+ALLOWED = {
+    # `skygate api` is the command that runs the HTTP server: it has to start it.
+    ("skygate", "api.server"),
+}
+
+
+def _imports(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+
+
+def test_imports_only_flow_down_the_layers():
+    wrong = []
+    for package, level in LAYER.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            for line, module in _imports(path):
+                top = module.split(".")[0]
+                if top not in LAYER or top == package or (package, module) in ALLOWED:
+                    continue
+                other = LAYER[top]
+                if other > level or (other == level == 4):
+                    wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_the_layer_table_names_every_package():
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert packages - {"tests", "scripts"} == set(LAYER)
