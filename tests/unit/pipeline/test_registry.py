@@ -184,16 +184,19 @@ def test_prepare_caches_only_what_the_active_methods_read(embedded):
                                    .values(is_active=False))
             outcome = await ingest.ingest_bytes(storage, embedded, data=data,
                                                original_file_name="exif.jpg", user_id=None)
+            # prepare alone, to read the manifest before aggregate releases it.
+            manifest_key, _ = await detection.prepare(storage, embedded, outcome.upload_id)
+            manifest = json.loads(storage.blobs.get(manifest_key))
             await detection.run_all(storage, embedded, outcome.upload_id)
             doc = (await storage.documents.find_detection_metadata(
                 upload_id=outcome.upload_id))[0]
-            manifest = json.loads(storage.blobs.get(doc.blob_keys["manifest"]))
             rows = await _method_rows(storage, outcome.upload_id)
             return doc, manifest, rows
 
     doc, manifest, rows = run(go())
     assert "native_pixels" not in doc.blob_keys and "neutral_pixels" not in doc.blob_keys
     assert "native_key" not in manifest and "neutral_key" not in manifest
+    assert "native_from_original" not in manifest and "manifest" not in doc.blob_keys
     assert manifest["thumbnail_key"]
     assert set(rows) == {"exif"} and rows["exif"]["status"] == "ok"
 
