@@ -22,6 +22,9 @@ CLIP_SIDE = 224
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
+_RGB_DIMS = 3       # (rows, cols, channels)
+_RGB_CHANNELS = 3
+
 _lock = threading.Lock()
 
 
@@ -40,7 +43,7 @@ def clip_input(rgb: np.ndarray, *, side: int = CLIP_SIDE) -> np.ndarray:
     -------
     (3, side, side) float32 ndarray
     """
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
+    if rgb.ndim != _RGB_DIMS or rgb.shape[2] != _RGB_CHANNELS:
         raise ValueError(f"expected (M, N, 3) RGB, got shape {rgb.shape}")
     rows, cols = rgb.shape[:2]
     scale = side / min(rows, cols)
@@ -88,7 +91,7 @@ def encoder_session(path: str, sha256: str | None = None, threads: int = 1):
         with _lock:
             return ort.InferenceSession(str(file), sess_options=options,
                                         providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+    except Exception as exc:
         raise ModelFileError(f"model file {file} cannot be loaded: {exc}") from exc
 
 
@@ -113,4 +116,4 @@ def embed(session, views: np.ndarray, *, output: str | None = None) -> dict[str,
     names = [o.name for o in session.get_outputs()]
     wanted = [output] if output else names
     outs = session.run(wanted, {session.get_inputs()[0].name: views.astype(np.float32)})
-    return {name: token_features(np.asarray(h)) for name, h in zip(wanted, outs)}
+    return {name: token_features(np.asarray(h)) for name, h in zip(wanted, outs, strict=True)}

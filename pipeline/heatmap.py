@@ -7,6 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
+_GRID_DIMS = 2  # a block map is a (rows, cols) grid
+
 
 def _resize(block_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     img = Image.fromarray((np.clip(block_map, 0, 1) * 255).astype(np.uint8))
@@ -19,7 +21,7 @@ def combine_block_maps(maps: dict[str, list[list[float]]], *,
                        shape: tuple[int, int] = (32, 32)) -> np.ndarray | None:
     """Weighted mean of per-block maps (each in [0, 1], any grid) on a common (rows, cols) grid."""
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in maps.items() if v}
-    arrays = {k: a for k, a in arrays.items() if a.ndim == 2 and a.size}
+    arrays = {k: a for k, a in arrays.items() if a.ndim == _GRID_DIMS and a.size}
     if not arrays:
         return None
     total = np.zeros(shape)
@@ -31,12 +33,14 @@ def combine_block_maps(maps: dict[str, list[list[float]]], *,
     return total / max(weight_sum, 1e-9)
 
 
-def render_heatmap(combined: np.ndarray, thumbnail_rgb: np.ndarray, *, alpha: float = 0.55) -> bytes:
+def render_heatmap(combined: np.ndarray, thumbnail_rgb: np.ndarray, *,
+                   alpha: float = 0.55) -> bytes:
     """Overlay ``combined`` (rows, cols in [0, 1]) on the image as a PNG (blue low, red high)."""
     rows, cols = thumbnail_rgb.shape[:2]
     heat = _resize(combined, (rows, cols))
     # A simple perceptual ramp: blue -> yellow -> red.
-    colour = np.stack([np.clip(2 * heat, 0, 1), np.clip(2 - 2 * heat, 0, 1) * np.clip(2 * heat, 0, 1),
+    colour = np.stack([np.clip(2 * heat, 0, 1),
+                       np.clip(2 - 2 * heat, 0, 1) * np.clip(2 * heat, 0, 1),
                        np.clip(1 - 2 * heat, 0, 1)], axis=2) * 255
     blended = (1 - alpha) * thumbnail_rgb.astype(np.float64) + alpha * colour
     out = io.BytesIO()
@@ -60,7 +64,7 @@ def anomalies_from_map(combined: np.ndarray, image_shape: tuple[int, int], *,
             "type": "noiseless_region",
             "confidence": round(value, 3),
             "bounding_box": {"x": int(c * cell_w), "y": int(r * cell_h),
-                             "width": int(round(cell_w)), "height": int(round(cell_h))},
+                             "width": round(cell_w), "height": round(cell_h)},
             "description": "region with far less sensor noise and micro-texture than the rest",
         })
     return out

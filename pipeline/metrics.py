@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["roc_auc", "roc_curve", "tpr_at_fpr", "expected_calibration_error",
-           "reliability_bins"]
+__all__ = [
+    "expected_calibration_error",
+    "reliability_bins",
+    "roc_auc",
+    "roc_curve",
+    "tpr_at_fpr",
+]
 
 
 def _check(labels, scores, *, name: str = "scores") -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,8 @@ from pathlib import PurePosixPath
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Plus line breaks and the bidi overrides that make a file name lie about its extension.
 _NAME_BAD = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Longest extension kept when a file name is cut to its limit; longer ones are not extensions.
+_MAX_EXTENSION = 16
 
 
 def clean_text(value: str, *, limit: int | None = None) -> str:
@@ -52,7 +54,7 @@ def clean_file_name(name: str | None, *, limit: int = 255) -> str:
         return "upload"
     if len(text) > limit:
         stem, dot, ext = text.rpartition(".")
-        if dot and 0 < len(ext) <= 16:
+        if dot and 0 < len(ext) <= _MAX_EXTENSION:
             text = stem[:limit - len(ext) - 1] + "." + ext
         else:
             text = text[:limit]

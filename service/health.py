@@ -21,9 +21,12 @@ class Check:
     hint: str = ""
 
 
+_SHORT_LIMIT = 240  # characters of an error shown in a health check's detail
+
+
 def _short(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
-    return text if len(text) < 240 else text[:237] + "..."
+    return text if len(text) < _SHORT_LIMIT else text[:_SHORT_LIMIT - 3] + "..."
 
 
 def _where(url: str) -> str:

@@ -4,6 +4,7 @@ belongs to. Callers never log image bytes, passwords or keys: only ids, names an
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import sys
@@ -26,13 +27,11 @@ class ContextFilter(logging.Filter):
         if getattr(record, "upload_id", None) is None:
             record.upload_id = _upload_id.get()
         task_id = task_name = None
-        try:
+        with contextlib.suppress(Exception):  # logging must never fail
             from celery import current_task
 
             if current_task and current_task.request.id:
                 task_id, task_name = current_task.request.id, current_task.name
-        except Exception:  # noqa: BLE001 - logging must never fail
-            pass
         if getattr(record, "task_id", None) is None:
             record.task_id = task_id
         if getattr(record, "task_name", None) is None:

@@ -8,9 +8,13 @@ purge_offline_workers = 600
 max_tasks = 10_000
 
 
+# Characters of a task's arguments and result shown before they are cut.
+_SHOWN = 300
+
+
 def format_task(task):
-    if task.args and len(task.args) > 300:
-        task.args = task.args[:300] + "… (cut)"
-    if task.result and len(task.result) > 300:
-        task.result = task.result[:300] + "… (cut)"
+    if task.args and len(task.args) > _SHOWN:
+        task.args = task.args[:_SHOWN] + "… (cut)"
+    if task.result and len(task.result) > _SHOWN:
+        task.result = task.result[:_SHOWN] + "… (cut)"
     return task

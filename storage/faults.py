@@ -66,18 +66,11 @@ def _permanent(e: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         pass
     code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
-    if isinstance(code, str) and code[:2] in ("22", "23", "42"):  # data, constraint, syntax
-        return True
-    return False
+    # SQLSTATE classes: data exception, integrity constraint violation, syntax or access rule.
+    return isinstance(code, str) and code[:2] in ("22", "23", "42")
 
 
-def _transient_one(e: BaseException) -> bool:
-    if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError, socket.timeout,
-                      socket.gaierror)):
-        return True
-    code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
-    if isinstance(code, str) and (code in _PG_TRANSIENT or code.startswith(_PG_TRANSIENT_PREFIXES)):
-        return True
+def _asyncpg_transient(e: BaseException) -> bool | None:
     try:
         import asyncpg
         if isinstance(e, (asyncpg.exceptions.CannotConnectNowError,
@@ -90,17 +83,31 @@ def _transient_one(e: BaseException) -> bool:
             return not isinstance(e, asyncpg.exceptions.InterfaceWarning)
     except (ImportError, AttributeError):  # pragma: no cover
         pass
+    return None
+
+
+def _sqlalchemy_transient(e: BaseException) -> bool | None:
     try:
-        from sqlalchemy.exc import DBAPIError, DisconnectionError, TimeoutError as PoolTimeout
+        from sqlalchemy.exc import DBAPIError, DisconnectionError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
         if isinstance(e, (DisconnectionError, PoolTimeout)):
             return True
         if isinstance(e, DBAPIError) and e.connection_invalidated:
             return True
     except ImportError:  # pragma: no cover
         pass
+    return None
+
+
+def _pymongo_transient(e: BaseException) -> bool | None:
     try:
-        from pymongo.errors import (AutoReconnect, ConnectionFailure, ExecutionTimeout,
-                                    OperationFailure, WTimeoutError)
+        from pymongo.errors import (
+            AutoReconnect,
+            ConnectionFailure,
+            ExecutionTimeout,
+            OperationFailure,
+            WTimeoutError,
+        )
         if isinstance(e, (AutoReconnect, ConnectionFailure, ExecutionTimeout, WTimeoutError)):
             return True
         if isinstance(e, OperationFailure) and getattr(e, "code", None) in _MONGO_TRANSIENT_CODES:
@@ -110,6 +117,10 @@ def _transient_one(e: BaseException) -> bool:
             return True
     except ImportError:  # pragma: no cover
         pass
+    return None
+
+
+def _broker_transient(e: BaseException) -> bool | None:
     try:
         import kombu.exceptions
         if isinstance(e, kombu.exceptions.OperationalError):
@@ -131,6 +142,25 @@ def _transient_one(e: BaseException) -> bool:
             return True
     except ImportError:  # pragma: no cover
         pass
+    return None
+
+
+# Each answers True/False when it recognises the exception, None when it has no opinion.
+_TRANSIENT_CHECKS = (_asyncpg_transient, _sqlalchemy_transient, _pymongo_transient,
+                     _broker_transient)
+
+
+def _transient_one(e: BaseException) -> bool:
+    if isinstance(e, (ConnectionError, TimeoutError, asyncio.TimeoutError, socket.timeout,
+                      socket.gaierror)):
+        return True
+    code = getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)
+    if isinstance(code, str) and (code in _PG_TRANSIENT or code.startswith(_PG_TRANSIENT_PREFIXES)):
+        return True
+    for check in _TRANSIENT_CHECKS:
+        verdict = check(e)
+        if verdict is not None:
+            return verdict
     text = str(e).lower()
     return any(word in text for word in _TRANSIENT_WORDS)
 
@@ -146,7 +176,7 @@ def is_transient(exc: BaseException) -> bool:
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 30.0) -> float:
     """Exponential backoff with full jitter: uniform in [0.5, 1] × min(cap, base·2^attempt)."""
     ceiling = min(cap, base * (2 ** max(0, attempt)))
-    return ceiling * random.uniform(0.5, 1.0)
+    return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
 
 
 async def retrying(fn, *args, deadline: float | None = None, what: str = "call",

@@ -35,7 +35,7 @@ def fit_stack(X: np.ndarray, y: np.ndarray, methods: list[str]) -> tuple[dict[st
         active = [a for a, c in zip(active, coef) if c > 0]
         if not active:
             break
-    weights = {m: 0.0 for m in methods}
+    weights = dict.fromkeys(methods, 0.0)
     if active:
         for a, c in zip(active, coef):
             weights[methods[a]] = float(c)

@@ -36,6 +36,7 @@ _TRANSIENT_CODES = {
     "XMinioServerNotInitialized", "500", "502", "503", "504",
 }
 _MISSING_CODES = {"NoSuchKey", "NotFound", "404"}
+_SERVER_ERROR = 500  # HTTP 5xx: the store's fault, worth trying again
 
 STAGING = ".staging"
 
@@ -97,7 +98,7 @@ class S3BlobStore(BlobStore):
             if code in _MISSING_CODES:
                 return BlobNotFound(key, self.describe())
             message = f"{action} {where}: {code or status} {error.get('Message', '')}".strip()
-            if status >= 500 or code in _TRANSIENT_CODES:
+            if status >= _SERVER_ERROR or code in _TRANSIENT_CODES:
                 return BlobStoreUnavailable(message)
             return BlobStoreError(message)
         if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError,
