@@ -101,7 +101,7 @@ def bench_image(name: str, data: bytes, repeats: int) -> dict:
         feature_groups_of,
     )
     from schemas.settings import Settings
-    from service.detection import DECODE_AGAIN_PIXELS
+    from service.canvas import DECODE_AGAIN_PIXELS
     from storage.seed import default_model_configuration
 
     limit = 10**9
@@ -110,7 +110,7 @@ def bench_image(name: str, data: bytes, repeats: int) -> dict:
     groups = feature_groups_of(REGISTRY)
 
     # As prepare does: a small image is decoded again by the methods, a larger one's crop is
-    # cached as a PNG (service.detection.DECODE_AGAIN_PIXELS).
+    # cached as a PNG (service.canvas.DECODE_AGAIN_PIXELS).
     cached = views.info.width * views.info.height > DECODE_AGAIN_PIXELS
 
     def extra():

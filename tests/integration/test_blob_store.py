@@ -66,7 +66,7 @@ def s3_endpoint(tmp_path_factory):
         import urllib.request
 
         try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()  # noqa: S310 - loopback http
             return True
         except OSError:
             return False
@@ -126,8 +126,9 @@ def test_blob_url_picks_the_backend(tmp_path, aws_env):
     assert parse_blob_url("/srv/blobs") == ("file", "/srv/blobs", "")
     assert parse_blob_url("s3://bucket/a/b/") == ("s3", "bucket", "a/b")
     assert parse_blob_url("s3://bucket") == ("s3", "bucket", "")
-    for bad in ("s3:///prefix", "gs://bucket/x", "file://"):
-        with pytest.raises(ValueError):
+    for bad, why in (("s3:///prefix", "names no bucket"), ("gs://bucket/x", "unsupported"),
+                     ("file://", "names no folder")):
+        with pytest.raises(ValueError, match=why):
             parse_blob_url(bad)
     default = blob_store_for(Settings(data_dir=tmp_path))
     assert isinstance(default, LocalBlobStore) and default.root == tmp_path / "blobs"
@@ -209,14 +210,14 @@ def test_keys_lists_blobs_and_staging_files_and_delete_removes_both(store):
     abandoned = store.stage()
     abandoned.write(b"half an upload")
     abandoned.finish()
-    listed = {key: (size, mtime) for key, size, mtime in store.keys()}
+    listed = {key: (size, mtime) for key, size, mtime in store.keys()}  # noqa: SIM118 - a blob store, not a dict
     assert listed[a][0] == 5 and listed[b][0] == 500
     assert all(abs(mtime - time.time()) < 300 for _, mtime in listed.values())
     staging = [k for k in listed if k not in (a, b)]
     assert len(staging) == 1 and staging[0].startswith(".")
     assert listed[staging[0]][0] == len(b"half an upload")
     assert store.delete(staging[0]) and not abandoned.path.exists()
-    assert {k for k, _, _ in store.keys()} == {a, b}
+    assert {k for k, _, _ in store.keys()} == {a, b}  # noqa: SIM118 - a blob store, not a dict
 
 
 def test_probe_writes_reads_and_cleans_up(store):
@@ -258,7 +259,7 @@ def test_embedded_pipeline_reference_counts_and_delete_on_each_backend(settings)
             assert all(storage.blobs.exists(k) for k in b_keys)
             assert not any(storage.blobs.exists(k) for k in a_keys - b_keys)
             await removal.delete_upload(storage, ids[1])
-            return [k for k, _, _ in storage.blobs.keys()]
+            return [k for k, _, _ in storage.blobs.keys()]  # noqa: SIM118 - a blob store, not a dict
 
     assert run(go()) == []
 
@@ -423,7 +424,7 @@ def s3_cluster(pg_url, mongo_url, s3_endpoint, tmp_path_factory):
             ("ingest", "detect", "submitter")}
     up = subprocess.run([sys.executable, "-m", "skygate.cli", "db", "upgrade"],
                         env={**base, "SKYGATE_DATA_DIR": str(dirs["submitter"])}, cwd=ROOT,
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=120, check=False)
     assert up.returncode == 0, up.stderr
     workers, logs = [], []
     try:
@@ -493,7 +494,7 @@ def test_two_workers_sharing_no_folder_give_every_image_a_verdict(s3_stack, s3_e
         [sys.executable, "-m", "skygate.cli", "submit", *map(str, files), "--wait",
          "--out", str(out), "--timeout", "300"],
         env={**cluster["env"], "SKYGATE_DATA_DIR": str(submitter)}, cwd=ROOT,
-        capture_output=True, text=True, timeout=400)
+        capture_output=True, text=True, timeout=400, check=False)
     logs = "\n".join(p.read_text()[-3000:] for p in cluster["logs"])
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:] + logs
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -560,7 +561,7 @@ def test_api_streams_uploads_into_s3_serves_pictures_and_deletes(s3_stack, s3_en
         assert not staging.exists() or not list(staging.iterdir())
         keys = [k for (k,) in cluster_sql(s3_stack["db_url"], "SELECT blob_key FROM blob_refs "
                                           "WHERE upload_id = :u", u=upload_id)]
-        assert len(keys) >= 6
+        assert len(keys) >= 4  # original, thumbnail, ELA, heatmap (intermediates released)
         assert c.delete(f"/v1/uploads/{upload_id}").status_code in (200, 204)
     left = bucket_names(s3_stack, s3_endpoint)
     assert original not in left

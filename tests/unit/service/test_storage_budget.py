@@ -207,7 +207,7 @@ def test_an_oversized_image_fails_at_prepare_with_the_reason_and_caches_nothing(
 def test_a_released_crop_is_decoded_again_from_the_original(embedded):
     """A canvas whose crop was released under it (a recovered canvas racing the run it
     replaced) still runs its methods: they decode the original again."""
-    from service import detection, ingest
+    from service import canvas, detection, ingest
     from storage.context import open_storage
 
     data = camera_jpeg(rows=1400, cols=1800, seed=3)  # > 2 MP: the crop is cached as a PNG
@@ -222,7 +222,7 @@ def test_a_released_crop_is_decoded_again_from_the_original(embedded):
             refs = await _refs(storage, uid)
             crop = next(k for k, kind in refs.items() if kind == "native_pixels")
             first = await detection.detect(storage, embedded, uid, "prnu", manifest_key)
-            detection._recent.clear()  # another process: nothing read yet
+            canvas._recent.clear()  # another process: nothing read yet
             storage.blobs.delete(crop)
             again = await detection.detect(storage, embedded, uid, "prnu", manifest_key)
             return first, again
@@ -230,3 +230,30 @@ def test_a_released_crop_is_decoded_again_from_the_original(embedded):
     first, again = run(go())
     assert first.status == again.status == "ok"
     assert first.details["native"] == again.details["native"]
+
+
+def test_a_released_manifest_is_rebuilt_from_the_upload_row(embedded):
+    """The whole canvas released under a method (an older run's aggregate finished after the
+    recovery sweep re-sent the upload): the method reads the original instead of failing."""
+    from service import canvas, detection, ingest
+    from storage.context import open_storage
+
+    data = camera_jpeg(rows=1400, cols=1800, seed=4)
+
+    async def go():
+        async with open_storage(embedded) as storage:
+            await _migrated(storage)
+            outcome = await ingest.ingest_bytes(storage, embedded, data=data,
+                                               original_file_name="m.jpg", user_id=None)
+            uid = outcome.upload_id
+            manifest_key, _ = await detection.prepare(storage, embedded, uid)
+            first = await detection.detect(storage, embedded, uid, "texture", manifest_key)
+            canvas._recent.clear()
+            await canvas.release(storage, uid)
+            assert not storage.blobs.exists(manifest_key)
+            again = await detection.detect(storage, embedded, uid, "texture", manifest_key)
+            return first, again
+
+    first, again = run(go())
+    assert again.status == "ok" and first.status == "ok"
+    assert again.details["native"] == first.details["native"]

@@ -1,0 +1,193 @@
+"""Aggregate: the weighted verdict of one upload's method results, its heatmap, the rows in
+one SQL transaction and the document; safe to repeat (a redelivered aggregate answers with
+the stored outcome), and clean when the upload was deleted while it was in flight."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import numpy as np
+from PIL import Image
+
+from pipeline import ensemble
+from pipeline.document import build_metadata_document
+from pipeline.heatmap import anomalies_from_map, combine_block_maps, render_heatmap
+from pipeline.methods.registry import REGISTRY
+from schemas.clock import aware, utcnow
+from schemas.results import MethodResult
+from schemas.settings import Settings
+from service import canvas, results
+from service.method_results import picture_keys, unimplemented
+from storage import blobrefs
+from storage import repository as repo
+from storage.blobs import BlobNotFound
+from storage.context import Storage
+
+log = logging.getLogger("skygate.pipeline")
+
+
+async def aggregate(storage: Storage, settings: Settings, upload_id: int, manifest_key: str,
+                    raw_results: list) -> dict:
+    """Weighted verdict, heatmap, one SQL transaction, the document; safe to repeat.
+
+    An upload deleted while it was in flight is abandoned cleanly: nothing is written, and
+    the blobs and the document this run made are removed again.
+    """
+    try:
+        if not await blobrefs.upload_exists(storage, upload_id):
+            raise blobrefs.UploadGone(upload_id)
+        out = await _aggregate(storage, settings, upload_id, manifest_key, raw_results)
+        if await blobrefs.upload_exists(storage, upload_id):
+            return out
+        raise blobrefs.UploadGone(upload_id)
+    except Exception:
+        if await blobrefs.upload_exists(storage, upload_id):
+            raise
+        await _abandon(storage, upload_id, manifest_key, raw_results)
+        return {"upload_id": upload_id, "status": "deleted"}
+
+
+async def _abandon(storage: Storage, upload_id: int, manifest_key: str, raw_results: list
+                   ) -> None:
+    """The upload is gone: remove its document and any blob of this run nothing references."""
+    keys = {manifest_key}
+    details = {raw.get("method"): raw.get("details") or {}
+               for raw in raw_results if isinstance(raw, dict)}
+    keys |= set(picture_keys(details).values())
+    try:
+        manifest = json.loads(storage.blobs.get(manifest_key))
+        keys |= {manifest.get(k) for k in ("native_key", "neutral_key", "thumbnail_key")}
+    except (BlobNotFound, ValueError):
+        pass
+    for doc in await storage.documents.find_detection_metadata(upload_id=upload_id):
+        keys |= set(doc.blob_keys.values())
+        await storage.documents.delete_detection_metadata(doc.result_id)
+    removed = await blobrefs.release(storage, {k for k in keys if k})
+    removed += await blobrefs.release_intermediates(storage, upload_id)
+    log.info("upload %s was deleted during detection; removed %d leftover blob(s)",
+             upload_id, len(removed), extra={"upload_id": upload_id})
+
+
+async def _manifest_or_outcome(storage: Storage, upload_id: int, manifest_key: str
+                               ) -> tuple[dict | None, dict | None]:
+    """(the manifest, None), or (None, the stored outcome) for an aggregate redelivered after
+    the first one finished and released the manifest; a manifest missing otherwise raises."""
+    try:
+        return json.loads(storage.blobs.get(manifest_key)), None
+    except BlobNotFound:
+        finished = await _finished(storage, upload_id)
+        if finished is None:
+            raise
+        return None, finished
+
+
+async def _finished(storage: Storage, upload_id: int) -> dict | None:
+    """The stored outcome of an upload whose canvas already finished, else None."""
+    upload = await repo.get_upload(storage.engine, upload_id)
+    if upload is None or upload["status"] != "done":
+        return None
+    result = await repo.result_for_upload(storage.engine, upload_id)
+    if result is None:
+        return None
+    return {"upload_id": upload_id, "result_id": result["result_id"],
+            "is_ai_generated": result["is_ai_generated"],
+            "confidence": float(result["confidence_score"])}
+
+
+async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manifest_key: str,
+                     raw_results: list) -> dict:
+    manifest, finished = await _manifest_or_outcome(storage, upload_id, manifest_key)
+    if finished is not None:
+        return finished
+    active = await repo.active_methods(storage.engine)
+    by_method: dict[str, MethodResult] = {}
+    for raw in raw_results:
+        if not raw:
+            continue
+        r = MethodResult.model_validate(raw)
+        # A redelivered header task may report twice: keep an ok result over an error.
+        if r.method not in by_method or by_method[r.method].status != "ok":
+            by_method[r.method] = r
+    for name in active:
+        # A row with no registry entry has no task either (workers/tasks.py): skipped, as in
+        # the embedded runner; a registered method whose result is missing is an error.
+        by_method.setdefault(name, MethodResult(method=name, status="error",
+                                                error="no result reached aggregate")
+                             if name in REGISTRY else unimplemented(name))
+    weights = {name: info["weight"] for name, info in active.items()}
+    verdict = ensemble.aggregate(list(by_method.values()), weights)
+
+    maps = {m: r.block_map for m, r in by_method.items()
+            if r.block_map and m in REGISTRY and REGISTRY[m].in_heatmap}
+    # The heatmap shows where the forensic maps see structure, whatever weight their vote
+    # has in the verdict (a weight of 0 keeps them as pictures and evidence).
+    combined = combine_block_maps(maps)
+    heatmap_key, anomalies = None, []
+    if combined is not None:
+        thumb = np.asarray(Image.open(io.BytesIO(storage.blobs.get(manifest["thumbnail_key"])))
+                           .convert("RGB"))
+        heatmap_key = await blobrefs.store(storage, upload_id, render_heatmap(combined, thumb),
+                                           suffix=".png", kind="heatmap")
+        info = manifest["file_info"]
+        anomalies = anomalies_from_map(combined, (info["height"], info["width"]))
+
+    upload = await repo.get_upload(storage.engine, upload_id)
+    if upload is None:
+        raise blobrefs.UploadGone(upload_id)
+    started = aware(upload["processing_started_at"]) or utcnow()
+    elapsed = max(0.0, (utcnow() - started).total_seconds())
+    rows = []
+    for name, r in by_method.items():
+        if name not in active:
+            continue
+        rows.append({
+            "method_id": active[name]["method_id"], "is_ai_generated": r.is_ai_generated,
+            "confidence": r.confidence, "processing_time": r.processing_time,
+            "result_details": {"status": r.status, "error": r.error,
+                               "ai_probability": r.ai_probability, **r.details},
+        })
+    previous = await repo.result_for_upload(storage.engine, upload_id)
+    result_id = await repo.save_results(
+        storage.engine, upload_id=upload_id, is_ai_generated=verdict.is_ai_generated,
+        confidence=verdict.confidence, processing_time=elapsed,
+        algorithm_version=verdict.algorithm_version, summary=verdict.summary, methods=rows)
+    doc = build_metadata_document(
+        result_id=result_id, upload_id=upload_id, user_id=upload["user_id"],
+        file_info=manifest["file_info"], results=by_method, verdict=verdict,
+        heatmap_path=heatmap_key, anomalies=anomalies)
+    # Only what stays: the intermediates (crop, manifest) are released below.
+    doc.blob_keys = {k: v for k, v in {
+        "original": manifest["original_key"], "thumbnail": manifest["thumbnail_key"],
+        "heatmap": heatmap_key, **picture_keys({m: r.details for m, r in by_method.items()}),
+    }.items() if v}
+    earlier = await storage.documents.get_detection_metadata(result_id)
+    if earlier is not None:
+        doc.created_at = earlier.created_at
+        doc.history = list(earlier.history)
+    if previous is not None and (aware(previous["detection_date"]) or started) < started:
+        # A new run (rescore or retry), not a redelivered aggregate: keep what it replaces.
+        doc.history.append(_history_entry(previous, earlier))
+    metadata_id = await storage.documents.upsert_detection_metadata(doc)
+    await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
+                      metadata_id=metadata_id)
+    await results.invalidate(storage, upload_id)  # a new result: drop the cached one
+    await canvas.release(storage, upload_id)
+    return {"upload_id": upload_id, "result_id": result_id,
+            "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}
+
+
+def _history_entry(previous: dict, doc) -> dict:
+    """The verdict a new run replaces, as kept in the document's ``history``."""
+    factors = doc.aggregated_results.contributing_factors if doc is not None else []
+    return {
+        "algorithm_version": previous["algorithm_version"],
+        "is_ai_generated": previous["is_ai_generated"],
+        "confidence_score": float(previous["confidence_score"]),
+        "result_summary": previous["result_summary"],
+        "detection_date": aware(previous["detection_date"]).isoformat(),
+        "methods": previous["methods"],
+        "contributing_factors": [f.model_dump(mode="json") for f in factors],
+        "replaced_at": utcnow().isoformat(),
+    }

@@ -1,0 +1,130 @@
+"""The canvas's intermediates: what prepare keeps for the methods of one upload, how each
+method's inputs are loaded from it, and their release.
+
+What the methods share lives only as long as the canvas (``storage.blobrefs``'s intermediate
+kinds): the decoded image's central crop as a lossless PNG (or nothing, for a small image
+each method decodes again), the neutral view's features (computed once, in the manifest) and
+the manifest itself. Aggregate releases them once the verdict is stored; the recovery sweep
+releases those of abandoned canvases."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+from pipeline.decode import decode_views, pixels_from_bytes
+from pipeline.features import shared_features
+from pipeline.imaging import MAX_SIDE, neutralise
+from pipeline.methods.registry import (
+    NATIVE_PIXELS,
+    NEUTRAL_FEATURES,
+    NEUTRAL_PIXELS,
+    ORIGINAL_BYTES,
+    REGISTRY,
+    SETTINGS,
+)
+from schemas.settings import Settings
+from storage import blobrefs
+from storage import repository as repo
+from storage.blobs import BlobNotFound
+from storage.context import Storage
+
+log = logging.getLogger("skygate.pipeline")
+
+
+# Every pixel input derives from the central crop (its neutral view is a JPEG round trip of
+# it, cheaper to redo than to store and read back). A small image is decoded again by each
+# method that reads it: measured on a 1 MP JPEG, a decode costs 4 ms where writing the crop as
+# PNG costs 54 ms and reading it back 21 ms; above this many pixels the crop is cached.
+_PIXEL_NEEDS = frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS, NEUTRAL_FEATURES})
+DECODE_AGAIN_PIXELS = 2 * MAX_SIDE * MAX_SIDE
+SLOW_DECODERS = frozenset({"heif", "avif"})  # HEVC/AV1: always cache their crop
+
+
+# The last crop read and its neutral view, by content-addressed key (same key, same bytes):
+# the methods of one canvas that run in the same process decode the PNG once.
+_recent: dict[str, tuple[str, np.ndarray]] = {}
+
+
+def _cached(kind: str, key: str, make) -> np.ndarray:
+    hit = _recent.get(kind)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = make()
+    value.setflags(write=False)  # shared between methods: nobody writes into it
+    _recent[kind] = (key, value)
+    return value
+
+
+def _native(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray | None:
+    """The central crop: the cached PNG, or (a small image) the original decoded again."""
+    if manifest.get("native_key"):
+        key = manifest["native_key"]
+        try:
+            return _cached(NATIVE_PIXELS, key,
+                           lambda: pixels_from_bytes(storage.blobs.get(key)))
+        except BlobNotFound:
+            # Released by an earlier run's aggregate (a recovered canvas racing the one it
+            # replaced): the original still has the pixels.
+            log.info("crop %s is gone: decoding the original again", key)
+    if manifest.get("native_key") or manifest.get("native_from_original"):
+        key = manifest["original_key"]
+        return _cached(NATIVE_PIXELS, key, lambda: decode_views(
+            storage.blobs.get(key), max_pixels=settings.max_image_pixels, side=MAX_SIDE).crop)
+    return None
+
+
+def _neutral(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray | None:
+    crop = _native(storage, settings, manifest)
+    if crop is None:
+        return None
+    key = manifest.get("native_key") or manifest["original_key"]
+    return _cached(NEUTRAL_PIXELS, key, lambda: neutralise(crop))
+
+
+def load_input(storage: Storage, settings: Settings, need: str, manifest: dict, name: str):
+    if need == ORIGINAL_BYTES:
+        return storage.blobs.get(manifest["original_key"])
+    if need == SETTINGS:
+        return settings
+    if need not in _PIXEL_NEEDS:
+        raise LookupError(f"method {name!r} needs {need}, which the service cannot provide")
+    if need == NEUTRAL_FEATURES and manifest.get(NEUTRAL_FEATURES) is not None:
+        return manifest[NEUTRAL_FEATURES]
+    pixels = (_native if need == NATIVE_PIXELS else _neutral)(storage, settings, manifest)
+    if pixels is None:
+        raise LookupError(f"method {name!r} needs {need}, which prepare did not cache "
+                          "(was the method activated while this upload was in flight?)")
+    if need == NEUTRAL_FEATURES:
+        # A method activated while this upload was in flight: its own groups, computed here.
+        return shared_features(pixels, REGISTRY[name].feature_groups)
+    return pixels
+
+
+async def read_manifest(storage: Storage, manifest_key: str, upload_id: int) -> dict:
+    """The canvas's manifest; if an earlier run of the same upload already released it (a
+    recovered canvas racing the one it replaced), a manifest rebuilt from the upload row:
+    every pixel input is then decoded again from the original."""
+    try:
+        return json.loads(storage.blobs.get(manifest_key))
+    except BlobNotFound:
+        upload = await repo.get_upload(storage.engine, upload_id)
+        if upload is None:
+            raise
+        log.info("manifest %s is gone: the methods read the original", manifest_key,
+                 extra={"upload_id": upload_id})
+        return {"upload_id": upload_id, "user_id": upload["user_id"],
+                "file_name": upload["original_file_name"],
+                "original_key": upload["file_path"], "native_from_original": True,
+                "thumbnail_key": upload["thumbnail_path"]}
+
+
+async def release(storage: Storage, upload_id: int) -> None:
+    """The canvas is over: its intermediates go (a failure leaves them to the sweep)."""
+    try:
+        await blobrefs.release_intermediates(storage, upload_id)
+    except Exception as exc:  # noqa: BLE001 - the verdict is stored; the sweep retries this
+        log.warning("could not release the intermediates of upload %s: %s: %s", upload_id,
+                    type(exc).__name__, exc, extra={"upload_id": upload_id})
