@@ -1,14 +1,18 @@
 """Every detection method, by name: what the service, the tasks and the document read.
 
-Adding a method: a module in this package with a ``METHOD = Method(...)``, its line in
-``_MODULES`` below, and its ``detection_methods`` row (a migration) with a weight. The
+Adding a method: a module in this package with a ``METHOD = Method(...)`` (found here by
+itself) and its ``detection_methods`` row (a migration) with a weight. The
 service runs it, ``skygate.detect.<name>`` exists, and its result reaches the rows and the
 document (under its own section, or ``method_results.<name>``) with nothing else to change.
 """
 
 from __future__ import annotations
 
-from pipeline.methods import ela, exif, model, prnu, texture
+import importlib
+import importlib.util
+import pkgutil
+
+import pipeline.methods as _package
 from pipeline.methods.base import (
     CONFIG,
     INPUTS,
@@ -26,10 +30,38 @@ __all__ = ["CONFIG", "INPUTS", "METHOD_NAMES", "NATIVE_PIXELS", "NEUTRAL_FEATURE
            "NEUTRAL_PIXELS", "ORIGINAL_BYTES", "REGISTRY", "SETTINGS", "Finding", "Method",
            "Picture", "feature_groups_of", "needs_of"]
 
-# In this order: the order of CSV columns and of the document's sections.
-_MODULES = (exif, prnu, ela, texture, model)
+# The seed's methods first, in this order (the order of CSV columns and of the document's
+# sections); any other method after them, by name.
+SEED_ORDER = ("exif", "prnu", "ela", "texture", "model")
+_NOT_METHODS = frozenset({"base", "registry"})
 
-REGISTRY: dict[str, Method] = {m.METHOD.name: m.METHOD for m in _MODULES}
+
+def discover(paths=None) -> dict[str, Method]:
+    """Every ``METHOD`` defined by a module of this package (or of ``paths``), in order."""
+    found: dict[str, Method] = {}
+    for info in pkgutil.iter_modules(paths or _package.__path__):
+        if info.name in _NOT_METHODS or info.name.startswith("_"):
+            continue
+        module = (importlib.import_module(f"{_package.__name__}.{info.name}") if paths is None
+                  else _load(info))
+        method = getattr(module, "METHOD", None)
+        if isinstance(method, Method):
+            if method.name in found:
+                raise ValueError(f"two modules define the method {method.name!r}")
+            found[method.name] = method
+    rank = {name: i for i, name in enumerate(SEED_ORDER)}
+    return dict(sorted(found.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
+
+
+def _load(info):
+    """A module from another folder (a test's toy method), imported under its own name."""
+    spec = info.module_finder.find_spec(info.name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+REGISTRY: dict[str, Method] = discover()
 METHOD_NAMES: tuple[str, ...] = tuple(REGISTRY)
 
 

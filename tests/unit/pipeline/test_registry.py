@@ -110,6 +110,33 @@ TOY = Method(name="toy", needs=frozenset({NEUTRAL_PIXELS}), run=_toy_run,
              pictures={"toy_picture": "toy_picture_path"})
 
 
+TOY_MODULE = '''
+"""A toy method: the mean grey level as P(AI)."""
+from pipeline.methods.base import NEUTRAL_PIXELS, Method
+from schemas.results import MethodResult
+
+
+def run(*, neutral_pixels):
+    return MethodResult(method="toy", ai_probability=float(neutral_pixels.mean() / 255))
+
+
+METHOD = Method(name="toy", needs=frozenset({NEUTRAL_PIXELS}), run=run)
+'''
+
+
+def test_a_method_module_is_found_by_itself_after_the_seed_methods(tmp_path):
+    """Adding a method is one module (its ``METHOD``) and one row: no list to edit."""
+    from pipeline.methods import __path__ as methods_path
+    from pipeline.methods import registry
+
+    (tmp_path / "toy.py").write_text(TOY_MODULE)
+    (tmp_path / "helper.py").write_text("X = 1\n")  # no METHOD: not a method
+    found = registry.discover([*methods_path, str(tmp_path)])
+    assert list(found) == [*registry.SEED_ORDER, "toy"]
+    assert found["toy"].needs == {NEUTRAL_PIXELS}
+    assert list(registry.REGISTRY) == list(registry.SEED_ORDER)
+
+
 async def _add_method_row(storage, name: str, weight: float = 0.5) -> None:
     from storage.models import detection_methods
 
