@@ -46,7 +46,7 @@ def start_mongo(workdir: Path):
     return proc, f"mongodb://127.0.0.1:{port}"
 
 
-def run_one(fault: str, images: int, args, mongo_url: str, workdir: Path) -> dict:
+def run_one(fault: str, images: int, args, mongo_url: str, workdir: Path) -> dict:  # noqa: PLR0915 - one fault run, read top to bottom
     work = workdir / fault
     work.mkdir()
     pg = rig.Postgres()
@@ -62,7 +62,8 @@ def run_one(fault: str, images: int, args, mongo_url: str, workdir: Path) -> dic
         rabbit.start()
         broker = rabbit.url
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")},
-           "SKYGATE_DATABASE_URL": pg.url, "SKYGATE_MONGO_URL": f"{mongo_url}/b{uuid.uuid4().hex[:8]}",
+           "SKYGATE_DATABASE_URL": pg.url,
+           "SKYGATE_MONGO_URL": f"{mongo_url}/b{uuid.uuid4().hex[:8]}",
            "SKYGATE_BROKER_URL": broker, "SKYGATE_RESULT_BACKEND": f"{redis.url}/1",
            "SKYGATE_DATA_DIR": str(work / "data"), "SKYGATE_LOG_FORMAT": "text",
            "SKYGATE_STUCK_AFTER": str(args.stuck_after), "SKYGATE_SWEEP_INTERVAL": "5",
@@ -97,7 +98,7 @@ def run_one(fault: str, images: int, args, mongo_url: str, workdir: Path) -> dic
             rabbit.kill()
             time.sleep(11)
             rabbit.start()
-        stdout, stderr = submit.communicate(timeout=args.timeout + 60)
+        stdout, _ = submit.communicate(timeout=args.timeout + 60)
         elapsed = time.monotonic() - started
         records = rig.read_records(out)
         audit = rig.audit(pg.url, env["SKYGATE_MONGO_URL"])

@@ -28,7 +28,7 @@ def timed_scan(folder: Path, data_dir: Path, *extra: str) -> float:
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "skygate.cli", "scan", str(folder),
                              "--out", str(data_dir / "out.jsonl"), *extra],
-                            env=env, cwd=ROOT, capture_output=True, text=True)
+                            env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"scan failed: {result.stderr[-2000:]}")
@@ -40,8 +40,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--size", type=int, default=1024)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
         folder = tmp / "images"
         folder.mkdir()
         for i in range(args.images):

@@ -11,12 +11,12 @@ from pipeline.clip import clip_input, embed, encoder_session
 from pipeline.decode import InvalidImage, decode_image
 from scripts.training.views import views
 
-_ENCODER: str | None = None
+# The encoder file of this pool worker, set by the pool's initializer.
+_WORKER: dict[str, str] = {}
 
 
 def _init(encoder: str) -> None:
-    global _ENCODER
-    _ENCODER = encoder
+    _WORKER["encoder"] = encoder
 
 
 def _one(args):
@@ -26,7 +26,7 @@ def _one(args):
     except (InvalidImage, OSError) as exc:
         return key, None, str(exc)
     batch = np.stack([clip_input(v) for v in views(rgb, key=key, n_augmented=n_aug)])
-    return key, embed(encoder_session(_ENCODER), batch), None
+    return key, embed(encoder_session(_WORKER["encoder"]), batch), None
 
 
 def extract(rows, *, encoder: Path, n_augmented: int, cache: Path, workers: int = 2):
@@ -46,7 +46,7 @@ def extract(rows, *, encoder: Path, n_augmented: int, cache: Path, workers: int 
     with ProcessPoolExecutor(workers, initializer=_init, initargs=(str(encoder),)) as pool:
         results = list(pool.map(_one, jobs, chunksize=1))
     errors = []
-    for i, (key, feats, err) in zip(todo, results):
+    for i, (key, feats, err) in zip(todo, results, strict=True):
         if feats is None:
             errors.append(f"{key}: {err}")
             continue

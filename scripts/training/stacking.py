@@ -32,12 +32,12 @@ def fit_stack(X: np.ndarray, y: np.ndarray, methods: list[str]) -> tuple[dict[st
         coef = clf.coef_[0]
         if (coef > 0).all() or not active:
             break
-        active = [a for a, c in zip(active, coef) if c > 0]
+        active = [a for a, c in zip(active, coef, strict=True) if c > 0]
         if not active:
             break
     weights = dict.fromkeys(methods, 0.0)
     if active:
-        for a, c in zip(active, coef):
+        for a, c in zip(active, coef, strict=True):
             weights[methods[a]] = float(c)
         return weights, float(clf.intercept_[0])
     return weights, 0.0

@@ -17,7 +17,7 @@ COMPOSE = ROOT / "compose.yaml"
 def test_compose_file_is_valid_against_the_compose_spec():
     exe = Path(sys.executable).with_name("check-jsonschema")
     result = subprocess.run([str(exe), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -7,8 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.metrics import (expected_calibration_error, reliability_bins, roc_auc, roc_curve,
-                              tpr_at_fpr)
+from pipeline.metrics import (
+    expected_calibration_error,
+    reliability_bins,
+    roc_auc,
+    roc_curve,
+    tpr_at_fpr,
+)
 
 
 def test_auc_perfect_reversed_and_tied():
@@ -41,11 +46,11 @@ def test_auc_matches_pair_counting_on_random_data():
 def test_auc_is_nan_with_one_class_and_rejects_bad_input():
     assert math.isnan(roc_auc([1, 1, 1], [0.1, 0.5, 0.9]))
     assert math.isnan(roc_auc([], []))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="differ in length"):
         roc_auc([0, 1], [0.5])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="labels must be 0"):
         roc_auc([0, 2], [0.1, 0.2])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be finite numbers"):
         roc_auc([0, 1], [0.1, float("nan")])
 
 
@@ -96,5 +101,5 @@ def test_reliability_bins():
     assert mean_pred[0] == pytest.approx(0.05) and observed[0] == pytest.approx(0.5)
     assert math.isnan(mean_pred[1]) and math.isnan(observed[1])
     assert observed[2] == 0.0 and observed[3] == 1.0 and mean_pred[3] == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"probs must be in \[0, 1\]"):
         reliability_bins([1], [1.5])

@@ -20,7 +20,7 @@ def test_published_schema_is_current():
         "regenerate: python -m schemas.messages > schemas/ingest_request.schema.json")
 
 
-@pytest.mark.parametrize("message, valid", [
+@pytest.mark.parametrize(("message", "valid"), [
     ({"blob_key": "ab/cd/abcd.jpg", "original_file_name": "cat.jpg"}, True),
     ({"path": "/srv/in/cat.jpg", "original_file_name": "cat.jpg", "user_id": 7}, True),
     ({"path": "/srv/in/cat.jpg", "blob_key": None, "original_file_name": "cat.jpg"}, True),

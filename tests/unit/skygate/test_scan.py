@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,7 +20,8 @@ def skygate(command, *args, data_dir):
     env["SKYGATE_DATA_DIR"] = str(data_dir)
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "skygate.cli", command, *map(str, args)],
-                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            check=False)
     return result, time.monotonic() - started
 
 
@@ -50,10 +51,11 @@ def test_scan_judges_good_files_reports_bad_ones_and_resumes(mixed_folder, tmp_p
     out = tmp_path / "results.jsonl"
     data_dir = tmp_path / "var"
     report = tmp_path / "report.html"
-    first, first_time = scan(mixed_folder, "--out", out, "--csv", tmp_path / "r.csv",
-                             "--workers", "2", "--report", report, data_dir=data_dir)
+    first, _ = scan(mixed_folder, "--out", out, "--csv", tmp_path / "r.csv",
+                    "--workers", "2", "--report", report, data_dir=data_dir)
     assert first.returncode == 1, first.stderr
-    records = {os.path.basename(r["path"]): r for r in map(json.loads, out.read_text().splitlines())}
+    records = {os.path.basename(r["path"]): r
+               for r in map(json.loads, out.read_text().splitlines())}
     assert set(records) == {"good.jpg", "render.png", "corrupt.jpg", "empty.png", "readme.txt",
                             "truncated.png"}
     assert records["good.jpg"]["status"] == "done"
@@ -74,7 +76,7 @@ def test_scan_judges_good_files_reports_bad_ones_and_resumes(mixed_folder, tmp_p
     # full picture, in the folder beside the page.
     assert len(list((tmp_path / "report_files").glob("*_t.jpg"))) == 6
 
-    second, _ = scan(mixed_folder, "--out", out, data_dir=data_dir)
+    scan(mixed_folder, "--out", out, data_dir=data_dir)
     again = {os.path.basename(r["path"]): r for r in map(json.loads, out.read_text().splitlines())}
     assert again["good.jpg"]["status"] == "duplicate"
     assert again["good.jpg"]["is_ai_generated"] == records["good.jpg"]["is_ai_generated"]
@@ -106,9 +108,9 @@ def test_scan_usage_errors_exit_2(tmp_path):
 def test_poison_image_is_failed_after_the_delivery_cap(tmp_path):
     """An upload whose prepare was delivered past the cap ends failed, not in a loop."""
     from schemas.settings import Settings
+    from service import detection, ingest
     from storage import migrate, repository
     from storage.context import open_storage
-    from service import detection, ingest
 
     settings = Settings(data_dir=tmp_path, max_deliveries=2)
 
@@ -145,7 +147,7 @@ def _rendered_dom(exe: str, url: str, profile) -> str:
         [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
          "--no-first-run", f"--user-data-dir={profile}", "--virtual-time-budget=5000",
          "--dump-dom", url],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -185,7 +187,8 @@ def test_report_renders_every_image_and_verdict_in_headless_chromium(tmp_path):
     result, _ = scan(folder, "--out", out, "--report", report, "--workers", "1",
                      data_dir=tmp_path / "var")
     assert result.returncode == 1, result.stderr
-    records = {os.path.basename(r["path"]): r for r in map(json.loads, out.read_text().splitlines())}
+    records = {os.path.basename(r["path"]): r
+               for r in map(json.loads, out.read_text().splitlines())}
 
     dom = _rendered_dom(exe, report.as_uri(), tmp_path / "profile")
     page = _Cards(dom)

@@ -3,7 +3,6 @@ wait. Fast: no cluster. The fault-injection tests with real services are test_fa
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -67,13 +66,16 @@ def test_a_constraint_violation_wrapped_in_a_connection_error_stays_permanent():
     from sqlalchemy.exc import IntegrityError
 
     inner = IntegrityError("INSERT", {}, _asyncpg("UniqueViolationError", "duplicate key"))
-    try:
+
+    def save():
         try:
             raise inner
         except IntegrityError as e:
             raise RuntimeError("save failed") from e
-    except RuntimeError as outer:
-        assert not faults.is_transient(outer)
+
+    with pytest.raises(RuntimeError, match="save failed") as outer:
+        save()
+    assert not faults.is_transient(outer.value)
 
 
 def test_backoff_grows_with_jitter_and_a_cap():
@@ -101,7 +103,7 @@ def test_retrying_retries_transient_faults_and_raises_permanent_ones_at_once():
         assert await faults.retrying(flaky, attempts=5) == "ok"
         assert calls["n"] == 3
         calls["n"] = 0
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="bad data"):
             await faults.retrying(broken, attempts=5)
         assert calls["n"] == 1
 
@@ -111,15 +113,16 @@ def test_retrying_retries_transient_faults_and_raises_permanent_ones_at_once():
 def test_sweep_resends_only_overdue_uploads_once_and_dry_run_sends_nothing(tmp_path):
     """The sweep on a real (SQLite) database: claims are exclusive, counting is honest."""
     from schemas.settings import Settings
-    from storage import migrate, repository as repo
-    from storage.db import create_engine
     from service.recovery import sweep
+    from storage import migrate
+    from storage import repository as repo
+    from storage.db import create_engine
 
     settings = Settings(data_dir=tmp_path, stuck_after=60)
     sent = []
 
     class FakeApp:
-        class conf:  # noqa: N801
+        class conf:
             task_queues = ()
 
         def send_task(self, name, args=(), kwargs=None):

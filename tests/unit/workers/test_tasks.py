@@ -8,7 +8,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from workers import tasks
 
 
-@pytest.mark.parametrize("exc, text", [
+@pytest.mark.parametrize(("exc", "text"), [
     (SoftTimeLimitExceeded(), "time limit"),
     (RuntimeError("kaboom"), "RuntimeError: kaboom"),
 ])
