@@ -14,7 +14,8 @@ def smooth_scene(*, rows: int = 256, cols: int = 256, seed: int = 0) -> np.ndarr
     return np.clip(_scene(rows, cols, seed), 0, 255).astype(np.uint8)
 
 
-def noisy_photo(*, rows: int = 256, cols: int = 256, seed: int = 0, sigma: float = 3.0) -> np.ndarray:
+def noisy_photo(*, rows: int = 256, cols: int = 256, seed: int = 0,
+                sigma: float = 3.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     scene = smooth_scene(rows=rows, cols=cols, seed=seed).astype(np.float64)
     return np.clip(scene + rng.normal(0, sigma, scene.shape), 0, 255).astype(np.uint8)

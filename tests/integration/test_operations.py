@@ -10,10 +10,9 @@ import sys
 import httpx
 import pytest
 from pymongo import MongoClient
-from pipeline.ensemble import ALGORITHM_VERSION
 
-from tests.conftest import (ROOT, cluster_sql, free_port, run, serve, start_cluster,
-                            wait_for)
+from pipeline.ensemble import ALGORITHM_VERSION
+from tests.conftest import ROOT, cluster_sql, free_port, run, serve, start_cluster, wait_for
 from tests.images import encode, noisy_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -31,7 +30,7 @@ def cluster(pg_url, mongo_url, tmp_path_factory):
 def skygate(cluster, *args, env=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "skygate.cli", *map(str, args)],
                           env={**cluster["env"], **(env or {})}, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def submit(cluster, *paths, out):

@@ -301,7 +301,7 @@ def test_deleting_a_user_cascades_to_uploads_results_and_method_results(migrated
         counts = {}
         for table in ("uploads", "detection_results", "method_results"):
             counts[table] = (
-                await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))
+                await conn.execute(sa.text(f"SELECT count(*) FROM {table}"))  # noqa: S608
             ).scalar_one()
         return counts
 
@@ -357,7 +357,8 @@ def test_deleting_a_user_or_key_sets_usage_logs_null(migrated_pg_url):
     "statement",
     [
         "INSERT INTO users (username, email, password_hash) VALUES ('alice', 'other@x', 'x')",
-        "INSERT INTO users (username, email, password_hash) VALUES ('bob', 'alice@example.org', 'x')",
+        "INSERT INTO users (username, email, password_hash) "
+        "VALUES ('bob', 'alice@example.org', 'x')",
     ],
 )
 def test_unique_username_and_email(migrated_pg_url, statement):
@@ -449,7 +450,8 @@ def test_same_migrations_run_on_sqlite(tmp_path):
             async with engine.connect() as conn:
                 names = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
                 indexes = await conn.run_sync(
-                    lambda c: {ix["name"] for t in SEED_COLUMNS for ix in sa.inspect(c).get_indexes(t)}
+                    lambda c: {ix["name"] for t in SEED_COLUMNS
+                               for ix in sa.inspect(c).get_indexes(t)}
                 )
             await migrate.downgrade(engine, "base")
             return set(names), indexes
