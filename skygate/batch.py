@@ -76,14 +76,21 @@ async def record_for(storage, *, path: str, sha256: str | None, upload_id: int |
     return record
 
 
-async def _scan_one(storage, settings, path: str) -> FileRecord:
-    from service import detection, ingest
-
+async def read_or_skip(storage, path: str) -> bytes | FileRecord:
+    """The file's bytes, or the record of a file that cannot be read (status "skipped")."""
     try:
-        data = await asyncio.to_thread(Path(path).read_bytes)
+        return await asyncio.to_thread(Path(path).read_bytes)
     except OSError as exc:
         return await record_for(storage, path=path, sha256=None, upload_id=None,
                                 status="skipped", error=f"cannot read file: {exc}")
+
+
+async def _scan_one(storage, settings, path: str) -> FileRecord:
+    from service import detection, ingest
+
+    data = await read_or_skip(storage, path)
+    if not isinstance(data, bytes):
+        return data
     outcome = await ingest.ingest_bytes(storage, settings, data=data,
                                        original_file_name=Path(path).name, user_id=None)
     if outcome.needs_processing:

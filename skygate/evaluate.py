@@ -11,7 +11,6 @@ of the rows are :mod:`skygate.eval_report`'s.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 from collections.abc import Callable, Iterable
@@ -158,14 +157,12 @@ async def _probability(storage, settings, upload_id: int | None) -> float | None
 
 
 async def _stored_record(storage, settings, path: str) -> dict:
-    from skygate.batch import record_for
+    from skygate.batch import read_or_skip, record_for
     from storage import repository as repo
 
-    try:
-        data = await asyncio.to_thread(Path(path).read_bytes)
-    except OSError as exc:
-        return await record_for(storage, path=path, sha256=None, upload_id=None,
-                                status="skipped", error=f"cannot read file: {exc}")
+    data = await read_or_skip(storage, path)
+    if not isinstance(data, bytes):
+        return data
     sha = hashlib.sha256(data).hexdigest()
     upload = await repo.find_upload_by_sha(storage.engine, sha256=sha, user_id=None)
     if upload is None:

@@ -10,16 +10,15 @@ import os
 import subprocess
 import sys
 import uuid
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import ROOT, _pg_admin, run
 from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
+from tests.inprocess import api, new_user
 
 pytestmark = [pytest.mark.integration]
 
@@ -63,28 +62,6 @@ def env_of(settings) -> dict:
 def skygate(*args, env, cwd=ROOT):
     return subprocess.run([sys.executable, "-m", "skygate.cli", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=600, check=False)
-
-
-@asynccontextmanager
-async def api(settings):
-    from api.app import create_app
-
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client, app.state.storage
-
-
-async def new_user(storage) -> dict:
-    from storage import accounts
-
-    name = f"u{uuid.uuid4().hex[:8]}"
-    user_id = await accounts.create_user(storage.engine, username=name,
-                                         email=f"{name}@example.org", password=None)
-    key, _ = await accounts.create_key(storage.engine, username=name, name="t", limit=10_000,
-                                       expires_at=None)
-    return {"name": name, "user_id": user_id, "headers": {"X-API-Key": key}}
 
 
 def photo(seed: int) -> bytes:

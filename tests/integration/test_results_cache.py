@@ -10,14 +10,13 @@ import random
 import subprocess
 import sys
 import uuid
-from contextlib import asynccontextmanager
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from tests.conftest import REDIS_URL, ROOT, _pg_admin, free_port, run, unavailable
 from tests.images import encode, noisy_photo
+from tests.inprocess import api, new_user
 
 pytestmark = [pytest.mark.integration]
 
@@ -47,29 +46,6 @@ def settings(pg_url, mongo_url, redis_url, tmp_path_factory):
     ensure_schema(s)
     yield s
     run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@asynccontextmanager
-async def api(settings):
-    """The app with its lifespan, an httpx client on it, and its storage."""
-    from api.app import create_app
-
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client, app.state.storage
-
-
-async def new_user(storage) -> dict:
-    from storage import accounts
-
-    name = f"u{uuid.uuid4().hex[:8]}"
-    user_id = await accounts.create_user(storage.engine, username=name,
-                                         email=f"{name}@example.org", password=None)
-    key, _ = await accounts.create_key(storage.engine, username=name, name="t", limit=10_000,
-                                         expires_at=None)
-    return {"user_id": user_id, "headers": {"X-API-Key": key}}
 
 
 async def finished_upload(storage, settings, user_id: int) -> int:
