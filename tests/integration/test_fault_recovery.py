@@ -42,6 +42,17 @@ def _fault_env(tmp_path, *, broker: str, backend: str, db_url: str, mongo_url: s
     }
 
 
+def _private(server, start, what: str):
+    """Yield ``server`` once ``start()`` worked (skip when it cannot), destroy it afterwards."""
+    try:
+        start()
+    except Exception as exc:  # noqa: BLE001 - any failure means this machine cannot run it
+        server.destroy()
+        unavailable(f"cannot start a private {what}: {exc}")
+    yield server
+    server.destroy()
+
+
 @pytest.fixture
 def pg():
     import shutil
@@ -49,13 +60,7 @@ def pg():
     if not shutil.which("runuser") or not rig.glob.glob("/usr/lib/postgresql/*/bin/initdb"):
         unavailable("initdb/pg_ctl or runuser not available")
     server = rig.Postgres()
-    try:
-        server.init()
-    except Exception as exc:  # noqa: BLE001
-        server.destroy()
-        unavailable(f"cannot start a private PostgreSQL: {exc}")
-    yield server
-    server.destroy()
+    yield from _private(server, server.init, "PostgreSQL")
 
 
 @pytest.fixture
@@ -182,13 +187,7 @@ def rabbit(tmp_path):
     if not shutil.which("rabbitmq-server"):
         unavailable("rabbitmq-server not installed")
     server = rig.Rabbit()
-    try:
-        server.start()
-    except Exception as exc:  # noqa: BLE001
-        server.destroy()
-        unavailable(f"cannot start a private RabbitMQ node: {exc}")
-    yield server
-    server.destroy()
+    yield from _private(server, server.start, "RabbitMQ node")
 
 
 @pytest.mark.parametrize("fault_kind", ["worker_sigkill", "broker_restart"])
