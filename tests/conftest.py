@@ -172,7 +172,7 @@ def start_cluster(pg_url: str, mongo_url: str, tmp_path_factory, tag: str, **ext
         **extra_env,
     }
     up = subprocess.run([sys.executable, "-m", "skygate.cli", "db", "upgrade"], env=env,
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert up.returncode == 0, up.stderr
     log_path = data_dir / "worker.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed below
@@ -236,19 +236,22 @@ def serve(args: list[str], *, env: dict, health_url: str, log_path: Path):
             stop(proc)
 
 
+@contextlib.contextmanager
+def api_cluster(pg_url: str, mongo_url: str, tmp_path_factory, tag: str, **extra_env):
+    """A cluster (:func:`start_cluster`) with ``skygate api`` served on a free port: the
+    cluster's dict plus ``base`` (URL), ``port``, ``api_log`` and ``api`` (the process)."""
+    with start_cluster(pg_url, mongo_url, tmp_path_factory, tag, **extra_env) as cluster:
+        port = free_port()
+        log_path = cluster["data_dir"] / "api.log"
+        base = f"http://127.0.0.1:{port}"
+        with serve(["api", "--port", str(port)], env=cluster["env"],
+                   health_url=f"{base}/healthz", log_path=log_path) as proc:
+            yield {**cluster, "base": base, "port": port, "api_log": log_path, "api": proc}
+
+
 def cluster_sql(db_url: str, query: str, **params):
     """Run one SQL statement on a cluster's PostgreSQL database; rows when it returns any."""
-    import sqlalchemy as sa
+    from tests import faultrig
 
-    from storage.db import create_engine
-
-    async def go():
-        engine = create_engine(db_url.replace("postgresql://", "postgresql+asyncpg://"))
-        try:
-            async with engine.begin() as conn:
-                result = await conn.execute(sa.text(query), params)
-                return result.all() if result.returns_rows else None
-        finally:
-            await engine.dispose()
-
-    return run(go())
+    # asyncpg's own connect timeout: a cluster's database is expected to be up.
+    return faultrig.sql(db_url, query, connect_timeout=60, **params)

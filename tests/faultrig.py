@@ -5,6 +5,7 @@ scripts/bench_faults.py."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -82,7 +83,7 @@ def _pg_bin(name: str) -> str:
 def _as_postgres(args: list[str], **kw) -> subprocess.CompletedProcess:
     if os.geteuid() == 0:
         args = ["runuser", "-u", "postgres", "--", *args]
-    return subprocess.run(args, capture_output=True, text=True, **kw)
+    return subprocess.run(args, capture_output=True, text=True, check=False, **kw)
 
 
 class Postgres:
@@ -149,7 +150,7 @@ class Rabbit:
                     "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
                     "RABBITMQ_PID_FILE": str(self.dir / "rabbit.pid")}
         (self.dir / "rabbitmq.conf").write_text(
-            "loopback_users = none\nlisteners.tcp.default = 127.0.0.1:%d\n" % self.port)
+            f"loopback_users = none\nlisteners.tcp.default = 127.0.0.1:{self.port}\n")
         if os.geteuid() == 0:
             subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=False)
 
@@ -181,15 +182,11 @@ class Rabbit:
     def kill(self) -> None:
         """SIGKILL the node (beam and its children): what a crash or an OOM kill does."""
         for pid in self._node_pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self.proc is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
         wait_until(lambda: not port_open(self.port), 20, "rabbitmq port closed")
 
     def stop(self) -> None:
@@ -202,7 +199,7 @@ class Rabbit:
 
 def migrate(env: dict) -> None:
     up = subprocess.run([sys.executable, "-m", "skygate.cli", "db", "upgrade"], env=env,
-                        cwd=ROOT, capture_output=True, text=True, timeout=180)
+                        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     if up.returncode:
         raise RuntimeError(f"db upgrade failed: {up.stderr[-2000:]}")
 
@@ -245,10 +242,8 @@ class Worker:
         self.proc.kill()
         self.proc.wait(10)
         for pid in kids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -281,7 +276,9 @@ def start_submit(env: dict, folder: Path, out: Path, timeout: float) -> subproce
         stderr=subprocess.PIPE, text=True)
 
 
-def sql(db_url: str, query: str, **params):
+def sql(db_url: str, query: str, *, connect_timeout: float = 5, **params):
+    """Run one SQL statement on a PostgreSQL database (a ``postgresql://`` URL); its rows when
+    it returns any. A short connect timeout by default: the rig's databases go down on purpose."""
     import asyncio
 
     import sqlalchemy as sa
@@ -290,7 +287,7 @@ def sql(db_url: str, query: str, **params):
 
     async def go():
         engine = create_engine(db_url.replace("postgresql://", "postgresql+asyncpg://"),
-                               connect_args={"timeout": 5})
+                               connect_args={"timeout": connect_timeout})
         try:
             async with engine.begin() as conn:
                 result = await conn.execute(sa.text(query), params)

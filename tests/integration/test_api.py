@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.conftest import cluster_sql, free_port, run, serve, start_cluster, wait_for
+from tests.conftest import api_cluster, cluster_sql, free_port, run, serve, wait_for
 from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -20,15 +20,10 @@ MAX_FILES = 3
 
 @pytest.fixture(scope="module")
 def stack(pg_url, mongo_url, tmp_path_factory):
-    with start_cluster(pg_url, mongo_url, tmp_path_factory, "api",
-                       SKYGATE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-                       SKYGATE_API_MAX_FILES=str(MAX_FILES)) as cluster:
-        port = free_port()
-        log_path = cluster["data_dir"] / "api.log"
-        base = f"http://127.0.0.1:{port}"
-        with serve(["api", "--port", str(port)], env=cluster["env"],
-                   health_url=f"{base}/healthz", log_path=log_path):
-            yield {**cluster, "base": base, "api_log": log_path}
+    with api_cluster(pg_url, mongo_url, tmp_path_factory, "api",
+                     SKYGATE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+                     SKYGATE_API_MAX_FILES=str(MAX_FILES)) as cluster:
+        yield cluster
 
 
 def db(stack, fn):
@@ -93,7 +88,8 @@ def test_round_trip_key_upload_result_pictures(stack):
     alice = new_user(stack)
     with client(stack, alice["key"]) as c:
         r = upload(c, ("photo.jpg", encode(noisy_photo(seed=11), fmt="JPEG")),
-                   ("render.png", encode(smooth_scene(seed=12), text={"parameters": SD_PARAMETERS})))
+                   ("render.png",
+                    encode(smooth_scene(seed=12), text={"parameters": SD_PARAMETERS})))
         assert r.status_code == 202, r.text
         accepted = {u["file_name"]: u for u in r.json()["uploads"]}
         assert set(accepted) == {"photo.jpg", "render.png"}
@@ -223,7 +219,8 @@ def test_bad_uploads_get_clear_errors(stack):
     png = encode(noisy_photo(seed=41))
     with client(stack, erin["key"]) as c:
         wrong_type = c.post("/v1/uploads", json={"file": "x"})
-        assert (wrong_type.status_code, wrong_type.json()["code"]) == (415, "unsupported_media_type")
+        assert (wrong_type.status_code, wrong_type.json()["code"]) == (
+            415, "unsupported_media_type")
 
         malformed = c.post("/v1/uploads", content=b"--xyz\r\nnot really multipart",
                            headers={"Content-Type": "multipart/form-data; boundary=abc"})
@@ -349,10 +346,10 @@ def test_a_down_broker_gives_503_and_a_retryable_failed_upload(stack, tmp_path):
     closed = f"redis://127.0.0.1:{free_port()}/0"
     port = free_port()
     env = {**stack["env"], "SKYGATE_BROKER_URL": closed, "SKYGATE_RESULT_BACKEND": closed}
-    with serve(["api", "--port", str(port)], env=env, log_path=tmp_path / "api.log",
-               health_url=f"http://127.0.0.1:{port}/healthz"):
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                          headers={"X-API-Key": ivan["key"]}) as c:
+    with (serve(["api", "--port", str(port)], env=env, log_path=tmp_path / "api.log",
+                health_url=f"http://127.0.0.1:{port}/healthz"),
+          httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60,
+                       headers={"X-API-Key": ivan["key"]}) as c):
             r = upload(c, ("stranded.jpg", encode(noisy_photo(seed=51), fmt="JPEG")))
             assert (r.status_code, r.json()["code"]) == (503, "queue_unavailable")
             assert r.headers["Retry-After"]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import corpus_dir, free_port, run, serve, start_cluster, wait_for
+from tests.conftest import api_cluster, corpus_dir, free_port, run, serve, wait_for
 from tests.images import encode, noisy_photo, smooth_scene
 from tests.integration.test_api import client, new_user, sql, upload, wait_done
 
@@ -25,20 +25,15 @@ MAX_FILES = 6
 
 @pytest.fixture(scope="module")
 def stack(pg_url, mongo_url, tmp_path_factory):
-    with start_cluster(pg_url, mongo_url, tmp_path_factory, "hostile",
-                       SKYGATE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-                       SKYGATE_API_MAX_FILES=str(MAX_FILES),
-                       SKYGATE_API_HEADER_TIMEOUT="2",
-                       SKYGATE_API_BODY_TIMEOUT="2",
-                       SKYGATE_LOGIN_MAX_FAILURES="5",
-                       SKYGATE_LOGIN_MAX_FAILURES_PER_IP="40",
-                       SKYGATE_LOGIN_WINDOW_SECONDS="600") as cluster:
-        port = free_port()
-        log_path = cluster["data_dir"] / "api.log"
-        base = f"http://127.0.0.1:{port}"
-        with serve(["api", "--port", str(port)], env=cluster["env"],
-                   health_url=f"{base}/healthz", log_path=log_path) as proc:
-            yield {**cluster, "base": base, "port": port, "api_log": log_path, "api": proc}
+    with api_cluster(pg_url, mongo_url, tmp_path_factory, "hostile",
+                     SKYGATE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
+                     SKYGATE_API_MAX_FILES=str(MAX_FILES),
+                     SKYGATE_API_HEADER_TIMEOUT="2",
+                     SKYGATE_API_BODY_TIMEOUT="2",
+                     SKYGATE_LOGIN_MAX_FAILURES="5",
+                     SKYGATE_LOGIN_MAX_FAILURES_PER_IP="40",
+                     SKYGATE_LOGIN_WINDOW_SECONDS="600") as cluster:
+        yield cluster
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -163,7 +158,8 @@ def test_delete_while_processing_wins_and_leaves_nothing(stack):
         wait_for(lambda: settled.search(stack["log"].read_text()), 120,
                  "the canvas noticed the delete", log=stack["log"])
     for table in ("uploads", "blob_refs", "detection_results"):
-        (n,) = sql(stack, f"SELECT count(*) FROM {table} WHERE upload_id=:u", u=upload_id)[0]
+        query = f"SELECT count(*) FROM {table} WHERE upload_id=:u"  # noqa: S608 - names above
+        (n,) = sql(stack, query, u=upload_id)[0]
         assert n == 0, table
     assert doc_for(stack, upload_id) is None
     assert orphans(stack) == []
@@ -443,7 +439,8 @@ def test_keys_list_shows_an_expired_key_as_expired(stack):
     old = new_user(stack, expires_at=datetime(2020, 1, 1, tzinfo=UTC))
     fresh = new_user(stack)
     out = subprocess.run([sys.executable, "-m", "skygate.cli", "keys", "list"],
-                         env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                         env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=False)
     assert out.returncode == 0, out.stderr
     lines = {line.split()[1]: line for line in out.stdout.splitlines() if line.strip()}
     assert " expired " in lines[old["name"]] and " active " not in lines[old["name"]]
@@ -632,7 +629,7 @@ def _offline_chromium(exe: str, profile, *args) -> subprocess.CompletedProcess:
          "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
          "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1",
          "--virtual-time-budget=15000", *args],
-        capture_output=True, text=True, timeout=180)
+        capture_output=True, text=True, timeout=180, check=False)
 
 
 def test_docs_and_redoc_render_with_the_network_cut(stack, tmp_path):
@@ -685,7 +682,7 @@ def test_blobs_gc_removes_only_old_unreferenced_blobs(stack):
     def gc(*args):
         out = subprocess.run([sys.executable, "-m", "skygate.cli", "blobs", "gc", "--json",
                               *args], env=stack["env"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
+                             text=True, timeout=120, check=False)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
@@ -702,5 +699,5 @@ def test_blobs_gc_removes_only_old_unreferenced_blobs(stack):
     young_orphan.unlink()
     text = subprocess.run([sys.executable, "-m", "skygate.cli", "blobs", "gc", "--dry-run"],
                           env=stack["env"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120).stdout
+                          timeout=120, check=False).stdout
     assert "would free 0 bytes" in text
