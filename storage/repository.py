@@ -1,4 +1,9 @@
-"""The SQL operations of the pipeline, each one transaction, each safe to repeat."""
+"""The SQL operations of the pipeline, each one transaction, each safe to repeat.
+
+A little over 300 lines on purpose: one job (the upload's rows through its lifecycle: create,
+claim, heartbeat, results, finish, fail, recover), imported as ``repo`` by the service, the
+front doors and the tests; splitting uploads from results would cut transactions that touch
+both."""
 
 from __future__ import annotations
 
