@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # each sweep_interval seconds (0: no sweep in this worker; `skygate recover` by hand).
     stuck_after: int | None = None
     sweep_interval: float = 30.0
+    # A canvas's intermediates (crop, manifest) nobody touched this long are released by the
+    # sweep and by `skygate blobs gc` (aggregate releases them at once on the normal path).
+    intermediate_ttl: int = Field(default=24 * 3600, ge=60)
     # Transient faults (database, Mongo, broker) are retried this many times with backoff.
     transient_retries: int = 8
     # A worker starting while its database or Mongo is down waits this long for them.

@@ -19,7 +19,7 @@ unchanged since it was read). ``skygate recover`` runs the same sweep by hand.
 
 The sweep also releases the intermediates (the shared crop, the manifest) of abandoned
 canvases: uploads failed or done whose aggregate never released them, and unfinished ones
-nobody touched for ``storage.blobrefs.INTERMEDIATE_TTL_SECONDS`` (a re-sent prepare makes
+nobody touched for ``SKYGATE_INTERMEDIATE_TTL`` (a day) (a re-sent prepare makes
 them again).
 """
 
@@ -102,7 +102,7 @@ class _Blobs:
 async def release_abandoned(engine, settings: Settings, *, now: datetime) -> list[str]:
     """Release the intermediates of abandoned canvases; a failure is logged, never raised
     (the next sweep tries again)."""
-    before = now - timedelta(seconds=blobrefs.INTERMEDIATE_TTL_SECONDS)
+    before = now - timedelta(seconds=settings.intermediate_ttl)
     try:
         return await blobrefs.release_stale_intermediates(_Blobs(engine, settings),
                                                           touched_before=before)

@@ -44,10 +44,11 @@ async def referenced_keys(storage) -> set[str]:
     return keys | await storage.documents.referenced_blob_keys()
 
 
-async def collect(storage, *, grace_seconds: float, dry_run: bool = False) -> GcReport:
+async def collect(storage, *, grace_seconds: float, dry_run: bool = False,
+                  intermediate_ttl: float = blobrefs.INTERMEDIATE_TTL_SECONDS) -> GcReport:
     report = GcReport(dry_run=dry_run)
     if not dry_run:
-        before = utcnow() - timedelta(seconds=blobrefs.INTERMEDIATE_TTL_SECONDS)
+        before = utcnow() - timedelta(seconds=intermediate_ttl)
         await blobrefs.release_stale_intermediates(storage, touched_before=before,
                                                    unlink=False)
     cutoff = time.time() - grace_seconds

@@ -195,8 +195,10 @@ def blobs_gc(dry_run, grace_seconds, as_json):
     from storage.gc import collect
 
     async def go():
-        async with open_storage(Settings()) as storage:
-            return await collect(storage, grace_seconds=grace_seconds, dry_run=dry_run)
+        settings = Settings()
+        async with open_storage(settings) as storage:
+            return await collect(storage, grace_seconds=grace_seconds, dry_run=dry_run,
+                                 intermediate_ttl=settings.intermediate_ttl)
 
     report = asyncio.run(go())
     listed = report.candidates if dry_run else report.removed
