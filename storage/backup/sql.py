@@ -14,6 +14,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -124,8 +125,9 @@ async def _pg_dump(settings, out: Path) -> dict:
     return {**described, **versions}
 
 
-async def _pg_clear(conn) -> None:
-    """--force: drop every table, view and sequence of the target's schema."""
+async def _pg_clear_statements(conn) -> list[str]:
+    """--force: the statements that drop every table, view, sequence and own function of the
+    target's schema (run by psql in the restore's one transaction, not here)."""
     def names(sync_conn):
         inspector = sa.inspect(sync_conn)
         return inspector.get_view_names(), inspector.get_table_names(), \
@@ -133,9 +135,9 @@ async def _pg_clear(conn) -> None:
 
     views, tables, sequences = await conn.run_sync(names)
     quote = conn.dialect.identifier_preparer.quote
-    for kind, items in (("VIEW", views), ("TABLE", tables), ("SEQUENCE", sequences)):
-        for item in items:
-            await conn.execute(sa.text(f"DROP {kind} IF EXISTS {quote(item)} CASCADE"))
+    statements = [f"DROP {kind} IF EXISTS {quote(item)} CASCADE;"
+                  for kind, items in (("VIEW", views), ("TABLE", tables), ("SEQUENCE", sequences))
+                  for item in items]
     # The schema's own functions (e.g. the audit log's append-only trigger function) come
     # back with the dump; extension functions stay.
     functions = (await conn.execute(sa.text(
@@ -143,23 +145,31 @@ async def _pg_clear(conn) -> None:
         "JOIN pg_namespace n ON n.oid = p.pronamespace "
         "WHERE n.nspname = current_schema() AND NOT EXISTS ("
         " SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"))).scalars()
-    for signature in list(functions):
-        await conn.execute(sa.text(f"DROP FUNCTION IF EXISTS {signature} CASCADE"))
+    statements += [f"DROP FUNCTION IF EXISTS {signature} CASCADE;" for signature in functions]
+    return statements
 
 
 async def _pg_restore(settings, dump: Path, force: bool) -> None:
+    """The dump as SQL (pg_restore -f), run by psql in ONE transaction together with the
+    --force drops: a restore that fails leaves the target exactly as it was."""
     env, database = _pg_env(settings)
     engine = create_engine(settings.sqlalchemy_url)
     try:
         async with engine.begin() as conn:
             await _check_tool_version(conn, "pg_restore")
-            if force:
-                await _pg_clear(conn)
+            drops = await _pg_clear_statements(conn) if force else []
     finally:
         await engine.dispose()
-    await asyncio.to_thread(_run, [
-        _tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
-        "--single-transaction", f"--dbname={database}", str(dump)], env)
+    with tempfile.TemporaryDirectory(prefix="skygate-restore-") as tmp:
+        clear, script = Path(tmp) / "clear.sql", Path(tmp) / "restore.sql"
+        clear.write_text("\n".join(drops) + "\n", encoding="utf-8")
+        await asyncio.to_thread(_run, [
+            _tool("pg_restore"), "--no-owner", "--no-privileges", f"--file={script}",
+            str(dump)], env)
+        await asyncio.to_thread(_run, [
+            _tool("psql"), "--no-psqlrc", "--quiet", "--single-transaction",
+            "--set=ON_ERROR_STOP=1", f"--dbname={database}", f"--file={clear}",
+            f"--file={script}"], env)
 
 
 # --- SQLite ---------------------------------------------------------------------------------

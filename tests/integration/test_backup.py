@@ -165,6 +165,26 @@ def test_postgres_mongo_round_trip(pg_url, mongo_url, tmp_path):
             run(restore_backup(settings, backup))
         run(restore_backup(settings, backup, force=True))
         assert run(_state(settings)) == before
+
+        # A --force restore whose SQL fails half-way leaves the target as it was: the drops
+        # and the dump run in one transaction.
+        from storage.backup import sql as backup_sql
+
+        real_run = backup_sql._run
+
+        def failing_run(args, env):
+            out = real_run(args, env)
+            files = [a[len("--file="):] for a in args if a.startswith("--file=")]
+            if Path(args[0]).name == "pg_restore" and files:  # the dump as SQL: break its end
+                script = Path(files[0])
+                script.write_text(script.read_text() + "\nSELECT 1/0;\n")
+            return out
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(backup_sql, "_run", failing_run)
+            with pytest.raises(BackupError, match="division by zero"):
+                run(restore_backup(settings, backup, force=True))
+        assert run(_state(settings)) == before
     finally:
         run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
