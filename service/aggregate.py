@@ -79,7 +79,13 @@ async def _manifest_or_outcome(storage: Storage, upload_id: int, manifest_key: s
     except BlobNotFound:
         finished = await _finished(storage, upload_id)
         if finished is None:
-            raise
+            # Superseded: the upload was deleted (its id maybe given to a newer upload) or
+            # another run of it released this canvas. Writing nothing is safe: an unfinished
+            # upload is re-sent by the recovery sweep, never marked failed by a stale run.
+            log.warning("manifest %s of upload %s is gone: this canvas was superseded, "
+                        "nothing written", manifest_key, upload_id,
+                        extra={"upload_id": upload_id})
+            return None, {"upload_id": upload_id, "status": "superseded"}
         return None, finished
 
 
@@ -101,6 +107,11 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     manifest, finished = await _manifest_or_outcome(storage, upload_id, manifest_key)
     if finished is not None:
         return finished
+    if not await canvas.still_ours(storage, upload_id, manifest):
+        # Deleted in flight and its id given to a newer upload: write nothing on it.
+        log.info("upload %s was deleted during detection; its id names another upload now",
+                 upload_id, extra={"upload_id": upload_id})
+        return {"upload_id": upload_id, "status": "deleted"}
     active = await repo.active_methods(storage.engine)
     by_method: dict[str, MethodResult] = {}
     for raw in raw_results:

@@ -120,6 +120,12 @@ async def detect(storage: Storage, settings: Settings, upload_id: int, method: s
                  manifest_key: str) -> MethodResult:
     """Run one method; a failure is logged with the method, the file and the reason."""
     manifest = await canvas.read_manifest(storage, manifest_key, upload_id)
+    if not await canvas.still_ours(storage, upload_id, manifest):
+        # Deleted in flight, its id reused: nothing of this run may land on the new upload.
+        log.info("upload %s was deleted during detection: %s not run", upload_id, method,
+                 extra={"upload_id": upload_id, "method": method})
+        return MethodResult(method=method, status="skipped",
+                            details={"abstain_reason": "the upload was deleted"})
     try:
         result = await _run_method(storage, settings, method, manifest)
     except Exception as exc:

@@ -267,9 +267,16 @@ def test_a_failed_aggregate_names_its_error_not_a_lost_task(stack, monkeypatch):
     for key, value in stack["env"].items():
         if key.startswith("SKYGATE_"):
             monkeypatch.setenv(key, value)
+    from service import aggregate as aggregate_step
+
+    async def unreadable(storage, upload_id, manifest_key):
+        raise ValueError(f"manifest {manifest_key} is not JSON")
+
+    # A manifest that cannot be read (a missing one means a superseded canvas: a no-op).
+    monkeypatch.setattr(aggregate_step, "_manifest_or_outcome", unreadable)
     runtime.shutdown()
     try:
-        with pytest.raises(Exception, match="no/such/manifest"):
+        with pytest.raises(ValueError, match="no/such/manifest"):
             tasks.aggregate.run([], upload_id, "no/such/manifest.json")
         tasks.upload_failed.run(upload_id)
     finally:
@@ -277,7 +284,7 @@ def test_a_failed_aggregate_names_its_error_not_a_lost_task(stack, monkeypatch):
     (status, error) = sql(stack, "SELECT status, error FROM uploads WHERE upload_id=:u",
                           u=upload_id)[0]
     assert status == "failed"
-    assert error.startswith("aggregate failed: BlobNotFound") and "no/such/manifest" in error
+    assert error.startswith("aggregate failed: ValueError") and "no/such/manifest" in error
 
 
 def test_the_same_bytes_five_times_in_one_post_run_once(stack):

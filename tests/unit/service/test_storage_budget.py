@@ -257,3 +257,46 @@ def test_a_released_manifest_is_rebuilt_from_the_upload_row(embedded):
     first, again = run(go())
     assert again.status == "ok" and first.status == "ok"
     assert again.details["native"] == first.details["native"]
+
+
+def test_a_canvas_that_outlived_its_upload_writes_nothing_on_the_upload_given_its_id(embedded):
+    """SQLite gives a deleted newest upload's id to the next upload: the old canvas's methods
+    and aggregate must not land on it (another user's upload)."""
+    from service import detection, ingest
+    from storage import removal
+    from storage import repository as repo
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(embedded) as storage:
+            await _migrated(storage)
+            first = await ingest.ingest_bytes(storage, embedded, data=camera_jpeg(
+                rows=600, cols=800, seed=5), original_file_name="a.jpg", user_id=None)
+            manifest_key, methods = await detection.prepare(storage, embedded, first.upload_id)
+            manifest = storage.blobs.get(manifest_key)
+            assert await removal.delete_upload(storage, first.upload_id)
+            second = await ingest.ingest_bytes(storage, embedded, data=camera_jpeg(
+                rows=600, cols=800, seed=6), original_file_name="b.jpg", user_id=None)
+            assert second.upload_id == first.upload_id  # the premise: SQLite reused the id
+            # Its manifest gone (delete released it): aggregate writes nothing.
+            gone = await detection.aggregate(storage, embedded, first.upload_id, manifest_key,
+                                             [])
+            # Its manifest still readable (a worker that read it before the delete).
+            assert storage.blobs.put(manifest, suffix=".json") == manifest_key
+            stale = [(await detection.detect(storage, embedded, first.upload_id, m,
+                                             manifest_key)).model_dump(mode="json")
+                     for m in methods]
+            out = await detection.aggregate(storage, embedded, first.upload_id, manifest_key,
+                                            stale)
+            upload = await repo.get_upload(storage.engine, second.upload_id)
+            result = await repo.result_for_upload(storage.engine, second.upload_id)
+            refs = await _refs(storage, second.upload_id)
+            return gone, stale, out, upload, result, refs
+
+    gone, stale, out, upload, result, refs = run(go())
+    assert gone["status"] == "superseded"
+    assert all(r["status"] == "skipped" for r in stale)
+    assert out["status"] == "deleted"
+    assert upload["original_file_name"] == "b.jpg" and upload["status"] == "queued"
+    assert result is None
+    assert set(refs.values()) == {"original"}
