@@ -97,7 +97,7 @@ def _requeue(settings: Settings, upload_ids: list[int], *, what: str,
               "where": "cluster" if settings.broker_url else "here"}
     try:
         failed = _start_again(settings, upload_ids, what=what)
-    except Exception as exc:
+    except BaseException as exc:  # Ctrl-C too: the uploads were reset, the run is recorded
         _audit(f"uploads.{what}", outcome="failed",
                detail={**detail, "error": f"{type(exc).__name__}: {exc}"})
         raise

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 CHECKSUMS = "SHA256SUMS"
 MANIFEST = "manifest.json"
@@ -87,10 +87,16 @@ def verify_checksums(root: Path) -> dict:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password (``user:***@host``)."""
+    """The URL without its secrets: the password (``user:***@host``) and any query
+    parameter named like one (``?password=***``, ``?authSource`` too: better safe)."""
     parts = urlsplit(url)
+    if parts.query:
+        query = urlencode([(k, "***" if _SECRET_NAME.search(k) else v)
+                           for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+                          safe="*")
+        parts = parts._replace(query=query)
     if parts.password is None:
-        return url
+        return urlunsplit(parts)
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"

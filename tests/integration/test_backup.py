@@ -333,9 +333,10 @@ def test_manifest_settings_carry_no_secret():
 
     settings = Settings(database_url="postgresql://sky:hunter2@db:5432/skygate",
                         mongo_url="mongodb://sky:mongopw@mongo:27017/skygate",
+                        broker_url="redis://cache:6379/0?password=brokerpw",
                         flower_basic_auth="admin:flowerpw")
     printed = json.dumps(settings_fingerprint(settings))
-    assert not any(s in printed for s in ("hunter2", "mongopw", "flowerpw"))
+    assert not any(s in printed for s in ("hunter2", "mongopw", "flowerpw", "brokerpw"))
     assert "sky:***@db:5432" in printed
     other = settings_fingerprint(settings.model_copy(update={"flower_basic_auth": "x:y"}))
     assert other["sha256"] == settings_fingerprint(settings)["sha256"]
