@@ -46,6 +46,13 @@ class CheckedImage:
     mime: str
 
 
+def size_refusal(size: int, settings: Settings) -> str | None:
+    """Why a file of ``size`` bytes is refused, or None: the size rule of :func:`check_image`,
+    also asked by a client before it sends a file anywhere (``skygate submit``)."""
+    limit = settings.max_upload_bytes
+    return f"file is {size:,} bytes, over the limit of {limit:,}" if size > limit else None
+
+
 def check_image(staged: StagedBlob | None, settings: Settings) -> CheckedImage:
     """The image check every front door uses; raises ``ImageRejected``.
 
@@ -61,10 +68,8 @@ def check_image(staged: StagedBlob | None, settings: Settings) -> CheckedImage:
         sniffed = None
     except InvalidImage as exc:
         file_type, mime, sniffed = "unknown", "application/octet-stream", exc
-    if staged.size > limit:
-        raise ImageRejected("file_too_large",
-                            f"file is {staged.size:,} bytes, over the limit of {limit:,}",
-                            file_type, mime)
+    if (too_large := size_refusal(staged.size, settings)) is not None:
+        raise ImageRejected("file_too_large", too_large, file_type, mime)
     if sniffed is not None:
         raise ImageRejected("unsupported_image_type", str(sniffed))
     try:

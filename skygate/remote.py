@@ -21,6 +21,7 @@ def submit_files(settings: Settings, files: list[Path], *, wait: bool, timeout: 
     (size, format) and records a refused file as a failed upload."""
     from pipeline.decode import InvalidImage, sniff_format
     from service.celery_client import celery_client
+    from service.ingest import size_refusal
     from storage.blobs import blob_store_for
 
     app = celery_client()
@@ -29,6 +30,12 @@ def submit_files(settings: Settings, files: list[Path], *, wait: bool, timeout: 
     pending = []
     for path in files:
         try:
+            # Refused before it is read or uploaded: the worker would only refuse it after
+            # reading it whole (the same rule as ingest's).
+            too_large = size_refusal(path.stat().st_size, settings)
+            if too_large is not None:
+                yield file_record(path=str(path), status="failed", error=too_large)
+                continue
             data = path.read_bytes()
         except OSError as exc:
             yield file_record(path=str(path), status="skipped", error=f"cannot read file: {exc}")
