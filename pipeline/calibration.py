@@ -21,6 +21,12 @@ def load_calibration(path: str | None = None) -> dict:
     return json.loads(file.read_text())
 
 
+def calibration_usable(method: str) -> bool:
+    """Whether ``method``'s shipped calibration votes (an unusable one abstains whatever its
+    features say, so prepare need not compute them: pipeline.methods.registry)."""
+    return bool(load_calibration()["methods"].get(method, {}).get("usable", False))
+
+
 def calibrated_probability(features: dict[str, float], calibration: dict | None) -> tuple[
         float | None, str | None]:
     """P(AI) from a per-method logistic calibration, or (None, reason) when it abstains.
@@ -35,6 +41,9 @@ def calibrated_probability(features: dict[str, float], calibration: dict | None)
         return None, (f"no reliable signal on format-neutral data (grouped-CV AUC "
                       f"{calibration.get('cv_auc', float('nan')):.2f})")
     names = calibration["features"]
+    if any(n not in features for n in names):
+        # Prepare skipped them under an unusable calibration that a retrain has since replaced.
+        return None, "features not computed for this upload (calibration changed in flight)"
     x = np.array([features[n] for n in names], dtype=np.float64)
     if not np.all(np.isfinite(x)):
         return None, "feature not computable on this image"

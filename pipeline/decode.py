@@ -339,12 +339,23 @@ def decode_views(data: bytes, *, max_pixels: int, side: int) -> ImageViews:
     pixel for pixel; the thumbnail equals ``make_thumbnail`` of the full pixels.
     """
     rgb, info = _open_rgb(data, max_pixels)
+    crop = _central(rgb, side)
+    rgb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)  # in place
+    return ImageViews(info=info, crop=crop, thumbnail=_jpeg(rgb))
+
+
+def decode_crop(data: bytes, *, max_pixels: int, side: int) -> np.ndarray:
+    """``decode_views(...).crop`` without the thumbnail (a method's process decoding a small
+    original again needs only the pixels: the thumbnail costs 3× the decode at 1 MP)."""
+    return _central(_open_rgb(data, max_pixels)[0], side)
+
+
+def _central(rgb: Image.Image, side: int) -> np.ndarray:
     cols, rows = rgb.size
     r0, c0 = max(0, (rows - side) // 2), max(0, (cols - side) // 2)
     crop = np.asarray(rgb.crop((c0, r0, min(cols, c0 + side), min(rows, r0 + side))),
                       dtype=np.uint8)
-    rgb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)  # in place
-    return ImageViews(info=info, crop=np.ascontiguousarray(crop), thumbnail=_jpeg(rgb))
+    return np.ascontiguousarray(crop)
 
 
 def _jpeg(img: Image.Image) -> bytes:

@@ -33,13 +33,15 @@ def compute_features(rgb: np.ndarray, *, groups=("prnu", "texture", "ela")) -> t
     return features, raw
 
 
-def shared_features(neutral: np.ndarray, groups) -> dict:
+def shared_features(neutral: np.ndarray | None, groups) -> dict:
     """The features of the named groups, once per canvas, as JSON-able data (the
-    ``neutral_features`` input): ``{"features": {...}, "errors": {group: reason},
-    "abstain": reason or None}``. A group that fails is recorded, not raised: only the
-    methods that read it fail (as they did when each computed its own)."""
+    ``neutral_features`` input): ``{"features": {...}, "groups": [the named groups],
+    "errors": {group: reason}, "abstain": reason or None}``. A group that fails is recorded,
+    not raised: only the methods that read it fail (as they did when each computed its own)."""
     groups = [g for g in _GROUPS if g in set(groups)]  # a stable order
-    out: dict = {"features": {}, "errors": {}, "abstain": None}
+    out: dict = {"features": {}, "groups": groups, "errors": {}, "abstain": None}
+    if not groups:  # nothing votes with them: ``neutral`` is not even read (may be None)
+        return out
     if too_small(neutral):
         out["abstain"] = "too small"
         return out

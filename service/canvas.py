@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from pipeline.decode import decode_views, pixels_from_bytes
+from pipeline.decode import decode_crop, pixels_from_bytes
 from pipeline.features import shared_features
 from pipeline.imaging import MAX_SIDE, neutralise
 from pipeline.methods.registry import (
@@ -71,8 +71,8 @@ def _native(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray 
             log.info("crop %s is gone: decoding the original again", key)
     if manifest.get("native_key") or manifest.get("native_from_original"):
         key = manifest["original_key"]
-        return _cached(NATIVE_PIXELS, key, lambda: decode_views(
-            storage.blobs.get(key), max_pixels=settings.max_image_pixels, side=MAX_SIDE).crop)
+        return _cached(NATIVE_PIXELS, key, lambda: decode_crop(
+            storage.blobs.get(key), max_pixels=settings.max_image_pixels, side=MAX_SIDE))
     return None
 
 

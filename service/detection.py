@@ -97,9 +97,10 @@ async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, views
                 storage, upload_id, pixels_to_bytes(views.crop), suffix=".png",
                 kind=NATIVE_PIXELS)
     if NEUTRAL_FEATURES in needs:
-        # Once per canvas, for every method that reads them (not once per method).
-        caches["neutral_features"] = shared_features(neutralise(views.crop),
-                                                     feature_groups_of(methods))
+        # Once per canvas, the groups some method votes with (not once per method).
+        groups = feature_groups_of(methods, await _active_parameters(storage, methods))
+        caches["neutral_features"] = shared_features(
+            neutralise(views.crop) if groups else None, groups)
     thumb_key = await blobrefs.store(storage, upload_id, views.thumbnail, suffix=".jpg",
                                      kind="thumbnail")
     await repo.set_thumbnail(storage.engine, upload_id, thumb_key)
@@ -114,6 +115,16 @@ async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, views
                                         suffix=".json", kind="manifest")
     await repo.touch(storage.engine, upload_id, "detecting")
     return manifest_key, methods
+
+
+async def _active_parameters(storage: Storage, methods) -> dict[str, dict]:
+    """The active configuration's parameters of each config type the methods read."""
+    out = {}
+    for kind in {REGISTRY[n].config_type for n in methods if n in REGISTRY} - {None}:
+        configs = await storage.documents.active_configurations(kind)
+        if configs:
+            out[kind] = configs[0].parameters.model_dump()
+    return out
 
 
 async def detect(storage: Storage, settings: Settings, upload_id: int, method: str,

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.calibration import calibrated_probability, load_calibration
+from pipeline.calibration import calibrated_probability, calibration_usable, load_calibration
 from pipeline.imaging import MIN_SIDE
 from schemas.results import EVEN_ODDS, UNCERTAIN_BAND, MethodResult, verdict_from_probability
 
@@ -34,7 +34,8 @@ NATIVE_PIXELS = "native_pixels"
 NEUTRAL_PIXELS = "neutral_pixels"  # its neutral view (pipeline.imaging.neutralise)
 # The calibrated features of the neutral view, computed once per canvas for the groups of
 # every active method's ``feature_groups`` (pipeline.features.shared_features): a dict
-# {"features": {name: value}, "errors": {group: reason}, "abstain": reason or None}.
+# {"features": {name: value}, "groups": [computed groups], "errors": {group: reason},
+# "abstain": reason or None}. A group no active method votes with is not computed.
 NEUTRAL_FEATURES = "neutral_features"
 CONFIG = "config"  # parameters (dict) of the active system_configuration of Method.config_type
 SETTINGS = "settings"  # schemas.settings.Settings
@@ -92,6 +93,10 @@ class Method:
     in_heatmap : its ``block_map`` feeds the combined heatmap.
     feature_groups : the groups of :data:`NEUTRAL_FEATURES` it reads (``prnu``, ``texture``,
         ``ela``); prepare computes the union once per canvas.
+    votes_with_features : ``(config parameters or None) -> bool``: whether, under this
+        configuration, the method's vote reads its feature groups (None: always). Groups no
+        method votes with are not computed: they cost more than every method's own
+        statistics on a small image and would be evidence of nothing.
     """
 
     name: str
@@ -102,6 +107,7 @@ class Method:
     config_type: str | None = None
     in_heatmap: bool = False
     feature_groups: tuple[str, ...] = ()
+    votes_with_features: Callable[[dict | None], bool] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.needs) - INPUTS
@@ -135,8 +141,9 @@ def scored(method: str, features: dict, names: list[str], calibration: dict | No
            started: float, details: dict, block_map: np.ndarray) -> MethodResult:
     """Calibrated vote on the neutral view's features, with the method's own details."""
     p, verdict, confidence, reason = vote(method, features, calibration)
-    details = {**details, "is_suspicious": bool(verdict),
-               "features": {k: round(features[k], 5) for k in names}}
+    details = {**details, "is_suspicious": bool(verdict)}
+    if any(k in features for k in names):  # absent when no calibration reads them
+        details["features"] = {k: round(features[k], 5) for k in names if k in features}
     if reason:
         details["abstain_reason"] = reason
     return MethodResult(
@@ -148,13 +155,21 @@ def scored(method: str, features: dict, names: list[str], calibration: dict | No
 
 def group_features(shared: dict, group: str) -> dict[str, float] | None:
     """One group's features from :data:`NEUTRAL_FEATURES`: None when the image is too small
-    to judge; a feature computation that failed in prepare fails the method here, with its
-    reason (as it would have failed computing them itself)."""
+    to judge, ``{}`` when prepare did not compute the group (no calibration votes with it);
+    a feature computation that failed in prepare fails the method here, with its reason (as
+    it would have failed computing them itself)."""
     if shared.get("abstain"):
         return None
     if group in shared.get("errors", {}):
         raise RuntimeError(f"{group} features failed: {shared['errors'][group]}")
+    if group not in shared.get("groups", [group]):  # manifests before "groups": all computed
+        return {}
     return shared["features"]
+
+
+def calibration_votes(method: str) -> Callable[[dict | None], bool]:
+    """``Method.votes_with_features`` of a calibrated pixel method: its calibration is usable."""
+    return lambda _config: calibration_usable(method)
 
 
 def abstain(method: str, reason: str, started: float, **details) -> MethodResult:

@@ -29,6 +29,7 @@ from pipeline.methods.base import (
     Finding,
     Method,
     Picture,
+    calibration_votes,
     confidence_of,
     group_features,
     rounded,
@@ -72,18 +73,30 @@ def ela(image: np.ndarray, *, quality: int = 90, scale: float | None = None) -> 
 def amplified(diff: np.ndarray, *, scale: float | None = None) -> np.ndarray:
     """The ELA image of unamplified error levels (:func:`error_levels`), uint8."""
     if scale is None:
-        top = np.percentile(diff, 99.5)
+        top = (integer_percentile(diff, 99.5) if diff.dtype == np.uint8
+               else np.percentile(diff, 99.5))
         scale = 255.0 / max(top, 1.0)
+    if diff.dtype == np.uint8:  # a lookup table: the same values, no float copy of the image
+        return np.clip(np.arange(256) * scale, 0, 255).astype(np.uint8)[diff]
     return np.clip(diff * scale, 0, 255).astype(np.uint8)
 
 
+def integer_percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, q)`` (linear interpolation) of non-negative integers, from their
+    histogram: one counting pass instead of a selection over a float copy."""
+    counts = np.cumsum(np.bincount(values.ravel()))
+    position = q / 100 * (counts[-1] - 1)
+    below = int(np.floor(position))
+    lo, hi = np.searchsorted(counts, [below, min(below + 1, counts[-1] - 1)], side="right")
+    return float(lo + (position - below) * (hi - lo))
+
+
 def error_levels(image: np.ndarray, *, quality: int = 90) -> np.ndarray:
-    """Unamplified |image − JPEG(image)| per channel, float64."""
+    """Unamplified |image − JPEG(image)| per channel, uint8 (exact: at most 255)."""
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=quality)
     resaved = np.asarray(Image.open(buf).convert("RGB"), dtype=np.int16)
-    # Integer differences are exact: the same values as in float64, without two float copies.
-    return np.abs(image.astype(np.int16) - resaved).astype(np.float64)
+    return np.abs(image.astype(np.int16) - resaved).astype(np.uint8)
 
 
 def ela_statistics(image: np.ndarray, *, quality: int = 90, block: int = 32,
@@ -98,24 +111,26 @@ def ela_statistics(image: np.ndarray, *, quality: int = 90, block: int = 32,
     """
     if levels is None:
         levels = error_levels(image, quality=quality)
-    diff = levels.mean(axis=2)
-    blocks = block_mean(diff, block)
+    # Integer sums over the channels (0..765) stand for the mean error level (sum / 3): exact,
+    # and the percentile comes from their histogram instead of a float copy of the image.
+    total = levels.sum(axis=2, dtype=np.uint16)
+    blocks = block_mean(total, block) / RGB_CHANNELS
     cv = float(blocks.std() / (blocks.mean() + 1e-6))
-    gray = image.sum(axis=2, dtype=np.float64) / RGB_CHANNELS  # = mean, no float copy
-    dcol = np.abs(np.diff(gray, axis=1))
+    gray_total = image.sum(axis=2, dtype=np.int16)  # 3 × the grey level, exact
+    dcol = np.abs(np.diff(gray_total, axis=1))
     grid = np.s_[:, JPEG_GRID - 1::JPEG_GRID]
     wide = dcol.shape[1] > JPEG_GRID
     on_grid, off_grid = 0.0, 1.0
     if wide:  # the off-grid mean from the totals: no copy of the off-grid columns
-        on_sum, total = float(dcol[grid].sum()), float(dcol.sum())
+        on_sum, all_sum = int(dcol[grid].sum(dtype=np.int64)), int(dcol.sum(dtype=np.int64))
         on_count = dcol[grid].size
-        on_grid = on_sum / on_count
-        off_grid = (total - on_sum) / (dcol.size - on_count)
+        on_grid = on_sum / on_count / RGB_CHANNELS
+        off_grid = (all_sum - on_sum) / (dcol.size - on_count) / RGB_CHANNELS
     top = np.percentile(blocks, 99) if blocks.size else 1.0
     return {
-        "error_level_mean": float(diff.mean()),
-        "error_level_std": float(diff.std()),
-        "error_level_p99": float(np.percentile(diff, 99)),
+        "error_level_mean": float(total.mean()) / RGB_CHANNELS,
+        "error_level_std": float(total.std()) / RGB_CHANNELS,
+        "error_level_p99": integer_percentile(total, 99) / RGB_CHANNELS,
         "block_uniformity": float(max(0.0, 1.0 - cv)),
         "blockiness": float(on_grid / (off_grid + 1e-6)),
         "block_map": np.clip(blocks / max(top, 1e-6), 0, 1),
@@ -192,4 +207,5 @@ def _section(r: MethodResult | None) -> dict:
 
 METHOD = Method(name="ela", needs=frozenset({NATIVE_PIXELS, NEUTRAL_FEATURES, SETTINGS}),
                 run=_run, document_section=_section, pictures={"ela": IMAGE_KEY},
-                feature_groups=("ela",))
+                feature_groups=("ela",),
+                votes_with_features=calibration_votes("ela"))

@@ -107,9 +107,10 @@ def detect_model(neutral: np.ndarray, parameters: dict, *,
         x = embed(encoder, clip_input(neutral)[None], output=output)[output]
         details["encoder"] = {"name": encoder_path.stem, "output": output}
     elif len(model_input.shape) == FEATURE_RANK:
+        features = {}
         if shared is not None:
             features = {**group_features(shared, "prnu"), **group_features(shared, "texture")}
-        else:
+        if any(n not in features for n in MODEL_FEATURES):  # not computed by prepare
             features, _ = compute_features(neutral, groups=("prnu", "texture"))
         x = np.array([[features[n] for n in MODEL_FEATURES]], dtype=np.float32)
         importance = {n: round(float(features[n]), 5) for n in MODEL_FEATURES}
@@ -159,4 +160,6 @@ def _section(r: MethodResult | None) -> dict:
 # The forensic variant reads the prnu and texture features those methods read: computed once.
 METHOD = Method(name="model", needs=frozenset({NEUTRAL_PIXELS, CONFIG, NEUTRAL_FEATURES}),
                 run=_run, document_section=_section, config_type="model",
-                feature_groups=("prnu", "texture"))
+                feature_groups=("prnu", "texture"),
+                # Only the forensic variant reads them; the CLIP probe reads pixels.
+                votes_with_features=lambda config: not (config or {}).get("encoder_path"))

@@ -21,6 +21,7 @@ from pipeline.methods.base import (
     NEUTRAL_FEATURES,
     Method,
     abstain,
+    calibration_votes,
     confidence_of,
     group_features,
     rounded,
@@ -245,4 +246,5 @@ def _section(r: MethodResult | None) -> dict:
 
 
 METHOD = Method(name="prnu", needs=frozenset({NATIVE_PIXELS, NEUTRAL_FEATURES}), run=_run,
-                document_section=_section, in_heatmap=True, feature_groups=("prnu",))
+                document_section=_section, in_heatmap=True, feature_groups=("prnu",),
+                votes_with_features=calibration_votes("prnu"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pkgutil
+from collections.abc import Mapping
 
 import pipeline.methods as _package
 from pipeline.methods.base import (
@@ -70,7 +71,17 @@ def needs_of(names) -> frozenset[str]:
     return frozenset().union(*(REGISTRY[n].needs for n in names if n in REGISTRY))
 
 
-def feature_groups_of(names) -> tuple[str, ...]:
-    """The ``neutral_features`` groups the named methods read, once each."""
-    groups = dict.fromkeys(g for n in names if n in REGISTRY for g in REGISTRY[n].feature_groups)
+def feature_groups_of(names, configs: Mapping[str, dict] | None = None) -> tuple[str, ...]:
+    """The ``neutral_features`` groups the named methods vote with, once each.
+
+    ``configs``: the active configurations' parameters by ``config_type`` (a method whose
+    type is missing is judged with None). Without ``configs``: every group they may read.
+    """
+    def votes(method: Method) -> bool:
+        if configs is None or method.votes_with_features is None:
+            return True
+        return method.votes_with_features(configs.get(method.config_type or ""))
+
+    groups = dict.fromkeys(g for n in names if n in REGISTRY and votes(REGISTRY[n])
+                           for g in REGISTRY[n].feature_groups)
     return tuple(groups)

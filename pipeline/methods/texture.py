@@ -19,6 +19,7 @@ from pipeline.methods.base import (
     NEUTRAL_FEATURES,
     Method,
     abstain,
+    calibration_votes,
     confidence_of,
     group_features,
     rounded,
@@ -184,4 +185,5 @@ def _section(r: MethodResult | None) -> dict:
 
 
 METHOD = Method(name="texture", needs=frozenset({NATIVE_PIXELS, NEUTRAL_FEATURES}), run=_run,
-                document_section=_section, in_heatmap=True, feature_groups=("texture",))
+                document_section=_section, in_heatmap=True, feature_groups=("texture",),
+                votes_with_features=calibration_votes("texture"))

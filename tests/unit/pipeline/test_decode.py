@@ -149,3 +149,12 @@ def test_pixel_intermediates_round_trip_losslessly_and_read_old_npy_caches():
     npy = io.BytesIO()
     np.save(npy, rgb, allow_pickle=False)
     assert np.array_equal(pixels_from_bytes(npy.getvalue()), rgb)
+
+
+def test_decode_crop_is_the_views_crop_without_a_thumbnail():
+    from pipeline.decode import decode_crop, decode_views
+
+    for rows, cols in ((1300, 900), (300, 200)):
+        data = encode(noisy_photo(rows=rows, cols=cols, seed=5), fmt="JPEG")
+        views = decode_views(data, max_pixels=10**8, side=1024)
+        assert np.array_equal(decode_crop(data, max_pixels=10**8, side=1024), views.crop)
