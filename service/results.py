@@ -124,8 +124,9 @@ async def invalidate(storage: Storage, upload_id: int) -> None:
         await storage.cache.bump_and_delete(_generation(upload_id), _key(upload_id))
 
 
-async def delete_upload(storage: Storage, upload_id: int) -> bool:
-    """``storage.removal.delete_upload``, then its cached result is forgotten."""
-    removed = await removal.delete_upload(storage, upload_id)
+async def delete_upload(storage: Storage, upload_id: int, *, actor=None) -> bool:
+    """``storage.removal.delete_upload`` (audited as ``actor`` in its transaction), then its
+    cached result is forgotten."""
+    removed = await removal.delete_upload(storage, upload_id, actor=actor)
     await invalidate(storage, upload_id)
     return removed

@@ -1,15 +1,22 @@
 """Deleting an upload everywhere: SQL rows (the seed's ON DELETE CASCADE takes the result and
 method rows, and the upload's blob references), the metadata document, and every blob whose
-last reference this was (storage/blobrefs.py explains the counting and its locks)."""
+last reference this was (storage/blobrefs.py explains the counting and its locks). The audit
+row of a deletion commits with it, or not at all."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from storage import blobrefs
+from storage import audit, blobrefs
 from storage import repository as repo
 from storage.context import Storage
 from storage.models import detection_results, uploads
+
+
+def deletion_detail(upload: dict) -> dict:
+    """What an ``upload.delete`` audit row says of the upload it removed."""
+    return {"owner_user_id": upload["user_id"], "sha256": upload["sha256"],
+            "file_name": upload["original_file_name"]}
 
 
 async def _result_id(storage: Storage, upload_id: int) -> int | None:
@@ -19,7 +26,11 @@ async def _result_id(storage: Storage, upload_id: int) -> int | None:
             .where(detection_results.c.upload_id == upload_id))).scalar()
 
 
-async def delete_upload(storage: Storage, upload_id: int) -> bool:
+async def delete_upload(storage: Storage, upload_id: int, *,
+                        actor: audit.Actor | None = None) -> bool:
+    """Delete the upload; with ``actor``, its ``upload.delete`` audit row is written in the
+    same transaction as the row deletion (never a deletion without its row, nor the reverse).
+    False when there was no such upload."""
     upload = await repo.get_upload(storage.engine, upload_id)
     if upload is None:
         return False
@@ -48,6 +59,9 @@ async def delete_upload(storage: Storage, upload_id: int) -> bool:
             sa.select(detection_results.c.result_id)
             .where(detection_results.c.upload_id == upload_id))).scalar() or result_id
         await conn.execute(uploads.delete().where(uploads.c.upload_id == upload_id))
+        if actor is not None:
+            await audit.record(conn, actor, "upload.delete", target=f"upload:{upload_id}",
+                               detail=deletion_detail(upload))
         await blobrefs.release_in(conn, storage, keys)
     if result_id is not None:
         # After the rows: an aggregate that was in flight writes its document only while the

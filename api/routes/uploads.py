@@ -22,6 +22,7 @@ from service import ingest
 from service.results import delete_upload as remove_upload
 from storage import accounts, audit
 from storage import repository as repo
+from storage.removal import deletion_detail
 
 log = logging.getLogger("skygate.api")
 router = APIRouter(tags=["uploads"])
@@ -183,15 +184,13 @@ async def delete_upload(request: Request, who: CallerDep, upload_id: UploadId):
     if row["user_id"] != who.user_id and not who.deletes_all:
         raise await forbid(request, who, "admin", "deleting another user's upload")
     storage = request.app.state.storage
-    detail = {"owner_user_id": row["user_id"], "sha256": row["sha256"],
-              "file_name": row["original_file_name"]}
     try:
-        await remove_upload(storage, upload_id)
-    except Exception as exc:
+        # The "ok" audit row is written in the deletion's own transaction.
+        await remove_upload(storage, upload_id, actor=who.actor())
+    except Exception as exc:  # rolled back: the failure gets a row of its own
         await audit.record_now(storage.engine, who.actor(), "upload.delete",
                                target=f"upload:{upload_id}", outcome="failed",
-                               detail={**detail, "error": f"{type(exc).__name__}: {exc}"})
+                               detail={**deletion_detail(row),
+                                       "error": f"{type(exc).__name__}: {exc}"})
         raise
-    await audit.record_now(storage.engine, who.actor(), "upload.delete",
-                           target=f"upload:{upload_id}", detail=detail)
     return Response(status_code=204)
