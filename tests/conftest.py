@@ -149,6 +149,37 @@ def corpus_dir(sub: str = "") -> Path:
 
 
 @contextlib.contextmanager
+def claimed_redis_db():
+    """A Redis database index (1–15) no other test or test session is using: claimed with
+    SET NX on a key in it (expiring after 2 h, so a killed session frees it), released on
+    exit. Random picks collided when two sessions ran on one machine (one's worker took the
+    other's tasks)."""
+    import redis
+
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    deadline = time.monotonic() + 120
+    while True:
+        for index in random.sample(range(1, 16), 15):
+            client = redis.Redis.from_url(f"{REDIS_URL}/{index}", socket_timeout=3)
+            if client.set(_CLAIM_KEY, token, nx=True, ex=7200):
+                try:
+                    yield index
+                finally:
+                    if client.get(_CLAIM_KEY) == token.encode():
+                        client.delete(_CLAIM_KEY)
+                    client.close()
+                return
+            client.close()
+        if time.monotonic() > deadline:
+            pytest.fail("no free Redis database (1-15) within 120 s: "
+                        f"each holds a {_CLAIM_KEY!r} key of another test session")
+        time.sleep(1)
+
+
+_CLAIM_KEY = "skygate:test:claimed-by"
+
+
+@contextlib.contextmanager
 def start_cluster(pg_url: str, mongo_url: str, tmp_path_factory, tag: str, **extra_env):
     """Migrated database + Mongo database + a ``celery -A workers worker`` subprocess on all
     queues; yields env (the SKYGATE_* settings), data_dir, db_url, mongo_url and the log."""
@@ -160,37 +191,37 @@ def start_cluster(pg_url: str, mongo_url: str, tmp_path_factory, tag: str, **ext
         unavailable(f"Redis not reachable at {REDIS_URL}: {exc}")
     name = pg_url.rsplit("/", 1)[1] + "_" + tag
     run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    db_index = random.randint(1, 15)
-    data_dir = tmp_path_factory.mktemp(f"cluster_{tag}")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")},
-        "SKYGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/" + name,
-        "SKYGATE_MONGO_URL": f"{mongo_url}/{tag}_{uuid.uuid4().hex[:8]}",
-        "SKYGATE_BROKER_URL": f"{REDIS_URL}/{db_index}",
-        "SKYGATE_RESULT_BACKEND": f"{REDIS_URL}/{db_index}",
-        "SKYGATE_DATA_DIR": str(data_dir),
-        **extra_env,
-    }
-    up = subprocess.run([sys.executable, "-m", "skygate.cli", "db", "upgrade"], env=env,
-                        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
-    assert up.returncode == 0, up.stderr
-    log_path = data_dir / "worker.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info", "-c", "2",
-         "-Q", "ingest,detect,model,aggregate", "-n", f"{tag}-{uuid.uuid4().hex[:6]}@%h",
-         "--without-gossip", "--without-mingle"],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(lambda: "ready." in log_path.read_text(), 60, "worker ready",
-                 alive=worker, log=log_path)
-        yield {"env": env, "data_dir": data_dir, "db_url": env["SKYGATE_DATABASE_URL"],
-               "mongo_url": env["SKYGATE_MONGO_URL"], "log": log_path, "worker": worker}
-    finally:
-        stop(worker)
-        log.close()
-        run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with claimed_redis_db() as db_index:
+        data_dir = tmp_path_factory.mktemp(f"cluster_{tag}")
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")},
+            "SKYGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/" + name,
+            "SKYGATE_MONGO_URL": f"{mongo_url}/{tag}_{uuid.uuid4().hex[:8]}",
+            "SKYGATE_BROKER_URL": f"{REDIS_URL}/{db_index}",
+            "SKYGATE_RESULT_BACKEND": f"{REDIS_URL}/{db_index}",
+            "SKYGATE_DATA_DIR": str(data_dir),
+            **extra_env,
+        }
+        up = subprocess.run([sys.executable, "-m", "skygate.cli", "db", "upgrade"], env=env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+        assert up.returncode == 0, up.stderr
+        log_path = data_dir / "worker.log"
+        log = open(log_path, "w")  # noqa: SIM115 - closed below
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info", "-c", "2",
+             "-Q", "ingest,detect,model,aggregate", "-n", f"{tag}-{uuid.uuid4().hex[:6]}@%h",
+             "--without-gossip", "--without-mingle"],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: "ready." in log_path.read_text(), 60, "worker ready",
+                     alive=worker, log=log_path)
+            yield {"env": env, "data_dir": data_dir, "db_url": env["SKYGATE_DATABASE_URL"],
+                   "mongo_url": env["SKYGATE_MONGO_URL"], "log": log_path, "worker": worker}
+        finally:
+            stop(worker)
+            log.close()
+            run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def stop(proc: subprocess.Popen) -> None:

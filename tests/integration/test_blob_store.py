@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from tests.conftest import (
     REDIS_URL,
     ROOT,
     _pg_admin,
+    claimed_redis_db,
     cluster_sql,
     free_port,
     run,
@@ -374,24 +374,6 @@ def test_doctor_checks_the_object_store(s3_settings):
 # --- two workers that share no folder ------------------------------------------------------
 
 
-_CLAIM = "skygate-test-claim"
-
-
-def _claim_redis_db(tag: str) -> int:
-    """An empty Redis database index, marked as ours: another test session's cluster on the
-    same index would take this one's messages (and upload ids and blob keys repeat)."""
-    import redis
-
-    order = random.sample(range(1, 16), 15)
-    for index in order:
-        r = redis.Redis.from_url(f"{REDIS_URL}/{index}", socket_timeout=3)
-        idle = not any(r.exists(q) for q in ("ingest", "detect", "model", "aggregate",
-                                             "unacked", "unacked_index"))
-        if idle and r.set(_CLAIM, tag, nx=True, ex=900):
-            return index
-    return order[0]
-
-
 @contextlib.contextmanager
 def s3_cluster(pg_url, mongo_url, s3_endpoint, tmp_path_factory):
     """A migrated database, and two Celery workers, each with its own SKYGATE_DATA_DIR, both
@@ -406,50 +388,49 @@ def s3_cluster(pg_url, mongo_url, s3_endpoint, tmp_path_factory):
     tag = f"s3_{uuid.uuid4().hex[:6]}"
     name = pg_url.rsplit("/", 1)[1] + "_" + tag
     run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    db_index = _claim_redis_db(tag)
-    bucket = make_bucket(s3_endpoint)
-    base = {
-        **{k: v for k, v in os.environ.items()
-           if not k.startswith(("SKYGATE_", "AWS_"))},
-        **AWS_ENV,
-        "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-        "SKYGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/" + name,
-        "SKYGATE_MONGO_URL": f"{mongo_url}/{tag}",
-        "SKYGATE_BROKER_URL": f"{REDIS_URL}/{db_index}",
-        "SKYGATE_RESULT_BACKEND": f"{REDIS_URL}/{db_index}",
-        "SKYGATE_BLOB_URL": f"s3://{bucket}/skygate",
-        "SKYGATE_S3_ENDPOINT_URL": s3_endpoint,
-    }
-    dirs = {role: tmp_path_factory.mktemp(f"{tag}_{role}") for role in
-            ("ingest", "detect", "submitter")}
-    up = subprocess.run([sys.executable, "-m", "skygate.cli", "db", "upgrade"],
-                        env={**base, "SKYGATE_DATA_DIR": str(dirs["submitter"])}, cwd=ROOT,
-                        capture_output=True, text=True, timeout=120, check=False)
-    assert up.returncode == 0, up.stderr
-    workers, logs = [], []
-    try:
-        for role, queues in (("ingest", "ingest,aggregate"), ("detect", "detect,model")):
-            log_path = dirs[role] / "worker.log"
-            log = open(log_path, "w")  # noqa: SIM115 - closed below
-            logs.append(log)
-            workers.append((subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info",
-                 "-c", "2", "-Q", queues, "-n", f"{role}-{tag}@%h", "--without-gossip",
-                 "--without-mingle"],
-                env={**base, "SKYGATE_DATA_DIR": str(dirs[role])}, cwd=ROOT,
-                stdout=log, stderr=subprocess.STDOUT), log_path))
-        for proc, log_path in workers:
-            wait_for(lambda p=log_path: "ready." in p.read_text(), 60, "worker ready",
-                     alive=proc, log=log_path)
-        yield {"env": base, "dirs": dirs, "bucket": bucket, "db_url": base["SKYGATE_DATABASE_URL"],
-               "logs": [p for _, p in workers]}
-    finally:
-        for proc, _ in workers:
-            stop(proc)
-        for log in logs:
-            log.close()
-        redis.Redis.from_url(f"{REDIS_URL}/{db_index}").delete(_CLAIM)
-        run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with claimed_redis_db() as db_index:
+        bucket = make_bucket(s3_endpoint)
+        base = {
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("SKYGATE_", "AWS_"))},
+            **AWS_ENV,
+            "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+            "SKYGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/" + name,
+            "SKYGATE_MONGO_URL": f"{mongo_url}/{tag}",
+            "SKYGATE_BROKER_URL": f"{REDIS_URL}/{db_index}",
+            "SKYGATE_RESULT_BACKEND": f"{REDIS_URL}/{db_index}",
+            "SKYGATE_BLOB_URL": f"s3://{bucket}/skygate",
+            "SKYGATE_S3_ENDPOINT_URL": s3_endpoint,
+        }
+        dirs = {role: tmp_path_factory.mktemp(f"{tag}_{role}") for role in
+                ("ingest", "detect", "submitter")}
+        up = subprocess.run([sys.executable, "-m", "skygate.cli", "db", "upgrade"],
+                            env={**base, "SKYGATE_DATA_DIR": str(dirs["submitter"])}, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
+        assert up.returncode == 0, up.stderr
+        workers, logs = [], []
+        try:
+            for role, queues in (("ingest", "ingest,aggregate"), ("detect", "detect,model")):
+                log_path = dirs[role] / "worker.log"
+                log = open(log_path, "w")  # noqa: SIM115 - closed below
+                logs.append(log)
+                workers.append((subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info",
+                     "-c", "2", "-Q", queues, "-n", f"{role}-{tag}@%h", "--without-gossip",
+                     "--without-mingle"],
+                    env={**base, "SKYGATE_DATA_DIR": str(dirs[role])}, cwd=ROOT,
+                    stdout=log, stderr=subprocess.STDOUT), log_path))
+            for proc, log_path in workers:
+                wait_for(lambda p=log_path: "ready." in p.read_text(), 60, "worker ready",
+                         alive=proc, log=log_path)
+            yield {"env": base, "dirs": dirs, "bucket": bucket,
+                   "db_url": base["SKYGATE_DATABASE_URL"], "logs": [p for _, p in workers]}
+        finally:
+            for proc, _ in workers:
+                stop(proc)
+            for log in logs:
+                log.close()
+            run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,15 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import REDIS_URL, ROOT, _pg_admin, free_port, run, unavailable
+from tests.conftest import (
+    REDIS_URL,
+    ROOT,
+    _pg_admin,
+    claimed_redis_db,
+    free_port,
+    run,
+    unavailable,
+)
 from tests.images import encode, noisy_photo
 from tests.inprocess import api, new_user
 
@@ -29,7 +37,8 @@ def redis_url():
         redis.Redis.from_url(REDIS_URL, socket_timeout=3).ping()
     except Exception as exc:  # noqa: BLE001
         unavailable(f"Redis not reachable at {REDIS_URL}: {exc}")
-    return f"{REDIS_URL}/{random.randint(1, 15)}"
+    with claimed_redis_db() as index:
+        yield f"{REDIS_URL}/{index}"
 
 
 @pytest.fixture(scope="module")
