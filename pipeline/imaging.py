@@ -28,8 +28,14 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     """ITU-R BT.601 luma of an (M, N, 3) uint8 image, as float64 in [0, 255]."""
     if rgb.shape[2:] != (RGB_CHANNELS,):  # (M, N, 3) exactly
         raise ValueError(f"expected an (M, N, 3) image, got shape {rgb.shape}")
-    rgb = rgb.astype(np.float64)
-    return 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    if rgb.dtype.kind == "f" and rgb.dtype != np.float64:
+        rgb = rgb.astype(np.float64)
+    # An integer channel times a Python float is float64 already: the same values without a
+    # float copy of the whole image first.
+    out = rgb[..., 0] * 0.299
+    out += rgb[..., 1] * 0.587
+    out += rgb[..., 2] * 0.114
+    return out
 
 
 def center_crop(image: np.ndarray, *, max_side: int) -> np.ndarray:
