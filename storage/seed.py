@@ -10,7 +10,15 @@ FORENSIC_MODEL_CONFIG = "forensic_lr"
 FORENSIC_MODEL_PATH = "builtin:skygate_forensic_lr.onnx"
 # Hashes of the shipped files (pipeline/assets/MODEL_CARD.md): checked once per worker
 # process, so a truncated or replaced file is named instead of scored.
-CLIP_ENCODER_SHA256 = "e474e7c44c487aa2ecf5f749f006fde06cc4e984eec6bc9bd3049383fe6c3b7c"
+CLIP_ENCODER_SHA256 = "3cab06dee345860a463f1016ed04136b81dfc098b3d36f29392d07f7ae19f6b4"
+CLIP_ENCODER_PATH = "builtin:clip_vitb16_block10.int8.onnx"
+CLIP_PROBE_PATH = "builtin:skygate_clip_probe.onnx"
+# Shipped defaults of earlier releases: a default_model still equal to one is ours, unchanged
+# by an operator, and is upgraded (their files are no longer shipped).
+EARLIER_DEFAULTS = (
+    {"model_path": FORENSIC_MODEL_PATH, "encoder_path": None},
+    {"model_path": CLIP_PROBE_PATH, "encoder_path": "builtin:clip_vitb16_block5.int8.onnx"},
+)
 
 
 def default_model_configuration() -> SystemConfiguration:
@@ -21,9 +29,9 @@ def default_model_configuration() -> SystemConfiguration:
         config_name=DEFAULT_MODEL_CONFIG,
         config_type="model",
         parameters=ConfigurationParameters(
-            model_path="builtin:skygate_clip_probe.onnx",
-            encoder_path="builtin:clip_vitb16_block5.int8.onnx",
-            encoder_output="block5",
+            model_path=CLIP_PROBE_PATH,
+            encoder_path=CLIP_ENCODER_PATH,
+            encoder_output="block10",
             encoder_sha256=CLIP_ENCODER_SHA256,
             input_size=InputSize(width=224, height=224),
             batch_size=1,
@@ -48,19 +56,25 @@ def forensic_model_configuration() -> SystemConfiguration:
 async def ensure_default_configuration(documents: DocumentStore) -> bool:
     """Insert the default model configurations unless present; upgrade an untouched old default.
 
-    A ``default_model`` still pointing at the shipped forensic LR is ours, unchanged by an
-    operator: it becomes the CLIP probe. One an operator edited is left alone.
+    A ``default_model`` still pointing at an earlier shipped model (the forensic LR, the
+    block-5 CLIP probe) is ours, unchanged by an operator: it becomes the current CLIP probe.
+    One an operator pointed elsewhere is left alone.
     """
     changed = False
     if await documents.get_configuration(FORENSIC_MODEL_CONFIG) is None:
         await documents.upsert_configuration(forensic_model_configuration())
         changed = True
     current = await documents.get_configuration(DEFAULT_MODEL_CONFIG)
-    if current is None or (current.parameters.model_path == FORENSIC_MODEL_PATH
-                           and not getattr(current.parameters, "encoder_path", None)):
+    if current is None or _earlier_default(current):
         fresh = default_model_configuration()
         if current is not None:
             fresh.is_active = current.is_active
         await documents.upsert_configuration(fresh)
         changed = True
     return changed
+
+
+def _earlier_default(config: SystemConfiguration) -> bool:
+    files = {"model_path": config.parameters.model_path,
+             "encoder_path": getattr(config.parameters, "encoder_path", None) or None}
+    return files in EARLIER_DEFAULTS

@@ -25,8 +25,13 @@ def _one(args):
         rgb = decode_image(Path(path).read_bytes(), max_pixels=100_000_000).rgb
     except (InvalidImage, OSError) as exc:
         return key, None, str(exc)
-    batch = np.stack([clip_input(v) for v in views(rgb, key=key, n_augmented=n_aug)])
-    return key, embed(encoder_session(_WORKER["encoder"]), batch), None
+    # One view per run, as the product runs it: the encoder is dynamically quantised (its
+    # activation scales are computed over the whole batch), so a view's features depend on
+    # the other views in its batch; batches of 4 shifted them (cosine 0.993 against batch 1).
+    session = encoder_session(_WORKER["encoder"])
+    per_view = [embed(session, clip_input(v)[None])
+                for v in views(rgb, key=key, n_augmented=n_aug)]
+    return key, {n: np.concatenate([f[n] for f in per_view]) for n in per_view[0]}, None
 
 
 def extract(rows, *, encoder: Path, n_augmented: int, cache: Path, workers: int = 2):
@@ -38,7 +43,8 @@ def extract(rows, *, encoder: Path, n_augmented: int, cache: Path, workers: int 
     blocks, ok = {}, np.zeros(len(rows), bool)
     if cache.is_file():
         data = np.load(cache, allow_pickle=False)
-        if list(data["keys"]) == keys and data["n_augmented"] == n_augmented:
+        if (list(data["keys"]) == keys and data["n_augmented"] == n_augmented
+                and "one_view_per_run" in data.files):
             blocks = {k: data[k] for k in data.files if k.startswith("block")}
             ok = data["ok"].copy()
     todo = [i for i in range(len(rows)) if not ok[i]]  # new rows, or ones that failed before
@@ -58,5 +64,6 @@ def extract(rows, *, encoder: Path, n_augmented: int, cache: Path, workers: int 
             blocks[n][i] = feats[n]
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(cache, keys=np.array(keys), n_augmented=n_augmented, ok=ok,
+                        one_view_per_run=True,
                         errors=np.array(errors, dtype=str), **blocks)
     return blocks, ok, errors

@@ -184,7 +184,7 @@ def test_shipped_clip_probe_runs_and_is_deterministic():
     b = detect_model(neutralise(arr), params)
     assert a.ai_probability == b.ai_probability and 0 <= a.ai_probability <= 1
     assert a.details["model_name"] == "skygate_clip_probe"
-    assert a.details["encoder"] == {"name": "clip_vitb16_block5.int8", "output": "block5"}
+    assert a.details["encoder"] == {"name": "clip_vitb16_block10.int8", "output": "block10"}
 
 
 def test_forensic_model_stays_available_as_a_configuration():
@@ -272,7 +272,8 @@ def test_shipped_ensemble_matches_the_weights_migration():
     import json
 
     from pipeline.ensemble import ASSETS
-    path = next((ROOT / "storage" / "migrations" / "versions").glob("*_fitted_method_weights.py"))
+    # The newest migration that sets fitted weights (0008, then each retrain's own).
+    path = sorted((ROOT / "storage" / "migrations" / "versions").glob("*_weights*.py"))[-1]
     spec = importlib.util.spec_from_file_location("fitted_weights", path)
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
