@@ -64,6 +64,9 @@ def submit_files(settings: Settings, files: list[Path], *, wait: bool, timeout: 
 # (idempotent: the same content finds the same upload).
 RESEND_INGEST_AFTER = 20.0
 POLL_INTERVAL = 1.0
+# With few files left one poll is a small query: ask 4× as often, so a run's end is seen
+# within a quarter second instead of up to a second (a second was 5–10 % of a 16-image run).
+FAST_POLL_INTERVAL, FAST_POLL_BELOW = 0.25, 100
 # Asking the broker for its queue depths can take seconds: not when fewer are left.
 ASK_QUEUES_WITH_SECONDS_LEFT = 8.0
 
@@ -191,7 +194,8 @@ class _Follower:
                         yield record
                 if not self.left or self.remaining() <= 0:
                     break
-                time.sleep(max(0.0, min(POLL_INTERVAL, self.remaining())))
+                interval = FAST_POLL_INTERVAL if len(self.left) < FAST_POLL_BELOW else POLL_INTERVAL
+                time.sleep(max(0.0, min(interval, self.remaining())))
         finally:
             with contextlib.suppress(Exception):
                 self.loop.run_until_complete(asyncio.wait_for(self.engine.dispose(), timeout=5))
