@@ -4,7 +4,6 @@ names, and a sixth method is one module (here: a Method registered in the test) 
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -22,17 +21,8 @@ from pipeline.methods.registry import (
 )
 from schemas.results import METHOD_NAMES as SCHEMA_METHOD_NAMES
 from schemas.results import UNCERTAIN_BAND, MethodResult, verdict_from_probability
-from schemas.settings import Settings
 from tests.conftest import run
 from tests.images import encode, noisy_photo
-
-
-@pytest.fixture
-def embedded(tmp_path, monkeypatch):
-    """Settings for the embedded default (SQLite file, documents in SQL, a blob folder)."""
-    for name in [n for n in os.environ if n.startswith("SKYGATE_")]:
-        monkeypatch.delenv(name)
-    return Settings(data_dir=tmp_path)
 
 
 async def _migrated(storage):

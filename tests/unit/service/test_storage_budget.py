@@ -5,11 +5,9 @@ Budget for a camera JPEG: stored bytes <= original + 25 % + 512 KB."""
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import sqlalchemy as sa
 from PIL import Image
 
@@ -18,13 +16,6 @@ from tests.conftest import run
 
 BUDGET_SHARE, BUDGET_SLACK = 0.25, 512 * 1024
 KEPT = {"original", "thumbnail", "heatmap", "ela"}
-
-
-@pytest.fixture
-def embedded(tmp_path, monkeypatch):
-    for name in [n for n in os.environ if n.startswith("SKYGATE_")]:
-        monkeypatch.delenv(name)
-    return Settings(data_dir=tmp_path)
 
 
 def camera_jpeg(*, rows: int = 3000, cols: int = 4000, seed: int = 13) -> bytes:

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from schemas.settings import Settings
 from tests.conftest import run
 from tests.images import encode, noisy_photo
-
-
-@pytest.fixture
-def embedded(tmp_path, monkeypatch):
-    for name in [n for n in os.environ if n.startswith("SKYGATE_")]:
-        monkeypatch.delenv(name)
-    return Settings(data_dir=tmp_path)
 
 
 async def _one_upload(storage, settings):

@@ -3,20 +3,10 @@ an operator's own alone (embedded document store, no servers)."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from schemas.documents import ConfigurationParameters, InputSize, SystemConfiguration
-from schemas.settings import Settings
 from tests.conftest import run
-
-
-@pytest.fixture
-def embedded(tmp_path, monkeypatch):
-    for name in [n for n in os.environ if n.startswith("SKYGATE_")]:
-        monkeypatch.delenv(name)
-    return Settings(data_dir=tmp_path)
 
 
 def _default(**parameters) -> SystemConfiguration:
