@@ -11,8 +11,9 @@ import math
 import re
 from pathlib import PurePosixPath
 
-# C0 and C1 control characters except tab, newline and carriage return.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# C0 and C1 control characters except tab, newline and carriage return; and lone surrogates,
+# which JSON can carry ("\\ud800") and no database encoding takes.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 # Plus line breaks and the bidi overrides that make a file name lie about its extension.
 _NAME_BAD = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # Longest extension kept when a file name is cut to its limit; longer ones are not extensions.

@@ -35,6 +35,7 @@ from schemas.clock import aware, utcnow
 from schemas.text import clean_text
 from storage import audit
 from storage.audit import Actor
+from storage.db import dialect_insert
 from storage.models import ACCOUNT_STATUSES, ROLES, api_keys, email_matches, login_failures, users
 
 KEY_PREFIX = "sg_"
@@ -253,12 +254,6 @@ async def login(engine: AsyncEngine, username: str, password: str, *,
     return user
 
 
-def _upsert(engine: AsyncEngine, table):
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
 async def reserve_login_attempt(engine: AsyncEngine, subjects: dict[str, int], *,
                                 window_seconds: int) -> int | None:
     """Count one login attempt against each subject (``{"user:alice": 10, "ip:…": 50}``:
@@ -274,7 +269,7 @@ async def reserve_login_attempt(engine: AsyncEngine, subjects: dict[str, int], *
     wait = None
     async with engine.begin() as conn:
         for subject, limit in sorted(subjects.items()):
-            stmt = _upsert(engine, login_failures).values(subject=subject, failures=1,
+            stmt = dialect_insert(engine, login_failures).values(subject=subject, failures=1,
                                                           window_start=now)
             expired = login_failures.c.window_start <= cut
             stmt = stmt.on_conflict_do_update(

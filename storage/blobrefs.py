@@ -161,18 +161,17 @@ async def release_stale_intermediates(storage, *, touched_before, unlink: bool =
                    .where(blob_refs.c.kind.in_(sorted(INTERMEDIATE_KINDS)),
                           blob_refs.c.upload_id.in_(_abandoned(touched_before)))
                    .limit(limit))
-        rows = (await conn.execute(victims)).all()
+        rows = [tuple(r) for r in (await conn.execute(victims)).all()]
         if not rows:
             return []
-        released = []
-        for upload_id, key in rows:
-            gone = (await conn.execute(
-                sa.delete(blob_refs).where(
-                    blob_refs.c.upload_id == upload_id, blob_refs.c.blob_key == key,
-                    blob_refs.c.kind.in_(sorted(INTERMEDIATE_KINDS)),
-                    blob_refs.c.upload_id.in_(_abandoned(touched_before))))).rowcount
-            if gone:
-                released.append(key)
+        # The conditions again in the DELETE itself: an upload re-sent since the SELECT is
+        # no longer abandoned and keeps its refs.
+        released = list((await conn.execute(
+            sa.delete(blob_refs).where(
+                sa.tuple_(blob_refs.c.upload_id, blob_refs.c.blob_key).in_(rows),
+                blob_refs.c.kind.in_(sorted(INTERMEDIATE_KINDS)),
+                blob_refs.c.upload_id.in_(_abandoned(touched_before)))
+            .returning(blob_refs.c.blob_key))).scalars().all())
         if unlink:
             await release_in(conn, storage, released)
     if released:

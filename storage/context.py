@@ -18,8 +18,7 @@ from schemas.settings import Settings
 from storage.blobs import BlobStore, blob_store_for
 from storage.cache import Cache, cache_for
 from storage.db import create_engine, pool_options, session_factory
-from storage.documents import DocumentStore, MongoDocumentStore, document_store_for
-from storage.documents import mongo as mongo_documents
+from storage.documents import DocumentStore, document_store_for
 
 
 @dataclass
@@ -43,18 +42,10 @@ def build_storage(settings: Settings) -> Storage:
     return Storage(
         engine=engine,
         sessions=session_factory(engine),
-        documents=_documents(settings, engine),
+        documents=document_store_for(settings, engine),
         blobs=blob_store_for(settings),
         cache=cache_for(settings),
     )
-
-
-def _documents(settings: Settings, engine: AsyncEngine) -> DocumentStore:
-    if settings.mongo_url:
-        # document_store_for's MongoDB choice, with the pool sizes it does not pass (yet).
-        return MongoDocumentStore(settings.mongo_url, settings.mongo_database,
-                                  pool=mongo_documents.pool_options(settings))
-    return document_store_for(settings, engine)
 
 
 @asynccontextmanager

@@ -61,3 +61,11 @@ def pool_status(engine: AsyncEngine) -> dict:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def dialect_insert(engine: AsyncEngine, table):
+    """``INSERT`` of the engine's dialect (PostgreSQL's or SQLite's), for their shared
+    ``on_conflict_do_*`` upserts."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)

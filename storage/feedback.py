@@ -8,31 +8,28 @@ after a later rescore. The caller checks ownership (the API's ``own_upload``).
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from decimal import Decimal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.clock import utcnow
 from schemas.records import verdict_word
 from schemas.text import clean_text
 from storage import repository as repo
-from storage.models import feedback, uploads, users
+from storage.db import dialect_insert
+from storage.models import FEEDBACK_LABELS, feedback, uploads, users
 
 NOTE_LIMIT = 1000
 """Characters of a note kept (the API refuses longer ones)."""
 
-LABELS = ("ai", "real")
-# JSON can carry lone surrogates ("\\ud800"), which no database encoding takes.
-_SURROGATES = re.compile(r"[\ud800-\udfff]")
+LABELS = FEEDBACK_LABELS
 
 
 def clean_note(note: str | None) -> str | None:
     """A note as stored: no control characters or lone surrogates, at most NOTE_LIMIT."""
-    text = clean_text(_SURROGATES.sub("", note or ""), limit=NOTE_LIMIT)
+    text = clean_text(note or "", limit=NOTE_LIMIT)
     return text or None
 
 
@@ -80,8 +77,7 @@ async def save(engine: AsyncEngine, *, upload_id: int, user_id: int, label: str,
                            else Decimal(str(ai_probability)).quantize(Decimal("0.0001"))),
         "updated_at": utcnow(),
     }
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(feedback).values(upload_id=upload_id, user_id=user_id, **values)
+    stmt = dialect_insert(engine, feedback).values(upload_id=upload_id, user_id=user_id, **values)
     stmt = stmt.on_conflict_do_update(
         index_elements=[feedback.c.upload_id, feedback.c.user_id],
         set_={k: stmt.excluded[k] for k in values},

@@ -12,17 +12,13 @@ from decimal import Decimal
 from types import EllipsisType
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.clock import utcnow
 from schemas.text import clean_file_name, clean_json, clean_text
+from storage.db import dialect_insert
 from storage.models import detection_methods, detection_results, method_results, uploads
-
-
-def _insert(engine: AsyncEngine, table):
-    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: str,
@@ -221,7 +217,7 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
         "detection_date": utcnow(),
     }
     async with engine.begin() as conn:
-        stmt = _insert(engine, detection_results).values(**values)
+        stmt = dialect_insert(engine, detection_results).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=[detection_results.c.upload_id],
             set_={k: stmt.excluded[k] for k in values if k != "upload_id"},
@@ -235,7 +231,7 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
                 "processing_time": _dec(m["processing_time"], "0.001"),
                 "result_details": clean_json(m["result_details"]),
             }
-            mstmt = _insert(engine, method_results).values(**row)
+            mstmt = dialect_insert(engine, method_results).values(**row)
             mstmt = mstmt.on_conflict_do_update(
                 index_elements=[method_results.c.result_id, method_results.c.method_id],
                 set_={k: mstmt.excluded[k] for k in row if k not in ("result_id", "method_id")},

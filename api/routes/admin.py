@@ -47,8 +47,7 @@ async def create_user(request: Request, who: AdminDep, body: NewUserRequest):
                                    password=body.password, role=body.role, actor=who.actor())
     except accounts.AccountError as exc:
         raise _account_error(exc) from None
-    return UserOut(**next(u for u in await accounts.list_users(engine)
-                          if u["username"] == body.username))
+    return UserOut(**await accounts.get_user(engine, body.username))
 
 
 @router.post("/users/{username}/suspend", response_model=UserOut,

@@ -19,7 +19,7 @@ from storage.documents.base import (
     doc_blob_keys,
 )
 from storage.documents.embedded import SqlDocumentStore
-from storage.documents.mongo import MongoDocumentStore
+from storage.documents.mongo import MongoDocumentStore, pool_options
 
 __all__ = [
     "CONFIGURATION", "METADATA", "SEED_INDEXES", "DocumentStore", "DuplicateDocumentError",
@@ -28,8 +28,10 @@ __all__ = [
 
 
 def document_store_for(settings, engine: AsyncEngine) -> DocumentStore:
-    """The document store the settings name: MongoDB when ``SKYGATE_MONGO_URL`` is set,
-    else the embedded store on ``engine``. Call inside the event loop that will use it."""
+    """The document store the settings name: MongoDB when ``SKYGATE_MONGO_URL`` is set (its
+    pool sized by the settings), else the embedded store on ``engine``. Call inside the event
+    loop that will use it."""
     if settings.mongo_url:
-        return MongoDocumentStore(settings.mongo_url, settings.mongo_database)
+        return MongoDocumentStore(settings.mongo_url, settings.mongo_database,
+                                  pool=pool_options(settings))
     return SqlDocumentStore(engine)
