@@ -107,7 +107,8 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     manifest, finished = await _manifest_or_outcome(storage, upload_id, manifest_key)
     if finished is not None:
         return finished
-    if not await canvas.still_ours(storage, upload_id, manifest):
+    upload = await canvas.our_upload(storage, upload_id, manifest)
+    if upload is None:
         # Deleted in flight and its id given to a newer upload: write nothing on it.
         log.info("upload %s was deleted during detection; its id names another upload now",
                  upload_id, extra={"upload_id": upload_id})
@@ -144,9 +145,7 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
         info = manifest["file_info"]
         anomalies = anomalies_from_map(combined, (info["height"], info["width"]))
 
-    upload = await repo.get_upload(storage.engine, upload_id)
-    if upload is None:
-        raise blobrefs.UploadGone(upload_id)
+    # A deletion from here on fails save_results (the row is gone) or the check after it.
     started = aware(upload["processing_started_at"]) or utcnow()
     elapsed = max(0.0, (utcnow() - started).total_seconds())
     rows = []

@@ -121,13 +121,20 @@ async def read_manifest(storage: Storage, manifest_key: str, upload_id: int) -> 
                 "thumbnail_key": upload["thumbnail_path"]}
 
 
-async def still_ours(storage: Storage, upload_id: int, manifest: dict) -> bool:
-    """Whether the upload row still is the one this canvas was prepared for: on SQLite a
-    deleted newest upload's id is given to the next upload, so an id alone is not enough
-    for a run that outlived its upload (same original, same owner: the same upload)."""
+async def our_upload(storage: Storage, upload_id: int, manifest: dict) -> dict | None:
+    """The upload row, if it still is the one this canvas was prepared for, else None: on
+    SQLite a deleted newest upload's id is given to the next upload, so an id alone is not
+    enough for a run that outlived its upload (same original, same owner: the same upload)."""
     upload = await repo.get_upload(storage.engine, upload_id)
-    return (upload is not None and upload["file_path"] == manifest.get("original_key")
-            and upload["user_id"] == manifest.get("user_id"))
+    if (upload is not None and upload["file_path"] == manifest.get("original_key")
+            and upload["user_id"] == manifest.get("user_id")):
+        return upload
+    return None
+
+
+async def still_ours(storage: Storage, upload_id: int, manifest: dict) -> bool:
+    """Whether the upload row still is the one this canvas was prepared for (:func:`our_upload`)."""
+    return await our_upload(storage, upload_id, manifest) is not None
 
 
 async def release(storage: Storage, upload_id: int) -> None:
