@@ -24,6 +24,9 @@ enable_utc = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
+# A new pool process loads the model before its first task (workers.tasks._warm_up, at most
+# 15 s): allow it that long to start (Celery's default is 4 s).
+worker_proc_alive_timeout = 30.0
 task_track_started = True
 # Chords need results kept; never 0 (that hangs chords).
 result_expires = 24 * 3600

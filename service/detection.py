@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict
 
 from pipeline.decode import InvalidImage, decode_views, pixels_to_bytes
@@ -33,7 +34,7 @@ from storage.blobs import BlobNotFound
 from storage.context import Storage
 
 __all__ = ["aggregate", "detect", "error_result", "prepare", "run_all", "run_all_or_fail",
-           "unimplemented"]
+           "unimplemented", "warm_up"]
 
 log = logging.getLogger("skygate.pipeline")
 
@@ -125,6 +126,28 @@ async def _active_parameters(storage: Storage, methods) -> dict[str, dict]:
         if configs:
             out[kind] = configs[0].parameters.model_dump()
     return out
+
+
+async def warm_up(storage: Storage, settings: Settings,
+                  names: Iterable[str] | None = None) -> list[str]:
+    """Load now what the active methods (of ``names``, if given) load on their first image
+    (the model's files: ~0.5 s), so a process pays it when it starts. A failure is logged,
+    not raised: the method reports it on the image it fails. Returns the methods warmed."""
+    only = None if names is None else set(names)
+    methods = [REGISTRY[n] for n in await repo.active_methods(storage.engine)
+               if n in REGISTRY and REGISTRY[n].warm_up and (only is None or n in only)]
+    if not methods:
+        return []
+    parameters = await _active_parameters(storage, [m.name for m in methods])
+    warmed = []
+    for method in methods:
+        try:
+            method.warm_up(parameters.get(method.config_type))
+            warmed.append(method.name)
+        except Exception as exc:  # noqa: BLE001 - the first image says it again, on the record
+            log.warning("could not load %s ahead of its first image: %s: %s", method.name,
+                        type(exc).__name__, exc, extra={"method": method.name})
+    return warmed
 
 
 async def detect(storage: Storage, settings: Settings, upload_id: int, method: str,

@@ -111,12 +111,13 @@ def run_embedded(files: list[Path], *, workers: int):
     """Yield one record per file as they finish, using ``workers`` processes."""
     names = [str(f) for f in files]
     if workers <= 1:
+        warm_up()
         for name in names:
             yield scan_file(name)
         return
     from concurrent.futures import as_completed
 
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_process)
     try:
         futures = [pool.submit(scan_file, n) for n in names]
         for fut in as_completed(futures):
@@ -127,11 +128,20 @@ def run_embedded(files: list[Path], *, workers: int):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ignore_sigint() -> None:
+def warm_up() -> None:
+    """Load the active methods' models in this process before its first file (as a worker
+    does when it starts)."""
+    from service import detection, runtime
+
+    runtime.run(detection.warm_up)
+
+
+def _start_process() -> None:
     # Ctrl-C reaches the whole process group; only the parent decides what to do with it.
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    warm_up()
 
 
 def default_workers() -> int:

@@ -9,21 +9,32 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
+import sqlalchemy as sa
+
+from pipeline.decode import InvalidImage, sniff_format
 from schemas.clock import aware, utcnow
 from schemas.records import FileRecord, file_record
 from schemas.settings import Settings
+from service.celery_client import celery_client
+from service.ingest import size_refusal
+from service.queues import queue_depths
+from skygate.batch import record_for
+from storage import faults
+from storage.blobs import blob_store_for
+from storage.db import create_engine
+from storage.models import uploads
+
+# Everything is imported up front (this module is only the submitter's): following the
+# uploads starts while the workers already process them, and half a second of imports then
+# would compete with them for the CPU.
 
 
 def submit_files(settings: Settings, files: list[Path], *, wait: bool, timeout: float):
     """Put each file in the cluster's blob store (``SKYGATE_BLOB_URL``: an S3 bucket, or the
     folder the workers mount), send ``skygate.ingest``; yield records. Ingest validates
     (size, format) and records a refused file as a failed upload."""
-    from pipeline.decode import InvalidImage, sniff_format
-    from service.celery_client import celery_client
-    from service.ingest import size_refusal
-    from storage.blobs import blob_store_for
-
     app = celery_client()
     blobs = blob_store_for(settings)
     started = time.monotonic()  # --timeout counts from here, to the second
@@ -151,10 +162,6 @@ class _Follower:
 
     def __init__(self, loop, settings: Settings, app, sent: list[_Sent], *, wait: bool,
                  deadline: float, wall_started: datetime):
-        from types import SimpleNamespace
-
-        from storage.db import create_engine
-
         self.loop, self.app, self.wait = loop, app, wait
         self.deadline, self.wall_started = deadline, wall_started
         self.engine = create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
@@ -168,8 +175,6 @@ class _Follower:
 
     def call(self, fn, *args, **kwargs):
         # Each database read retries transient faults, but never past the deadline.
-        from storage import faults
-
         loop = self.loop
         return loop.run_until_complete(asyncio.wait_for(
             faults.retrying(fn, *args, deadline=loop.time() + max(0.0, self.remaining()),
@@ -208,8 +213,6 @@ class _Follower:
     def _unseen(self, item: _Sent) -> FileRecord | None:
         """No upload row yet: failed if ingest rejected the message; else its ingest is sent
         again when the first send failed, or when it looks lost (old, and the queue idle)."""
-        from service.queues import queue_depths
-
         reason = _ingest_rejection(item)
         if reason:
             return _record(item, None, "failed", reason)
@@ -228,8 +231,6 @@ class _Follower:
 
     def _seen(self, item: _Sent, row: dict) -> FileRecord | None:
         """The file's record once its upload is finished (``wait``) or exists (no ``wait``)."""
-        from skygate.batch import record_for
-
         self.last_ids[item.sha256] = row["upload_id"]
         if self.wait and row["status"] not in ("done", "failed"):
             return None
@@ -263,10 +264,6 @@ def _record(item: _Sent, upload_id, status: str, error: str | None) -> FileRecor
 
 
 async def _rows_by_sha(engine, shas: list[str]) -> dict[str, dict]:
-    import sqlalchemy as sa
-
-    from storage.models import uploads
-
     out: dict[str, dict] = {}
     async with engine.connect() as conn:
         for i in range(0, len(shas), 500):

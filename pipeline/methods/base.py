@@ -97,6 +97,9 @@ class Method:
         configuration, the method's vote reads its feature groups (None: always). Groups no
         method votes with are not computed: they cost more than every method's own
         statistics on a small image and would be evidence of nothing.
+    warm_up : ``(config parameters or None) -> None``: loads what ``run`` would load on its
+        first call (a model file), so a worker pays it when it starts, not on its first
+        image; raises what that first call would raise.
     """
 
     name: str
@@ -108,6 +111,7 @@ class Method:
     in_heatmap: bool = False
     feature_groups: tuple[str, ...] = ()
     votes_with_features: Callable[[dict | None], bool] | None = None
+    warm_up: Callable[[dict | None], None] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.needs) - INPUTS

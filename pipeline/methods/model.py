@@ -66,6 +66,12 @@ def load_model(parameters: dict) -> dict[str, Path]:
     return files
 
 
+def warm_up(parameters: dict | None) -> None:
+    """Load the configuration's sessions now (hash-checked, cached per process)."""
+    if parameters:
+        load_model(parameters)
+
+
 def model_identity(path: Path) -> tuple[str, str]:
     """(name, version): the file's stem and the first 12 hex digits of its SHA-256."""
     return path.stem, sha256_of(path)[:12]
@@ -162,4 +168,5 @@ METHOD = Method(name="model", needs=frozenset({NEUTRAL_PIXELS, CONFIG, NEUTRAL_F
                 run=_run, document_section=_section, config_type="model",
                 feature_groups=("prnu", "texture"),
                 # Only the forensic variant reads them; the CLIP probe reads pixels.
-                votes_with_features=lambda config: not (config or {}).get("encoder_path"))
+                votes_with_features=lambda config: not (config or {}).get("encoder_path"),
+                warm_up=warm_up)
