@@ -1,13 +1,17 @@
 """Benchmark the distributed pipeline against the in-process loop, and 2 worker processes vs 1.
 
-    .venv/bin/python scripts/bench_cluster.py [--images 16] [--size 1024] [--redis-db 13]
+    .venv/bin/python scripts/bench_cluster.py [--images 16] [--size 1024] [--rounds 3]
+                                              [--redis-db 13]
 
 The same generated camera-like JPEGs go through, each on fresh state:
 
 1. ``skygate scan --workers 1`` (the embedded, in-process loop; wall time includes its start-up);
 2. one Celery worker ``-c 1`` on PostgreSQL (a fresh database) + Redis (``--redis-db``, default
    13), the files sent by ``skygate submit --wait``;
-3. the same with ``-c 2`` (two worker processes).
+3. the same with ``-c 2`` (two worker processes);
+
+repeated ``--rounds`` times, interleaved (one run's figures move by 5-10 % from run to run on
+a shared machine): the ratios printed are the medians of the rounds'.
 
 Printed: wall time (the command, start-up included) and span (first upload row to last
 verdict, from the database: the pipeline's own time) of each, images/s over the span, the CPU
@@ -15,6 +19,8 @@ the workers used per image (read from /proc for the worker and its pool processe
 ratios on both. Targets (issue 13): one worker
 >= 0.9 x the in-process loop; 2 processes >= 1.8 x 1 on 2 idle cores. The worker is started
 before timing (start-up excluded) and the recovery sweep is off (``SKYGATE_SWEEP_INTERVAL=0``).
+Both load the model before their first image (a worker's pool process when it starts, scan
+before its first file), so no span includes that.
 Needs PostgreSQL (``SKYGATE_TEST_PG_URL``, default postgresql://postgres@127.0.0.1:5432/postgres)
 and Redis (``SKYGATE_TEST_REDIS_URL``, default redis://127.0.0.1:6379).
 """
@@ -25,6 +31,8 @@ import argparse
 import asyncio
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -152,43 +160,64 @@ def run_cluster(folder: Path, tmp: Path, concurrency: int, redis_db: int
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def run_round(folder: Path, tmp: Path, redis_db: int) -> list[tuple[float, float, float]]:
+    """(wall, span, CPU seconds) of scan, one worker -c 1 and one worker -c 2, in turn."""
+    scan_dir = tmp / "scan"
+    shutil.rmtree(scan_dir, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    local = skygate(["scan", str(folder), "--workers", "1", "--out", str(tmp / "scan.jsonl")],
+                    clean_env(SKYGATE_DATA_DIR=str(scan_dir)))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    local_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return [(local, sqlite_span(scan_dir / "skygate.db"), local_cpu),
+            run_cluster(folder, tmp, 1, redis_db), run_cluster(folder, tmp, 2, redis_db)]
+
+
+LABELS = ("skygate scan --workers 1", "1 worker, -c 1", "1 worker, -c 2")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="the three runs are repeated this many times, interleaved; "
+                             "the ratios are the medians of the rounds'")
     parser.add_argument("--redis-db", type=int, default=13)
     args = parser.parse_args()
     n = args.images
+    rounds = []
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(scratch)
         folder = tmp / "images"
         folder.mkdir()
         for i in range(n):
             (folder / f"img{i:03d}.jpg").write_bytes(camera_jpeg(args.size, args.size, seed=i))
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        local = skygate(["scan", str(folder), "--workers", "1", "--out",
-                         str(tmp / "scan.jsonl")], clean_env(SKYGATE_DATA_DIR=str(tmp / "scan")))
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        local_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        local_span = sqlite_span(tmp / "scan" / "skygate.db")
-        one, one_span, one_cpu = run_cluster(folder, tmp, 1, args.redis_db)
-        two, two_span, two_cpu = run_cluster(folder, tmp, 2, args.redis_db)
+        for _ in range(max(1, args.rounds)):
+            rounds.append(run_round(folder, tmp, args.redis_db))
     cores = len(os.sched_getaffinity(0))
     print(f"{n} camera-like JPEGs of {args.size}x{args.size}, {cores} cores, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}, {len(rounds)} round(s)")
     print(f"  {'':<26} {'wall':>9} {'span':>9} {'img/s (span)':>13}  CPU per image")
-    rows = [("skygate scan --workers 1", local, local_span, local_cpu),
-            ("1 worker, -c 1", one, one_span, one_cpu),
-            ("1 worker, -c 2", two, two_span, two_cpu)]
-    for label, wall, span, cpu in rows:
-        print(f"  {label:<26} {wall:7.2f} s {span:7.2f} s {n / span:13.2f}  "
-              f"{1000 * cpu / n:6.0f} ms")
+    for r, runs in enumerate(rounds, 1):
+        for label, (wall, span, cpu) in zip(LABELS, runs, strict=True):
+            print(f"  {label:<26} {wall:7.2f} s {span:7.2f} s {n / span:13.2f}  "
+                  f"{1000 * cpu / n:6.0f} ms   (round {r})")
     print("  (wall: the command, start-up included; span: first upload row to last verdict)")
-    print(f"  one worker vs in-process : x{local_span / one_span:.2f} span, "
-          f"x{local / one:.2f} wall (target >= 0.9); CPU per image "
-          f"x{local_cpu / max(one_cpu, 1e-9):.2f}")
-    print(f"  2 processes vs 1         : x{one_span / two_span:.2f} span, x{one / two:.2f} wall "
-          "(target >= 1.8 on 2 idle cores)")
+
+    def ratios(a: int, b: int, measure: int) -> list[float]:
+        return [runs[a][measure] / runs[b][measure] for runs in rounds]
+
+    def show(values: list[float]) -> str:
+        each = ", ".join(f"{v:.2f}" for v in values)
+        return f"x{statistics.median(values):.2f}" + (f" ({each})" if len(values) > 1 else "")
+
+    print(f"  one worker vs in-process : {show(ratios(0, 1, 1))} span, "
+          f"{show(ratios(0, 1, 0))} wall (target >= 0.9); CPU per image "
+          f"{show(ratios(0, 1, 2))}")
+    print(f"  2 processes vs 1         : {show(ratios(1, 2, 1))} span, "
+          f"{show(ratios(1, 2, 0))} wall (target >= 1.8 on 2 idle cores)")
+    print("  (medians over the rounds, each round's ratio in brackets)")
 
 
 if __name__ == "__main__":
