@@ -65,12 +65,33 @@ def block_mean(image: np.ndarray, block: int) -> np.ndarray:
     return _blocks4(image, block).mean(axis=(1, 3))
 
 
+#: The block side :func:`block_std` sums with whole-array adds (:func:`_block_sums8`).
+FAST_BLOCK = 8
+
+
+def _block_sums8(blocks: np.ndarray) -> np.ndarray:
+    """``blocks.sum(axis=(1, 3))`` of float (R, 8, C, 8) blocks, the same values in about a
+    third of the time: numpy sums each row of 8 separately, as the pairwise tree below (its 8
+    partial sums), then the 8 rows in order; here each step is one whole-array add."""
+    total = blocks[..., 0] + blocks[..., 1]
+    total += blocks[..., 2] + blocks[..., 3]
+    half = blocks[..., 4] + blocks[..., 5]
+    half += blocks[..., 6] + blocks[..., 7]
+    total += half
+    return total.sum(axis=1)
+
+
 def block_std(image: np.ndarray, block: int) -> np.ndarray:
     """(R, C) standard deviation of each block, two-pass like ``np.std`` (mean first)."""
     blocks = _blocks4(image, block)
-    centred = blocks - blocks.mean(axis=(1, 3), keepdims=True)
+    if block != FAST_BLOCK or blocks.dtype.kind != "f":
+        centred = blocks - blocks.mean(axis=(1, 3), keepdims=True)
+        centred *= centred
+        return np.sqrt(centred.mean(axis=(1, 3)))
+    size = FAST_BLOCK * FAST_BLOCK
+    centred = blocks - (_block_sums8(blocks) / size)[:, None, :, None]
     centred *= centred
-    return np.sqrt(centred.mean(axis=(1, 3)))
+    return np.sqrt(_block_sums8(centred) / size)
 
 
 def too_small(rgb: np.ndarray) -> bool:

@@ -11,11 +11,12 @@ import io
 import time
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 from pipeline.imaging import (
     MAX_SIDE,
     NEUTRAL_QUALITY,
+    NEUTRAL_SIDE,
     RGB_CHANNELS,
     block_mean,
     center_crop,
@@ -25,6 +26,7 @@ from pipeline.imaging import (
 from pipeline.methods.base import (
     NATIVE_PIXELS,
     NEUTRAL_FEATURES,
+    NEUTRAL_PIXELS,
     SETTINGS,
     Finding,
     Method,
@@ -72,13 +74,26 @@ def ela(image: np.ndarray, *, quality: int = 90, scale: float | None = None) -> 
 
 def amplified(diff: np.ndarray, *, scale: float | None = None) -> np.ndarray:
     """The ELA image of unamplified error levels (:func:`error_levels`), uint8."""
+    if diff.dtype == np.uint8 and diff.shape[2:] == (RGB_CHANNELS,):
+        # Pillow counts and maps the bytes (its histogram, a lookup table): the same values
+        # as np.bincount and np.take, without their intp copies of the image.
+        picture = Image.fromarray(diff)
+        if scale is None:
+            counts = np.asarray(picture.histogram()).reshape(RGB_CHANNELS, 256).sum(axis=0)
+            scale = 255.0 / max(_histogram_percentile(counts, 99.5), 1.0)
+        return np.array(picture.point(_lookup_table(scale).tolist() * RGB_CHANNELS))
     if scale is None:
         top = (integer_percentile(diff, 99.5) if diff.dtype == np.uint8
                else np.percentile(diff, 99.5))
         scale = 255.0 / max(top, 1.0)
     if diff.dtype == np.uint8:  # a lookup table: the same values, no float copy of the image
-        return np.take(np.clip(np.arange(256) * scale, 0, 255).astype(np.uint8), diff)
+        return np.take(_lookup_table(scale), diff)
     return np.clip(diff * scale, 0, 255).astype(np.uint8)
+
+
+def _lookup_table(scale: float) -> np.ndarray:
+    """Each error level 0..255 times ``scale``, clipped to uint8."""
+    return np.clip(np.arange(256) * scale, 0, 255).astype(np.uint8)
 
 
 def integer_percentile(values: np.ndarray, q: float) -> float:
@@ -97,12 +112,22 @@ def _histogram_percentile(counts: np.ndarray, q: float) -> float:
     return float(lo + (position - below) * (hi - lo))
 
 
-def error_levels(image: np.ndarray, *, quality: int = 90) -> np.ndarray:
-    """Unamplified |image − JPEG(image)| per channel, uint8 (exact: at most 255)."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
-    resaved = np.asarray(Image.open(buf).convert("RGB"), dtype=np.uint8)
-    return np.maximum(image, resaved) - np.minimum(image, resaved)  # |a − b| in uint8
+def error_levels(image: np.ndarray, *, quality: int = 90,
+                 resaved: np.ndarray | None = None) -> np.ndarray:
+    """Unamplified |image − JPEG(image)| per channel, uint8 (exact: at most 255).
+
+    ``resaved``: JPEG(image) at ``quality`` decoded, when the caller already has it.
+    """
+    original = Image.fromarray(image)
+    if resaved is not None:
+        again = Image.fromarray(np.ascontiguousarray(resaved))
+    else:
+        buf = io.BytesIO()
+        original.save(buf, format="JPEG", quality=quality)
+        again = Image.open(buf)
+        if again.mode != "RGB":
+            again = again.convert("RGB")
+    return np.array(ImageChops.difference(original, again))  # |a − b| per channel, uint8
 
 
 def _channel_sum(rgb: np.ndarray) -> np.ndarray:
@@ -170,16 +195,20 @@ def features(rgb: np.ndarray, gray: np.ndarray | None) -> tuple[dict[str, float]
 
 
 def detect_ela(native: np.ndarray, neutral: np.ndarray | None, *, quality: int = 90,
-               calibration: dict | None = None, found: dict | None = None
-               ) -> tuple[MethodResult, np.ndarray]:
+               calibration: dict | None = None, found: dict | None = None,
+               resaved: np.ndarray | None = None) -> tuple[MethodResult, np.ndarray]:
     """ELA statistics of the original's central ``MAX_SIDE`` window and its ELA image
     (returned for the blob store; at most MAX_SIDE squared); the vote reads the neutral view's
-    features (``found``, or computed from ``neutral``)."""
+    features (``found``, or computed from ``neutral``). ``resaved``: that window's JPEG
+    re-save at ``quality``, decoded, if the caller has it (see :func:`_run`)."""
     started = time.perf_counter()
     if not 1 <= quality <= MAX_QUALITY:
         raise ValueError("quality must be in 1..100")
     view = np.ascontiguousarray(center_crop(native, max_side=MAX_SIDE))
-    levels = error_levels(view, quality=quality)  # one re-save for the picture and the stats
+    # One re-save for the picture and the stats.
+    levels = error_levels(view, quality=quality,
+                          resaved=resaved if resaved is not None and resaved.shape == view.shape
+                          else None)
     image = amplified(levels)
     raw = ela_statistics(view, quality=quality, levels=levels)
     del levels
@@ -208,9 +237,14 @@ def detect_ela(native: np.ndarray, neutral: np.ndarray | None, *, quality: int =
     return result, image
 
 
-def _run(*, native_pixels: np.ndarray, neutral_features: dict, settings) -> Finding:
+def _run(*, native_pixels: np.ndarray, neutral_pixels: np.ndarray, neutral_features: dict,
+         settings) -> Finding:
+    # The neutral view (the model's input, made once per process) is the central window saved
+    # as JPEG at NEUTRAL_QUALITY: at the same quality it is this method's re-save, ready-made.
+    same = settings.ela_quality == NEUTRAL_QUALITY and NEUTRAL_SIDE == MAX_SIDE
     result, image = detect_ela(native_pixels, None, quality=settings.ela_quality,
-                               found=group_features(neutral_features, "ela"))
+                               found=group_features(neutral_features, "ela"),
+                               resaved=neutral_pixels if same else None)
     return Finding(result, {"ela": Picture(to_png(image), ".png")})
 
 
@@ -223,7 +257,8 @@ def _section(r: MethodResult | None) -> dict:
     )}}
 
 
-METHOD = Method(name="ela", needs=frozenset({NATIVE_PIXELS, NEUTRAL_FEATURES, SETTINGS}),
+METHOD = Method(name="ela", needs=frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS, NEUTRAL_FEATURES,
+                                             SETTINGS}),
                 run=_run, document_section=_section, pictures={"ela": IMAGE_KEY},
                 feature_groups=("ela",),
                 votes_with_features=calibration_votes("ela"))

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pywt
-from scipy.ndimage import uniform_filter
 
 from pipeline.imaging import MAX_SIDE, block_std, center_crop, luminance, too_small
 from pipeline.methods.base import (
@@ -37,6 +36,41 @@ FEATURES = ["log_flat_noise", "log_noise_ratio", "residual_kurtosis", "peak_max"
 GRAY_NDIM = 2
 
 
+#: The local windows of the Wiener filter: 3×3, 5×5, 7×7 and 9×9.
+WINDOW_RADII = (1, 2, 3, 4)
+
+
+def smallest_local_mean(values: np.ndarray) -> np.ndarray:
+    """The smallest of the local means over the :data:`WINDOW_RADII` windows, at each sample:
+    ``uniform_filter(values, size, mode="reflect")`` for each size, then their minimum.
+
+    The box sums grow from one padded copy instead: each window's row sums are the last
+    window's plus two columns, and its box sums add up its rows (all positive: no running
+    sums to cancel), in about half the time of the four ``uniform_filter`` calls.
+    """
+    reach = WINDOW_RADII[-1]
+    rows, cols = values.shape
+    # numpy's "symmetric" is scipy's "reflect" (the edge sample repeats), for any length.
+    padded = np.pad(values, reach, mode="symmetric")
+    across = padded[:, reach: reach + cols].copy()  # sums along rows, grown window by window
+    smallest, box = np.empty((rows, cols)), np.empty((rows, cols))
+    width = 0
+    for r in WINDOW_RADII:
+        for d in range(width + 1, r + 1):
+            across += padded[:, reach - d: reach - d + cols]
+            across += padded[:, reach + d: reach + d + cols]
+        width = r
+        out = smallest if r == WINDOW_RADII[0] else box
+        np.add(across[reach - r: reach - r + rows], across[reach - r + 1: reach - r + 1 + rows],
+               out=out)
+        for k in range(2, 2 * r + 1):
+            out += across[reach - r + k: reach - r + k + rows]
+        out *= 1.0 / (2 * r + 1) ** 2
+        if out is box:
+            np.minimum(smallest, box, out=smallest)
+    return smallest
+
+
 def wavelet_denoise(gray: np.ndarray, *, sigma0: float = 5.0, wavelet: str = "db8",
                     levels: int = 4) -> np.ndarray:
     """Wiener-filter the wavelet detail coefficients (Lukáš et al. 2006, σ0 = 5 for 8-bit).
@@ -53,30 +87,38 @@ def wavelet_denoise(gray: np.ndarray, *, sigma0: float = 5.0, wavelet: str = "db
     levels = max(1, min(levels, pywt.dwtn_max_level(gray.shape, wavelet)))
     coeffs = pywt.wavedec2(gray, wavelet, level=levels, mode="periodization")
     s2 = sigma0 ** 2
-    out = [coeffs[0]]
     for details in coeffs[1:]:
-        bands = []
         for band in details:
-            sq = band * band
             # Local signal variance: the smallest MAP estimate over 3..9 windows keeps edges
             # (max(u - s2, 0) is monotonic in u: the minimum is taken before it, once).
-            var = uniform_filter(sq, size=3, mode="reflect")
-            for w in (5, 7, 9):
-                np.minimum(var, uniform_filter(sq, size=w, mode="reflect"), out=var)
+            var = smallest_local_mean(band * band)
             var -= s2
             np.maximum(var, 0, out=var)
-            bands.append(band * var / (var + s2))
-        out.append(tuple(bands))
-    den = pywt.waverec2(out, wavelet, mode="periodization")
+            gain_den = var + s2
+            var *= band
+            np.divide(var, gain_den, out=band)  # band * var / (var + s2), over the band itself
+    den = pywt.waverec2(coeffs, wavelet, mode="periodization")
     return den[: gray.shape[0], : gray.shape[1]]
 
 
 def noise_residual(gray: np.ndarray) -> np.ndarray:
     """W = I − F(I), with row and column means removed (kills linear-pattern artefacts)."""
-    residual = gray - wavelet_denoise(gray)
+    residual = wavelet_denoise(gray)
+    np.subtract(gray, residual, out=residual)  # over the denoised image: no third copy
     residual -= residual.mean(axis=1, keepdims=True)
     residual -= residual.mean(axis=0, keepdims=True)
     return residual
+
+
+def _mean_power(spectrum: np.ndarray, *, axis: int) -> np.ndarray:
+    """``np.mean(np.abs(spectrum) ** 2, axis=axis)`` of a 2-D complex spectrum, as sums of
+    squares of its real and imaginary parts (no modulus, no complex temporaries)."""
+    # Real and imaginary parts interleaved along axis 1.
+    parts = np.ascontiguousarray(spectrum).view(np.float64)
+    if axis == 1:
+        return np.einsum("ij,ij->i", parts, parts) / spectrum.shape[1]
+    squares = np.einsum("ij,ij->j", parts, parts)
+    return (squares[0::2] + squares[1::2]) / spectrum.shape[0]
 
 
 def periodic_peak_score(residual: np.ndarray) -> dict[str, float]:
@@ -88,8 +130,8 @@ def periodic_peak_score(residual: np.ndarray) -> dict[str, float]:
     """
     scores = {}
     for axis in (0, 1):  # columns, then rows
-        spectrum = np.mean(np.abs(np.fft.rfft(residual, axis=axis)) ** 2, axis=1 - axis)
         n = residual.shape[axis]
+        spectrum = _mean_power(np.fft.rfft(residual, axis=axis), axis=1 - axis)
         for period in (2, 4, 8, 16):
             if n < 4 * period:
                 continue
@@ -117,10 +159,12 @@ def residual_statistics(gray: np.ndarray, *, block: int = 32) -> dict:
     than the image's own median, i.e. more render-like).
     """
     residual = noise_residual(gray)
-    std = float(residual.std())
     centred = residual - residual.mean()
     centred *= centred
-    kurtosis = float(np.mean(centred * centred) / (np.mean(centred) ** 2 + 1e-12) - 3.0)
+    variance = np.mean(centred)
+    std = float(np.sqrt(variance))  # residual.std(): the same two passes
+    centred *= centred
+    kurtosis = float(np.mean(centred) / (variance ** 2 + 1e-12) - 3.0)
     # Flat vs textured 8×8 blocks, ranked by the luminance's own local spread.
     lum_blocks = block_std(gray, 8).ravel()
     res_blocks = block_std(residual, 8).ravel()

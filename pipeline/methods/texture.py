@@ -12,6 +12,7 @@ import time
 from functools import lru_cache
 
 import numpy as np
+import scipy.fft
 
 from pipeline.imaging import MAX_SIDE, block_mean, block_std, center_crop, luminance, too_small
 from pipeline.methods.base import (
@@ -27,6 +28,7 @@ from pipeline.methods.base import (
     suspicious,
     too_small_reason,
 )
+from pipeline.order_stats import percentiles
 from schemas.documents import TextureAnalysis
 from schemas.results import MethodResult
 
@@ -41,13 +43,17 @@ FREQ_START = 2  # the lowest radial frequencies are the window's, not the image'
 
 def lbp_codes(gray: np.ndarray) -> np.ndarray:
     """8-neighbour, radius-1 local binary pattern codes of a (M, N) image, shape (M-2, N-2)."""
-    centre = gray[1:-1, 1:-1]
+    centre = np.ascontiguousarray(gray[1:-1, 1:-1])
     codes = np.zeros(centre.shape, dtype=np.uint8)
     offsets = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
     rows, cols = gray.shape
+    above = np.empty(centre.shape, dtype=bool)  # one buffer for every comparison and bit
+    bits = above.view(np.uint8)
     for bit, (dr, dc) in enumerate(offsets):
         neighbour = gray[1 + dr: rows - 1 + dr, 1 + dc: cols - 1 + dc]
-        codes |= (neighbour >= centre).astype(np.uint8) << bit
+        np.greater_equal(neighbour, centre, out=above)
+        np.left_shift(bits, bit, out=bits)
+        codes |= bits
     return codes
 
 
@@ -100,7 +106,8 @@ def spectral_slope(gray: np.ndarray) -> float:
     """
     rows, cols = gray.shape
     window, radius, weight, counts = _spectrum_geometry(rows, cols)
-    spectrum = np.fft.rfft2((gray - gray.mean()) * window)
+    # scipy's pocketfft, as numpy's, but transforming several rows at once: faster in 2-D.
+    spectrum = scipy.fft.rfft2((gray - gray.mean()) * window)
     power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
     radial = np.bincount(radius, power.ravel() * weight, minlength=counts.size) / counts
     top = min(rows, cols) // 2
@@ -135,8 +142,8 @@ def texture_statistics(gray: np.ndarray, *, block: int = 32) -> dict:
     dcol *= dcol
     drow += dcol
     energy = float(drow.mean())  # mean squared gradient magnitude
-    magnitude = np.sqrt(drow, out=drow)
-    p50, p99 = np.percentile(magnitude, [50, 99])
+    # Percentiles of the gradient magnitude, the square root of only the values they read.
+    p50, p99 = percentiles(drow, [50, 99], transform=np.sqrt)
     hist = _uniform_lbp_histogram(lbp_codes(gray))
     nz = hist[hist > 0]
     smooth = (stds < 1.0).astype(np.float64)

@@ -1,0 +1,128 @@
+"""The methods' faster helpers compute what their plain numpy / scipy definitions compute."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from scipy.ndimage import uniform_filter
+
+from pipeline.imaging import block_std, luminance
+from pipeline.methods.ela import amplified, error_levels, integer_percentile
+from pipeline.methods.prnu import _mean_power, smallest_local_mean
+from pipeline.methods.texture import lbp_codes
+from pipeline.order_stats import order_statistics, percentiles
+from tests.images import noisy_photo, smooth_scene
+
+
+def test_smallest_local_mean_is_the_minimum_of_the_uniform_filters():
+    rng = np.random.default_rng(21)
+    for shape in ((1, 1), (2, 3), (3, 5), (4, 4), (5, 7), (9, 8), (63, 64), (250, 125)):
+        values = rng.uniform(0, 30, shape) ** 4  # a wide range, as squared coefficients are
+        expected = uniform_filter(values, size=3, mode="reflect")
+        for size in (5, 7, 9):
+            np.minimum(expected, uniform_filter(values, size=size, mode="reflect"),
+                       out=expected)
+        assert np.allclose(smallest_local_mean(values), expected, rtol=1e-11, atol=0), shape
+
+
+def test_block_std_equals_numpy_std_of_each_block():
+    rng = np.random.default_rng(22)
+    for image in (rng.standard_normal((203, 150)) * 10.0 ** rng.uniform(-3, 5, (203, 150)),
+                  np.full((64, 72), 0.299 * 17 + 0.587 * 33 + 0.114 * 200),
+                  luminance(noisy_photo(rows=120, cols=96, seed=4))):
+        for block in (8, 32):
+            rows, cols = image.shape[0] // block * block, image.shape[1] // block * block
+            blocks = image[:rows, :cols].reshape(rows // block, block, cols // block, block)
+            expected = blocks.swapaxes(1, 2).std(axis=(2, 3))
+            assert np.allclose(block_std(image, block), expected, rtol=1e-12, atol=0)
+
+
+def test_percentiles_and_order_statistics_are_numpys():
+    rng = np.random.default_rng(23)
+    cases = [rng.integers(0, 4, 150_001).astype(np.float64),  # ties across the brackets
+             rng.exponential(3.0, 200_000), np.sort(rng.uniform(0, 9, 90_000)),
+             np.zeros(70_000), rng.standard_normal(1_000) ** 2, np.array([2.0])]
+    spoiled = np.zeros(100_000)  # every sampled value an outlier: the brackets miss
+    spoiled[:: spoiled.size // 16384] = 1e9
+    cases.append(spoiled)
+    for values in cases:
+        for qs in ([50, 99], [0, 12.5, 50, 99.5, 100]):
+            got = percentiles(values, qs)
+            assert np.array_equal(got, np.percentile(values, qs)), (values.size, qs)
+            got = percentiles(values, qs, transform=np.sqrt)
+            assert np.array_equal(got, np.percentile(np.sqrt(values), qs)), (values.size, qs)
+        last = values.size - 1
+        ranks = sorted({0, values.size // 3, min(values.size // 3 + 1, last), last})
+        assert np.array_equal(order_statistics(values, ranks), np.sort(values)[ranks])
+
+
+def test_mean_power_is_the_mean_squared_modulus():
+    residual = np.random.default_rng(24).standard_normal((96, 130))
+    for axis in (0, 1):
+        spectrum = np.fft.rfft(residual, axis=axis)
+        assert np.allclose(_mean_power(spectrum, axis=1 - axis),
+                           np.mean(np.abs(spectrum) ** 2, axis=1 - axis), rtol=1e-12, atol=0)
+
+
+def test_lbp_codes_are_the_comparison_bits():
+    gray = luminance(smooth_scene(rows=67, cols=90))  # flat areas: many ties
+    centre = gray[1:-1, 1:-1]
+    expected = np.zeros(centre.shape, dtype=np.uint8)
+    offsets = [(-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1)]
+    for bit, (dr, dc) in enumerate(offsets):
+        neighbour = gray[1 + dr: gray.shape[0] - 1 + dr, 1 + dc: gray.shape[1] - 1 + dc]
+        expected |= (neighbour >= centre).astype(np.uint8) << bit
+    assert np.array_equal(lbp_codes(gray), expected)
+
+
+def test_error_levels_and_their_picture_are_the_numpy_definitions():
+    for image in (noisy_photo(rows=150, cols=170, seed=5), smooth_scene(rows=97, cols=64)):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="JPEG", quality=90)
+        resaved = np.asarray(Image.open(buf).convert("RGB"))
+        levels = error_levels(image, quality=90)
+        assert np.array_equal(levels, np.abs(image.astype(np.int16) - resaved).astype(np.uint8))
+        scale = 255.0 / max(integer_percentile(levels, 99.5), 1.0)
+        table = np.clip(np.arange(256) * scale, 0, 255).astype(np.uint8)
+        assert np.array_equal(amplified(levels), table[levels])
+        assert np.array_equal(amplified(levels, scale=3.3),
+                              np.clip(levels * 3.3, 0, 255).astype(np.uint8))
+        channel = np.ascontiguousarray(levels[..., 0])  # not RGB: numpy's own lookup
+        scale = 255.0 / max(integer_percentile(channel, 99.5), 1.0)
+        table = np.clip(np.arange(256) * scale, 0, 255).astype(np.uint8)
+        assert np.array_equal(amplified(channel), table[channel])
+
+
+def test_ela_reads_the_neutral_view_as_its_resave_with_the_same_result():
+    from pipeline.imaging import neutralise
+    from pipeline.methods.ela import METHOD
+    from pipeline.methods.registry import (
+        NATIVE_PIXELS,
+        NEUTRAL_FEATURES,
+        NEUTRAL_PIXELS,
+        SETTINGS,
+    )
+    from schemas.settings import Settings
+
+    for rgb in (noisy_photo(rows=300, cols=420, seed=9), smooth_scene(rows=256, cols=256)):
+        once = np.asarray(Image.open(io.BytesIO(_jpeg(rgb, 85))).convert("RGB"))
+        inputs = {NATIVE_PIXELS: once, NEUTRAL_FEATURES: {"features": {}},
+                  SETTINGS: Settings(ela_quality=90)}
+        with_view = METHOD.execute({**inputs, NEUTRAL_PIXELS: neutralise(once)})
+        own = METHOD.execute({**inputs, NEUTRAL_PIXELS: np.zeros((1, 1, 3), np.uint8)})
+        assert with_view.result.details == own.result.details
+        assert with_view.result.block_map == own.result.block_map
+        assert with_view.pictures["ela"].data == own.pictures["ela"].data
+        # Another quality: its own re-save, whatever the neutral view.
+        other = METHOD.execute({**inputs, SETTINGS: Settings(ela_quality=75),
+                                NEUTRAL_PIXELS: neutralise(once)})
+        assert other.result.details["quality"] == 75
+        assert other.result.details != with_view.result.details
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="JPEG", quality=quality)
+    return out.getvalue()
