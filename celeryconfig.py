@@ -27,7 +27,9 @@ worker_prefetch_multiplier = 1
 # A new pool process loads the model before its first task (workers.tasks._warm_up, at most
 # 15 s): allow it that long to start (Celery's default is 4 s).
 worker_proc_alive_timeout = 30.0
-task_track_started = True
+# Flower shows a task as started from the worker's task-started event; a STARTED state in the
+# result backend would cost every task one more Redis write, and nothing reads it.
+task_track_started = False
 # Chords need results kept; never 0 (that hangs chords).
 result_expires = 24 * 3600
 result_extended = True

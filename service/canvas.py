@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 
 import numpy as np
 
@@ -43,18 +44,24 @@ DECODE_AGAIN_PIXELS = 2 * MAX_SIDE * MAX_SIDE
 SLOW_DECODERS = frozenset({"heif", "avif"})  # HEVC/AV1: always cache their crop
 
 
-# The last crop read and its neutral view, by content-addressed key (same key, same bytes):
-# the methods of one canvas that run in the same process decode the PNG once.
-_recent: dict[str, tuple[str, np.ndarray]] = {}
+# The crops read lately and their neutral views, by (kind, content-addressed key): the methods
+# of one canvas that run in the same process decode the original (or its PNG) once. A worker
+# interleaves the tasks of the canvases in flight (the detect and model queues are consumed in
+# turn), so a few are kept, not only the last: at most RECENT_CANVASES x 2 views of <= 3 MB.
+RECENT_CANVASES = 4
+_recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
 
 def _cached(kind: str, key: str, make) -> np.ndarray:
-    hit = _recent.get(kind)
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    hit = _recent.get((kind, key))
+    if hit is not None:
+        _recent.move_to_end((kind, key))
+        return hit
     value = make()
     value.setflags(write=False)  # shared between methods: nobody writes into it
-    _recent[kind] = (key, value)
+    _recent[(kind, key)] = value
+    while len(_recent) > 2 * RECENT_CANVASES:
+        _recent.popitem(last=False)
     return value
 
 
