@@ -37,6 +37,8 @@ __all__ = ["aggregate", "detect", "error_result", "prepare", "run_all", "run_all
            "unimplemented", "warm_up"]
 
 log = logging.getLogger("skygate.pipeline")
+# A process's own start-up (warm_up): lines of no upload and no task.
+startup_log = logging.getLogger("skygate.startup")
 
 
 async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
@@ -145,7 +147,7 @@ async def warm_up(storage: Storage, settings: Settings,
             method.warm_up(parameters.get(method.config_type))
             warmed.append(method.name)
         except Exception as exc:  # noqa: BLE001 - the first image says it again, on the record
-            log.warning("could not load %s ahead of its first image: %s: %s", method.name,
+            startup_log.warning("could not load %s ahead of its first image: %s: %s", method.name,
                         type(exc).__name__, exc, extra={"method": method.name})
     return warmed
 

@@ -115,11 +115,11 @@ def _warm_up(**_):
     try:
         warmed = runtime.run(_warm_up_within, methods, WARM_UP_SECONDS)
     except Exception as exc:  # noqa: BLE001 - e.g. the database is down: loaded on first use
-        log.warning("methods not loaded ahead (%s: %s): the first image loads them",
-                    type(exc).__name__, exc)
+        detection.startup_log.warning("methods not loaded ahead (%s: %s): the first image "
+                                      "loads them", type(exc).__name__, exc)
         return
     if warmed:
-        log.info("loaded ahead of the first image: %s", ", ".join(warmed))
+        detection.startup_log.info("loaded ahead of the first image: %s", ", ".join(warmed))
 
 
 async def _warm_up_within(storage, settings, methods: list[str], seconds: float) -> list[str]:

@@ -147,9 +147,10 @@ def test_worker_logs_are_json_with_upload_and_task_ids(cluster, tmp_path):
     assert failure["file"] == "logged-file.jpg" and "not found" in failure["reason"]
     assert failure["task_name"] == "skygate.detect.model"
     # Every pipeline line of any upload carries its upload and task.
-    # (The worker's own lines — its start-up wait and recovery sweep — belong to no task.)
+    # (The worker's own lines — its start-up wait, the model loaded ahead, the recovery
+    # sweep — belong to no task.)
     pipeline = [e for e in lines if e["logger"].startswith("skygate.")
-                and e["logger"] not in ("skygate.recovery", "skygate.faults")]
+                and e["logger"] not in ("skygate.recovery", "skygate.faults", "skygate.startup")]
     assert all(e.get("upload_id") and e.get("task_id") for e in pipeline), pipeline[:3]
     text = cluster["log"].read_text()
     assert "\\x89PNG" not in text and "\\xff\\xd8" not in text

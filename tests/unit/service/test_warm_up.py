@@ -45,7 +45,7 @@ def test_a_broken_model_file_is_logged_not_raised(embedded, monkeypatch, caplog)
         raise ModelFileError("model file /models/x.onnx does not match its SHA-256")
 
     monkeypatch.setattr(model, "load_model", broken)
-    with caplog.at_level(logging.WARNING, logger="skygate.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="skygate.startup"):
         assert _warm_up(embedded) == []
     assert "could not load model ahead of its first image" in caplog.text
     assert "does not match its SHA-256" in caplog.text
