@@ -24,9 +24,10 @@ enable_utc = True
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-# A new pool process loads the model before its first task (workers.tasks._warm_up, at most
-# 15 s): allow it that long to start (Celery's default is 4 s).
-worker_proc_alive_timeout = 30.0
+# A new pool process loads the model before its first task (workers.tasks._warm_up: at most
+# 10 s waiting for the database, then ≈ 0.5 s of loading): allow it that long to start, with
+# room for a busy machine (Celery's default, 4 s, would kill it and start another in a loop).
+worker_proc_alive_timeout = 60.0
 # Flower shows a task as started from the worker's task-started event; a STARTED state in the
 # result backend would cost every task one more Redis write, and nothing reads it.
 task_track_started = False

@@ -5,6 +5,7 @@ time."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterable
@@ -130,25 +131,41 @@ async def _active_parameters(storage: Storage, methods) -> dict[str, dict]:
     return out
 
 
+# How long warm_up may wait for the database and Mongo before it leaves the loading to the
+# first image (the loading itself is synchronous and short: ≈ 0.5 s for the CLIP model).
+WARM_UP_LOOKUP_SECONDS = 10.0
+
+
 async def warm_up(storage: Storage, settings: Settings,
                   names: Iterable[str] | None = None) -> list[str]:
     """Load now what the active methods (of ``names``, if given) load on their first image
-    (the model's files: ~0.5 s), so a process pays it when it starts. A failure is logged,
-    not raised: the method reports it on the image it fails. Returns the methods warmed."""
+    (the model's files), so a process pays it when it starts. Never raises: what fails (the
+    database down, a broken model file) is logged on ``skygate.startup`` and left to the
+    first image, which records it. Returns the methods loaded."""
     only = None if names is None else set(names)
-    methods = [REGISTRY[n] for n in await repo.active_methods(storage.engine)
-               if n in REGISTRY and REGISTRY[n].warm_up and (only is None or n in only)]
-    if not methods:
+
+    async def lookup():
+        active = [REGISTRY[n] for n in await repo.active_methods(storage.engine)
+                  if n in REGISTRY and REGISTRY[n].warm_up and (only is None or n in only)]
+        return active, await _active_parameters(storage, [m.name for m in active])
+
+    try:
+        methods, parameters = await asyncio.wait_for(lookup(), WARM_UP_LOOKUP_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - e.g. the database is down: loaded on first use
+        startup_log.warning("methods not loaded ahead (%s: %s): the first image loads them",
+                            type(exc).__name__, exc)
         return []
-    parameters = await _active_parameters(storage, [m.name for m in methods])
     warmed = []
     for method in methods:
         try:
             method.warm_up(parameters.get(method.config_type))
             warmed.append(method.name)
         except Exception as exc:  # noqa: BLE001 - the first image says it again, on the record
-            startup_log.warning("could not load %s ahead of its first image: %s: %s", method.name,
-                        type(exc).__name__, exc, extra={"method": method.name})
+            startup_log.warning("could not load %s ahead of its first image: %s: %s",
+                                method.name, type(exc).__name__, exc,
+                                extra={"method": method.name})
+    if warmed:
+        startup_log.info("loaded ahead of the first image: %s", ", ".join(warmed))
     return warmed
 
 

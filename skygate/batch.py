@@ -130,10 +130,14 @@ def run_embedded(files: list[Path], *, workers: int):
 
 def warm_up() -> None:
     """Load the active methods' models in this process before its first file (as a worker
-    does when it starts)."""
+    does when it starts); what fails is logged and left to the first file."""
     from service import detection, runtime
 
-    runtime.run(detection.warm_up)
+    try:
+        runtime.run(detection.warm_up)
+    except Exception as exc:  # noqa: BLE001 - storage could not even be built: first use says
+        detection.startup_log.warning("methods not loaded ahead (%s: %s)",
+                                      type(exc).__name__, exc)
 
 
 def _start_process() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from functools import lru_cache
 
@@ -100,30 +99,21 @@ def _stop_sweeper(**_):
     recovery.stop_sweeper()
 
 
-# A pool process loads what its methods load on their first image (the model: ~0.5 s) before
-# it takes a task, within this budget (celeryconfig's worker_proc_alive_timeout is larger).
-WARM_UP_SECONDS = 15.0
-
-
 @worker_process_init.connect
 def _warm_up(**_):
+    # A pool process loads what its methods load on their first image (the model) before it
+    # takes a task: detection.warm_up waits at most WARM_UP_LOOKUP_SECONDS for the database,
+    # well inside celeryconfig's worker_proc_alive_timeout, and never raises.
     consumed = set(app.amqp.queues.consume_from or app.amqp.queues)
     methods = [name for name, task in DETECT_TASKS.items()
                if app.amqp.router.route({}, task.name)["queue"].name in consumed]
     if not methods:
         return  # an ingest/aggregate-only worker loads no model
     try:
-        warmed = runtime.run(_warm_up_within, methods, WARM_UP_SECONDS)
-    except Exception as exc:  # noqa: BLE001 - e.g. the database is down: loaded on first use
+        runtime.run(detection.warm_up, methods)
+    except Exception as exc:  # noqa: BLE001 - storage could not even be built: first use loads
         detection.startup_log.warning("methods not loaded ahead (%s: %s): the first image "
                                       "loads them", type(exc).__name__, exc)
-        return
-    if warmed:
-        detection.startup_log.info("loaded ahead of the first image: %s", ", ".join(warmed))
-
-
-async def _warm_up_within(storage, settings, methods: list[str], seconds: float) -> list[str]:
-    return await asyncio.wait_for(detection.warm_up(storage, settings, methods), seconds)
 
 
 @worker_process_shutdown.connect

@@ -114,7 +114,7 @@ def _mean_power(spectrum: np.ndarray, *, axis: int) -> np.ndarray:
     """``np.mean(np.abs(spectrum) ** 2, axis=axis)`` of a 2-D complex spectrum, as sums of
     squares of its real and imaginary parts (no modulus, no complex temporaries)."""
     # Real and imaginary parts interleaved along axis 1.
-    parts = np.ascontiguousarray(spectrum).view(np.float64)
+    parts = np.ascontiguousarray(spectrum).view(spectrum.real.dtype)
     if axis == 1:
         return np.einsum("ij,ij->i", parts, parts) / spectrum.shape[1]
     squares = np.einsum("ij,ij->j", parts, parts)

@@ -126,3 +126,13 @@ def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray(rgb).save(out, format="JPEG", quality=quality)
     return out.getvalue()
+
+
+def test_mean_power_is_numpys_in_double_and_single_precision():
+    rng = np.random.default_rng(31)
+    for dtype in (np.float64, np.float32):
+        residual = rng.standard_normal((64, 48)).astype(dtype)
+        for axis in (0, 1):
+            spectrum = np.fft.rfft(residual, axis=axis)
+            expected = np.mean(np.abs(spectrum) ** 2, axis=1 - axis)
+            assert np.allclose(_mean_power(spectrum, axis=1 - axis), expected, rtol=1e-5)

@@ -64,3 +64,16 @@ def test_a_worker_loads_only_the_methods_of_the_queues_it_consumes(monkeypatch):
         monkeypatch.setattr(queues, "_consume_from", {q: queues[q] for q in consumed})
         tasks._warm_up()
         assert (sorted(calls[0][0]) if calls else None) == expected, consumed
+
+
+def test_a_database_that_does_not_answer_leaves_the_loading_to_the_first_image(
+        embedded, monkeypatch, caplog):
+    from service import detection
+
+    async def down(engine):
+        raise ConnectionRefusedError("connection refused")
+
+    monkeypatch.setattr(detection.repo, "active_methods", down)
+    with caplog.at_level(logging.WARNING, logger="skygate.startup"):
+        assert _warm_up(embedded) == []
+    assert "methods not loaded ahead (ConnectionRefusedError" in caplog.text
