@@ -53,6 +53,16 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def migrated(storage):
+    """``storage`` with the schema at head and the default configuration: a fresh store
+    ready for the pipeline (what ``skygate db upgrade`` does, without its audit row)."""
+    from storage import migrate, seed
+
+    await migrate.upgrade(storage.engine)
+    await seed.ensure_default_configuration(storage.documents)
+    return storage
+
+
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 

@@ -21,15 +21,8 @@ from pipeline.methods.registry import (
 )
 from schemas.results import METHOD_NAMES as SCHEMA_METHOD_NAMES
 from schemas.results import UNCERTAIN_BAND, MethodResult, verdict_from_probability
-from tests.conftest import run
+from tests.conftest import migrated, run
 from tests.images import encode, noisy_photo
-
-
-async def _migrated(storage):
-    from storage import migrate, seed
-
-    await migrate.upgrade(storage.engine)
-    await seed.ensure_default_configuration(storage.documents)
 
 
 def test_registry_matches_the_seeded_method_rows(embedded):
@@ -38,7 +31,7 @@ def test_registry_matches_the_seeded_method_rows(embedded):
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             return await repo.active_methods(storage.engine)
 
     rows = run(go())
@@ -158,7 +151,7 @@ def test_a_sixth_method_is_one_module_and_one_row(embedded, monkeypatch):
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             await _add_method_row(storage, "toy")
             await _add_method_row(storage, "ghost")  # a row with no implementation
             outcome = await ingest.ingest_bytes(storage, embedded, data=data,
@@ -194,7 +187,7 @@ def test_prepare_caches_only_what_the_active_methods_read(embedded):
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             async with storage.engine.begin() as conn:
                 await conn.execute(sa.update(detection_methods)
                                    .where(detection_methods.c.method_name != "exif")
@@ -228,7 +221,7 @@ def test_a_row_without_a_task_is_skipped_on_the_celery_path_too(embedded):
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             await _add_method_row(storage, "ghost")
             outcome = await ingest.ingest_bytes(storage, embedded, data=data,
                                                original_file_name="g.jpg", user_id=None)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from schemas.settings import Settings
-from tests.conftest import run
+from tests.conftest import migrated, run
 
 BUDGET_SHARE, BUDGET_SLACK = 0.25, 512 * 1024
 KEPT = {"original", "thumbnail", "heatmap", "ela"}
@@ -35,13 +35,6 @@ def camera_jpeg(*, rows: int = 3000, cols: int = 4000, seed: int = 13) -> bytes:
     Image.fromarray(np.clip(scene, 0, 255).astype(np.uint8)).save(
         out, format="JPEG", quality=90, exif=exif)
     return out.getvalue()
-
-
-async def _migrated(storage):
-    from storage import migrate, seed
-
-    await migrate.upgrade(storage.engine)
-    await seed.ensure_default_configuration(storage.documents)
 
 
 def _stored_files(settings: Settings) -> dict[str, int]:
@@ -69,7 +62,7 @@ def test_a_camera_jpeg_leaves_the_original_and_a_small_budget(embedded):
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             outcome = await ingest.ingest_bytes(storage, embedded, data=data,
                                                original_file_name="camera.jpg", user_id=None)
             await detection.run_all(storage, embedded, outcome.upload_id)
@@ -102,7 +95,7 @@ def test_a_redelivered_aggregate_after_release_returns_the_stored_verdict(embedd
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             outcome = await ingest.ingest_bytes(
                 storage, embedded, data=encode(noisy_photo(seed=7), fmt="JPEG"),
                 original_file_name="a.jpg", user_id=None)
@@ -133,7 +126,7 @@ def test_the_sweep_releases_intermediates_of_abandoned_canvases(embedded):
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             ids = []
             for seed in (21, 22):
                 outcome = await ingest.ingest_bytes(
@@ -181,7 +174,7 @@ def test_an_oversized_image_fails_at_prepare_with_the_reason_and_caches_nothing(
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             outcome = await ingest.ingest_bytes(storage, embedded, data=data,
                                                original_file_name="big.jpg", user_id=None)
             manifest_key, methods = await detection.prepare(storage, strict, outcome.upload_id)
@@ -205,7 +198,7 @@ def test_a_released_crop_is_decoded_again_from_the_original(embedded):
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             outcome = await ingest.ingest_bytes(storage, embedded, data=data,
                                                original_file_name="c.jpg", user_id=None)
             uid = outcome.upload_id
@@ -233,7 +226,7 @@ def test_a_released_manifest_is_rebuilt_from_the_upload_row(embedded):
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             outcome = await ingest.ingest_bytes(storage, embedded, data=data,
                                                original_file_name="m.jpg", user_id=None)
             uid = outcome.upload_id
@@ -260,7 +253,7 @@ def test_a_canvas_that_outlived_its_upload_writes_nothing_on_the_upload_given_it
 
     async def go():
         async with open_storage(embedded) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             first = await ingest.ingest_bytes(storage, embedded, data=camera_jpeg(
                 rows=600, cols=800, seed=5), original_file_name="a.jpg", user_id=None)
             manifest_key, methods = await detection.prepare(storage, embedded, first.upload_id)

@@ -5,14 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from tests.conftest import run
-
-
-async def _migrated(storage):
-    from storage import migrate, seed
-
-    await migrate.upgrade(storage.engine)
-    await seed.ensure_default_configuration(storage.documents)
+from tests.conftest import migrated, run
 
 
 def _warm_up(settings, names=None):
@@ -21,7 +14,7 @@ def _warm_up(settings, names=None):
 
     async def go():
         async with open_storage(settings) as storage:
-            await _migrated(storage)
+            await migrated(storage)
             return await detection.warm_up(storage, settings, names)
 
     return run(go())
