@@ -246,6 +246,10 @@ def main() -> None:
     parser.add_argument("--rss", action="store_true", help="also measure peak RSS by size")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # As every worker and scan process does (service.runtime): freed buffers are reused.
+    from service.allocator import keep_freed_buffers
+
+    keep_freed_buffers()
     if args.child is not None:
         _child(args.child)
         return

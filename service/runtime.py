@@ -10,6 +10,7 @@ import asyncio
 import os
 
 from schemas.settings import Settings
+from service.allocator import keep_freed_buffers
 from storage.context import Storage, build_storage
 
 _state: dict = {}
@@ -18,6 +19,7 @@ _state: dict = {}
 def _ensure() -> tuple[asyncio.AbstractEventLoop, Storage]:
     if _state.get("pid") != os.getpid():
         _state.clear()
+        keep_freed_buffers()  # each image's arrays reuse the last one's pages
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         settings = Settings()
