@@ -139,8 +139,18 @@ async def our_upload(storage: Storage, upload_id: int, manifest: dict) -> dict |
     return None
 
 
-async def still_ours(storage: Storage, upload_id: int, manifest: dict) -> bool:
-    """Whether the upload row still is the one this canvas was prepared for (:func:`our_upload`)."""
+async def still_ours(storage: Storage, upload_id: int, manifest: dict, *,
+                     touch: bool = False) -> bool:
+    """Whether the upload row still is the one this canvas was prepared for (:func:`our_upload`).
+
+    ``touch``: also record that a worker is working on it (the heartbeat the recovery sweep
+    reads), in the same statement when it is in flight.
+    """
+    if touch and await repo.touch_if_same(storage.engine, upload_id,
+                                          file_path=manifest.get("original_key"),
+                                          user_id=manifest.get("user_id")):
+        return True
+    # Not in flight any more (or not ours): nothing to touch; whether it is ours decides.
     return await our_upload(storage, upload_id, manifest) is not None
 
 

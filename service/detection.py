@@ -170,10 +170,14 @@ async def warm_up(storage: Storage, settings: Settings,
 
 
 async def detect(storage: Storage, settings: Settings, upload_id: int, method: str,
-                 manifest_key: str) -> MethodResult:
-    """Run one method; a failure is logged with the method, the file and the reason."""
+                 manifest_key: str, *, heartbeat: bool = False) -> MethodResult:
+    """Run one method; a failure is logged with the method, the file and the reason.
+
+    ``heartbeat``: touch the upload as it starts (a task in a cluster, where the recovery
+    sweep reads it; the stage stays touched well inside the sweep's limit, which is more
+    than twice a method's hard time limit)."""
     manifest = await canvas.read_manifest(storage, manifest_key, upload_id)
-    if not await canvas.still_ours(storage, upload_id, manifest):
+    if not await canvas.still_ours(storage, upload_id, manifest, touch=heartbeat):
         # Deleted in flight, its id reused: nothing of this run may land on the new upload.
         log.info("upload %s was deleted during detection: %s not run", upload_id, method,
                  extra={"upload_id": upload_id, "method": method})

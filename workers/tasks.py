@@ -180,7 +180,10 @@ def prepare(self, upload_id: int, recovered: bool = False) -> dict:
 def _make_detect_task(method: str):
     def detect(upload_id: int, manifest_key: str) -> dict:
         try:
-            result = runtime.run(detection.detect, upload_id, method, manifest_key)
+            # The heartbeat (the stage is alive: not stuck) is the check that the upload is
+            # still ours, at the start: one statement.
+            result = runtime.run(detection.detect, upload_id, method, manifest_key,
+                                 heartbeat=True)
         except SoftTimeLimitExceeded:
             log.error("method %s hit its soft time limit on upload %s", method, upload_id)
             result = detection.error_result(method, TimeoutError(
@@ -190,10 +193,6 @@ def _make_detect_task(method: str):
                 raise  # Reliable retries it
             # detection.detect has logged which method, which file and why.
             result = detection.error_result(method, exc)
-        try:
-            runtime.run(_touch, upload_id)  # the stage is alive: not stuck
-        except Exception as exc:  # noqa: BLE001 - a heartbeat never loses a result
-            log.warning("could not touch upload %s: %s", upload_id, exc)
         return result.model_dump(mode="json")
 
     detect.__name__ = f"detect_{method}"

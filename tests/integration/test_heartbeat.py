@@ -1,0 +1,107 @@
+"""A method task's heartbeat is its check that the upload is still its own: one conditional
+UPDATE at the start (service.canvas.still_ours(touch=True)), on PostgreSQL without waiting for
+a disk flush. Checked on PostgreSQL and SQLite: who is touched, who is not, and that a method
+of a finished or replaced upload still gets the right answer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import _pg_admin, run
+from tests.images import encode, noisy_photo
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(scope="module", params=["postgres", "embedded"])
+def settings(request, tmp_path_factory):
+    from schemas.settings import Settings
+    from skygate.cli.db import ensure_schema
+
+    data_dir = tmp_path_factory.mktemp(f"heartbeat_{request.param}")
+    if request.param == "embedded":
+        s = Settings(data_dir=data_dir, database_url=None, mongo_url=None, broker_url=None,
+                     cache_url=None)
+        ensure_schema(s)
+        yield s
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    name = pg_url.rsplit("/", 1)[1] + f"_heartbeat_{uuid.uuid4().hex[:6]}"
+    run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    s = Settings(database_url=pg_url.rsplit("/", 1)[0] + "/" + name, mongo_url=None,
+                 broker_url=None, cache_url=None, data_dir=data_dir)
+    ensure_schema(s)
+    yield s
+    run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _touched_at(storage, upload_id):
+    from storage.models import uploads
+
+    async with storage.engine.connect() as conn:
+        return (await conn.execute(sa.select(uploads.c.stage_touched_at)
+                                   .where(uploads.c.upload_id == upload_id))).scalar_one()
+
+
+async def _age(storage, upload_id, seconds: int = 100):
+    """Move the upload's heartbeat into the past, so a new one is told apart."""
+    from schemas.clock import utcnow
+    from storage.models import uploads
+
+    async with storage.engine.begin() as conn:
+        await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
+                           .values(stage_touched_at=utcnow() - timedelta(seconds=seconds)))
+
+
+def test_a_method_task_touches_its_upload_once_it_knows_it_is_its_own(settings):
+    from schemas.clock import aware, utcnow
+    from service import canvas, detection, ingest
+    from storage import repository as repo
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(settings) as storage:
+            outcome = await ingest.ingest_bytes(
+                storage, settings, data=encode(noisy_photo(seed=31), fmt="JPEG"),
+                original_file_name="beat.jpg", user_id=None)
+            uid = outcome.upload_id
+            manifest_key, _ = await detection.prepare(storage, settings, uid)
+            manifest = await canvas.read_manifest(storage, manifest_key, uid)
+            stale = utcnow() - timedelta(seconds=50)
+
+            # In flight and ours: touched by the check itself.
+            await _age(storage, uid)
+            result = await detection.detect(storage, settings, uid, "exif", manifest_key,
+                                            heartbeat=True)
+            assert result.status == "ok"
+            assert aware(await _touched_at(storage, uid)) > stale
+
+            # Without heartbeat (the embedded runner): the method runs, nothing is written.
+            await _age(storage, uid)
+            assert (await detection.detect(storage, settings, uid, "exif", manifest_key)
+                    ).status == "ok"
+            assert aware(await _touched_at(storage, uid)) < stale
+
+            # Another original or another owner under the same id: not ours, not touched.
+            other = {**manifest, "original_key": "someone/else.jpg"}
+            assert not await canvas.still_ours(storage, uid, other, touch=True)
+            assert not await canvas.still_ours(storage, uid, {**manifest, "user_id": 999},
+                                               touch=True)
+            assert aware(await _touched_at(storage, uid)) < stale
+
+            # Finished: still ours (a redelivered method answers), but no heartbeat needed.
+            await repo.mark_failed(storage.engine, uid, "test: finished")
+            await _age(storage, uid)
+            assert await canvas.still_ours(storage, uid, manifest, touch=True)
+            assert aware(await _touched_at(storage, uid)) < stale
+
+            # Gone: the method is skipped, as before.
+            return await detection.detect(storage, settings, uid + 1000, "exif",
+                                          manifest_key, heartbeat=True)
+
+    skipped = run(go())
+    assert skipped.status == "skipped"
