@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from PIL import Image
+
+from pipeline.imaging import to_png
 
 _GRID_DIMS = 2  # a block map is a (rows, cols) grid
 
@@ -43,9 +43,7 @@ def render_heatmap(combined: np.ndarray, thumbnail_rgb: np.ndarray, *,
                        np.clip(2 - 2 * heat, 0, 1) * np.clip(2 * heat, 0, 1),
                        np.clip(1 - 2 * heat, 0, 1)], axis=2) * 255
     blended = (1 - alpha) * thumbnail_rgb.astype(np.float64) + alpha * colour
-    out = io.BytesIO()
-    Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8)).save(out, format="PNG")
-    return out.getvalue()
+    return to_png(np.clip(blended, 0, 255).astype(np.uint8))
 
 
 def anomalies_from_map(combined: np.ndarray, image_shape: tuple[int, int], *,

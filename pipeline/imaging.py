@@ -108,8 +108,63 @@ def neutralise(rgb: np.ndarray, *, side: int = NEUTRAL_SIDE,
     return np.asarray(Image.open(buf).convert("RGB"), dtype=np.uint8)
 
 
+#: The most colours an indexed PNG holds.
+PALETTE_COLOURS = 256
+#: Largest product of the per-channel value counts :func:`palette_of` combines (the colour
+#: codes then fit uint16 and their histogram is small); richer pictures are stored as RGB.
+MAX_COLOUR_CODES = 1 << 16
+#: zlib levels. Indexed: one byte a pixel, already a third of RGB's; level 1 measured 3x
+#: faster than 6 for 10-20 % more bytes on ELA pictures of camera JPEGs, and still 30-40 %
+#: smaller than the RGB PNG at level 6 it replaces. RGB (richer ELA pictures: about two
+#: thirds of the corpus's): level 3 measured 4x faster than 6 (the Pillow default) for 6 %
+#: more bytes (every 6th corpus file, indexed or RGB as chosen here: camera JPEGs 117 vs
+#: 466 ms, 988 vs 934 KB a picture).
+PALETTE_PNG_LEVEL = 1
+RGB_PNG_LEVEL = 3
+
+
+def palette_of(image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(indices (M, N) uint8, palette (K, 3) uint8) reproducing an (M, N, 3) uint8 image
+    exactly, or None when it has more than :data:`PALETTE_COLOURS` colours.
+
+    An ELA picture nearly always qualifies: each channel is a handful of amplified error
+    levels. Every step is a whole-array pass (no sort of the pixels)."""
+    if image.dtype != np.uint8 or image.shape[2:] != (RGB_CHANNELS,):
+        return None
+    channels = [image[..., c] for c in range(RGB_CHANNELS)]
+    used = [np.flatnonzero(np.bincount(ch.ravel(), minlength=256)) for ch in channels]
+    sizes = [u.size for u in used]
+    if sizes[0] * sizes[1] * sizes[2] > MAX_COLOUR_CODES:
+        return None
+    # Each pixel's colour as one code: the rank of its value in each channel, mixed radix.
+    code = np.zeros(image.shape[:2], dtype=np.uint16)
+    for ch, values, size in zip(channels, used, sizes, strict=True):
+        rank = np.zeros(256, dtype=np.uint16)
+        rank[values] = np.arange(size, dtype=np.uint16)
+        code *= size
+        code += np.take(rank, ch)
+    present = np.flatnonzero(np.bincount(code.ravel(), minlength=sizes[0] * sizes[1] * sizes[2]))
+    if present.size > PALETTE_COLOURS:
+        return None
+    index_of = np.zeros(sizes[0] * sizes[1] * sizes[2], dtype=np.uint8)
+    index_of[present] = np.arange(present.size)
+    palette = np.stack([used[0][present // (sizes[1] * sizes[2])],
+                        used[1][(present // sizes[2]) % sizes[1]],
+                        used[2][present % sizes[2]]], axis=1).astype(np.uint8)
+    return np.take(index_of, code), palette
+
+
 def to_png(image: np.ndarray) -> bytes:
-    """PNG bytes of an (M, N, 3) uint8 image (a picture a method hands on for storage)."""
+    """Lossless PNG bytes of an (M, N, 3) uint8 image (a picture a method hands on for
+    storage): indexed when it has at most 256 colours (one byte a pixel: ELA pictures of
+    camera JPEGs are 30-40 % smaller and 3-6x faster to write than as RGB), else RGB."""
     out = io.BytesIO()
-    Image.fromarray(image).save(out, format="PNG", optimize=False)
+    indexed = palette_of(image)
+    if indexed is None:
+        Image.fromarray(image).save(out, format="PNG", compress_level=RGB_PNG_LEVEL)
+        return out.getvalue()
+    indices, palette = indexed
+    picture = Image.fromarray(indices, mode="P")
+    picture.putpalette(palette.ravel().tolist())
+    picture.save(out, format="PNG", compress_level=PALETTE_PNG_LEVEL)
     return out.getvalue()

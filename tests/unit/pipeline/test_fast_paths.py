@@ -136,3 +136,42 @@ def test_mean_power_is_numpys_in_double_and_single_precision():
             spectrum = np.fft.rfft(residual, axis=axis)
             expected = np.mean(np.abs(spectrum) ** 2, axis=1 - axis)
             assert np.allclose(_mean_power(spectrum, axis=1 - axis), expected, rtol=1e-5)
+
+
+def _png_pixels(data: bytes) -> tuple[str, np.ndarray]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(io.BytesIO(data)) as img:
+        return img.mode, np.asarray(img.convert("RGB"))
+
+
+def test_pictures_are_stored_losslessly_indexed_when_they_have_few_colours():
+    from pipeline.imaging import PALETTE_COLOURS, palette_of, to_png
+
+    photo = noisy_photo(rows=200, cols=300, seed=4)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", quality=85)
+    jpeg = np.asarray(Image.open(buf).convert("RGB"))
+    ela_picture = amplified(error_levels(jpeg))
+    rng = np.random.default_rng(3)
+
+    def grid(reds: int, greens: int) -> np.ndarray:
+        """Every (red, green) pair of so many levels once, blue fixed, in random order."""
+        pairs = np.stack(np.meshgrid(np.arange(reds), np.arange(greens), indexing="ij"),
+                         -1).reshape(-1, 2)
+        out = np.full((1, pairs.shape[0], 3), 200, np.uint8)
+        out[0, :, :2] = rng.permutation(pairs) * 15
+        return out
+
+    # 256 colours, but 256 values in each channel: more codes than palette_of combines.
+    spread = np.repeat(np.arange(PALETTE_COLOURS, dtype=np.uint8)[None, :, None], 3, axis=2)
+    cases = {"ela picture": (ela_picture, "P"), "photo": (photo, "RGB"),
+             "256 colours": (grid(16, 16), "P"), "272 colours": (grid(17, 16), "RGB"),
+             "256 spread colours": (spread, "RGB"),
+             "flat": (np.full((5, 7, 3), 9, np.uint8), "P")}
+    for name, (image, mode) in cases.items():
+        stored_mode, back = _png_pixels(to_png(image))
+        assert stored_mode == mode, name
+        assert np.array_equal(back, image), name
+    indices, palette = palette_of(ela_picture)
+    assert np.array_equal(palette[indices], ela_picture)
+    assert len(np.unique(ela_picture.reshape(-1, 3), axis=0)) == len(palette)
