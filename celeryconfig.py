@@ -89,7 +89,9 @@ task_default_routing_key = "ingest"
 # intermediates alive at once stay few, and a worker's methods find the canvas's crop still in
 # its process (service.canvas keeps the last few; with queues taken in turn, -c 1 interleaved
 # 16 canvases and decoded each image ~2.5 times). Plain RabbitMQ queues (no x-max-priority)
-# ignore priorities: their order is the broker's, as before.
+# ignore priorities: their order is the broker's, as before. (Redis takes the lower number
+# first, AMQP priority queues the higher: only ingest and prepare share the ingest queue, both
+# at this value, so no queue mixes the two readings.)
 NEW_CANVAS_PRIORITY = 6
 task_routes = {
     "skygate.ingest": {"queue": "ingest", "routing_key": "ingest",

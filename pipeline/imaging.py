@@ -164,7 +164,7 @@ def to_png(image: np.ndarray) -> bytes:
         Image.fromarray(image).save(out, format="PNG", compress_level=RGB_PNG_LEVEL)
         return out.getvalue()
     indices, palette = indexed
-    picture = Image.fromarray(indices, mode="P")
+    picture = Image.fromarray(indices)  # "L"; putpalette makes it "P" (mode= is deprecated)
     picture.putpalette(palette.ravel().tolist())
     picture.save(out, format="PNG", compress_level=PALETTE_PNG_LEVEL)
     return out.getvalue()

@@ -131,8 +131,10 @@ def main() -> int:  # noqa: PLR0915 - one measurement, read top to bottom
             log.close()
             import redis
 
-            # Only this run's queue in its own Redis database: nothing else is touched.
-            redis.Redis.from_url(args.redis).delete("ingest")
+            # Only this run's queue in its own Redis database: nothing else is touched. Its
+            # prepares wait under kombu's priority keys ("ingest" + separator + step).
+            client = redis.Redis.from_url(args.redis)
+            client.delete("ingest", *client.keys("ingest\x06\x16*"))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """Self-healing: the recovery sweep and the start-up wait.
 
-Every upload records its stage and when a worker last touched it (``stage_touched_at``:
-set on insert, when prepare starts and ends, when each method task finishes, when aggregate
-starts). An upload still ``queued`` or ``processing`` whose stage nobody touched for
-``SKYGATE_STUCK_AFTER`` seconds (default 2 x the hard time limit + 60 s: a live upload is
-touched at least once per hard time limit plus the wait for the task before it) has lost its
-messages — a worker died, the broker restarted without them, a fault outlasted every retry.
-The sweep re-sends ``skygate.prepare`` for it; every write downstream is idempotent, so a
-message that was not lost after all only repeats work, never a row or a document.
+Every upload records its stage and when a worker last touched it (``stage_touched_at``: set
+on insert, when prepare starts and ends, when each method task starts (its check that the
+upload is still its own), when aggregate starts). An upload still ``queued`` or
+``processing`` whose stage nobody touched for ``SKYGATE_STUCK_AFTER`` seconds (default 2 x
+the hard time limit + 60 s: a live upload is touched at least once per hard time limit plus
+the wait for the task before it) has lost its messages — a worker died, the broker restarted
+without them, a fault outlasted every retry. The sweep re-sends ``skygate.prepare`` for it;
+every write downstream is idempotent, so a message that was not lost after all only repeats
+work, never a row or a document.
 
 While the broker's queues still hold work, an old ``stage_touched_at`` may only mean a
 backlog: then the sweep waits until the queues are idle, or until the upload is 6 x overdue.

@@ -104,12 +104,14 @@ async def _heartbeat_commit(conn) -> None:
 
 
 async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None) -> None:
-    """Record that a worker just worked on the upload (and, given, its new stage)."""
+    """Record that a worker just worked on the upload (and, given, its new stage: a stage
+    change is flushed like any other write; only a bare heartbeat is not)."""
     values = {"stage_touched_at": utcnow()}
     if stage is not None:
         values["stage"] = stage
     async with engine.begin() as conn:
-        await _heartbeat_commit(conn)
+        if stage is None:
+            await _heartbeat_commit(conn)
         await conn.execute(uploads.update().where(
             uploads.c.upload_id == upload_id,
             uploads.c.status.in_(("queued", "processing"))).values(**values))

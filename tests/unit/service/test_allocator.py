@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -36,8 +37,11 @@ print(json.dumps({{"tuned": tuned, "faults": faults[-1]}}))
 
 
 def _probe(tune: bool) -> dict:
+    # No transparent huge pages for numpy's arrays: one 2 MB page would stand for 512 faults,
+    # however the allocator behaves.
+    env = {**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0"}
     out = subprocess.run([sys.executable, "-c", _PROBE.format(root=str(ROOT), tune=tune)],
-                         check=True, capture_output=True, text=True, timeout=60)
+                         check=True, capture_output=True, text=True, timeout=60, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -48,4 +52,4 @@ def test_freed_image_buffers_are_reused_not_faulted_in_again():
     assert tuned["tuned"] is True
     # 32 MB is ~8,000 pages: glibc's defaults map and unmap them every round.
     assert default["faults"] > 2000, default
-    assert tuned["faults"] < 100, tuned
+    assert tuned["faults"] < min(100, default["faults"] / 20), tuned

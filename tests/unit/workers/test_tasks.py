@@ -40,3 +40,20 @@ def test_every_task_has_its_stable_name_and_route():
     route = app.amqp.router.route({}, "skygate.detect.model")
     assert route["queue"].name == "model"
     assert app.amqp.router.route({}, "skygate.detect.prnu")["queue"].name == "detect"
+
+
+def test_a_method_task_touches_its_upload_through_the_still_ours_check(monkeypatch):
+    """The heartbeat the recovery sweep reads is detection.detect(heartbeat=True): a method
+    task without it would let the sweep re-send live uploads."""
+    from schemas.results import MethodResult
+
+    calls = []
+
+    def run(fn, *args, **kwargs):
+        calls.append((fn.__name__, args, kwargs))
+        return MethodResult(method="exif", details={})
+
+    monkeypatch.setattr(tasks.runtime, "run", run)
+    out = tasks.DETECT_TASKS["exif"].run(7, "manifest-key")
+    assert out["status"] == "ok"
+    assert calls == [("detect", (7, "exif", "manifest-key"), {"heartbeat": True})]
