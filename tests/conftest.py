@@ -105,6 +105,33 @@ def migrated_pg_url(pg_url):
     return pg_url
 
 
+def module_settings(request, tmp_path_factory, tag: str, *, mongo: bool):
+    """Yield Settings on a migrated database of one test module: the embedded default
+    (``request.param == "embedded"``: SQLite, documents in SQL) or a fresh PostgreSQL database,
+    with its documents in Mongo (``mongo``) or in SQL; the database is dropped at the end."""
+    from schemas.settings import Settings
+    from skygate.cli.db import ensure_schema
+
+    data_dir = tmp_path_factory.mktemp(f"{tag}_{request.param}")
+    if request.param == "embedded":
+        s = Settings(data_dir=data_dir, database_url=None, mongo_url=None, broker_url=None,
+                     cache_url=None)
+        ensure_schema(s)
+        yield s
+        return
+    pg_url = request.getfixturevalue("pg_url")
+    mongo_url = request.getfixturevalue("mongo_url") if mongo else None
+    suffix = f"{tag}_{uuid.uuid4().hex[:6]}"
+    name = pg_url.rsplit("/", 1)[1] + f"_{suffix}"
+    run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    s = Settings(database_url=pg_url.rsplit("/", 1)[0] + "/" + name,
+                 mongo_url=f"{mongo_url}/{suffix}" if mongo_url else None, broker_url=None,
+                 cache_url=None, data_dir=data_dir)
+    ensure_schema(s)
+    yield s
+    run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 # --- MongoDB (nx-27017 wire-protocol server, or a real one) --------------------------------
 
 

@@ -9,14 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, _pg_admin, run
+from tests.conftest import ROOT, module_settings, run
 from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.inprocess import api, new_user
 
@@ -26,26 +25,7 @@ pytestmark = [pytest.mark.integration]
 @pytest.fixture(scope="module", params=["postgres", "embedded"])
 def settings(request, tmp_path_factory):
     """A migrated database of this module: PostgreSQL with Mongo documents, or SQLite."""
-    from schemas.settings import Settings
-    from skygate.cli.db import ensure_schema
-
-    data_dir = tmp_path_factory.mktemp(f"feedback_{request.param}")
-    if request.param == "embedded":
-        s = Settings(data_dir=data_dir, database_url=None, mongo_url=None, broker_url=None,
-                     cache_url=None)
-        ensure_schema(s)
-        yield s
-        return
-    pg_url, mongo_url = (request.getfixturevalue("pg_url"),
-                         request.getfixturevalue("mongo_url"))
-    name = pg_url.rsplit("/", 1)[1] + "_feedback"
-    run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    s = Settings(database_url=pg_url.rsplit("/", 1)[0] + "/" + name,
-                 mongo_url=f"{mongo_url}/feedback_{uuid.uuid4().hex[:8]}", broker_url=None,
-                 cache_url=None, data_dir=data_dir)
-    ensure_schema(s)
-    yield s
-    run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from module_settings(request, tmp_path_factory, "feedback", mongo=True)
 
 
 def env_of(settings) -> dict:

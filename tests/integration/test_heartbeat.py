@@ -5,13 +5,12 @@ of a finished or replaced upload still gets the right answer."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import _pg_admin, run
+from tests.conftest import module_settings, run
 from tests.images import encode, noisy_photo
 
 pytestmark = [pytest.mark.integration]
@@ -19,24 +18,7 @@ pytestmark = [pytest.mark.integration]
 
 @pytest.fixture(scope="module", params=["postgres", "embedded"])
 def settings(request, tmp_path_factory):
-    from schemas.settings import Settings
-    from skygate.cli.db import ensure_schema
-
-    data_dir = tmp_path_factory.mktemp(f"heartbeat_{request.param}")
-    if request.param == "embedded":
-        s = Settings(data_dir=data_dir, database_url=None, mongo_url=None, broker_url=None,
-                     cache_url=None)
-        ensure_schema(s)
-        yield s
-        return
-    pg_url = request.getfixturevalue("pg_url")
-    name = pg_url.rsplit("/", 1)[1] + f"_heartbeat_{uuid.uuid4().hex[:6]}"
-    run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    s = Settings(database_url=pg_url.rsplit("/", 1)[0] + "/" + name, mongo_url=None,
-                 broker_url=None, cache_url=None, data_dir=data_dir)
-    ensure_schema(s)
-    yield s
-    run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from module_settings(request, tmp_path_factory, "heartbeat", mongo=False)
 
 
 async def _touched_at(storage, upload_id):
