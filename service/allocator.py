@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 log = logging.getLogger("skygate.startup")
@@ -28,25 +29,18 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 128 * 1024 * 1024
 
-_tuned: list[bool] = []
-
-
+@functools.cache
 def keep_freed_buffers() -> bool:
     """Set the thresholds in this process (once; fork children inherit them). Returns whether
     glibc took them."""
-    if _tuned:
-        return _tuned[0]
-    ok = False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
-        pass  # not glibc: its own allocator's defaults stand
-    else:
-        mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-        ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-            mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-        if not ok:
-            log.info("malloc thresholds not taken: large buffers are mapped per image")
-    _tuned.append(ok)
+        return False  # not glibc: its own allocator's defaults stand
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    if not ok:
+        log.info("malloc thresholds not taken: large buffers are mapped per image")
     return ok

@@ -104,14 +104,11 @@ async def _heartbeat_commit(conn) -> None:
 
 
 async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None) -> None:
-    """Record that a worker just worked on the upload (and, given, its new stage: a stage
-    change is flushed like any other write; only a bare heartbeat is not)."""
+    """Record that a worker just worked on the upload (and, given, its new stage)."""
     values = {"stage_touched_at": utcnow()}
     if stage is not None:
         values["stage"] = stage
     async with engine.begin() as conn:
-        if stage is None:
-            await _heartbeat_commit(conn)
         await conn.execute(uploads.update().where(
             uploads.c.upload_id == upload_id,
             uploads.c.status.in_(("queued", "processing"))).values(**values))
@@ -119,9 +116,10 @@ async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None) -
 
 async def touch_if_same(engine: AsyncEngine, upload_id: int, *, file_path: str,
                         user_id: int | None) -> bool:
-    """:func:`touch` the upload only if it is in flight and still the one ``file_path`` and
-    ``user_id`` name (an id can be reused: see service.canvas.our_upload); True if it was.
-    One statement where a read and then a touch took two round trips and a flushed commit."""
+    """A method task's heartbeat: :func:`touch` the upload only if it is in flight and still
+    the one ``file_path`` and ``user_id`` name (an id can be reused: see
+    service.canvas.our_upload); True if it was. One statement where a read and then a touch
+    took two round trips and a flushed commit."""
     async with engine.begin() as conn:
         await _heartbeat_commit(conn)
         touched = await conn.execute(
