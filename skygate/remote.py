@@ -23,7 +23,7 @@ from service.queues import queue_depths
 from skygate.batch import record_for
 from storage import faults
 from storage.blobs import blob_store_for
-from storage.db import create_engine
+from storage.db import autocommit, create_engine
 from storage.models import uploads
 
 # Everything is imported up front (this module is only the submitter's): following the
@@ -164,7 +164,10 @@ class _Follower:
                  deadline: float, wall_started: datetime):
         self.loop, self.app, self.wait = loop, app, wait
         self.deadline, self.wall_started = deadline, wall_started
-        self.engine = create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
+        # No ping before each poll (a round trip every quarter second): a connection that a
+        # database restart broke fails its read, which ``call`` retries like any transient
+        # fault, on a fresh connection (SQLAlchemy drops the pool's stale ones at once).
+        self.engine = create_engine(settings.sqlalchemy_url, pool_pre_ping=False)
         self.storage = SimpleNamespace(engine=self.engine)
         self.left = {item.sha256: item for item in sent}
         self.last_ids: dict[str, int] = {}
@@ -265,7 +268,7 @@ def _record(item: _Sent, upload_id, status: str, error: str | None) -> FileRecor
 
 async def _rows_by_sha(engine, shas: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
-    async with engine.connect() as conn:
+    async with autocommit(engine) as conn:
         for i in range(0, len(shas), 500):
             rows = await conn.execute(
                 sa.select(uploads.c.upload_id, uploads.c.sha256, uploads.c.status,

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from storage.db import autocommit
 from storage.models import blob_refs, uploads
 
 log = logging.getLogger("skygate.blobs")
@@ -75,7 +76,7 @@ async def store(storage, upload_id: int, data: bytes, *, suffix: str, kind: str)
 
 
 async def upload_exists(storage, upload_id: int) -> bool:
-    async with storage.engine.connect() as conn:
+    async with autocommit(storage.engine) as conn:
         return (await conn.execute(sa.select(uploads.c.upload_id)
                                    .where(uploads.c.upload_id == upload_id))).first() is not None
 

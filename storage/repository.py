@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.clock import utcnow
 from schemas.text import clean_file_name, clean_json, clean_text
-from storage.db import dialect_insert
+from storage.db import autocommit, dialect_insert
 from storage.models import detection_methods, detection_results, method_results, uploads
 
 
@@ -47,7 +47,7 @@ async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: 
 
 async def find_upload_by_sha(engine: AsyncEngine, *, sha256: str, user_id: int | None):
     owner = uploads.c.user_id.is_(None) if user_id is None else uploads.c.user_id == user_id
-    async with engine.connect() as conn:
+    async with autocommit(engine) as conn:
         row = (await conn.execute(
             sa.select(uploads).where(uploads.c.sha256 == sha256, owner)
         )).mappings().first()
@@ -55,7 +55,7 @@ async def find_upload_by_sha(engine: AsyncEngine, *, sha256: str, user_id: int |
 
 
 async def get_upload(engine: AsyncEngine, upload_id: int) -> dict | None:
-    async with engine.connect() as conn:
+    async with autocommit(engine) as conn:
         row = (await conn.execute(
             sa.select(uploads).where(uploads.c.upload_id == upload_id)
         )).mappings().first()
@@ -108,7 +108,7 @@ async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None) -
     values = {"stage_touched_at": utcnow()}
     if stage is not None:
         values["stage"] = stage
-    async with engine.begin() as conn:
+    async with autocommit(engine) as conn:
         await conn.execute(uploads.update().where(
             uploads.c.upload_id == upload_id,
             uploads.c.status.in_(("queued", "processing"))).values(**values))
@@ -160,7 +160,7 @@ async def claim_recovery(engine: AsyncEngine, upload_id: int,
 
 
 async def set_thumbnail(engine: AsyncEngine, upload_id: int, thumbnail_path: str) -> None:
-    async with engine.begin() as conn:
+    async with autocommit(engine) as conn:
         await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
                            .values(thumbnail_path=thumbnail_path))
 
@@ -211,7 +211,7 @@ async def judged_upload_ids(engine: AsyncEngine, *, algorithm_version: str | Non
 
 async def active_methods(engine: AsyncEngine) -> dict[str, dict]:
     """Active methods by name: ``{"prnu": {"method_id": 2, "weight": 0.6}, ...}``."""
-    async with engine.connect() as conn:
+    async with autocommit(engine) as conn:
         rows = await conn.execute(
             sa.select(detection_methods.c.method_id, detection_methods.c.method_name,
                       detection_methods.c.weight)

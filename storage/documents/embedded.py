@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schemas.clock import utcnow
 from schemas.documents import DetectionMetadata, SystemConfiguration
 from schemas.text import clean_json
+from storage.db import autocommit
 from storage.documents.base import (
     CONFIGURATION,
     METADATA,
@@ -46,7 +47,7 @@ class SqlDocumentStore(DocumentStore):
         return []
 
     async def _get(self, collection: str, key: str) -> dict[str, Any] | None:
-        async with self._engine.connect() as conn:
+        async with autocommit(self._engine) as conn:
             row = (
                 await conn.execute(
                     sa.select(embedded_documents.c.doc_id, embedded_documents.c.body).where(
@@ -138,7 +139,7 @@ class SqlDocumentStore(DocumentStore):
         return None if raw is None else SystemConfiguration.model_validate(raw)
 
     async def active_configurations(self, config_type: str) -> list[SystemConfiguration]:
-        async with self._engine.connect() as conn:
+        async with autocommit(self._engine) as conn:
             rows = await conn.execute(
                 sa.select(embedded_documents.c.doc_id, embedded_documents.c.body).where(
                     embedded_documents.c.collection == CONFIGURATION
