@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # each sweep_interval seconds (0: no sweep in this worker; `skygate recover` by hand).
     stuck_after: int | None = None
     sweep_interval: float = 30.0
+    # Where the worker processes of one host share the decoded crops of the canvases in
+    # flight (service.shared_pixels): "auto" is /dev/shm/skygate-<uid> (RAM; none without
+    # /dev/shm), "" turns it off, anything else is a folder used as is.
+    shared_pixels_dir: str = "auto"
     # A canvas's intermediates (crop, manifest) nobody touched this long are released by the
     # sweep and by `skygate blobs gc` (aggregate releases them at once on the normal path).
     intermediate_ttl: int = Field(default=24 * 3600, ge=60)

@@ -1,6 +1,6 @@
 """Benchmark the distributed pipeline against the in-process loop, and 2 worker processes vs 1.
 
-    .venv/bin/python scripts/bench_cluster.py [--images 16] [--size 1024] [--rounds 3]
+    .venv/bin/python scripts/bench_cluster.py [--images 16] [--size 1024] [--rounds 5]
                                               [--redis-db 13]
 
 The same generated camera-like JPEGs go through, each on fresh state:
@@ -10,8 +10,9 @@ The same generated camera-like JPEGs go through, each on fresh state:
    13), the files sent by ``skygate submit --wait``;
 3. the same with ``-c 2`` (two worker processes);
 
-repeated ``--rounds`` times, interleaved (one run's figures move by 5-10 % from run to run on
-a shared machine): the ratios printed are the medians of the rounds'.
+repeated ``--rounds`` times, interleaved, every other round in the reverse order (one run's
+figures move by 5-15 % from run to run on a shared machine, and the machine's speed drifts
+over minutes): the ratios printed are the medians of the rounds'.
 
 Printed: wall time (the command, start-up included) and span (first upload row to last
 verdict, from the database: the pipeline's own time) of each, images/s over the span, the CPU
@@ -160,8 +161,8 @@ def run_cluster(folder: Path, tmp: Path, concurrency: int, redis_db: int
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def run_round(folder: Path, tmp: Path, redis_db: int) -> list[tuple[float, float, float]]:
-    """(wall, span, CPU seconds) of scan, one worker -c 1 and one worker -c 2, in turn."""
+def run_scan(folder: Path, tmp: Path) -> tuple[float, float, float]:
+    """(wall, span, CPU seconds) of ``skygate scan --workers 1``."""
     scan_dir = tmp / "scan"
     shutil.rmtree(scan_dir, ignore_errors=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -169,8 +170,19 @@ def run_round(folder: Path, tmp: Path, redis_db: int) -> list[tuple[float, float
                     clean_env(SKYGATE_DATA_DIR=str(scan_dir)))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     local_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return [(local, sqlite_span(scan_dir / "skygate.db"), local_cpu),
-            run_cluster(folder, tmp, 1, redis_db), run_cluster(folder, tmp, 2, redis_db)]
+    return local, sqlite_span(scan_dir / "skygate.db"), local_cpu
+
+
+def run_round(folder: Path, tmp: Path, redis_db: int, *, reverse: bool = False
+              ) -> list[tuple[float, float, float]]:
+    """(wall, span, CPU seconds) of scan, one worker -c 1 and one worker -c 2, run in this
+    order or (``reverse``) the other way round: the speed of a shared machine drifts over
+    minutes, and alternating the order keeps a drift from favouring whichever runs first."""
+    runs = [lambda: run_scan(folder, tmp), lambda: run_cluster(folder, tmp, 1, redis_db),
+            lambda: run_cluster(folder, tmp, 2, redis_db)]
+    order = range(len(runs) - 1, -1, -1) if reverse else range(len(runs))
+    results = {i: runs[i]() for i in order}
+    return [results[i] for i in range(len(runs))]
 
 
 LABELS = ("skygate scan --workers 1", "1 worker, -c 1", "1 worker, -c 2")
@@ -180,9 +192,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="the three runs are repeated this many times, interleaved; "
-                             "the ratios are the medians of the rounds'")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the three runs are repeated this many times, interleaved (in "
+                             "turn forwards and backwards); the ratios are the medians of the "
+                             "rounds'")
     parser.add_argument("--redis-db", type=int, default=13)
     args = parser.parse_args()
     n = args.images
@@ -193,8 +206,8 @@ def main() -> None:
         folder.mkdir()
         for i in range(n):
             (folder / f"img{i:03d}.jpg").write_bytes(camera_jpeg(args.size, args.size, seed=i))
-        for _ in range(max(1, args.rounds)):
-            rounds.append(run_round(folder, tmp, args.redis_db))
+        for r in range(max(1, args.rounds)):
+            rounds.append(run_round(folder, tmp, args.redis_db, reverse=r % 2 == 1))
     cores = len(os.sched_getaffinity(0))
     print(f"{n} camera-like JPEGs of {args.size}x{args.size}, {cores} cores, "
           f"load average {os.getloadavg()[0]:.1f}, {len(rounds)} round(s)")

@@ -183,7 +183,7 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
                       metadata_id=metadata_id)
     await results.invalidate(storage, upload_id)  # a new result: drop the cached one
-    await canvas.release(storage, upload_id)
+    await canvas.release(storage, upload_id, settings=settings, manifest=manifest)
     return {"upload_id": upload_id, "result_id": result_id,
             "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}
 

@@ -9,9 +9,11 @@ releases those of abandoned canvases."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +29,8 @@ from pipeline.methods.registry import (
     SETTINGS,
 )
 from schemas.settings import Settings
+from service import shared_pixels
+from service.shared_pixels import SharedPixels
 from storage import blobrefs
 from storage import repository as repo
 from storage.blobs import BlobNotFound
@@ -65,18 +69,49 @@ def _cached(kind: str, key: str, make) -> np.ndarray:
     return value
 
 
-def remember(manifest: dict, crop: np.ndarray, neutral: np.ndarray | None) -> None:
-    """Seed this process's recent crops with prepare's own decode (and neutral view, when it
-    made one), under the key the methods look them up by: the methods of the canvas that
-    this process runs then decode nothing (measured: 8 ms of decode and 12 ms of neutral
-    view per canvas on a 1 MP JPEG)."""
-    key = manifest.get("native_key") or (
+@functools.cache
+def _shared_in(folder: str) -> SharedPixels | None:
+    root = shared_pixels.default_dir() if folder == "auto" else (Path(folder) if folder else None)
+    return SharedPixels(root) if root is not None else None
+
+
+def _shared(settings: Settings) -> SharedPixels | None:
+    return _shared_in(settings.shared_pixels_dir)
+
+
+def _pixels_key(manifest: dict) -> str | None:
+    """The key a canvas's crop and neutral view are looked up by (None: no pixel input)."""
+    return manifest.get("native_key") or (
         manifest["original_key"] if manifest.get("native_from_original") else None)
+
+
+def remember(settings: Settings, manifest: dict, crop: np.ndarray,
+             neutral: np.ndarray | None) -> None:
+    """Seed this process's recent crops with prepare's own decode (and neutral view, when it
+    made one), under the key the methods look them up by, and share them with the other
+    processes of this host: the methods of the canvas decode nothing (measured: 8 ms of
+    decode and 12 ms of neutral view per canvas on a 1 MP JPEG)."""
+    key = _pixels_key(manifest)
     if key is None:
         return
-    _cached(NATIVE_PIXELS, key, lambda: crop)
-    if neutral is not None:
-        _cached(NEUTRAL_PIXELS, key, lambda: neutral)
+    shared = _shared(settings)
+    for kind, pixels in ((NATIVE_PIXELS, crop), (NEUTRAL_PIXELS, neutral)):
+        if pixels is not None:
+            _cached(kind, key, lambda p=pixels: p)
+            if shared is not None:
+                shared.put(kind, key, pixels)
+
+
+def _from_host(settings: Settings, kind: str, key: str, make, *, share: bool = False):
+    """What another process of this host left (:mod:`service.shared_pixels`), else make()
+    (and, ``share``, leave it for them: a neutral view prepare did not need itself)."""
+    shared = _shared(settings)
+    pixels = shared.get(kind, key) if shared is not None else None
+    if pixels is None:
+        pixels = make()
+        if share and shared is not None:
+            shared.put(kind, key, pixels)
+    return pixels
 
 
 def _native(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray | None:
@@ -84,16 +119,17 @@ def _native(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray 
     if manifest.get("native_key"):
         key = manifest["native_key"]
         try:
-            return _cached(NATIVE_PIXELS, key,
-                           lambda: pixels_from_bytes(storage.blobs.get(key)))
+            return _cached(NATIVE_PIXELS, key, lambda: _from_host(
+                settings, NATIVE_PIXELS, key, lambda: pixels_from_bytes(storage.blobs.get(key))))
         except BlobNotFound:
             # Released by an earlier run's aggregate (a recovered canvas racing the one it
             # replaced): the original still has the pixels.
             log.info("crop %s is gone: decoding the original again", key)
     if manifest.get("native_key") or manifest.get("native_from_original"):
         key = manifest["original_key"]
-        return _cached(NATIVE_PIXELS, key, lambda: decode_crop(
-            storage.blobs.get(key), max_pixels=settings.max_image_pixels, side=MAX_SIDE))
+        return _cached(NATIVE_PIXELS, key, lambda: _from_host(
+            settings, NATIVE_PIXELS, key, lambda: decode_crop(
+                storage.blobs.get(key), max_pixels=settings.max_image_pixels, side=MAX_SIDE)))
     return None
 
 
@@ -102,7 +138,8 @@ def _neutral(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray
     if crop is None:
         return None
     key = manifest.get("native_key") or manifest["original_key"]
-    return _cached(NEUTRAL_PIXELS, key, lambda: neutralise(crop))
+    return _cached(NEUTRAL_PIXELS, key, lambda: _from_host(
+        settings, NEUTRAL_PIXELS, key, lambda: neutralise(crop), share=True))
 
 
 def load_input(storage: Storage, settings: Settings, need: str, manifest: dict, name: str):
@@ -168,8 +205,14 @@ async def still_ours(storage: Storage, upload_id: int, manifest: dict, *,
     return await our_upload(storage, upload_id, manifest) is not None
 
 
-async def release(storage: Storage, upload_id: int) -> None:
-    """The canvas is over: its intermediates go (a failure leaves them to the sweep)."""
+async def release(storage: Storage, upload_id: int, *, settings: Settings | None = None,
+                  manifest: dict | None = None) -> None:
+    """The canvas is over: its intermediates go (a failure leaves them to the sweep), and
+    with ``manifest``, its pixels shared on this host (else they age out)."""
+    key = _pixels_key(manifest) if manifest else None
+    shared = _shared(settings) if settings is not None and key else None
+    if shared is not None:
+        shared.discard([(NATIVE_PIXELS, key), (NEUTRAL_PIXELS, key)])
     try:
         await blobrefs.release_intermediates(storage, upload_id)
     except Exception as exc:  # noqa: BLE001 - the verdict is stored; the sweep retries this

@@ -74,7 +74,7 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
         # The pixel limit is checked on the header, before anything is allocated.
         views = decode_views(storage.blobs.get(upload["file_path"]),
                              max_pixels=settings.max_image_pixels, side=MAX_SIDE)
-        return await _prepare_decoded(storage, upload_id, upload, views)
+        return await _prepare_decoded(storage, settings, upload_id, upload, views)
     except (blobrefs.UploadGone, BlobNotFound):
         if await blobrefs.upload_exists(storage, upload_id):
             raise
@@ -86,8 +86,8 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
         return None, []
 
 
-async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, views
-                           ) -> tuple[str, list[str]]:
+async def _prepare_decoded(storage: Storage, settings: Settings, upload_id: int,
+                           upload: dict, views) -> tuple[str, list[str]]:
     methods = list(await repo.active_methods(storage.engine))
     needs = needs_of(methods)
     caches: dict = {}
@@ -120,7 +120,7 @@ async def _prepare_decoded(storage: Storage, upload_id: int, upload: dict, views
                                         suffix=".json", kind="manifest")
     await repo.touch(storage.engine, upload_id, "detecting")
     # The methods this process runs next read this decode, not the original again.
-    canvas.remember(manifest, views.crop, neutral)
+    canvas.remember(settings, manifest, views.crop, neutral)
     return manifest_key, methods
 
 

@@ -15,4 +15,5 @@ def embedded(tmp_path, monkeypatch):
     no SKYGATE_* variable of the caller's environment leaking in."""
     for name in [n for n in os.environ if n.startswith("SKYGATE_")]:
         monkeypatch.delenv(name)
-    return Settings(data_dir=tmp_path)
+    # The pixels shared between processes in a folder of the test's own, not /dev/shm.
+    return Settings(data_dir=tmp_path, shared_pixels_dir=str(tmp_path / "shared-pixels"))

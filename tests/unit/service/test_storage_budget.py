@@ -191,6 +191,7 @@ def test_an_oversized_image_fails_at_prepare_with_the_reason_and_caches_nothing(
 def test_a_released_crop_is_decoded_again_from_the_original(embedded):
     """A canvas whose crop was released under it (a recovered canvas racing the run it
     replaced) still runs its methods: they decode the original again."""
+    embedded = embedded.model_copy(update={"shared_pixels_dir": ""})  # another host
     from service import canvas, detection, ingest
     from storage.context import open_storage
 
@@ -219,6 +220,7 @@ def test_a_released_crop_is_decoded_again_from_the_original(embedded):
 def test_a_released_manifest_is_rebuilt_from_the_upload_row(embedded):
     """The whole canvas released under a method (an older run's aggregate finished after the
     recovery sweep re-sent the upload): the method reads the original instead of failing."""
+    embedded = embedded.model_copy(update={"shared_pixels_dir": ""})  # another host
     from service import canvas, detection, ingest
     from storage.context import open_storage
 
