@@ -54,6 +54,7 @@ PG_ADMIN_URL = os.environ.get("SKYGATE_TEST_PG_URL",
                               "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("SKYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 TICKS = os.sysconf("SC_CLK_TCK")
+CLAIM_KEY = "skygate:test:claimed-by"  # the test sessions' claim on a Redis DB
 
 
 def clean_env(**settings: str) -> dict:
@@ -133,7 +134,15 @@ class ClusterWorker:
 
         self.concurrency, self.tmp, self.worker = concurrency, tmp, None
         self.name = f"skygate_bench_cluster_{uuid.uuid4().hex[:8]}"
-        redis.Redis.from_url(f"{REDIS_URL}/{redis_db}").flushdb()  # no stale messages
+        # Claimed as the test sessions claim theirs (tests/conftest.py: claimed_redis_db), so
+        # neither takes the other's tasks; then emptied (a killed run's stale messages).
+        self.redis = redis.Redis.from_url(f"{REDIS_URL}/{redis_db}")
+        self.claim = f"bench:{os.getpid()}:{uuid.uuid4().hex}"
+        if not self.redis.set(CLAIM_KEY, self.claim, nx=True, ex=7200):
+            raise SystemExit(f"Redis DB {redis_db} is in use ({CLAIM_KEY} = "
+                             f"{self.redis.get(CLAIM_KEY)!r}): pick another --redis-db")
+        self.redis.flushdb()
+        self.redis.set(CLAIM_KEY, self.claim, ex=7200)
         asyncio.run(_admin(f'CREATE DATABASE "{self.name}"'))
         self.env = clean_env(SKYGATE_DATABASE_URL=PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.name,
                              SKYGATE_BROKER_URL=f"{REDIS_URL}/{redis_db}",
@@ -177,6 +186,8 @@ class ClusterWorker:
             except subprocess.TimeoutExpired:
                 self.worker.kill()
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        if self.redis.get(CLAIM_KEY) == self.claim.encode():
+            self.redis.delete(CLAIM_KEY)
 
 
 def run_scan(folder: Path, tmp: Path) -> tuple[float, float, float]:

@@ -75,8 +75,10 @@ def _shared_in(folder: str) -> SharedPixels | None:
     return SharedPixels(root) if root is not None else None
 
 
-def _shared(settings: Settings) -> SharedPixels | None:
-    return _shared_in(settings.shared_pixels_dir)
+def _shared(settings: Settings, manifest: dict) -> SharedPixels | None:
+    """The host's shared pixels, for a canvas whose methods may run in several processes
+    (prepare says so in the manifest; not for the embedded default's one-process canvas)."""
+    return _shared_in(settings.shared_pixels_dir) if manifest.get("shared_pixels") else None
 
 
 def _pixels_key(manifest: dict) -> str | None:
@@ -94,7 +96,7 @@ def remember(settings: Settings, manifest: dict, crop: np.ndarray,
     key = _pixels_key(manifest)
     if key is None:
         return
-    shared = _shared(settings)
+    shared = _shared(settings, manifest)
     for kind, pixels in ((NATIVE_PIXELS, crop), (NEUTRAL_PIXELS, neutral)):
         if pixels is not None:
             _cached(kind, key, lambda p=pixels: p)
@@ -102,10 +104,11 @@ def remember(settings: Settings, manifest: dict, crop: np.ndarray,
                 shared.put(kind, key, pixels)
 
 
-def _from_host(settings: Settings, kind: str, key: str, make, *, share: bool = False):
+def _from_host(settings: Settings, manifest: dict, kind: str, key: str, make, *,
+               share: bool = False):
     """What another process of this host left (:mod:`service.shared_pixels`), else make()
     (and, ``share``, leave it for them: a neutral view prepare did not need itself)."""
-    shared = _shared(settings)
+    shared = _shared(settings, manifest)
     pixels = shared.get(kind, key) if shared is not None else None
     if pixels is None:
         pixels = make()
@@ -120,7 +123,8 @@ def _native(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray 
         key = manifest["native_key"]
         try:
             return _cached(NATIVE_PIXELS, key, lambda: _from_host(
-                settings, NATIVE_PIXELS, key, lambda: pixels_from_bytes(storage.blobs.get(key))))
+                settings, manifest, NATIVE_PIXELS, key,
+                lambda: pixels_from_bytes(storage.blobs.get(key))))
         except BlobNotFound:
             # Released by an earlier run's aggregate (a recovered canvas racing the one it
             # replaced): the original still has the pixels.
@@ -128,7 +132,7 @@ def _native(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray 
     if manifest.get("native_key") or manifest.get("native_from_original"):
         key = manifest["original_key"]
         return _cached(NATIVE_PIXELS, key, lambda: _from_host(
-            settings, NATIVE_PIXELS, key, lambda: decode_crop(
+            settings, manifest, NATIVE_PIXELS, key, lambda: decode_crop(
                 storage.blobs.get(key), max_pixels=settings.max_image_pixels, side=MAX_SIDE)))
     return None
 
@@ -139,7 +143,7 @@ def _neutral(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray
         return None
     key = manifest.get("native_key") or manifest["original_key"]
     return _cached(NEUTRAL_PIXELS, key, lambda: _from_host(
-        settings, NEUTRAL_PIXELS, key, lambda: neutralise(crop), share=True))
+        settings, manifest, NEUTRAL_PIXELS, key, lambda: neutralise(crop), share=True))
 
 
 def load_input(storage: Storage, settings: Settings, need: str, manifest: dict, name: str):
@@ -210,7 +214,7 @@ async def release(storage: Storage, upload_id: int, *, settings: Settings | None
     """The canvas is over: its intermediates go (a failure leaves them to the sweep), and
     with ``manifest``, its pixels shared on this host (else they age out)."""
     key = _pixels_key(manifest) if manifest else None
-    shared = _shared(settings) if settings is not None and key else None
+    shared = _shared(settings, manifest) if settings is not None and key else None
     if shared is not None:
         shared.discard([(NATIVE_PIXELS, key), (NEUTRAL_PIXELS, key)])
     try:

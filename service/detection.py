@@ -43,13 +43,15 @@ startup_log = logging.getLogger("skygate.startup")
 
 
 async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
-                  may_count: bool = True, recovered: bool = False
+                  may_count: bool = True, recovered: bool = False, share_pixels: bool = True
                   ) -> tuple[str | None, list[str]]:
     """Decode once; cache the pixels the active methods read and a thumbnail (blob store).
 
     Returns (manifest blob key, active method names), or (None, []) when the upload failed.
     ``may_count``: False for a retry or a recovery re-dispatch (no worker died on it).
     ``recovered``: sent by the recovery sweep; an upload finished meanwhile is left alone.
+    ``share_pixels``: the methods may run in other processes of this host, which then read
+    the decoded crop from service.shared_pixels (False: they all run in this process).
     """
     try:
         deliveries = await repo.start_processing(storage.engine, upload_id,
@@ -74,7 +76,8 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
         # The pixel limit is checked on the header, before anything is allocated.
         views = decode_views(storage.blobs.get(upload["file_path"]),
                              max_pixels=settings.max_image_pixels, side=MAX_SIDE)
-        return await _prepare_decoded(storage, settings, upload_id, upload, views)
+        return await _prepare_decoded(storage, settings, upload_id, upload, views,
+                                      share_pixels=share_pixels)
     except (blobrefs.UploadGone, BlobNotFound):
         if await blobrefs.upload_exists(storage, upload_id):
             raise
@@ -87,7 +90,8 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
 
 
 async def _prepare_decoded(storage: Storage, settings: Settings, upload_id: int,
-                           upload: dict, views) -> tuple[str, list[str]]:
+                           upload: dict, views, *, share_pixels: bool
+                           ) -> tuple[str, list[str]]:
     methods = list(await repo.active_methods(storage.engine))
     needs = needs_of(methods)
     caches: dict = {}
@@ -109,6 +113,8 @@ async def _prepare_decoded(storage: Storage, settings: Settings, upload_id: int,
     thumb_key = await blobrefs.store(storage, upload_id, views.thumbnail, suffix=".jpg",
                                      kind="thumbnail")
     await repo.set_thumbnail(storage.engine, upload_id, thumb_key)
+    if share_pixels and (needs & {NATIVE_PIXELS, NEUTRAL_PIXELS}):
+        caches["shared_pixels"] = True  # see canvas.remember
     manifest = {
         "upload_id": upload_id, "user_id": upload["user_id"],
         "file_name": upload["original_file_name"],
@@ -237,7 +243,7 @@ async def _store_pictures(storage: Storage, upload_id: int, method: Method, find
 
 async def run_all(storage: Storage, settings: Settings, upload_id: int) -> None:
     """The whole canvas in one process, for the embedded default."""
-    manifest_key, methods = await prepare(storage, settings, upload_id)
+    manifest_key, methods = await prepare(storage, settings, upload_id, share_pixels=False)
     if manifest_key is None:
         return
     results = []

@@ -161,3 +161,27 @@ def test_the_default_folder_is_private_tmpfs():
     from service.shared_pixels import default_dir
 
     assert default_dir() == __import__("pathlib").Path(f"/dev/shm/skygate-{os.getuid()}")
+
+
+def test_a_canvas_run_in_one_process_shares_nothing(embedded, monkeypatch):
+    """The embedded default (scan, the in-process API) runs a canvas in one process: its
+    methods read prepare's decode from the process's cache, and nothing is written for
+    other processes."""
+    from service import detection, ingest
+    from service.shared_pixels import SharedPixels
+    from storage import repository as repo
+    from storage.context import open_storage
+
+    puts = _counting(monkeypatch, SharedPixels, "put")
+
+    async def go():
+        async with open_storage(embedded) as storage:
+            await migrated(storage)
+            outcome = await ingest.ingest_bytes(storage, embedded,
+                                               data=camera_jpeg(rows=900, cols=1200, seed=7),
+                                               original_file_name="o.jpg", user_id=None)
+            await detection.run_all(storage, embedded, outcome.upload_id)
+            return (await repo.get_upload(storage.engine, outcome.upload_id))["status"]
+
+    assert run(go()) == "done"
+    assert puts == []
