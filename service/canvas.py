@@ -141,7 +141,7 @@ def _neutral(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray
     crop = _native(storage, settings, manifest)
     if crop is None:
         return None
-    key = manifest.get("native_key") or manifest["original_key"]
+    key = _pixels_key(manifest)
     return _cached(NEUTRAL_PIXELS, key, lambda: _from_host(
         settings, manifest, NEUTRAL_PIXELS, key, lambda: neutralise(crop), share=True))
 

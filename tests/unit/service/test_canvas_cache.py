@@ -27,21 +27,28 @@ def _counting(monkeypatch, module, name: str) -> list:
     return calls
 
 
+async def _ingested(storage, settings, *, seed: int) -> int:
+    """The upload id of a ~1 MP camera JPEG (its methods decode the original) ingested into
+    freshly migrated storage."""
+    from service import ingest
+
+    await migrated(storage)
+    outcome = await ingest.ingest_bytes(storage, settings,
+                                       data=camera_jpeg(rows=900, cols=1200, seed=seed),
+                                       original_file_name=f"{seed}.jpg", user_id=None)
+    return outcome.upload_id
+
+
 def _canvas_in_two_processes(settings, monkeypatch):
     """Prepare a ~1 MP JPEG (its methods decode the original), run three methods in the
     preparing process, then in "another process" (an empty per-process cache); returns the
     (decodes, neutral views) each made, both runs' results and the shared files left."""
-    from service import canvas, detection, ingest
+    from service import canvas, detection
     from storage.context import open_storage
-
-    data = camera_jpeg(rows=900, cols=1200, seed=5)
 
     async def go():
         async with open_storage(settings) as storage:
-            await migrated(storage)
-            outcome = await ingest.ingest_bytes(storage, settings, data=data,
-                                               original_file_name="s.jpg", user_id=None)
-            uid = outcome.upload_id
+            uid = await _ingested(storage, settings, seed=5)
             canvas._recent.clear()
             decodes = _counting(monkeypatch, canvas, "decode_crop")
             neutrals = _counting(monkeypatch, canvas, "neutralise")
@@ -89,7 +96,7 @@ def test_another_process_of_the_host_reads_the_shared_pixels(embedded, monkeypat
 def test_aggregate_drops_the_canvas_shared_pixels(embedded):
     from pathlib import Path
 
-    from service import detection, ingest
+    from service import detection
     from service.aggregate import aggregate
     from storage.context import open_storage
 
@@ -97,11 +104,7 @@ def test_aggregate_drops_the_canvas_shared_pixels(embedded):
 
     async def go():
         async with open_storage(embedded) as storage:
-            await migrated(storage)
-            outcome = await ingest.ingest_bytes(storage, embedded,
-                                               data=camera_jpeg(rows=900, cols=1200, seed=6),
-                                               original_file_name="a.jpg", user_id=None)
-            uid = outcome.upload_id
+            uid = await _ingested(storage, embedded, seed=6)
             manifest_key, methods = await detection.prepare(storage, embedded, uid)
             shared = _files(folder)
             results = [(await detection.detect(storage, embedded, uid, m, manifest_key))
@@ -167,7 +170,7 @@ def test_a_canvas_run_in_one_process_shares_nothing(embedded, monkeypatch):
     """The embedded default (scan, the in-process API) runs a canvas in one process: its
     methods read prepare's decode from the process's cache, and nothing is written for
     other processes."""
-    from service import detection, ingest
+    from service import detection
     from service.shared_pixels import SharedPixels
     from storage import repository as repo
     from storage.context import open_storage
@@ -176,12 +179,9 @@ def test_a_canvas_run_in_one_process_shares_nothing(embedded, monkeypatch):
 
     async def go():
         async with open_storage(embedded) as storage:
-            await migrated(storage)
-            outcome = await ingest.ingest_bytes(storage, embedded,
-                                               data=camera_jpeg(rows=900, cols=1200, seed=7),
-                                               original_file_name="o.jpg", user_id=None)
-            await detection.run_all(storage, embedded, outcome.upload_id)
-            return (await repo.get_upload(storage.engine, outcome.upload_id))["status"]
+            uid = await _ingested(storage, embedded, seed=7)
+            await detection.run_all(storage, embedded, uid)
+            return (await repo.get_upload(storage.engine, uid))["status"]
 
     assert run(go()) == "done"
     assert puts == []
