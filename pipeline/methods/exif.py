@@ -71,6 +71,24 @@ def _exif_dict(img: Image.Image) -> dict:
     return tags
 
 
+# A1111-style generation parameters ("Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1"),
+# which SD.Next and others write into a JPEG's EXIF UserComment instead of a PNG chunk.
+GENERATION_PARAMETERS = re.compile(r"\bSteps:\s*\d+.*\b(Sampler|CFG scale|Seed):", re.DOTALL)
+USER_COMMENT_CHUNK = "exif:UserComment"
+
+
+def _user_comment(value) -> str | None:
+    """EXIF UserComment as text: an 8-byte charset header (``UNICODE\\0`` is UTF-16, its byte
+    order unstated: the one that decodes to more ASCII wins), then the comment."""
+    if not isinstance(value, bytes):
+        return _text(value)
+    head, body = value[:8], value[8:]
+    if head.startswith(b"UNICODE"):
+        texts = [body.decode(order, "replace") for order in ("utf-16-be", "utf-16-le")]
+        return _text(max(texts, key=lambda t: sum(" " <= c <= "~" for c in t)))
+    return _text(body if head.rstrip(b"\x00") in (b"ASCII", b"") else value)
+
+
 def _text(value) -> str | None:
     """A metadata string as text: EXIF/XMP/PNG strings are C strings, so it ends at the first
     NUL (cameras pad tags with NULs and garbage: GoPro's Make is ``GoPro\\x00\\x00…``), and
@@ -180,6 +198,10 @@ def analyze_metadata(data: bytes) -> MethodResult:
 
     png_chunks = {k: v for k, v in img.info.items() if isinstance(v, str | bytes)}
     generator_chunks = sorted(k for k in png_chunks if k.lower() in GENERATOR_CHUNKS)
+    comment = _user_comment(tags.get("UserComment"))
+    if comment and GENERATION_PARAMETERS.search(comment):
+        generator_chunks.append(USER_COMMENT_CHUNK)
+        png_chunks.setdefault("parameters", comment)  # the prompt excerpt reads it there
     xmp = _xmp_text(img, data)
     source_types = _source_types(xmp)
     c2pa_info = read_c2pa(data, Image.MIME.get(img.format or "", "image/jpeg"))
