@@ -1,15 +1,17 @@
 """Frozen CLIP ViT-B/16 features: the input view and the embedding the probe reads.
 
-The encoder (``pipeline/assets/clip_vitb16_block10.int8.onnx``, built by
-scripts/build_clip_encoder.py) is the CLIP image tower cut after block 10 of 12: intermediate
-blocks keep more of the low-level (generation-trace) information than the final, projected
-embedding, which is tuned to semantics, and a linear probe on them generalises across
-generators (UnivFD, CVPR 2023; Cozzolino et al., CVPR-W 2024). Which block: chosen by
-leave-one-source-out in scripts/train_model.py (pipeline/assets/MODEL_CARD.md).
+The encoder (``pipeline/assets/clip_vitb16_cls_b3_b5_b7_b9_b10.int8rr.onnx``, built by
+scripts/build_clip_encoder.py) is the CLIP image tower cut after block 10 of 12, with the CLS
+token of blocks 3, 5, 7, 9 and 10 as outputs: intermediate blocks keep more of the low-level
+(generation-trace) information than the final, projected embedding, which is tuned to
+semantics, and a linear probe on them generalises across generators (UnivFD, CVPR 2023;
+RINE, ECCV 2024). Which blocks: pipeline/assets/MODEL_CARD.md.
 
 The encoder is dynamically quantised: activation scales are computed over the whole batch,
 so an image's features depend on what shares its batch. The product runs one image per run,
-and training extracts every view alone for the same reason.
+and training extracts every view alone for the same reason. Its weights are 7-bit
+(``reduce_range``), so no integer kernel onnxruntime picks can saturate; every process checks
+the file against its shipped float reference once (:mod:`pipeline.known_answer`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from pipeline import known_answer
 
 CLIP_SIDE = 224
 # CLIP's own normalisation constants (openai/CLIP, preprocess).
@@ -76,9 +80,52 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=4)
 def encoder_session(path: str, sha256: str | None = None, threads: int = 1):
-    """One onnxruntime session per process and file, checked against its SHA-256 once."""
+    """One onnxruntime session per process and file, checked once against its SHA-256 and,
+    when the file ships a reference (``<file>.kat.npz``), against its known answers.
+
+    A file that fails either check raises :class:`ModelFileError` naming why, on every call
+    of the process (the verdict is never a silently wrong probability).
+    """
+    session, error = _checked_session(path, sha256, threads)
+    if error is not None:
+        raise error
+    return session
+
+
+def known_answer_result(path: str, sha256: str | None = None, threads: int = 1):
+    """The known-answer outcome of a loaded file (None when it ships no reference)."""
+    encoder_session(path, sha256, threads)
+    return _known_answers.get((path, sha256, threads))
+
+
+_known_answers: dict[tuple, object] = {}
+
+
+@lru_cache(maxsize=4)
+def _checked_session(path: str, sha256: str | None, threads: int):
+    """(session, None) or (None, ModelFileError): a failure is remembered for the process,
+    so a file that fails is not loaded and re-checked on every image."""
+    try:
+        session = _load_session(path, sha256, threads)
+        reference = known_answer.reference_path(Path(path))
+        if reference.is_file():
+            result = known_answer.check(session, reference)
+            _known_answers[path, sha256, threads] = result
+            if not result.ok:
+                raise ModelFileError(
+                    f"model file {Path(path).name} fails its known-answer check on this CPU: "
+                    f"{result.summary()}; its integer kernels compute wrong values here "
+                    "(pipeline/assets/MODEL_CARD.md, Numerics)")
+    except ModelFileError as exc:
+        return None, exc
+    except Exception as exc:  # noqa: BLE001 - a broken reference file is named, not crashed on
+        return None, ModelFileError(f"model file {Path(path).name}: known-answer check could "
+                                    f"not run: {type(exc).__name__}: {exc}")
+    return session, None
+
+
+def _load_session(path: str, sha256: str | None, threads: int):
     import onnxruntime as ort
 
     file = Path(path)
@@ -105,20 +152,38 @@ def token_features(hidden: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    hidden : (B, T, D) float ndarray
-        The residual stream after a transformer block (T = 1 + patches).
+    hidden : (B, T, D) or (B, D) float ndarray
+        The residual stream after a transformer block (T = 1 + patches), or its CLS token
+        alone (the shipped encoder outputs only what the probe reads).
 
     Returns
     -------
     (B, D) float32 ndarray
     """
-    cls = hidden[:, 0, :].astype(np.float32)
+    cls = (hidden[:, 0, :] if hidden.ndim == 3 else hidden).astype(np.float32)  # noqa: PLR2004
     return cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-6)
 
 
+def output_names(spec: str | None, session) -> list[str]:
+    """The encoder outputs a probe reads: ``spec`` is one name or several, comma-separated
+    (their features are concatenated in that order); none means the session's first."""
+    if not spec:
+        return [session.get_outputs()[0].name]
+    return [name.strip() for name in spec.split(",") if name.strip()]
+
+
 def embed(session, views: np.ndarray, *, output: str | None = None) -> dict[str, np.ndarray]:
-    """Run the encoder on a batch of :func:`clip_input` views: ``{output name: (B, D)}``."""
-    names = [o.name for o in session.get_outputs()]
-    wanted = [output] if output else names
+    """Run the encoder on a batch of :func:`clip_input` views: ``{output name: (B, D)}``.
+
+    ``output``: one name or several, comma-separated; default every output of the session.
+    """
+    wanted = output_names(output, session) if output else [o.name for o in
+                                                           session.get_outputs()]
     outs = session.run(wanted, {session.get_inputs()[0].name: views.astype(np.float32)})
     return {name: token_features(np.asarray(h)) for name, h in zip(wanted, outs, strict=True)}
+
+
+def probe_features(session, views: np.ndarray, output: str | None) -> np.ndarray:
+    """The probe's input: the named outputs' features side by side, ``(B, sum of D)``."""
+    feats = embed(session, views, output=output or session.get_outputs()[0].name)
+    return np.concatenate(list(feats.values()), axis=1)

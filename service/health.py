@@ -202,6 +202,31 @@ async def check_model(storage) -> Check:
     return Check("model", True, f"{configs[0].config_name}: {names} load")
 
 
+async def check_known_answers(storage) -> Check:
+    """Does this CPU compute the active model's answers? (pipeline/known_answer.py)"""
+    from pipeline.methods.model import known_answers
+
+    name = "model known-answer check"
+    try:
+        configs = await asyncio.wait_for(storage.documents.active_configurations("model"), 10)
+        if not configs:
+            return Check(name, False, "no active model configuration",
+                         "run `skygate db upgrade` (it installs the default model)")
+        results = await asyncio.to_thread(known_answers, configs[0].parameters.model_dump())
+    except Exception as exc:  # noqa: BLE001
+        return Check(name, False, _short(exc),
+                     "use a model whose integer weights cannot saturate on this CPU "
+                     "(pipeline/assets/MODEL_CARD.md, Numerics), or rebuild the shipped files")
+    if not results:
+        return Check(name, True, "not run: the active model ships no reference (<file>.kat.npz)")
+    detail = "; ".join(
+        f"{role} {r.reference.name.removesuffix('.kat.npz')}: " + (
+            f"features min cosine {r.min_cosine:.4f}, max |Δ| {r.max_abs:.4f} of their range"
+            if role == "encoder" else f"output max |Δ| {r.max_abs:.4f}")
+        + f" over {r.samples} reference inputs" for role, r in results.items())
+    return Check(name, True, f"ok ({detail})")
+
+
 async def run_checks(settings: Settings, *, storage=None, include_workers: bool = True
                      ) -> list[Check]:
     from storage.context import open_storage
@@ -221,4 +246,5 @@ async def run_checks(settings: Settings, *, storage=None, include_workers: bool 
                             "fix the broker first"))
     checks.append(_check_blobs(settings))
     checks.append(await check_model(storage))
+    checks.append(await check_known_answers(storage))
     return checks

@@ -10,14 +10,17 @@ FORENSIC_MODEL_CONFIG = "forensic_lr"
 FORENSIC_MODEL_PATH = "builtin:skygate_forensic_lr.onnx"
 # Hashes of the shipped files (pipeline/assets/MODEL_CARD.md): checked once per worker
 # process, so a truncated or replaced file is named instead of scored.
-CLIP_ENCODER_SHA256 = "3cab06dee345860a463f1016ed04136b81dfc098b3d36f29392d07f7ae19f6b4"
-CLIP_ENCODER_PATH = "builtin:clip_vitb16_block10.int8.onnx"
+CLIP_ENCODER_SHA256 = "6191ad123c58c41fa2006911798a452fd80d9b7436dde0fcb45de6a0d1de6467"
+CLIP_ENCODER_PATH = "builtin:clip_vitb16_cls_b3_b5_b7_b9_b10.int8rr.onnx"
+CLIP_ENCODER_OUTPUT = "block3,block5,block7,block9,block10"
 CLIP_PROBE_PATH = "builtin:skygate_clip_probe.onnx"
 # Shipped defaults of earlier releases: a default_model still equal to one is ours, unchanged
 # by an operator, and is upgraded (their files are no longer shipped).
 EARLIER_DEFAULTS = (
     {"model_path": FORENSIC_MODEL_PATH, "encoder_path": None},
     {"model_path": CLIP_PROBE_PATH, "encoder_path": "builtin:clip_vitb16_block5.int8.onnx"},
+    # Full-range s8 weights: saturated without AVX-512 VNNI (MODEL_CARD.md, Numerics).
+    {"model_path": CLIP_PROBE_PATH, "encoder_path": "builtin:clip_vitb16_block10.int8.onnx"},
 )
 
 
@@ -31,7 +34,7 @@ def default_model_configuration() -> SystemConfiguration:
         parameters=ConfigurationParameters(
             model_path=CLIP_PROBE_PATH,
             encoder_path=CLIP_ENCODER_PATH,
-            encoder_output="block10",
+            encoder_output=CLIP_ENCODER_OUTPUT,
             encoder_sha256=CLIP_ENCODER_SHA256,
             input_size=InputSize(width=224, height=224),
             batch_size=1,

@@ -2,7 +2,8 @@
 
 Three kinds of model plug in without code changes:
 - a **probe over CLIP features** (the default): ``encoder_path`` names an image encoder
-  (:mod:`pipeline.clip`) whose output ``encoder_output`` feeds the model at ``model_path``,
+  (:mod:`pipeline.clip`) whose output ``encoder_output`` (or several, comma-separated, their
+  features side by side) feeds the model at ``model_path``,
   a head with input ``(batch, D)``;
 - rank 2, ``(batch, F)`` without an encoder: a classifier over the format-neutral forensic
   features (:data:`pipeline.features.MODEL_FEATURES`), the earlier default;
@@ -22,7 +23,14 @@ import numpy as np
 from PIL import Image
 
 from pipeline.calibration import ASSETS
-from pipeline.clip import ModelFileError, clip_input, embed, encoder_session, sha256_of
+from pipeline.clip import (
+    ModelFileError,
+    clip_input,
+    encoder_session,
+    known_answer_result,
+    probe_features,
+    sha256_of,
+)
 from pipeline.features import MODEL_FEATURES, compute_features
 from pipeline.imaging import MIN_SIDE
 from pipeline.methods.base import (
@@ -64,6 +72,23 @@ def load_model(parameters: dict) -> dict[str, Path]:
     if parameters.get("encoder_path"):
         files["encoder"] = _session(parameters, "encoder_path")[0]
     return files
+
+
+def known_answers(parameters: dict) -> dict:
+    """``{"model"/"encoder": KnownAnswer}`` for each configured file that ships a reference
+    (``<file>.kat.npz``, pipeline/known_answer.py), checked on this CPU once per process.
+
+    Raises :class:`ModelFileError` when a file fails its check (or cannot be loaded)."""
+    out = {}
+    for role, key in (("model", "model_path"), ("encoder", "encoder_path")):
+        if not parameters.get(key):
+            continue
+        path = resolve_model_path(parameters[key])
+        kind = "encoder_sha256" if key == "encoder_path" else "model_sha256"
+        result = known_answer_result(str(path), parameters.get(kind))
+        if result is not None:
+            out[role] = result
+    return out
 
 
 def warm_up(parameters: dict | None) -> None:
@@ -110,7 +135,7 @@ def detect_model(neutral: np.ndarray, parameters: dict, *,
     if parameters.get("encoder_path"):
         encoder_path, encoder = _session(parameters, "encoder_path")
         output = parameters.get("encoder_output") or encoder.get_outputs()[0].name
-        x = embed(encoder, clip_input(neutral)[None], output=output)[output]
+        x = probe_features(encoder, clip_input(neutral)[None], output)
         details["encoder"] = {"name": encoder_path.stem, "output": output}
     elif len(model_input.shape) == FEATURE_RANK:
         features = {}

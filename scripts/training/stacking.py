@@ -65,3 +65,36 @@ def thresholds(y: np.ndarray, p: np.ndarray, *, max_real_called_ai: float = 0.05
     low = np.round(np.arange(0.50, 0.009, -0.01), 2)
     real_at = next((t for t in low if (ai <= t).mean() <= max_ai_called_real), 0.01)
     return float(ai_at), float(min(real_at, ai_at - 0.01))
+
+
+MIN_SOURCE_IMAGES = 8  # real sources smaller than this are judged together, as one group
+
+
+def real_source_groups(sources: np.ndarray, y: np.ndarray,
+                       min_images: int = MIN_SOURCE_IMAGES) -> np.ndarray:
+    """Each real photo's group for the per-source error bound: its source, or "(small
+    sources)" for sources with fewer than ``min_images`` photos (one photo of three is
+    33 %: noise, not a measurement). AI images get ""."""
+    real = y == 0
+    names, counts = np.unique(sources[real], return_counts=True)
+    small = set(names[counts < min_images])
+    return np.array(["" if not r else ("(small sources)" if s in small else s)
+                     for s, r in zip(sources, real, strict=True)], dtype=object)
+
+
+def real_called_ai_by_group(p: np.ndarray, groups: np.ndarray, at: float) -> dict[str, float]:
+    """Share of each real group's photos with P(AI) ≥ ``at``."""
+    return {g: float((p[groups == g] >= at).mean()) for g in sorted(set(groups) - {""})}
+
+
+def ai_threshold_by_source(p: np.ndarray, y: np.ndarray, groups: np.ndarray, *,
+                           max_real_called_ai: float = 0.05) -> float:
+    """The lowest P(AI) ≥ 0.5 at which every real group (and all real photos pooled) has at
+    most ``max_real_called_ai`` of its photos called AI: the worst source bounds the
+    threshold, not the average."""
+    for t in np.round(np.arange(0.50, 0.991, 0.01), 2):
+        shares = real_called_ai_by_group(p, groups, t)
+        if max(shares.values()) <= max_real_called_ai and \
+                (p[y == 0] >= t).mean() <= max_real_called_ai:
+            return float(t)
+    return 0.99

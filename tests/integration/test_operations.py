@@ -95,6 +95,8 @@ def test_doctor_passes_with_everything_up(cluster):
         assert check in result.stdout
     assert "FAIL" not in result.stdout
     assert "ingest" in result.stdout and "detect" in result.stdout, result.stdout
+    # The model's numerics on this CPU, against its shipped float reference.
+    assert "known-answer" in result.stdout and "cosine" in result.stdout, result.stdout
 
 
 def test_doctor_names_the_broker_when_its_port_is_closed(cluster):

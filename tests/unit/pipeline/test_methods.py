@@ -35,6 +35,33 @@ def test_png_with_stable_diffusion_parameters_is_declared_ai():
     assert "cat astronaut" in r.details["generator_prompt_excerpt"]
 
 
+@pytest.mark.parametrize("order", ["utf-16-be", "utf-16-le"])
+def test_generation_parameters_in_exif_user_comment_are_declared_ai(order):
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + SD_PARAMETERS.encode(order)  # UserComment
+    out = io.BytesIO()
+    Image.fromarray(noisy_photo()).save(out, format="JPEG", exif=exif)
+    r = analyze_metadata(out.getvalue())
+    assert r.is_ai_generated is True and r.details["generator_chunks"] == ["exif:UserComment"]
+    assert "cat astronaut" in r.details["generator_prompt_excerpt"]
+
+
+def test_a_plain_user_comment_declares_nothing():
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9286] = b"ASCII\x00\x00\x00Holiday in Crete, steps: many"
+    out = io.BytesIO()
+    Image.fromarray(noisy_photo()).save(out, format="JPEG", exif=exif)
+    assert analyze_metadata(out.getvalue()).details["generator_chunks"] == []
+
+
 def test_no_metadata_abstains():
     r = analyze_metadata(encode(smooth_scene()))
     assert r.ai_probability is None and r.is_ai_generated is None and r.abstained
@@ -184,7 +211,8 @@ def test_shipped_clip_probe_runs_and_is_deterministic():
     b = detect_model(neutralise(arr), params)
     assert a.ai_probability == b.ai_probability and 0 <= a.ai_probability <= 1
     assert a.details["model_name"] == "skygate_clip_probe"
-    assert a.details["encoder"] == {"name": "clip_vitb16_block10.int8", "output": "block10"}
+    assert a.details["encoder"] == {"name": "clip_vitb16_cls_b3_b5_b7_b9_b10.int8rr",
+                                    "output": "block3,block5,block7,block9,block10"}
 
 
 def test_forensic_model_stays_available_as_a_configuration():

@@ -21,12 +21,13 @@ def _warm_up(settings, names=None):
 
 
 def test_the_active_model_is_loaded_before_any_image(embedded):
-    from pipeline.clip import encoder_session
+    from pipeline import clip
 
-    encoder_session.cache_clear()
+    clip._checked_session.cache_clear()
     assert _warm_up(embedded) == ["model"]
-    # The encoder and its head: the sessions the first image would otherwise load.
-    assert encoder_session.cache_info().currsize == 2
+    # The encoder and its head: the sessions the first image would otherwise load, each
+    # checked against its known answers.
+    assert clip._checked_session.cache_info().currsize == 2
     assert _warm_up(embedded, ["prnu", "ela"]) == []
 
 

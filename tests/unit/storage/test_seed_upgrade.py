@@ -35,7 +35,11 @@ def _after_upgrade(settings, stored: SystemConfiguration | None):
     {"model_path": "builtin:skygate_forensic_lr.onnx"},
     {"model_path": "builtin:skygate_clip_probe.onnx",
      "encoder_path": "builtin:clip_vitb16_block5.int8.onnx", "encoder_output": "block5"},
-], ids=["forensic-lr", "clip-block5"])
+    # Full-range s8 weights: wrong features without AVX-512 VNNI.
+    {"model_path": "builtin:skygate_clip_probe.onnx",
+     "encoder_path": "builtin:clip_vitb16_block10.int8.onnx", "encoder_output": "block10",
+     "encoder_sha256": "3cab06dee345860a463f1016ed04136b81dfc098b3d36f29392d07f7ae19f6b4"},
+], ids=["forensic-lr", "clip-block5", "clip-block10-s8"])
 def test_an_untouched_earlier_default_becomes_the_shipped_model(embedded, earlier):
     from storage.seed import default_model_configuration
 
@@ -43,7 +47,8 @@ def test_an_untouched_earlier_default_becomes_the_shipped_model(embedded, earlie
     shipped = default_model_configuration().parameters
     assert changed
     assert now.parameters.encoder_path == shipped.encoder_path
-    assert now.parameters.encoder_output == shipped.encoder_output == "block10"
+    assert now.parameters.encoder_output == shipped.encoder_output == \
+        "block3,block5,block7,block9,block10"
     assert now.parameters.encoder_sha256 == shipped.encoder_sha256
     assert now.is_active is False  # the operator's choice to deactivate it stays
 
