@@ -45,9 +45,9 @@ SHIPPED_BLOCKS = [3, 5, 7, 9, 10]
 # The weight forms --weights writes, and the file name part each gets.
 WEIGHTS = {"reduce-range": "int8rr", "u8": "u8", "s8": "int8"}
 # Known-answer tolerances (per input, each CLS output): int8 activations against the float
-# twin agree to cosine ≥ 0.965 and max |Δ| ≤ 0.05 of the range on a correct kernel, whichever
-# weight form; the saturating kernel (full-range s8 without VNNI) gave CLS cosines 0.47–0.78
-# (pipeline/assets/MODEL_CARD.md, "Numerics").
+# twin agree to cosine ≥ 0.965 and max |Δ| ≤ 0.075 of the range on a correct kernel, whichever
+# weight form and CPU; the saturating kernel (full-range s8 without VNNI, under qemu -cpu
+# Haswell) gave cosine 0.47 and max |Δ| 0.35 (pipeline/assets/MODEL_CARD.md, "Numerics").
 KAT_MIN_COSINE = 0.93
 KAT_MAX_ABS = 0.15
 
