@@ -130,6 +130,25 @@ def u8_weights(model) -> int:
     return len(done) // 2
 
 
+def quantised_matmuls(graph):
+    """Each dynamically quantised matmul of ``graph``: (MatMulInteger node, its rescaling Mul,
+    the name of its per-channel weight-scale initializer). The exporter's chain is
+    DynamicQuantizeLinear → MatMulInteger → Cast → Mul(activation scale × weight scale)."""
+    inits = {i.name for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for node in list(graph.node):
+        if node.op_type != "MatMulInteger":
+            continue
+        (cast,) = consumers[node.output[0]]
+        (rescale,) = consumers[cast.output[0]]
+        scales = producer[next(i for i in rescale.input if i != cast.output[0])]
+        yield node, rescale, next(i for i in scales.input if i in inits)
+
+
 def reduce_range_weights(model) -> int:
     """Requantise every MatMulInteger's symmetric s8 weights to 7 bits ([-63, 63]), in place.
 
@@ -140,19 +159,8 @@ def reduce_range_weights(model) -> int:
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
     count = 0
-    for node in model.graph.node:
-        if node.op_type != "MatMulInteger":
-            continue
-        (cast,) = consumers[node.output[0]]
-        (rescale,) = consumers[cast.output[0]]
-        scales = producer[next(i for i in rescale.input if i != cast.output[0])]
-        w_scale = next(i for i in scales.input if i in inits)
+    for node, _, w_scale in quantised_matmuls(model.graph):
         w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
         if numpy_helper.to_array(inits[node.input[3]]).any():
             raise ValueError(f"{node.input[1]}: reduce_range expects symmetric weights")
@@ -172,7 +180,6 @@ def float_reference(model):
     integer kernel is involved. Returns a new model.
     """
     import copy
-    from collections import defaultdict
 
     from onnx import helper, numpy_helper
 
@@ -180,19 +187,9 @@ def float_reference(model):
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
-    consumers = defaultdict(list)
-    for n in graph.node:
-        for i in n.input:
-            consumers[i].append(n)
     new_nodes, replaced = [], {}
-    for node in graph.node:
-        if node.op_type != "MatMulInteger":
-            continue
+    for node, rescale, w_scale in quantised_matmuls(graph):
         quantize = producer[node.input[0]]
-        (cast,) = consumers[node.output[0]]
-        (rescale,) = consumers[cast.output[0]]
-        scales = producer[next(i for i in rescale.input if i != cast.output[0])]
-        w_scale = next(i for i in scales.input if i in inits)
         w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
         z = numpy_helper.to_array(inits[node.input[3]]).astype(np.float64)
         s = numpy_helper.to_array(inits[w_scale]).astype(np.float64)
