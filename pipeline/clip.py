@@ -84,12 +84,14 @@ def encoder_session(path: str, sha256: str | None = None, threads: int = 1):
     """One onnxruntime session per process and file, checked once against its SHA-256 and,
     when the file ships a reference (``<file>.kat.npz``), against its known answers.
 
-    A file that fails either check raises :class:`ModelFileError` naming why, on every call
-    of the process (the verdict is never a silently wrong probability).
+    A file that fails raises :class:`ModelFileError` naming why (the verdict is never a
+    silently wrong probability). A failed known-answer check is a property of the file on
+    this CPU, so it is remembered for the process; a missing or unloadable file is not, so a
+    file put in place later is picked up.
     """
     session, error = _checked_session(path, sha256, threads)
     if error is not None:
-        raise error
+        raise ModelFileError(error)  # a new exception each time: no traceback piles up
     return session
 
 
@@ -104,24 +106,22 @@ _known_answers: dict[tuple, object] = {}
 
 @lru_cache(maxsize=4)
 def _checked_session(path: str, sha256: str | None, threads: int):
-    """(session, None) or (None, ModelFileError): a failure is remembered for the process,
-    so a file that fails is not loaded and re-checked on every image."""
+    """(session, None) or (None, why it failed its known-answer check). Load errors raise
+    (and lru_cache keeps no exception)."""
+    session = _load_session(path, sha256, threads)
+    reference = known_answer.reference_path(Path(path))
+    if not reference.is_file():
+        return session, None
     try:
-        session = _load_session(path, sha256, threads)
-        reference = known_answer.reference_path(Path(path))
-        if reference.is_file():
-            result = known_answer.check(session, reference)
-            _known_answers[path, sha256, threads] = result
-            if not result.ok:
-                raise ModelFileError(
-                    f"model file {Path(path).name} fails its known-answer check on this CPU: "
-                    f"{result.summary()}; its integer kernels compute wrong values here "
-                    "(pipeline/assets/MODEL_CARD.md, Numerics)")
-    except ModelFileError as exc:
-        return None, exc
+        result = known_answer.check(session, reference)
     except Exception as exc:  # noqa: BLE001 - a broken reference file is named, not crashed on
-        return None, ModelFileError(f"model file {Path(path).name}: known-answer check could "
-                                    f"not run: {type(exc).__name__}: {exc}")
+        return None, (f"model file {Path(path).name}: known-answer check could not run: "
+                      f"{type(exc).__name__}: {exc}")
+    _known_answers[path, sha256, threads] = result
+    if not result.ok:
+        return None, (f"model file {Path(path).name} fails its known-answer check on this CPU: "
+                      f"{result.summary()}; its integer kernels compute wrong values here "
+                      "(pipeline/assets/MODEL_CARD.md, Numerics)")
     return session, None
 
 

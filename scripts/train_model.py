@@ -291,7 +291,7 @@ def main() -> None:  # noqa: PLR0915 - one linear recipe (probe, forensic, ensem
         "by_folder": by_group(yk, pk, [f for f, k in zip(folders, keep, strict=True) if k]),
         # The bound the threshold was chosen for: each held-out real source's share called AI.
         "real_called_ai_by_source": stacking.real_called_ai_by_group(pk, groups[keep], ai_at),
-        "ai_caught_by_source": {g: float((pk[(sources[keep] == g)] >= ai_at).mean())
+        "ai_caught_by_source": {g: float((pk[(sources[keep] == g) & (yk == 1)] >= ai_at).mean())
                                 for g in sorted(set(sources[keep][yk == 1]))},
     }
     report = {

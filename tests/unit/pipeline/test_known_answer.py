@@ -34,7 +34,7 @@ def test_shipped_encoder_agrees_with_its_float_reference_on_this_cpu():
     assert result.samples >= 4
     # Tolerances live in the reference file (scripts/build_clip_encoder.py); state them here
     # too so a loosened file cannot pass silently.
-    assert result.tolerance_cosine >= 0.93 and result.tolerance_abs <= 0.8
+    assert result.tolerance_cosine >= 0.93 and result.tolerance_abs <= 0.15
     assert result.ok, f"{result.summary()} on a CPU with {_cpu_flags()}"
 
 
@@ -58,7 +58,8 @@ def _matmul_integer_model(path, weights: np.ndarray) -> None:
 
 @pytest.mark.parametrize(("weights", "risky"), [
     (np.array([[-127, 5], [90, 127]], np.int8), True),      # full range: vpmaddubsw saturates
-    (np.array([[-64, 5], [63, 12]], np.int8), False),       # reduce_range: 7 bits
+    (np.array([[-64, 5], [64, 12]], np.int8), False),       # reduce_range: ≤ 64 fits int16
+    (np.array([[-65, 5], [3, 12]], np.int8), True),
     (np.array([[0, 255], [128, 3]], np.uint8), False),      # u8: the u8×u8 kernel widens
 ])
 def test_saturation_risks_reads_the_weights(tmp_path, weights, risky):
@@ -148,3 +149,20 @@ def test_the_shipped_weight_forms_multiply_exactly_on_this_cpu():
     assert np.array_equal(_matmul_integer(seven_bit, x),
                           x.astype(np.int64) @ seven_bit.astype(np.int64))
     assert np.array_equal(_matmul_integer(as_u8, x, zero_point=np.array(128, np.uint8)), exact)
+
+
+def test_a_missing_file_is_not_remembered_but_a_failed_check_is(tmp_path):
+    late = tmp_path / "clip_late.onnx"
+    with pytest.raises(ModelFileError, match="not found"):
+        encoder_session(str(late))
+    late.symlink_to(ENCODER)  # the operator puts the file in place: no restart needed
+    assert encoder_session(str(late)) is not None
+    # A refused file is refused again with a fresh exception (no traceback piles up).
+    bad = _beside_shipped(tmp_path, "clip_refused.onnx")
+    known_answer.reference_path(bad).write_bytes(b"not an npz")
+    errors = []
+    for _ in range(2):
+        with pytest.raises(ModelFileError) as caught:
+            encoder_session(str(bad))
+        errors.append(caught.value)
+    assert errors[0] is not errors[1] and str(errors[0]) == str(errors[1])
