@@ -48,7 +48,11 @@ from scripts.training.probe import fit_probe, held_out_logits, probe_logit  # no
 # alone scored LOSO AUC 0.84, intermediate blocks together 0.88–0.89. This run chooses the probe.
 ENCODER = ASSETS / encoder_file_name(SHIPPED_BLOCKS, "reduce-range")
 ENCODER_OUTPUT = ",".join(f"block{b}" for b in SHIPPED_BLOCKS)
-CANDIDATE_BLOCKS = ["cls"]  # the one feature set: every output side by side
+# The one feature set (every output side by side), trained either on every view of each
+# image or on its inference view alone; held-out images are scored on every view either way,
+# so the edited views measure what editing does to a verdict.
+TRAIN_VIEWS = {"cls, all views": slice(None), "cls, inference view": slice(0, 1)}
+CANDIDATE_BLOCKS = list(TRAIN_VIEWS)
 PROBE_GRID = [("lr", 0.005), ("lr", 0.02), ("svm", 0.0001), ("svm", 0.0003), ("svm", 0.001)]
 N_AUGMENTED = 3  # crop, downscale, JPEG (scripts/training/views.augment)
 N_EDITED = 3  # tone curve, saturation, clarity or noise reduction, downscale, JPEG (views.edit)
@@ -83,12 +87,13 @@ def nested_loso(blocks, y, sources, ok, candidates, groups) -> np.ndarray:
         inner = ok & (sources != g)
         scores = []
         for block, kind, C in candidates:
-            logits = held_out_logits(blocks[block], y, sources, inner, C=C, kind=kind)
+            logits = held_out_logits(blocks[block], y, sources, inner, C=C, kind=kind,
+                                     train_views=TRAIN_VIEWS[block])
             scores.append({"block": block, "probe": kind, "C": C,
                            **judge(logits, y, inner, groups)})
         pick = max(scores, key=selection_key)
         test = ok & (sources == g)
-        feats = blocks[pick["block"]]
+        feats = blocks[pick["block"]][:, TRAIN_VIEWS[pick["block"]]]
         model = fit_probe(feats[inner].reshape(-1, feats.shape[2]),
                           np.repeat(y[inner], feats.shape[1]), C=pick["C"], kind=pick["probe"])
         out[test] = probe_logit(model, feats[test][:, 0])
@@ -176,13 +181,15 @@ def main() -> None:  # noqa: PLR0915 - one linear recipe (probe, forensic, ensem
     per_block, ok, errors = clip_features.extract(
         rows, encoder=ENCODER, n_augmented=N_AUGMENTED, n_edited=N_EDITED,
         cache=args.cache / f"clip_features_{ENCODER.stem}.npz", workers=args.workers)
-    blocks = {"cls": np.concatenate([per_block[n] for n in ENCODER_OUTPUT.split(",")], axis=2)}
+    cls = np.concatenate([per_block[n] for n in ENCODER_OUTPUT.split(",")], axis=2)
+    blocks = dict.fromkeys(CANDIDATE_BLOCKS, cls)  # the same features, trained on other views
     candidates = ([(args.block, args.probe, args.C)] if args.block else
                   [(b, kind, C) for b in CANDIDATE_BLOCKS for kind, C in PROBE_GRID])
     groups = stacking.real_source_groups(sources, y)
     selection, held_out = [], {}
     for block, kind, C in candidates:
-        logits = held_out_logits(blocks[block], y, sources, ok, C=C, kind=kind)
+        logits = held_out_logits(blocks[block], y, sources, ok, C=C, kind=kind,
+                                 train_views=TRAIN_VIEWS[block])
         held_out[block, kind, C] = logits[:, 0]
         selection.append({"block": block, "probe": kind, "C": C,
                           **judge(logits, y, ok, groups)})
@@ -194,7 +201,7 @@ def main() -> None:  # noqa: PLR0915 - one linear recipe (probe, forensic, ensem
     # refits every candidate once per pair of sources).
     nested = (nested_loso(blocks, y, sources, ok, candidates, groups)
               if args.nested and len(candidates) > 1 else None)
-    feats = blocks[block]
+    feats = blocks[block][:, TRAIN_VIEWS[block]]
     loso = held_out[block, kind, C]
     logo = held_out_logits(feats, y, np.where(y == 1, families, sources), ok, C=C,
                            kind=kind)[:, 0]

@@ -20,7 +20,7 @@ down_revision = "0013"
 branch_labels = None
 depends_on = None
 
-WEIGHTS = {"exif": 0.0, "model": 1.01, "prnu": 0.0, "texture": 0.0, "ela": 0.0}
+WEIGHTS = {"exif": 0.0, "model": 1.04, "prnu": 0.0, "texture": 0.0, "ela": 0.0}
 PREVIOUS = {"exif": 0.0, "model": 1.13, "prnu": 0.0, "texture": 0.0, "ela": 0.0}
 MODEL_DESCRIPTION = ("Linear probe on frozen CLIP ViT-B/16 features (CLS of blocks 3, 5, 7, 9, "
                      "10; 7-bit weights), ONNX")
