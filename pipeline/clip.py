@@ -172,18 +172,17 @@ def output_names(spec: str | None, session) -> list[str]:
     return [name.strip() for name in spec.split(",") if name.strip()]
 
 
-def embed(session, views: np.ndarray, *, output: str | None = None) -> dict[str, np.ndarray]:
-    """Run the encoder on a batch of :func:`clip_input` views: ``{output name: (B, D)}``.
-
-    ``output``: one name or several, comma-separated; default every output of the session.
-    """
-    wanted = output_names(output, session) if output else [o.name for o in
-                                                           session.get_outputs()]
+def embed(session, views: np.ndarray, *, outputs: list[str] | None = None
+          ) -> dict[str, np.ndarray]:
+    """Run the encoder on a batch of :func:`clip_input` views: ``{output name: (B, D)}`` for
+    ``outputs`` (default: every output of the session)."""
+    wanted = outputs or [o.name for o in session.get_outputs()]
     outs = session.run(wanted, {session.get_inputs()[0].name: views.astype(np.float32)})
     return {name: token_features(np.asarray(h)) for name, h in zip(wanted, outs, strict=True)}
 
 
 def probe_features(session, views: np.ndarray, output: str | None) -> np.ndarray:
-    """The probe's input: the named outputs' features side by side, ``(B, sum of D)``."""
-    feats = embed(session, views, output=output or session.get_outputs()[0].name)
+    """The probe's input: the features of the outputs ``output`` names (one, or several
+    comma-separated; default the first), side by side, ``(B, sum of D)``."""
+    feats = embed(session, views, outputs=output_names(output, session))
     return np.concatenate(list(feats.values()), axis=1)

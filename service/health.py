@@ -185,21 +185,30 @@ def _check_object_store(settings: Settings) -> Check:
     return Check("blob store", True, f"{where}: writable")
 
 
+_NO_MODEL = ("no active model configuration",
+             "run `skygate db upgrade` (it installs the default model)")
+
+
+async def _active_model(storage):
+    """The active model configuration, or None."""
+    configs = await asyncio.wait_for(storage.documents.active_configurations("model"), 10)
+    return configs[0] if configs else None
+
+
 async def check_model(storage) -> Check:
     from pipeline.methods.model import load_model
 
     try:
-        configs = await asyncio.wait_for(storage.documents.active_configurations("model"), 10)
-        if not configs:
-            return Check("model", False, "no active model configuration",
-                         "run `skygate db upgrade` (it installs the default model)")
-        files = await asyncio.to_thread(load_model, configs[0].parameters.model_dump())
+        config = await _active_model(storage)
+        if config is None:
+            return Check("model", False, *_NO_MODEL)
+        files = await asyncio.to_thread(load_model, config.parameters.model_dump())
     except Exception as exc:  # noqa: BLE001
         return Check("model", False, _short(exc),
                      "fix model_path/encoder_path in the active system_configuration, or "
                      "rebuild the shipped files (pipeline/assets/MODEL_CARD.md)")
     names = ", ".join(p.name for p in files.values())
-    return Check("model", True, f"{configs[0].config_name}: {names} load")
+    return Check("model", True, f"{config.config_name}: {names} load")
 
 
 async def check_known_answers(storage) -> Check:
@@ -208,11 +217,10 @@ async def check_known_answers(storage) -> Check:
 
     name = "model known-answer check"
     try:
-        configs = await asyncio.wait_for(storage.documents.active_configurations("model"), 10)
-        if not configs:
-            return Check(name, False, "no active model configuration",
-                         "run `skygate db upgrade` (it installs the default model)")
-        results = await asyncio.to_thread(known_answers, configs[0].parameters.model_dump())
+        config = await _active_model(storage)
+        if config is None:
+            return Check(name, False, *_NO_MODEL)
+        results = await asyncio.to_thread(known_answers, config.parameters.model_dump())
     except Exception as exc:  # noqa: BLE001
         return Check(name, False, _short(exc),
                      "use a model whose integer weights cannot saturate on this CPU "

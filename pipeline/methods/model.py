@@ -55,10 +55,15 @@ def resolve_model_path(model_path: str) -> Path:
     return Path(model_path).expanduser()
 
 
-def _session(parameters: dict, key: str):
-    path = resolve_model_path(parameters[key])
+def _file(parameters: dict, key: str) -> tuple[Path, str | None]:
+    """The file a configuration names under ``key`` and its recorded SHA-256, if any."""
     kind = "encoder_sha256" if key == "encoder_path" else "model_sha256"
-    return path, encoder_session(str(path), parameters.get(kind))
+    return resolve_model_path(parameters[key]), parameters.get(kind)
+
+
+def _session(parameters: dict, key: str):
+    path, sha256 = _file(parameters, key)
+    return path, encoder_session(str(path), sha256)
 
 
 def load_model(parameters: dict) -> dict[str, Path]:
@@ -83,9 +88,8 @@ def known_answers(parameters: dict) -> dict:
     for role, key in (("model", "model_path"), ("encoder", "encoder_path")):
         if not parameters.get(key):
             continue
-        path = resolve_model_path(parameters[key])
-        kind = "encoder_sha256" if key == "encoder_path" else "model_sha256"
-        result = known_answer_result(str(path), parameters.get(kind))
+        path, sha256 = _file(parameters, key)
+        result = known_answer_result(str(path), sha256)
         if result is not None:
             out[role] = result
     return out
