@@ -26,7 +26,7 @@ _batch_options = [
     click.option("--exclude", multiple=True, help="skip files matching this glob"),
     click.option("--json", "as_json", is_flag=True, help="machine-readable lines on stdout"),
     click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
-                 help="write a self-contained HTML report"),
+                 help="write an HTML report, its pictures in F_files/ beside it"),
 ]
 
 

@@ -1,7 +1,7 @@
 """The document store's interface: the seed's two collections behind one small contract.
 
-Backends (``mongo.py``, ``embedded.py``) stay on the common ground of DESIGN.md
-(whole-document replaces, no transactions, DuplicateKeyError not message text).
+Backends (``mongo.py``, ``embedded.py``) stay on the ground both can hold: whole-document
+replaces, no transactions, DuplicateKeyError (never a message's text) for a duplicate.
 """
 
 from __future__ import annotations
