@@ -12,7 +12,6 @@ import time
 from functools import lru_cache
 
 import numpy as np
-import scipy.fft
 
 from pipeline.imaging import MAX_SIDE, block_mean, block_std, center_crop, luminance, too_small
 from pipeline.methods.base import (
@@ -106,8 +105,7 @@ def spectral_slope(gray: np.ndarray) -> float:
     """
     rows, cols = gray.shape
     window, radius, weight, counts = _spectrum_geometry(rows, cols)
-    # scipy's pocketfft, as numpy's, but transforming several rows at once: faster in 2-D.
-    spectrum = scipy.fft.rfft2((gray - gray.mean()) * window)
+    spectrum = np.fft.rfft2((gray - gray.mean()) * window)
     power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
     radial = np.bincount(radius, power.ravel() * weight, minlength=counts.size) / counts
     top = min(rows, cols) // 2

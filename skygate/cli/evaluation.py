@@ -32,6 +32,11 @@ def eval_(paths, labels_csv, stored, out, plot, workers, as_json):
     Runs them like `scan` (on the configured database: a re-run reads the stored verdicts
     back), or with --stored only reads back verdicts stored earlier. Exit 0 when it ran.
     """
+    if plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise click.UsageError("--plot needs matplotlib: pip install 'skygate[plot]'")
     from skygate import evaluate
     from skygate.batch import default_workers
 

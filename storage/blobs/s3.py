@@ -46,8 +46,11 @@ class S3BlobStore(BlobStore):
                  endpoint_url: str | None = None, retry_mode: str = "standard",
                  max_attempts: int = 5, connect_timeout: float = 5.0,
                  read_timeout: float = 60.0, cache_dir: Path | None = None):
-        import boto3
-        from botocore.config import Config
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:  # the light install leaves the S3 client out
+            raise RuntimeError("an s3:// blob URL needs boto3: pip install 'skygate[s3]'") from exc
 
         if not bucket:
             raise ValueError("an s3:// blob URL needs a bucket: s3://BUCKET[/PREFIX]")

@@ -11,7 +11,7 @@ from scipy.ndimage import uniform_filter
 from pipeline.imaging import block_std, luminance
 from pipeline.methods.ela import amplified, error_levels, integer_percentile
 from pipeline.methods.prnu import _mean_power, smallest_local_mean
-from pipeline.methods.texture import lbp_codes
+from pipeline.methods.texture import lbp_codes, spectral_slope
 from pipeline.order_stats import order_statistics, percentiles
 from tests.images import noisy_photo, smooth_scene
 
@@ -175,3 +175,17 @@ def test_pictures_are_stored_losslessly_indexed_when_they_have_few_colours():
     indices, palette = palette_of(ela_picture)
     assert np.array_equal(palette[indices], ela_picture)
     assert len(np.unique(ela_picture.reshape(-1, 3), axis=0)) == len(palette)
+
+
+def test_spectral_slope_with_numpy_fft_equals_scipys_pocketfft(monkeypatch):
+    """texture's one FFT is numpy's (scipy left the light install): the slopes equal scipy's."""
+    import scipy.fft
+
+    grays = [luminance(noisy_photo(rows=r, cols=c, seed=r)) for r, c in ((192, 256), (131, 97),
+                                                                          (480, 640))]
+    grays.append(luminance(smooth_scene(rows=150, cols=200)))
+    numpy_slopes = [spectral_slope(g) for g in grays]
+    monkeypatch.setattr(np.fft, "rfft2", scipy.fft.rfft2)
+    scipy_slopes = [spectral_slope(g) for g in grays]
+    assert all(np.isfinite(numpy_slopes)) and len(set(numpy_slopes)) == len(grays)
+    assert np.allclose(numpy_slopes, scipy_slopes, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,80 @@
+"""The light install: `pip install -e .` carries what scan, the API and the workers need and
+nothing they do not; the extras carry only what they name."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+
+from tests.conftest import ROOT
+from tests.images import encode, noisy_photo
+
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+# Heavy packages the main job does not use: each lives in the extra that names its use.
+OPTIONAL = {"scipy": "test", "matplotlib": "plot", "boto3": "s3", "scikit-learn": "train"}
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip()
+            for r in requirements}
+
+
+def test_base_dependencies_leave_the_heavy_optional_packages_out():
+    base = _names(PROJECT["dependencies"])
+    assert not base & (set(OPTIONAL) | {"defusedxml"})
+    extras = PROJECT["optional-dependencies"]
+    for package, extra in OPTIONAL.items():
+        assert package in _names(extras[extra]), (package, extra)
+
+
+def test_scan_api_and_worker_import_none_of_the_optional_packages(tmp_path):
+    """One image judged in-process, the API app and the Celery app built: none of them
+    imports scipy, matplotlib or boto3, so the install without extras runs them."""
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(encode(noisy_photo(rows=128, cols=160), fmt="JPEG"))
+    code = f"""
+import sys
+from click.testing import CliRunner
+from skygate.cli import main
+result = CliRunner().invoke(main, ["scan", {str(image)!r}, "--json"])
+assert result.exit_code == 0, result.output
+import api.app, workers, workers.tasks
+api.app.create_app()
+loaded = sorted(m for m in ("scipy", "matplotlib", "boto3", "botocore") if m in sys.modules)
+print("LOADED", loaded)
+"""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "SKYGATE_DATA_DIR": str(tmp_path),
+           "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=240, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "LOADED []" in result.stdout, result.stdout
+
+
+def _pins(lock: str) -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / lock).read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split("==")
+            pins[name.strip().lower().replace("_", "-")] = version.split()[0].rstrip("\\")
+    return pins
+
+
+def test_the_lock_files_pin_every_declared_dependency_within_its_range():
+    """requirements.lock (the image: base + s3, with hashes) and requirements-test.lock (CI)
+    stay in step with pyproject.toml: regenerate them when a range changes (docs/operations.md)."""
+    from packaging.requirements import Requirement
+
+    extras = PROJECT["optional-dependencies"]
+    for lock, requirements in (
+            ("requirements.lock", PROJECT["dependencies"] + extras["s3"]),
+            ("requirements-test.lock", PROJECT["dependencies"] + extras["s3"] + extras["plot"]
+             + [r for r in extras["test"] if not r.startswith("skygate")])):
+        pins = _pins(lock)
+        for text in requirements:
+            req = Requirement(text)
+            name = req.name.lower().replace("_", "-")
+            assert name in pins, f"{lock} does not pin {name}"
+            assert req.specifier.contains(pins[name], prereleases=True), (lock, text, pins[name])
+    assert "--hash=sha256:" in (ROOT / "requirements.lock").read_text()
