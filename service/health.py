@@ -1,5 +1,9 @@
 """Dependency checks, each with a fix hint: ``skygate doctor`` prints them, ``/readyz``
-answers with them."""
+answers with them.
+
+A check runs only when what it needs passed (``NEEDS``): with the database down, the embedded
+document store, the pools and the model are "skipped: database unreachable" instead of failing
+with hints about things that are not the cause."""
 
 from __future__ import annotations
 
@@ -19,6 +23,20 @@ class Check:
     ok: bool
     detail: str
     hint: str = ""
+    reachable: bool = True  # False when the failure is that the service did not answer
+    cause: str = ""  # set when skipped: the failed check this one could not run without
+
+    @property
+    def skipped(self) -> bool:
+        return bool(self.cause)
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "skipped" if self.skipped else "fail"
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "detail": self.detail,
+                "hint": self.hint if not self.ok else "", "cause": self.cause or None}
 
 
 _SHORT_LIMIT = 240  # characters of an error shown in a health check's detail
@@ -44,14 +62,26 @@ async def check_database(settings: Settings, storage) -> Check:
 
     from storage import migrate
 
-    where = "embedded SQLite" if not settings.database_url else _where(settings.database_url)
-    try:
+    url = settings.database_url
+    if not url:
+        where, fix = f"embedded SQLite in {settings.data_dir}", "make SKYGATE_DATA_DIR writable"
+    else:
+        kind = "PostgreSQL" if url.startswith("postgres") else "the database"
+        where, fix = f"{kind} {_where(url)}", f"start {kind} or fix SKYGATE_DATABASE_URL"
+
+    async def ping():
         async with storage.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(ping(), 10)
+    except Exception as exc:  # noqa: BLE001
+        return Check("database", False, f"{where}: unreachable: {_short(exc)}", fix,
+                     reachable=False)
+    try:
         current = await asyncio.wait_for(migrate.current_revision(storage.engine), 10)
     except Exception as exc:  # noqa: BLE001
-        return Check("database", False, f"{where}: {_short(exc)}",
-                     "start PostgreSQL or fix SKYGATE_DATABASE_URL")
+        return Check("database", False, f"{where}: {_short(exc)}", fix)
     head = migrate.head_revision()
     if current != head:
         return Check("database", False, f"{where}: at revision {current or 'none'}, "
@@ -65,8 +95,10 @@ async def check_documents(settings: Settings, storage) -> Check:
     try:
         missing = await asyncio.wait_for(storage.documents.missing_indexes(), 10)
     except Exception as exc:  # noqa: BLE001
-        return Check("documents", False, f"{where}: {_short(exc)}",
-                     "start MongoDB or fix SKYGATE_MONGO_URL")
+        if not settings.mongo_url:
+            return Check("documents", False, f"{where}: {_short(exc)}", "run `skygate db upgrade`")
+        return Check("documents", False, f"{where}: unreachable: {_short(exc)}",
+                     "start MongoDB or fix SKYGATE_MONGO_URL", reachable=False)
     if missing:
         return Check("documents", False, f"{where}: missing indexes {', '.join(missing)}",
                      "run `skygate db upgrade`")
@@ -107,8 +139,8 @@ def _check_broker(settings: Settings) -> Check:
         with Connection(settings.broker_url, connect_timeout=3) as conn:
             conn.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:  # noqa: BLE001
-        return Check("broker", False, f"{where}: {_short(exc)}",
-                     "start Redis/RabbitMQ or fix SKYGATE_BROKER_URL")
+        return Check("broker", False, f"{where}: unreachable: {_short(exc)}",
+                     "start Redis/RabbitMQ or fix SKYGATE_BROKER_URL", reachable=False)
     return Check("broker", True, f"{where}: reachable")
 
 
@@ -127,8 +159,8 @@ def _check_result_backend(settings: Settings) -> Check:
 
             celery_client().backend.client  # noqa: B018 - touching it connects
     except Exception as exc:  # noqa: BLE001
-        return Check("result backend", False, f"{where}: {_short(exc)}",
-                     "start Redis or fix SKYGATE_RESULT_BACKEND")
+        return Check("result backend", False, f"{where}: unreachable: {_short(exc)}",
+                     "start Redis or fix SKYGATE_RESULT_BACKEND", reachable=False)
     return Check("result backend", True, f"{where}: reachable")
 
 
@@ -235,24 +267,64 @@ async def check_known_answers(storage) -> Check:
     return Check(name, True, f"ok ({detail})")
 
 
+def needs(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """What each check needs to have passed before it can say anything true."""
+    return {
+        "database": (),
+        # The embedded document store is a table of the SQL database.
+        "documents": () if settings.mongo_url else ("database",),
+        "pools": ("database",),
+        "broker": (),
+        "result backend": (),
+        "workers": ("broker",),
+        "blob store": (),
+        # The active model configuration is a document.
+        "model": ("documents",),
+        "model known-answer check": ("model",),
+    }
+
+
+def _skipped(name: str, blocker: Check, done: dict[str, Check]) -> Check:
+    """A check not run because ``blocker`` did not pass, named by the root cause."""
+    root = done[blocker.cause] if blocker.skipped else blocker
+    state = "unreachable" if not root.reachable else "failing"
+    return Check(name, False, f"skipped: {root.name} {state}", f"fix {root.name} first",
+                 cause=root.name)
+
+
 async def run_checks(settings: Settings, *, storage=None, include_workers: bool = True
                      ) -> list[Check]:
+    """Every check, in dependency order; a check whose needs did not pass is skipped."""
     from storage.context import open_storage
 
     if storage is None:
         async with open_storage(settings) as own:
             return await run_checks(settings, storage=own, include_workers=include_workers)
-    checks = [await check_database(settings, storage), await check_documents(settings, storage)]
-    checks.append(check_pools(settings, storage))
-    broker = await asyncio.to_thread(_check_broker, settings)
-    checks.append(broker)
-    checks.append(await asyncio.to_thread(_check_result_backend, settings))
-    if include_workers:
-        broker_ok = broker.ok
-        checks.append(await asyncio.to_thread(_check_workers, settings) if broker_ok else
-                      Check("workers", False, "not asked: the broker is unreachable",
-                            "fix the broker first"))
-    checks.append(_check_blobs(settings))
-    checks.append(await check_model(storage))
-    checks.append(await check_known_answers(storage))
-    return checks
+    steps = {
+        "database": lambda: check_database(settings, storage),
+        "documents": lambda: check_documents(settings, storage),
+        "pools": lambda: _now(check_pools, settings, storage),
+        "broker": lambda: asyncio.to_thread(_check_broker, settings),
+        "result backend": lambda: asyncio.to_thread(_check_result_backend, settings),
+        "workers": lambda: asyncio.to_thread(_check_workers, settings),
+        "blob store": lambda: asyncio.to_thread(_check_blobs, settings),
+        "model": lambda: check_model(storage),
+        "model known-answer check": lambda: check_known_answers(storage),
+    }
+    if not include_workers:
+        del steps["workers"]
+    graph = needs(settings)
+    done: dict[str, Check] = {}
+    for name, step in steps.items():
+        blocker = next((done[n] for n in graph[name] if not done[n].ok), None)
+        done[name] = _skipped(name, blocker, done) if blocker else await step()
+    return list(done.values())
+
+
+async def _now(fn, *args):
+    return fn(*args)
+
+
+def causes(checks: list[Check]) -> list[Check]:
+    """The checks that failed by themselves (the skipped ones only follow from these)."""
+    return [c for c in checks if not c.ok and not c.skipped]

@@ -12,26 +12,45 @@ from schemas.settings import Settings
 from skygate.cli._common import engine_call, parse_since
 
 
-@click.command()
-def doctor():
-    """Check every configured dependency; exit 1 if any check fails."""
+@click.command(epilog="Exit codes: 0 every check passed; 1 a check failed (the checks that "
+                      "needed it are skipped and name it); 2 a usage error.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="json: one object with every check, for scripts")
+@click.option("--json", "fmt", flag_value="json", help="the same as --format json")
+def doctor(fmt):
+    """Check every configured dependency, in the order they depend on each other.
+
+    A check whose dependency failed is skipped ("skipped: database unreachable"), so the
+    failure named is the cause.
+    """
+    from service.health import causes, run_checks
+
+    checks = asyncio.run(run_checks(Settings()))
+    failed = causes(checks)
+    if fmt == "json":
+        click.echo(json.dumps({"ok": not failed, "causes": [c.name for c in failed],
+                               "checks": [c.as_dict() for c in checks]}))
+    else:
+        _print_checks(checks)
+    if failed:
+        click.echo(f"failed: {', '.join(c.name for c in failed)}", err=True)
+        for c in failed:
+            click.echo(f"cause: {c.name}: {c.detail} ({c.hint})", err=True)
+        sys.exit(1)
+
+
+def _print_checks(checks) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from service.health import run_checks
-
-    checks = asyncio.run(run_checks(Settings()))
     table = Table("check", "ok", "detail", "fix")
+    words = {"ok": "ok", "fail": "FAIL", "skipped": "SKIP"}
     for c in checks:
         # Details hold brackets (a worker's [queues]) that are text, not markup.
-        table.add_row(c.name, "ok" if c.ok else "FAIL", escape(c.detail),
+        table.add_row(c.name, words[c.status], escape(c.detail),
                       escape(c.hint) if not c.ok else "")
     Console(width=None if sys.stdout.isatty() else 200).print(table)
-    failed = [c.name for c in checks if not c.ok]
-    if failed:
-        click.echo(f"failed: {', '.join(failed)}", err=True)
-        sys.exit(1)
 
 
 # --- detection again: retry, rescore, recover -----------------------------------------------

@@ -111,6 +111,21 @@ def test_doctor_names_the_broker_when_its_port_is_closed(cluster):
     assert "ok" in db_row
 
 
+def test_doctor_with_postgresql_stopped_names_it_and_nothing_else(cluster):
+    """MongoDB, Redis and the workers are up; PostgreSQL's port answers nothing."""
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/skygate"
+    result = skygate(cluster, "doctor", "--json", env={"SKYGATE_DATABASE_URL": closed},
+                     timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["causes"] == ["database"], report
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert by_name["database"]["detail"].startswith("PostgreSQL ")
+    assert by_name["pools"]["detail"] == "skipped: database unreachable"
+    # MongoDB holds the documents and the model configuration: they are checked, and pass.
+    assert all(c["status"] == "ok" for n, c in by_name.items() if n not in ("database", "pools"))
+
+
 def test_doctor_names_an_unmigrated_database(cluster, pg_url):
     from tests.conftest import _pg_admin
 

@@ -40,8 +40,8 @@ def _check_command(words: list[str]) -> str | None:
     path = ["skygate"]
     for raw in words:
         word = raw.strip("[](),;:.'\"")
-        if not word or not re.match(r"^[-\w]", word) or word in ("…", "..."):
-            break
+        if not word or not re.match(r"^[-\w]", word) or word in ("…", "...") or word.isupper():
+            break  # the end of the command, or a placeholder (skygate COMMAND --help)
         if isinstance(command, click.Group):
             if word.startswith("-"):
                 names = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
