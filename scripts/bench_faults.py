@@ -8,7 +8,8 @@ uploads the recovery sweep re-sent).
     .venv/bin/python scripts/bench_faults.py --images 60 --faults redis_restart,pg_restart
 
 Faults: none, worker_sigkill, redis_restart, pg_restart, rabbit_worker_sigkill,
-rabbit_restart. Recovery settings are the production defaults except SKYGATE_STUCK_AFTER
+rabbit_restart, poison1 and poison2 (one or two images on which a method kills its
+worker). Recovery settings are the production defaults except SKYGATE_STUCK_AFTER
 (--stuck-after, default 60 s) and SKYGATE_SWEEP_INTERVAL (5 s), so a run takes minutes, and
 the Redis visibility timeout (--visibility, default 330 s = 2 x 150 s + 30 s).
 """
@@ -32,7 +33,10 @@ sys.path.insert(0, str(ROOT))
 from tests import faultrig as rig  # noqa: E402
 
 FAULTS = ["none", "worker_sigkill", "redis_restart", "pg_restart", "rabbit_worker_sigkill",
-          "rabbit_restart"]
+          "rabbit_restart", "poison1", "poison2"]
+# poisonN: the texture method SIGKILLs its worker process on N images (tests/poison_hook.py,
+# loaded by the worker with -I): no fault mid-batch, the poisons are in the batch.
+POISON_IMAGES = ["img_7_0025", "img_7_0060"]
 
 
 def start_mongo(workdir: Path):
@@ -68,10 +72,16 @@ def run_one(fault: str, images: int, args, mongo_url: str, workdir: Path) -> dic
            "SKYGATE_DATA_DIR": str(work / "data"), "SKYGATE_LOG_FORMAT": "text",
            "SKYGATE_STUCK_AFTER": str(args.stuck_after), "SKYGATE_SWEEP_INTERVAL": "5",
            "SKYGATE_VISIBILITY_TIMEOUT": str(args.visibility)}
+    extra: tuple[str, ...] = ()
+    if fault.startswith("poison"):
+        env["FAULTRIG_POISON"] = ",".join(
+            f"texture:{name}" for name in POISON_IMAGES[:int(fault[len("poison"):])])
+        env["FAULTRIG_POISON_LOG"] = str(work / "kills.log")
+        extra = ("-I", "tests.poison_hook")
     workers = []
     try:
         rig.migrate(env)
-        worker = rig.Worker(env, work / "worker.log")
+        worker = rig.Worker(env, work / "worker.log", extra_args=extra)
         worker.start()
         workers.append(worker)
         rig.make_images(work / "images", images, seed=7)
@@ -103,7 +113,9 @@ def run_one(fault: str, images: int, args, mongo_url: str, workdir: Path) -> dic
         records = rig.read_records(out)
         audit = rig.audit(pg.url, env["SKYGATE_MONGO_URL"])
         summary = [line for line in stdout.splitlines() if line.startswith("summary:")]
+        kills = work / "kills.log"
         return {"fault": fault, "images": images, "fault_at_s": round(fault_at, 1),
+                "kills": len(kills.read_text().splitlines()) if kills.exists() else 0,
                 "batch_s": round(elapsed, 1), "exit": submit.returncode,
                 "summary": summary[-1] if summary else None,
                 "records": {s: sum(r["status"] == s for r in records)

@@ -26,7 +26,7 @@ from pipeline.methods.registry import (
 )
 from schemas.results import MethodResult
 from schemas.settings import Settings
-from service import canvas
+from service import canvas, deliveries
 from service.aggregate import aggregate
 from service.method_results import error_result, unimplemented
 from storage import blobrefs
@@ -34,8 +34,8 @@ from storage import repository as repo
 from storage.blobs import BlobNotFound
 from storage.context import Storage
 
-__all__ = ["aggregate", "detect", "error_result", "prepare", "run_all", "run_all_or_fail",
-           "unimplemented", "warm_up"]
+__all__ = ["aggregate", "aggregate_counted", "detect", "error_result", "prepare", "run_all",
+           "run_all_or_fail", "unimplemented", "warm_up"]
 
 log = logging.getLogger("skygate.pipeline")
 # A process's own start-up (warm_up): lines of no upload and no task.
@@ -179,14 +179,36 @@ async def warm_up(storage: Storage, settings: Settings,
 
 
 async def detect(storage: Storage, settings: Settings, upload_id: int, method: str,
-                 manifest_key: str, *, heartbeat: bool = False) -> MethodResult:
+                 manifest_key: str, *, heartbeat: bool = False, may_count: bool = True
+                 ) -> MethodResult:
     """Run one method; a failure is logged with the method, the file and the reason.
 
-    ``heartbeat``: touch the upload as it starts (a task in a cluster, where the recovery
-    sweep reads it; the stage stays touched well inside the sweep's limit, which is more
-    than twice a method's hard time limit)."""
+    ``heartbeat``: a task in a cluster. Its delivery is counted (:mod:`service.deliveries`:
+    past the cap a poison image's method ends ``status=error`` without running), and it
+    touches the upload as it starts (the recovery sweep reads that; the stage stays touched
+    well inside the sweep's limit, which is more than twice a method's hard time limit) —
+    unless a worker died on the delivery before: a poison's redeliveries keep no upload
+    alive. ``may_count``: False for a retry after a transient fault."""
+    stage = f"detect.{method}"
+    delivery = None
+    if heartbeat:
+        delivery = await deliveries.begin(storage, settings, upload_id, stage,
+                                          may_count=may_count)
+        if delivery is not None and delivery.poisoned:
+            await deliveries.end(storage, upload_id, stage)
+            return MethodResult(method=method, status="error", error=delivery.reason)
+    try:
+        return await _detect(storage, settings, upload_id, method, manifest_key,
+                             touch=heartbeat and not (delivery and delivery.redelivered))
+    finally:
+        if delivery is not None:
+            await deliveries.end(storage, upload_id, stage)
+
+
+async def _detect(storage: Storage, settings: Settings, upload_id: int, method: str,
+                  manifest_key: str, *, touch: bool) -> MethodResult:
     manifest = await canvas.read_manifest(storage, manifest_key, upload_id)
-    if not await canvas.still_ours(storage, upload_id, manifest, touch=heartbeat):
+    if not await canvas.still_ours(storage, upload_id, manifest, touch=touch):
         # Deleted in flight, its id reused: nothing of this run may land on the new upload.
         log.info("upload %s was deleted during detection: %s not run", upload_id, method,
                  extra={"upload_id": upload_id, "method": method})
@@ -206,6 +228,27 @@ async def detect(storage: Storage, settings: Settings, upload_id: int, method: s
                                          "file": manifest.get("file_name"),
                                          "reason": result.error})
     return result
+
+
+async def aggregate_counted(storage: Storage, settings: Settings, upload_id: int,
+                            manifest_key: str, raw_results: list, *, may_count: bool = True
+                            ) -> dict:
+    """aggregate as a task in a cluster: its delivery counted, the upload touched (stage
+    aggregating) unless a worker died on the delivery before, and past the cap the upload
+    failed (a verdict needs aggregate) instead of killing one more worker."""
+    delivery = await deliveries.begin(storage, settings, upload_id, "aggregate",
+                                      may_count=may_count)
+    try:
+        if delivery is not None and delivery.poisoned:
+            await repo.mark_failed(storage.engine, upload_id, delivery.reason,
+                                   only_unfinished=True)
+            return {"upload_id": upload_id, "status": "failed", "error": delivery.reason}
+        if delivery is not None and not delivery.redelivered:
+            await repo.touch(storage.engine, upload_id, "aggregating")
+        return await aggregate(storage, settings, upload_id, manifest_key, raw_results)
+    finally:
+        if delivery is not None:
+            await deliveries.end(storage, upload_id, "aggregate")
 
 
 async def _run_method(storage: Storage, settings: Settings, name: str,

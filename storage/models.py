@@ -241,6 +241,20 @@ feedback = sa.Table(
     _check("ai_probability BETWEEN 0 AND 1", "ck_feedback_ai_probability"),
 )
 
+# Addition (migration 0015): a method or aggregate task's deliveries per (upload, stage):
+# whether one is running, and how many started and never ended (their worker died).
+stage_deliveries = sa.Table(
+    "stage_deliveries",
+    metadata,
+    sa.Column("upload_id", sa.Integer, sa.ForeignKey("uploads.upload_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("stage", sa.String(40), primary_key=True),
+    sa.Column("deaths", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("running", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("started_at", TZ),
+    _check("deaths >= 0", "ck_stage_deliveries_deaths"),
+)
+
 # Addition (migration 0007): failed logins per username or client IP, in a fixed window.
 login_failures = sa.Table(
     "login_failures",

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.clock import utcnow
 from schemas.text import clean_file_name, clean_json, clean_text
+from storage import deliveries
 from storage.db import autocommit, dialect_insert
 from storage.models import detection_methods, detection_results, method_results, uploads
 
@@ -184,6 +185,7 @@ async def mark_failed(engine: AsyncEngine, upload_id: int, error: str, *,
 async def reset_for_retry(engine: AsyncEngine, upload_id: int) -> None:
     """Back to queued for a new run (retry or rescore); a new run starts a new clock."""
     async with engine.begin() as conn:
+        await deliveries.forget(conn, upload_id)
         await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
                            .values(status="queued", error=None, delivery_count=0,
                                    stage="queued", stage_touched_at=utcnow(),

@@ -205,10 +205,12 @@ def migrate(env: dict) -> None:
 
 
 class Worker:
-    def __init__(self, env: dict, log_path: Path, concurrency: int = 2):
+    def __init__(self, env: dict, log_path: Path, concurrency: int = 2,
+                 extra_args: tuple[str, ...] = ()):
         self.env = env
         self.log_path = log_path
         self.concurrency = concurrency
+        self.extra_args = extra_args
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, wait_ready: bool = True) -> None:
@@ -217,7 +219,8 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info",
              "-c", str(self.concurrency), "-Q", "ingest,detect,model,aggregate",
-             "-n", f"fault-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"],
+             "-n", f"fault-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
+             *self.extra_args],
             env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
         if wait_ready:
             wait_until(lambda: "ready." in self.log_path.read_text()[self._mark:] or

@@ -177,13 +177,18 @@ def prepare(self, upload_id: int, recovered: bool = False) -> dict:
     return {"upload_id": upload_id, "status": "processing", "methods": methods}
 
 
+def _first_attempt(task: Task) -> bool:
+    """Not a retry after a transient fault: a delivery that may count a dead worker."""
+    return not (task.request.retries or 0)
+
+
 def _make_detect_task(method: str):
-    def detect(upload_id: int, manifest_key: str) -> dict:
+    def detect(self, upload_id: int, manifest_key: str) -> dict:
         try:
-            # The heartbeat (the stage is alive: not stuck) is the check that the upload is
-            # still ours, at the start: one statement.
+            # Counts the delivery (a poison image's method gives up past the cap) and, unless
+            # a worker died on the previous one, touches the upload (the heartbeat).
             result = runtime.run(detection.detect, upload_id, method, manifest_key,
-                                 heartbeat=True)
+                                 heartbeat=True, may_count=_first_attempt(self))
         except SoftTimeLimitExceeded:
             log.error("method %s hit its soft time limit on upload %s", method, upload_id)
             result = detection.error_result(method, TimeoutError(
@@ -197,17 +202,17 @@ def _make_detect_task(method: str):
 
     detect.__name__ = f"detect_{method}"
     detect.__qualname__ = detect.__name__
-    return app.task(name=f"skygate.detect.{method}", **RELIABLE)(detect)
+    return app.task(name=f"skygate.detect.{method}", bind=True, **RELIABLE)(detect)
 
 
 DETECT_TASKS = {m: _make_detect_task(m) for m in REGISTRY}
 
 
-@app.task(name="skygate.aggregate", **RELIABLE)
-def aggregate(results: list, upload_id: int, manifest_key: str) -> dict:
+@app.task(name="skygate.aggregate", bind=True, **RELIABLE)
+def aggregate(self, results: list, upload_id: int, manifest_key: str) -> dict:
     try:
-        runtime.run(_touch, upload_id, "aggregating")
-        return runtime.run(detection.aggregate, upload_id, manifest_key, results)
+        return runtime.run(detection.aggregate_counted, upload_id, manifest_key, results,
+                           may_count=_first_attempt(self))
     except Exception as exc:
         if faults.is_transient(exc):
             raise  # Reliable retries it
@@ -216,12 +221,6 @@ def aggregate(results: list, upload_id: int, manifest_key: str) -> dict:
         runtime.run(_mark_failed, upload_id,
                     f"aggregate failed: {type(exc).__name__}: {exc}"[:2000])
         raise
-
-
-async def _touch(storage, settings, upload_id: int, stage: str | None = None) -> None:
-    from storage import repository
-
-    await repository.touch(storage.engine, upload_id, stage)
 
 
 async def _mark_failed(storage, settings, upload_id: int, reason: str, *,

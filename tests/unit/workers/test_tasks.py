@@ -56,4 +56,5 @@ def test_a_method_task_touches_its_upload_through_the_still_ours_check(monkeypat
     monkeypatch.setattr(tasks.runtime, "run", run)
     out = tasks.DETECT_TASKS["exif"].run(7, "manifest-key")
     assert out["status"] == "ok"
-    assert calls == [("detect", (7, "exif", "manifest-key"), {"heartbeat": True})]
+    assert calls == [("detect", (7, "exif", "manifest-key"),
+                      {"heartbeat": True, "may_count": True})]
