@@ -34,10 +34,10 @@ def test_db_upgrade_creates_tables_and_mongo_indexes_idempotently(pg_url, mongo_
     try:
         first = skygate("db", "upgrade", env=env)
         assert first.returncode == 0, first.stderr
-        assert "revision none -> 0014" in first.stdout
+        assert "revision none -> 0016" in first.stdout
         second = skygate("db", "upgrade", env=env)
         assert second.returncode == 0, second.stderr
-        assert "revision 0014 -> 0014" in second.stdout
+        assert "revision 0016 -> 0016" in second.stdout
 
         client = MongoClient(mongo_url)
         try:
