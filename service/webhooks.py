@@ -101,7 +101,7 @@ async def _send(target: webhook_targets.Target, body: bytes, head: dict,
 
 async def attempt(storage, settings: Settings, delivery_id: int) -> Outcome:
     """Claim one delivery, send it once, record the attempt and when to retry."""
-    lease = timedelta(seconds=settings.webhook_timeout + 60)
+    lease = timedelta(seconds=settings.webhook_timeout + 30)
     row = await store.claim(storage.engine, delivery_id, lease=lease)
     if row is None:
         return Outcome("skipped")
