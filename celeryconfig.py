@@ -78,6 +78,8 @@ task_queues = [
     Queue("detect", _exchange, routing_key="detect"),
     Queue("model", _exchange, routing_key="model"),
     Queue("aggregate", _exchange, routing_key="aggregate"),
+    # Outbound webhook calls wait on other people's servers: never in a verdict's queue.
+    Queue("webhooks", _exchange, routing_key="webhooks"),
 ]
 task_default_queue = "ingest"
 task_default_exchange = "skygate"
@@ -102,5 +104,6 @@ task_routes = {
     "skygate.detect.*": {"queue": "detect", "routing_key": "detect"},
     "skygate.aggregate": {"queue": "aggregate", "routing_key": "aggregate"},
     "skygate.upload_failed": {"queue": "aggregate", "routing_key": "aggregate"},
+    "skygate.webhook.deliver": {"queue": "webhooks", "routing_key": "webhooks"},
 }
 imports = ["workers.tasks"]

@@ -8,10 +8,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api import docs, errors
-from api.routes import admin, feedback, keys, pictures, results, uploads
+from api.routes import admin, feedback, keys, pictures, results, uploads, webhooks
 from api.usage import UsageAndLimits
 from schemas.settings import Settings
 from service.dispatch import Dispatcher
+from service.webhooks import EmbeddedPump
 from storage.context import build_storage
 
 DESCRIPTION = """
@@ -29,9 +30,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.storage = build_storage(settings)
         app.state.dispatcher = Dispatcher(settings)
+        # Embedded (no broker): the verdicts are made in this process, and so are the
+        # webhook calls; a cluster's workers make both.
+        pump = None
+        if app.state.dispatcher.embedded:
+            pump = EmbeddedPump(app.state.storage, settings)
+            pump.start()
         try:
             yield
         finally:
+            if pump is not None:
+                await pump.stop()
             app.state.dispatcher.close()
             await app.state.storage.close()
 
@@ -49,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        min_body_rate=settings.api_min_body_rate)
     app.add_middleware(docs.SecurityHeaders)
     # /v1: a caller only ever sees their own uploads (api/routes/common.py).
-    for routes in (keys, uploads, results, pictures, feedback, admin):
+    for routes in (keys, uploads, results, pictures, feedback, admin, webhooks):
         app.include_router(routes.router, prefix="/v1")
     docs.install(app)
 

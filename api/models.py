@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
+from schemas.clock import iso_z
 from schemas.records import VerdictWord
 
 Verdict = Literal[tuple(word.value for word in VerdictWord)]  # "ai", "real", "uncertain"
+
+UtcTime = Annotated[datetime, PlainSerializer(iso_z, return_type=str, when_used="json"),
+                    WithJsonSchema({"type": "string", "format": "date-time",
+                                    "examples": ["2026-12-06T08:19:20.123456Z"]},
+                                   mode="serialization")]
+"""A timestamp as ISO 8601 in UTC with ``Z`` (naive database values are UTC)."""
 
 
 # --- keys ---------------------------------------------------------------------------------
@@ -163,3 +170,57 @@ class AuditPage(BaseModel):
     limit: int
     offset: int
     next: str | None
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+WebhookEvent = Literal["upload.done", "upload.failed"]
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(min_length=8, max_length=2000,
+                     description="https:// URL that receives the events (POST, JSON)",
+                     examples=["https://hooks.example.org/skygate"])
+    events: list[WebhookEvent] = Field(default=["upload.done", "upload.failed"], min_length=1,
+                                       max_length=2)
+    description: str | None = Field(default=None, max_length=200)
+
+
+class WebhookOut(BaseModel):
+    webhook_id: int
+    url: str
+    events: list[WebhookEvent]
+    description: str | None
+    is_active: bool
+    created_at: UtcTime
+    previous_secret_until: UtcTime | None = Field(
+        description="after a rotation: the previous secret also signs until then")
+    deliveries_url: str
+
+
+class NewWebhook(WebhookOut):
+    secret: str = Field(description="shown once: the signing key (whsec_…) for the "
+                                    "webhook-signature header",
+                        examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+
+
+class DeliveryOut(BaseModel):
+    delivery_id: int
+    event_id: str = Field(description="the webhook-id header: the same on every retry")
+    event_type: WebhookEvent
+    upload_id: int
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: UtcTime | None
+    last_attempt_at: UtcTime | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: UtcTime | None
+    created_at: UtcTime
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    total: int
+    limit: int
+    offset: int

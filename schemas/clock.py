@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import overload
 
-__all__ = ["aware", "utcnow"]
+__all__ = ["aware", "iso_z", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -26,3 +26,10 @@ def aware(when: datetime | None) -> datetime | None:
     if when is None or when.tzinfo is not None:
         return when
     return when.replace(tzinfo=UTC)
+
+
+def iso_z(when: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z``: ``2026-12-06T08:19:20.123456Z`` (naive means UTC)."""
+    if when is None:
+        return None
+    return aware(when).astimezone(UTC).isoformat().replace("+00:00", "Z")

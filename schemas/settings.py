@@ -87,6 +87,28 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = 50
     login_window_seconds: int = 900
 
+    # Webhooks (service/webhooks.py). Outbound requests go to public https:// addresses
+    # only, unless the operator allows http:// or private/loopback/link-local destinations
+    # (a receiver on the same host or network). Each attempt has webhook_timeout seconds in
+    # all; failed ones are retried with exponential backoff and jitter (webhook_retry_base
+    # seconds first, times 3 each time, at most webhook_retry_cap) until webhook_retry_window
+    # seconds after the event. A rotated secret keeps signing for webhook_secret_overlap.
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_timeout: float = Field(default=10.0, gt=0, le=60)
+    webhook_retry_base: float = Field(default=10.0, gt=0)
+    webhook_retry_cap: float = Field(default=3 * 3600.0, gt=0)
+    webhook_retry_window: int = Field(default=24 * 3600, ge=0)
+    webhook_secret_overlap: int = Field(default=24 * 3600, ge=0)
+    # The API's external URL (https://api.example.org) for the links in webhook events;
+    # unset, the URL the endpoint was registered through.
+    public_url: str | None = None
+    # POST /v1/uploads?wait=N and GET .../result?wait=N: requests waiting at once per API
+    # process (past it, the answer comes at once, as without wait).
+    api_max_waiters: int = Field(default=100, ge=0)
+    # Idempotency-Key: how long the first answer to a key is kept.
+    idempotency_ttl: int = Field(default=24 * 3600, ge=60)
+
     # Finished results cache (service/results.py): a redis:// URL; unset means the result
     # backend's or else the broker's URL when it is redis://, and "off" (or "") turns it
     # off. The embedded default has neither, so no cache.

@@ -16,9 +16,10 @@ from pipeline.document import build_metadata_document
 from pipeline.heatmap import anomalies_from_map, combine_block_maps, render_heatmap
 from pipeline.methods.registry import REGISTRY
 from schemas.clock import aware, utcnow
+from schemas.records import verdict_word
 from schemas.results import MethodResult
 from schemas.settings import Settings
-from service import canvas, results
+from service import canvas, results, webhooks
 from service.method_results import picture_keys, unimplemented
 from storage import blobrefs
 from storage import repository as repo
@@ -181,11 +182,20 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
         doc.history.append(_history_entry(previous, earlier))
     metadata_id = await storage.documents.upsert_detection_metadata(doc)
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
-                      metadata_id=metadata_id)
+                      metadata_id=metadata_id, event=_event(result_id, verdict))
+    await webhooks.announce(storage, settings, upload_id)  # after the verdict committed
     await results.invalidate(storage, upload_id)  # a new result: drop the cached one
     await canvas.release(storage, upload_id, settings=settings, manifest=manifest)
     return {"upload_id": upload_id, "result_id": result_id,
             "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}
+
+
+def _event(result_id: int, verdict: ensemble.Verdict) -> dict:
+    """The verdict summary of the upload's ``upload.done`` webhook event."""
+    return {"result_id": result_id, "verdict": verdict_word(verdict.is_ai_generated).value,
+            "ai_probability": round(float(verdict.ai_probability), 4),
+            "confidence": round(float(verdict.confidence), 4),
+            "algorithm_version": verdict.algorithm_version}
 
 
 def _history_entry(previous: dict, doc) -> dict:

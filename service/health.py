@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from schemas.settings import Settings
 
-QUEUES = ("ingest", "detect", "model", "aggregate")
+QUEUES = ("ingest", "detect", "model", "aggregate", "webhooks")
 
 
 @dataclass
@@ -176,7 +176,7 @@ def _check_workers(settings: Settings) -> Check:
     served = {q["name"] for queues in replies.values() for q in queues}
     if not replies:
         return Check("workers", False, "no worker answered within 2 s",
-                     "start workers: `celery -A workers worker -Q ingest,detect,model,aggregate`")
+                     f"start workers: `celery -A workers worker -Q {','.join(QUEUES)}`")
     names = ", ".join(f"{w} [{','.join(sorted(q['name'] for q in qs))}]"
                       for w, qs in sorted(replies.items()))
     missing = [q for q in QUEUES if q not in served]

@@ -52,6 +52,7 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
     now = now or datetime.now(UTC)
     if not dry_run:
         await release_abandoned(engine, settings, now=now)
+        await _enqueue_webhooks(engine, app)
     stuck_after = settings.stuck_after_seconds
     candidates = await repo.unfinished_untouched(
         engine, before=now - timedelta(seconds=stuck_after))
@@ -85,6 +86,21 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
                     row["status"], row["stage"], age, extra={"upload_id": row["upload_id"]})
         resent.append(item)
     return resent
+
+
+async def _enqueue_webhooks(engine, app) -> None:
+    """Webhook deliveries that are due and held by nobody: a message lost with a killed
+    worker or a broker outage, or a retry hours away (service/webhooks.py)."""
+    from service import webhooks
+
+    try:
+        sent = await webhooks.enqueue_due(engine, app)
+    except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+        log.warning("could not enqueue due webhook deliveries: %s: %s",
+                    type(exc).__name__, str(exc)[:300])
+        return
+    if sent:
+        log.info("enqueued %d due webhook deliveries", sent)
 
 
 class _Blobs:

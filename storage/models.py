@@ -105,6 +105,9 @@ uploads = sa.Table(
     sa.Column("stage", sa.String(20)),
     sa.Column("stage_touched_at", TZ),
     sa.Column("recoveries", sa.Integer, nullable=False, server_default="0"),
+    # 0016: the caller's own id for the file (POST /v1/uploads), filterable per user.
+    sa.Column("client_reference", sa.String(255)),
+    sa.Index("ix_uploads_user_client_reference", "user_id", "client_reference"),
     _check("file_size >= 0", "ck_uploads_file_size"),
     _check(one_of("status", UPLOAD_STATUSES), "ck_uploads_status"),
     _check(one_of("stage", UPLOAD_STAGES), "ck_uploads_stage"),
@@ -285,4 +288,77 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_action", "action"),
     sa.Index("ix_audit_log_actor", "actor"),
     _check(one_of("outcome", AUDIT_OUTCOMES), "ck_audit_log_outcome"),
+)
+
+# Additions (migration 0016): webhooks (storage/webhooks.py) and idempotent submits
+# (storage/idempotency.py).
+WEBHOOK_EVENT_TYPES = ("upload.done", "upload.failed")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("webhook_id", sa.Integer, primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("url", sa.String(2000), nullable=False),
+    sa.Column("events", JSONType, nullable=False),
+    sa.Column("secret", sa.String(100), nullable=False),
+    sa.Column("previous_secret", sa.String(100)),
+    sa.Column("previous_secret_until", TZ),
+    sa.Column("api_base", sa.String(500)),
+    sa.Column("description", sa.String(200)),
+    sa.Column("is_active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", TZ, nullable=False, server_default=NOW),
+    sa.Index("ix_webhooks_user_id", "user_id"),
+)
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("event_id", sa.String(40), primary_key=True),
+    sa.Column("event_type", sa.String(30), nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("upload_id", sa.Integer, nullable=False),
+    sa.Column("payload", JSONType, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=NOW),
+    sa.Index("ix_webhook_events_upload_id", "upload_id"),
+    _check(one_of("event_type", WEBHOOK_EVENT_TYPES), "ck_webhook_events_type"),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("delivery_id", sa.Integer, primary_key=True),
+    sa.Column("event_id", sa.String(40),
+              sa.ForeignKey("webhook_events.event_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("webhook_id", sa.Integer,
+              sa.ForeignKey("webhooks.webhook_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", TZ),
+    sa.Column("lease_until", TZ),
+    sa.Column("last_attempt_at", TZ),
+    sa.Column("last_status_code", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", TZ),
+    sa.Column("created_at", TZ, nullable=False, server_default=NOW),
+    sa.UniqueConstraint("event_id", "webhook_id", name="uq_webhook_deliveries_event_hook"),
+    sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_deliveries_webhook", "webhook_id", "delivery_id"),
+    _check(one_of("status", DELIVERY_STATUSES), "ck_webhook_deliveries_status"),
+    _check("attempts >= 0", "ck_webhook_deliveries_attempts"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("key_id", sa.Integer, sa.ForeignKey("api_keys.key_id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("idempotency_key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("response_body", JSONType),
+    sa.Column("created_at", TZ, nullable=False, server_default=NOW),
+    sa.Index("ix_idempotency_keys_created_at", "created_at"),
 )

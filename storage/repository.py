@@ -17,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.clock import utcnow
 from schemas.text import clean_file_name, clean_json, clean_text
-from storage import deliveries
+from storage import deliveries, webhooks
 from storage.db import autocommit, dialect_insert
 from storage.models import detection_methods, detection_results, method_results, uploads
+
+_EVENT_COLUMNS = [uploads.c[name] for name in webhooks.EVENT_COLUMNS]
 
 
 async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: str,
@@ -173,13 +175,18 @@ async def mark_failed(engine: AsyncEngine, upload_id: int, error: str, *,
     where = [uploads.c.upload_id == upload_id]
     if only_unfinished:
         where.append(uploads.c.status.in_(("queued", "processing")))
+    reason = clean_text(error, limit=2000)
     async with engine.begin() as conn:
-        done = await conn.execute(
+        row = (await conn.execute(
             uploads.update().where(*where)
-            .values(status="failed", error=clean_text(error, limit=2000), is_processed=False,
+            .values(status="failed", error=reason, is_processed=False,
                     processing_completed_at=utcnow(), stage="failed", stage_touched_at=utcnow())
-        )
-    return done.rowcount > 0
+            .returning(*_EVENT_COLUMNS)
+        )).mappings().first()
+        if row is not None:  # the failure and its webhook event commit together
+            await webhooks.record_event(conn, "upload.failed", dict(row),
+                                        {"status": "failed", "error": reason})
+    return row is not None
 
 
 async def reset_for_retry(engine: AsyncEngine, upload_id: int) -> None:
@@ -270,15 +277,21 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
 
 
 async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,
-                 metadata_id: str) -> None:
+                 metadata_id: str, event: dict | None = None) -> None:
+    """Mark the upload done; ``event`` (the verdict summary) becomes its ``upload.done``
+    webhook event in the same transaction (storage/webhooks.py)."""
     async with engine.begin() as conn:
         await conn.execute(detection_results.update()
                            .where(detection_results.c.result_id == result_id)
                            .values(metadata_id=metadata_id))
-        await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
-                           .values(status="done", is_processed=True, error=None,
-                                   stage="done", stage_touched_at=utcnow(),
-                                   processing_completed_at=utcnow()))
+        row = (await conn.execute(
+            uploads.update().where(uploads.c.upload_id == upload_id)
+            .values(status="done", is_processed=True, error=None, stage="done",
+                    stage_touched_at=utcnow(), processing_completed_at=utcnow())
+            .returning(*_EVENT_COLUMNS))).mappings().first()
+        if row is not None and event is not None:
+            await webhooks.record_event(conn, "upload.done", dict(row),
+                                        {"status": "done", **event})
 
 
 async def result_for_upload(engine: AsyncEngine, upload_id: int) -> dict | None:

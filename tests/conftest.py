@@ -246,7 +246,8 @@ def start_cluster(pg_url: str, mongo_url: str, tmp_path_factory, tag: str, **ext
         log = open(log_path, "w")  # noqa: SIM115 - closed below
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info", "-c", "2",
-             "-Q", "ingest,detect,model,aggregate", "-n", f"{tag}-{uuid.uuid4().hex[:6]}@%h",
+             "-Q", "ingest,detect,model,aggregate,webhooks",
+             "-n", f"{tag}-{uuid.uuid4().hex[:6]}@%h",
              "--without-gossip", "--without-mingle"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )

@@ -218,7 +218,7 @@ class Worker:
         self._mark = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info",
-             "-c", str(self.concurrency), "-Q", "ingest,detect,model,aggregate",
+             "-c", str(self.concurrency), "-Q", "ingest,detect,model,aggregate,webhooks",
              "-n", f"fault-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle",
              *self.extra_args],
             env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)

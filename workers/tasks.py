@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pipeline.methods.registry import REGISTRY
 from schemas.messages import IngestRequest
 from schemas.settings import Settings
-from service import detection, recovery, runtime
+from service import detection, recovery, runtime, webhooks
 from service import ingest as ingest_step
 from service.logs import bind_upload
 from storage import faults
@@ -170,6 +170,7 @@ def prepare(self, upload_id: int, recovered: bool = False) -> dict:
     manifest_key, methods = runtime.run(detection.prepare, upload_id, may_count=may_count,
                                         recovered=recovered)
     if manifest_key is None:
+        runtime.run(webhooks.announce, upload_id)  # a failure committed: tell its owner
         return {"upload_id": upload_id, "status": "skipped" if recovered else "failed"}
     header = [DETECT_TASKS[m].s(upload_id, manifest_key) for m in methods if m in DETECT_TASKS]
     body = aggregate.s(upload_id, manifest_key).on_error(upload_failed.si(upload_id))
@@ -220,6 +221,7 @@ def aggregate(self, results: list, upload_id: int, manifest_key: str) -> dict:
         log.exception("aggregate failed on upload %s", upload_id)
         runtime.run(_mark_failed, upload_id,
                     f"aggregate failed: {type(exc).__name__}: {exc}"[:2000])
+        runtime.run(webhooks.announce, upload_id)
         raise
 
 
@@ -237,3 +239,18 @@ def upload_failed(upload_id: int) -> None:
     # leave it "processing", and never replace a reason aggregate recorded itself.
     runtime.run(_mark_failed, upload_id, "detection did not complete (a method task was lost)",
                 only_unfinished=True)
+    runtime.run(webhooks.announce, upload_id)
+
+
+# A retry due sooner than this is a countdown message; later ones are sent by the recovery
+# sweep when they are due (Redis re-delivers a message held past its visibility timeout).
+SHORT_RETRY_SECONDS = 300.0
+
+
+@app.task(name="skygate.webhook.deliver", **RELIABLE)
+def deliver_webhook(delivery_id: int) -> dict:
+    outcome = runtime.run(webhooks.attempt, delivery_id)
+    if outcome.retry_in is not None and outcome.retry_in <= SHORT_RETRY_SECONDS:
+        deliver_webhook.apply_async(args=[delivery_id], countdown=max(0.0, outcome.retry_in))
+    return {"delivery_id": delivery_id, "status": outcome.status,
+            "status_code": outcome.status_code, "retry_in": outcome.retry_in}

@@ -10,7 +10,10 @@ import uuid
 import pytest
 from pymongo import MongoClient
 
+from storage.migrate import head_revision
 from tests.conftest import _pg_admin, run
+
+HEAD = head_revision()
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +37,10 @@ def test_db_upgrade_creates_tables_and_mongo_indexes_idempotently(pg_url, mongo_
     try:
         first = skygate("db", "upgrade", env=env)
         assert first.returncode == 0, first.stderr
-        assert "revision none -> 0015" in first.stdout
+        assert f"revision none -> {HEAD}" in first.stdout
         second = skygate("db", "upgrade", env=env)
         assert second.returncode == 0, second.stderr
-        assert "revision 0015 -> 0015" in second.stdout
+        assert f"revision {HEAD} -> {HEAD}" in second.stdout
 
         client = MongoClient(mongo_url)
         try:

@@ -61,7 +61,7 @@ def test_flower_shows_workers_tasks_and_metrics(cluster, tmp_path):
             assert workers, "no worker listed"
             (info,) = workers.values()
             queues = {q["name"] for q in info["active_queues"]}
-            assert queues == {"ingest", "detect", "model", "aggregate"}
+            assert queues == {"ingest", "detect", "model", "aggregate", "webhooks"}
 
             def names():
                 return {t["name"] for t in c.get("/api/tasks").json().values()}

@@ -60,7 +60,7 @@ def test_workers_split_queues_and_share_blobs_through_minio_not_a_folder():
         cmd = services[name]["command"]
         return set(cmd[cmd.index("-Q") + 1].split(","))
 
-    assert queues("worker-ingest") == {"ingest", "aggregate"}
+    assert queues("worker-ingest") == {"ingest", "aggregate", "webhooks"}
     assert queues("worker-detect") == {"detect", "model"}
     assert set(doc["volumes"]) >= {"pgdata", "mongodata", "miniodata"}
     assert "blobs" not in doc["volumes"]
