@@ -87,11 +87,14 @@ class Settings(BaseSettings):
     # answers 503 and closes, so slow clients from one address cannot take every slot
     # (0: no limit; not applied behind a proxy, with trust_forwarded_for: limit there).
     api_max_connections_per_client: int = Field(default=32, ge=0)
-    # POST /v1/keys: failed logins allowed per username, and per client IP, in one window;
-    # past that the answer is 429 with Retry-After until the window ends.
+    # POST /v1/keys: failed logins free per (username, client IP), and per client IP, in one
+    # window; past them each further attempt waits twice as long after the last failure (1 s,
+    # 2 s, 4 s … up to login_max_delay), else 429 with Retry-After. Never a lock of the user:
+    # the owner from another client logs in (storage/login_throttle.py).
     login_max_failures: int = 10
     login_max_failures_per_ip: int = 50
     login_window_seconds: int = 900
+    login_max_delay: int = Field(default=900, ge=1)
 
     # Finished results cache (service/results.py): a redis:// URL; unset means the result
     # backend's or else the broker's URL when it is redis://, and "off" (or "") turns it
