@@ -269,9 +269,17 @@ def test_every_request_leaves_a_usage_log_row(stack):
         anonymous.get("/v1/uploads", headers={"User-Agent": "probe/1.0"})
         anonymous.get("/no/such/path")
         anonymous.get("/healthz")
-    rows = sql(stack, "SELECT user_id, api_key_id, request_type, request_path, response_code, "
-                      "processing_time, ip_address, user_agent FROM usage_logs "
-                      "WHERE log_id > :b ORDER BY log_id", b=before)
+    found: list = []
+
+    def all_five():
+        # Each row is written once its answer was sent: the last may land just after.
+        found[:] = sql(stack, "SELECT user_id, api_key_id, request_type, request_path, "
+                              "response_code, processing_time, ip_address, user_agent "
+                              "FROM usage_logs WHERE log_id > :b ORDER BY log_id", b=before)
+        return len(found) >= 5
+
+    wait_for(all_five, 10, "five usage rows")
+    rows = found
     mine = [r for r in rows if r.api_key_id == frank["key_id"]]
     assert [(r.request_path, r.response_code) for r in mine] == [
         ("/v1/uploads", 200), ("/v1/uploads/424242", 404)]
