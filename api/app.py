@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(UsageAndLimits, max_body_bytes=max_body,
                        trust_forwarded_for=settings.trust_forwarded_for,
                        body_timeout=settings.api_body_timeout,
-                       min_body_rate=settings.api_min_body_rate)
+                       min_body_rate=settings.api_min_body_rate,
+                       body_deadline=settings.api_body_deadline)
     app.add_middleware(docs.SecurityHeaders)
     # /v1: a caller only ever sees their own uploads (api/routes/common.py).
     for routes in (keys, uploads, results, pictures, feedback, admin, webhooks):

@@ -76,9 +76,18 @@ def install(app: FastAPI) -> None:
 </body></html>""")
 
 
+def security_headers(path: str = "") -> list[tuple[bytes, bytes]]:
+    """nosniff, no framing, no referrer, a Content-Security-Policy (the docs pages get one
+    that lets their own scripts and styles run): on every answer, the server's own too
+    (api/server.py, api/errors.py)."""
+    csp = DOCS_CSP if path.startswith(DOC_PATHS) else API_CSP
+    return [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+            (b"referrer-policy", b"no-referrer"), (b"content-security-policy", csp.encode()),
+            (b"cross-origin-opener-policy", b"same-origin")]
+
+
 class SecurityHeaders:
-    """nosniff, no framing, no referrer, a Content-Security-Policy on every response (the
-    docs pages get one that lets their own scripts and styles run)."""
+    """:func:`security_headers` on every response of the app, and no Server banner."""
 
     def __init__(self, app):
         self.app = app
@@ -87,12 +96,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        csp = DOCS_CSP if path.startswith(DOC_PATHS) else API_CSP
-        extra = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-                 (b"referrer-policy", b"no-referrer"),
-                 (b"content-security-policy", csp.encode()),
-                 (b"cross-origin-opener-policy", b"same-origin")]
+        extra = security_headers(scope.get("path", ""))
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":

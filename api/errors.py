@@ -1,4 +1,8 @@
-"""Every error the API returns is JSON ``{"code": ..., "message": ...}`` with a stable code."""
+"""Every error the API returns is JSON ``{"code": ..., "message": ...}`` with a stable code.
+
+A transient fault (storage.faults: the database, Mongo, the cache or the queue unreachable,
+the blob folder full for a moment) is ``503 service_unavailable`` with ``Retry-After``, not
+a 500: the caller's request was fine and will work again shortly."""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.docs import security_headers
+from storage import faults
+
 log = logging.getLogger("skygate.api")
+
+RETRY_AFTER_SECONDS = 10
 
 
 class ErrorBody(BaseModel):
@@ -73,7 +82,37 @@ def install(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first["loc"])
         return _json(422, "invalid_request", f"{where}: {first['msg']}", details=errors)
 
+    async def _fault(request: Request, exc: Exception):
+        if not faults.is_transient(exc):
+            return await _unexpected(request, exc)
+        log.warning("%s %s: a dependency is unreachable (%s: %s): 503", request.method,
+                    request.url.path, type(exc).__name__, str(exc)[:200])
+        return _json(503, "service_unavailable",
+                     "a service the API needs (database, documents, cache, queue or blob "
+                     "store) is unreachable right now; try again shortly",
+                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    # Handled here (inside the middleware: no traceback re-raised to the server's log), not
+    # by the catch-all below.
+    for family in _fault_families():
+        app.add_exception_handler(family, _fault)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _json(500, "internal_error", "internal server error; the log has the details")
+        # Sent by Starlette's outermost middleware, past SecurityHeaders: its headers here.
+        return _json(500, "internal_error", "internal server error; the log has the details",
+                     headers={k.decode(): v.decode() for k, v in security_headers()})
+
+
+def _fault_families() -> list[type[BaseException]]:
+    """The exception families a transient fault comes in (each checked by is_transient)."""
+    import asyncpg
+    import kombu.exceptions
+    import pymongo.errors
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    return [OSError, sqlalchemy.exc.SQLAlchemyError, asyncpg.PostgresError,
+            asyncpg.InterfaceError, pymongo.errors.PyMongoError, redis.exceptions.RedisError,
+            kombu.exceptions.KombuError]

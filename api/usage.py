@@ -8,6 +8,7 @@ import logging
 import time
 
 from api.errors import BodyTimeout, BodyTooLarge
+from storage import faults
 from storage.accounts import log_usage
 
 log = logging.getLogger("skygate.api")
@@ -26,12 +27,14 @@ def client_ip(scope, trust_forwarded_for: bool) -> str | None:
 
 class UsageAndLimits:
     def __init__(self, app, *, max_body_bytes: int, trust_forwarded_for: bool,
-                 body_timeout: float = 30.0, min_body_rate: int = 1024):
+                 body_timeout: float = 30.0, min_body_rate: int = 1024,
+                 body_deadline: float = 600.0):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.trust_forwarded_for = trust_forwarded_for
         self.body_timeout = body_timeout
         self.min_body_rate = min_body_rate
+        self.body_deadline = body_deadline
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -49,6 +52,7 @@ class UsageAndLimits:
         else:
             received = 0
             body_done = False
+            has_body = "transfer-encoding" in headers
 
             async def limited_receive():
                 nonlocal received, body_done
@@ -72,11 +76,22 @@ class UsageAndLimits:
                             and received < self.min_body_rate * elapsed):
                         raise BodyTimeout(f"the request body arrives slower than "
                                           f"{self.min_body_rate:,} bytes/s")
+                    # And however fast it once was, a body ends within the deadline: no
+                    # client holds a connection slot for hours.
+                    if not body_done and elapsed > self.body_deadline:
+                        raise BodyTimeout(f"the request body took longer than "
+                                          f"{self.body_deadline:g}s")
                 return message
 
             async def recording_send(message):
                 if message["type"] == "http.response.start":
                     status["code"] = message["status"]
+                    if not body_done and (declared not in ("", "0") or has_body):
+                        # Answered before the body was read (a refusal): close afterwards,
+                        # instead of the server draining what is left of it with no limit.
+                        message = {**message, "headers": [
+                            *[(k, v) for k, v in message.get("headers", [])
+                              if k.lower() != b"connection"], (b"connection", b"close")]}
                 await send(message)
 
             await self.app(scope, limited_receive, recording_send)
@@ -107,5 +122,9 @@ class UsageAndLimits:
                             request_path=scope["path"], response_code=code,
                             processing_time=elapsed, ip_address=ip,
                             user_agent=headers.get("user-agent"))
-        except Exception:  # a lost log row must not fail the request
-            log.exception("could not write the usage log row for %s", scope["path"])
+        except Exception as exc:  # a lost log row must not fail the request
+            if faults.is_transient(exc):  # the database is away: the answer said so
+                log.warning("usage log row for %s not written: %s: %s", scope["path"],
+                            type(exc).__name__, str(exc)[:200])
+            else:
+                log.exception("could not write the usage log row for %s", scope["path"])

@@ -17,6 +17,7 @@ import pillow_heif
 from PIL import Image, ImageFile
 
 from pipeline import isobmff
+from pipeline.deep_pixels import DEEP_MODES, NonFinitePixels, to_gray8
 
 # HEIC/HEIF through pillow-heif (libheif + libde265), registered once as Pillow's "HEIF".
 pillow_heif.register_heif_opener()
@@ -83,7 +84,6 @@ class FileInfo:
 
 
 _PERCENT = 100
-_BYTE_MAX = 255
 
 
 def _sniff_isobmff(brands: list[bytes]) -> tuple[str, str]:
@@ -128,7 +128,15 @@ def pil_formats(data: bytes) -> list[str] | None:
         return None
 
 
+def set_pixel_limit(max_pixels: int) -> None:
+    """Make SKYGATE_MAX_IMAGE_PIXELS the only pixel limit: Pillow's own decompression-bomb
+    guard (an error past 2 x Image.MAX_IMAGE_PIXELS, 179 MP by default) is set from it, so
+    it never refuses first, in this module or in any method that opens an image itself."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def _open(data: bytes, file_type: str, max_pixels: int) -> Image.Image:
+    set_pixel_limit(max_pixels)
     try:
         with warnings.catch_warnings():
             # We enforce our own pixel limit below; Pillow's warning would just be noise.
@@ -262,8 +270,6 @@ THUMBNAIL_SIDE = 256
 # fastest and least exact setting): fine for a thumbnail people look at, 3.4 ms instead of
 # 11 ms (3 x the decode) from a 1 MP image. Methods never read the thumbnail.
 THUMBNAIL_REDUCING_GAP = 1.0
-_DEEP_MODES = ("I;16", "I;16B", "I", "F")
-_CHUNK_ROWS = 512  # rows converted at a time from 16/32-bit modes (bounded float64 buffers)
 
 
 def _file_info(img: Image.Image, data: bytes, file_type: str, mime: str) -> FileInfo:
@@ -296,17 +302,6 @@ def _load(img: Image.Image, file_type: str) -> None:
         ImageFile.LOAD_TRUNCATED_IMAGES = prev
 
 
-def _deep_to_gray(img: Image.Image) -> np.ndarray:
-    """16/32-bit grey to 8 bits (65535 or the image's own 255 scale), a band of rows at a time."""
-    cols, rows = img.size
-    top = 65535.0 if img.mode.startswith("I;16") or img.getextrema()[1] > _BYTE_MAX else 255.0
-    gray = np.empty((rows, cols), dtype=np.uint8)
-    for r in range(0, rows, _CHUNK_ROWS):
-        band = np.asarray(img.crop((0, r, cols, min(rows, r + _CHUNK_ROWS))), dtype=np.float64)
-        gray[r:r + band.shape[0]] = np.clip(band / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return gray
-
-
 def _open_rgb(data: bytes, max_pixels: int) -> tuple[Image.Image, FileInfo]:
     """The first frame decoded, as one Pillow RGB image, and the file's facts.
 
@@ -317,8 +312,11 @@ def _open_rgb(data: bytes, max_pixels: int) -> tuple[Image.Image, FileInfo]:
     img = _open(data, file_type, max_pixels)  # the pixel limit is checked before any decode
     info = _file_info(img, data, file_type, mime)
     _load(img, file_type)
-    if img.mode in _DEEP_MODES:
-        return Image.fromarray(_deep_to_gray(img), "L").convert("RGB"), info
+    if img.mode in DEEP_MODES:
+        try:
+            return Image.fromarray(to_gray8(img), "L").convert("RGB"), info
+        except NonFinitePixels as exc:
+            raise InvalidImage(str(exc)) from None
     return (img if img.mode == "RGB" else img.convert("RGB")), info
 
 

@@ -78,14 +78,23 @@ class Settings(BaseSettings):
     # connections and requests the server answers 503 at once.
     api_header_timeout: float = 10.0
     api_body_timeout: float = 30.0
-    # ... and once api_body_timeout has passed, the body must have averaged this many bytes/s.
+    # ... and once api_body_timeout has passed, the body must have averaged this many bytes/s,
+    # and the whole body must be in within api_body_deadline seconds of the request's start.
     api_min_body_rate: int = 1024
+    api_body_deadline: float = Field(default=600.0, gt=0)
     api_limit_concurrency: int = 200
-    # POST /v1/keys: failed logins allowed per username, and per client IP, in one window;
-    # past that the answer is 429 with Retry-After until the window ends.
+    # Open connections one client (socket peer address) may hold at once; past it the server
+    # answers 503 and closes, so slow clients from one address cannot take every slot
+    # (0: no limit; not applied behind a proxy, with trust_forwarded_for: limit there).
+    api_max_connections_per_client: int = Field(default=32, ge=0)
+    # POST /v1/keys: failed logins free per (username, client IP), and per client IP, in one
+    # window; past them each further attempt waits twice as long after the last failure (1 s,
+    # 2 s, 4 s … up to login_max_delay), else 429 with Retry-After. Never a lock of the user:
+    # the owner from another client logs in (storage/login_throttle.py).
     login_max_failures: int = 10
     login_max_failures_per_ip: int = 50
     login_window_seconds: int = 900
+    login_max_delay: int = Field(default=900, ge=1)
 
     # Webhooks (service/webhooks.py). Outbound requests go to public https:// addresses
     # only, unless the operator allows http:// or private/loopback/link-local destinations

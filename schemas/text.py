@@ -60,3 +60,28 @@ def clean_file_name(name: str | None, *, limit: int = 255) -> str:
         else:
             text = text[:limit]
     return text
+
+
+# An absolute file system path (POSIX or Windows) inside a message: what an OSError's text
+# and many libraries' messages carry ("[Errno 30] Read-only file system: '/srv/blobs/02'").
+_PATH = re.compile(r"(?<![\w./\\-])(?:[A-Za-z]:)?[/\\](?:[^\s'\"`,;()<>/\\]+[/\\]?)+")
+_ERRNO = re.compile(r"\[Errno -?\d+\]\s*|\[WinError -?\d+\]\s*")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with every absolute file system path replaced by ``<path>`` and errno tags
+    dropped: a reason shown to API users names no server path."""
+    return _PATH.sub("<path>", _ERRNO.sub("", text))
+
+
+def public_reason(exc: BaseException) -> str:
+    """A failure's reason as stored and shown: its kind and message, no server path, no
+    errno tag (an OSError says what happened: "OSError: No space left on device")."""
+    import os
+
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        message = exc.strerror or os.strerror(exc.errno)
+    else:
+        message = str(exc)
+    message = without_paths(message).strip().rstrip(":").strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

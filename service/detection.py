@@ -26,10 +26,11 @@ from pipeline.methods.registry import (
 )
 from schemas.results import MethodResult
 from schemas.settings import Settings
+from schemas.text import public_reason
 from service import canvas, deliveries
 from service.aggregate import aggregate
 from service.method_results import error_result, unimplemented
-from storage import blobrefs
+from storage import blobrefs, faults
 from storage import repository as repo
 from storage.blobs import BlobNotFound
 from storage.context import Storage
@@ -284,9 +285,12 @@ async def _store_pictures(storage: Storage, upload_id: int, method: Method, find
         result.details[method.pictures.get(kind, f"{kind}_path")] = key
 
 
-async def run_all(storage: Storage, settings: Settings, upload_id: int) -> None:
-    """The whole canvas in one process, for the embedded default."""
-    manifest_key, methods = await prepare(storage, settings, upload_id, share_pixels=False)
+async def run_all(storage: Storage, settings: Settings, upload_id: int, *,
+                  may_count: bool = True) -> None:
+    """The whole canvas in one process, for the embedded default. A transient fault (the
+    blob folder full for a moment, the database away) raises: the caller retries it."""
+    manifest_key, methods = await prepare(storage, settings, upload_id, share_pixels=False,
+                                          may_count=may_count)
     if manifest_key is None:
         return
     results = []
@@ -294,17 +298,37 @@ async def run_all(storage: Storage, settings: Settings, upload_id: int) -> None:
         try:
             results.append((await detect(storage, settings, upload_id, method, manifest_key))
                            .model_dump(mode="json"))
-        except Exception as exc:  # noqa: BLE001 - one broken method never loses the verdict
+        except Exception as exc:  # one broken method never loses the verdict
+            if faults.is_transient(exc):
+                raise  # not the method's fault: the canvas is run again
             results.append(error_result(method, exc).model_dump(mode="json"))
     await aggregate(storage, settings, upload_id, manifest_key, results)
 
 
+# How often the embedded runner runs a canvas again after a transient fault (with backoff:
+# about 30 s in all) before it records the failure (`skygate retry --failed` re-runs it).
+EMBEDDED_RETRIES = 6
+
+
 async def run_all_or_fail(storage: Storage, settings: Settings, upload_id: int) -> None:
-    """``run_all`` for in-process callers (scan, the embedded API, retry/rescore): a crash is
-    recorded on the upload as its failure, never raised, so one file never loses a batch."""
-    try:
-        await run_all(storage, settings, upload_id)
-    except Exception as exc:
-        log.exception("detection failed", extra={"upload_id": upload_id})
-        await repo.mark_failed(storage.engine, upload_id, f"{type(exc).__name__}: {exc}")
-        await canvas.release(storage, upload_id)
+    """``run_all`` for in-process callers (scan, the embedded API, retry/rescore): a
+    transient fault is retried with backoff; a crash is recorded on the upload as its
+    failure (without server paths), never raised, so one file never loses a batch."""
+    attempt = 0
+    while True:
+        try:
+            await run_all(storage, settings, upload_id, may_count=attempt == 0)
+            return
+        except Exception as exc:
+            if faults.is_transient(exc) and attempt < EMBEDDED_RETRIES:
+                attempt += 1
+                delay = faults.backoff(attempt, base=0.5, cap=8.0)
+                log.warning("transient fault, running upload %s again in %.1fs: %s",
+                            upload_id, delay, public_reason(exc),
+                            extra={"upload_id": upload_id})
+                await asyncio.sleep(delay)
+                continue
+            log.exception("detection failed", extra={"upload_id": upload_id})
+            await repo.mark_failed(storage.engine, upload_id, public_reason(exc))
+            await canvas.release(storage, upload_id)
+            return

@@ -87,6 +87,9 @@ class IngestOutcome:
     status: str  # queued | duplicate | failed
     error: str | None = None
     needs_processing: bool = False
+    # An earlier upload of the same content that could not be queued (the broker was down):
+    # this one queues it (the same upload), and repo.mark_dispatched clears the mark.
+    redispatch: bool = False
 
 
 async def ingest_bytes(storage: Storage, settings: Settings, *, data: bytes,
@@ -167,6 +170,10 @@ def _earlier_upload(existing: dict, sha: str, resume_unfinished: bool) -> Ingest
         return IngestOutcome(existing["upload_id"], sha, "duplicate")
     if status == "failed":
         return IngestOutcome(existing["upload_id"], sha, "failed", existing["error"])
+    if status == "queued" and existing["error"]:
+        # Stored, but its message never reached the broker (repo.mark_undispatched).
+        return IngestOutcome(existing["upload_id"], sha, "queued", needs_processing=True,
+                             redispatch=True)
     # queued/processing from an interrupted run: process it again (idempotent writes).
     return IngestOutcome(existing["upload_id"], sha,
                          "queued" if resume_unfinished else "duplicate",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pipeline.methods.registry import REGISTRY
 from schemas.results import MethodResult
+from schemas.text import public_reason
 
 
 def picture_keys(by_method: dict[str, dict]) -> dict[str, str | None]:
@@ -21,5 +22,5 @@ def unimplemented(name: str) -> MethodResult:
 
 
 def error_result(method: str, exc: BaseException) -> MethodResult:
-    return MethodResult(method=method, status="error",
-                        error=f"{type(exc).__name__}: {exc}"[:1000])
+    # Stored and shown to API users: no server path, no errno tag (schemas.text).
+    return MethodResult(method=method, status="error", error=public_reason(exc)[:1000])

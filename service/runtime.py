@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from pipeline.decode import set_pixel_limit
 from schemas.settings import Settings
 from service.allocator import keep_freed_buffers
 from storage.context import Storage, build_storage
@@ -23,6 +24,7 @@ def _ensure() -> tuple[asyncio.AbstractEventLoop, Storage]:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         settings = Settings()
+        set_pixel_limit(settings.max_image_pixels)  # for methods that open images themselves
 
         async def build():
             return build_storage(settings)

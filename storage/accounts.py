@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,8 +34,7 @@ from schemas.clock import aware, utcnow
 from schemas.text import clean_text
 from storage import audit
 from storage.audit import Actor
-from storage.db import dialect_insert
-from storage.models import ACCOUNT_STATUSES, ROLES, api_keys, email_matches, login_failures, users
+from storage.models import ACCOUNT_STATUSES, ROLES, api_keys, email_matches, users
 
 KEY_PREFIX = "sg_"
 _hasher = PasswordHasher()
@@ -252,45 +250,6 @@ async def login(engine: AsyncEngine, username: str, password: str, *,
                                             source=source), "login",
                            target=f"user:{user['username']}")
     return user
-
-
-async def reserve_login_attempt(engine: AsyncEngine, subjects: dict[str, int], *,
-                                window_seconds: int) -> int | None:
-    """Count one login attempt against each subject (``{"user:alice": 10, "ip:…": 50}``:
-    subject → failures allowed per window), atomically, before the password is checked.
-
-    Returns None when the attempt may go on, else the seconds until the fullest subject's
-    window ends (for Retry-After). The count and the window start come from the same
-    UPDATE … RETURNING, so concurrent attempts never see a window that is not there yet.
-    A successful login gives its attempt back (:func:`forgive_login_attempt`).
-    """
-    now = utcnow()
-    cut = now - timedelta(seconds=window_seconds)
-    wait = None
-    async with engine.begin() as conn:
-        for subject, limit in sorted(subjects.items()):
-            stmt = dialect_insert(engine, login_failures).values(subject=subject, failures=1,
-                                                          window_start=now)
-            expired = login_failures.c.window_start <= cut
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[login_failures.c.subject],
-                set_={"failures": sa.case((expired, 1), else_=login_failures.c.failures + 1),
-                      "window_start": sa.case((expired, now),
-                                              else_=login_failures.c.window_start)},
-            ).returning(login_failures.c.failures, login_failures.c.window_start)
-            failures, start = (await conn.execute(stmt)).one()
-            if failures > limit:
-                left = (aware(start) + timedelta(seconds=window_seconds) - now).total_seconds()
-                wait = max(wait or 1, math.ceil(left))
-    return wait
-
-
-async def forgive_login_attempt(engine: AsyncEngine, subjects: list[str]) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(login_failures.update()
-                           .where(login_failures.c.subject.in_(subjects),
-                                  login_failures.c.failures > 0)
-                           .values(failures=login_failures.c.failures - 1))
 
 
 async def create_key(engine: AsyncEngine, *, username: str, name: str, limit: int,

@@ -1,15 +1,18 @@
 """One classification of the errors the pipeline meets: transient (retry with backoff and
-jitter) or permanent (fail with the reason). Database, Mongo and broker errors alike.
+jitter) or permanent (fail with the reason). Database, Mongo, broker and blob store alike.
 
 Transient: the service is not there *right now* — connection refused or reset, a server
 that is starting up or shutting down, a failover, a timeout, too many connections, a
-serialization conflict. Permanent: everything else, in particular constraint violations and
-bad data, which a retry would only repeat.
+serialization conflict, a blob folder that is read-only, full or failing for a while
+(EROFS, ENOSPC, EDQUOT, EIO, EAGAIN…), an S3 store that does not answer. Permanent:
+everything else, in particular constraint violations and bad data, which a retry would only
+repeat.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import socket
@@ -25,6 +28,12 @@ _PG_TRANSIENT = {"57P01", "57P02", "57P03", "57014", "53300", "53000", "40001", 
                  "55P03", "58000", "58030"}
 # Mongo server error codes that mean "try again": shutdown, step-down, not primary, network.
 _MONGO_TRANSIENT_CODES = {6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+# OSErrors of a disk or a network file system that pass: a folder remounted read-only, full,
+# over quota, an I/O error, a busy or stale handle, too many open files. A missing file
+# (ENOENT), a permission refused or a bad name stay permanent.
+_OS_TRANSIENT_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN,
+                        errno.EBUSY, errno.ENFILE, errno.EMFILE, errno.ESTALE, errno.ETIMEDOUT,
+                        errno.ENOLCK, errno.ENOBUFS}
 # Words that betray a transient fault when the driver gives no structured code.
 _TRANSIENT_WORDS = (
     "connection refused", "connection reset", "connection was closed", "connection is closed",
@@ -120,6 +129,25 @@ def _pymongo_transient(e: BaseException) -> bool | None:
     return None
 
 
+def _os_transient(e: BaseException) -> bool | None:
+    if isinstance(e, OSError) and e.errno is not None:
+        return e.errno in _OS_TRANSIENT_ERRNOS or None
+    return None
+
+
+def _s3_transient(e: BaseException) -> bool | None:
+    # storage.blobs.s3 turns these into BlobStoreUnavailable (a ConnectionError); raised
+    # anywhere else (a boto3 call of its own), botocore's connection failures are the same.
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+        if isinstance(e, (BotoConnectionError, HTTPClientError)):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return None
+
+
 def _broker_transient(e: BaseException) -> bool | None:
     try:
         import kombu.exceptions
@@ -146,8 +174,8 @@ def _broker_transient(e: BaseException) -> bool | None:
 
 
 # Each answers True/False when it recognises the exception, None when it has no opinion.
-_TRANSIENT_CHECKS = (_asyncpg_transient, _sqlalchemy_transient, _pymongo_transient,
-                     _broker_transient)
+_TRANSIENT_CHECKS = (_os_transient, _s3_transient, _asyncpg_transient, _sqlalchemy_transient,
+                     _pymongo_transient, _broker_transient)
 
 
 def _transient_one(e: BaseException) -> bool:

@@ -258,13 +258,15 @@ stage_deliveries = sa.Table(
     _check("deaths >= 0", "ck_stage_deliveries_deaths"),
 )
 
-# Addition (migration 0007): failed logins per username or client IP, in a fixed window.
+# Addition (migration 0007): failed logins per subject ((user, client) or client), in a window.
 login_failures = sa.Table(
     "login_failures",
     metadata,
     sa.Column("subject", sa.String(200), primary_key=True),
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
     sa.Column("window_start", TZ, nullable=False),
+    # 0015: when the last failure was counted (storage/login_throttle.py's growing delays).
+    sa.Column("last_failure_at", TZ),
     _check("failures >= 0", "ck_login_failures_failures"),
 )
 

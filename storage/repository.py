@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.clock import utcnow
-from schemas.text import clean_file_name, clean_json, clean_text
+from schemas.text import clean_file_name, clean_json, clean_text, without_paths
 from storage import deliveries, webhooks
 from storage.db import autocommit, dialect_insert
 from storage.models import detection_methods, detection_results, method_results, uploads
@@ -171,11 +171,12 @@ async def set_thumbnail(engine: AsyncEngine, upload_id: int, thumbnail_path: str
 async def mark_failed(engine: AsyncEngine, upload_id: int, error: str, *,
                       only_unfinished: bool = False) -> bool:
     """Record the failure; with ``only_unfinished``, only if the upload is still queued or
-    processing (a later, vaguer report never replaces the reason already recorded)."""
+    processing (a later, vaguer report never replaces the reason already recorded). The
+    reason is stored without server paths (it is shown to API users)."""
     where = [uploads.c.upload_id == upload_id]
     if only_unfinished:
         where.append(uploads.c.status.in_(("queued", "processing")))
-    reason = clean_text(error, limit=2000)
+    reason = clean_text(without_paths(error), limit=2000)
     async with engine.begin() as conn:
         row = (await conn.execute(
             uploads.update().where(*where)
@@ -187,6 +188,23 @@ async def mark_failed(engine: AsyncEngine, upload_id: int, error: str, *,
             await webhooks.record_event(conn, "upload.failed", dict(row),
                                         {"status": "failed", "error": reason})
     return row is not None
+
+
+async def mark_undispatched(engine: AsyncEngine, upload_id: int, reason: str) -> None:
+    """Its message could not be queued (the broker was down): it stays queued, for the next
+    POST of the same bytes or the recovery sweep, with the reason shown meanwhile."""
+    async with autocommit(engine) as conn:
+        await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id,
+                                                  uploads.c.status == "queued")
+                           .values(error=clean_text(without_paths(reason), limit=2000)))
+
+
+async def mark_dispatched(engine: AsyncEngine, upload_id: int) -> None:
+    """An upload :func:`mark_undispatched` marked was queued after all."""
+    async with autocommit(engine) as conn:
+        await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id,
+                                                  uploads.c.status == "queued")
+                           .values(error=None))
 
 
 async def reset_for_retry(engine: AsyncEngine, upload_id: int) -> None:

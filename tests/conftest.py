@@ -324,3 +324,28 @@ def cluster_sql(db_url: str, query: str, **params):
 
     # asyncpg's own connect timeout: a cluster's database is expected to be up.
     return faultrig.sql(db_url, query, connect_timeout=60, **params)
+
+
+@contextlib.contextmanager
+def worker_env(pg_url: str, mongo_url: str, data_dir: Path, tag: str, **extra_env):
+    """The SKYGATE_* environment of a cluster on the shared services — its own PostgreSQL
+    database and Mongo database, a claimed Redis db index — with small recovery limits, for
+    tests that start their own workers (tests/faultrig.py's Worker); not yet migrated."""
+    name = pg_url.rsplit("/", 1)[1] + "_" + tag
+    run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        with claimed_redis_db() as db_index:
+            yield {
+                **{k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")},
+                "SKYGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/" + name,
+                "SKYGATE_MONGO_URL": f"{mongo_url}/{tag}_{uuid.uuid4().hex[:8]}",
+                "SKYGATE_BROKER_URL": f"{REDIS_URL}/{db_index}",
+                "SKYGATE_RESULT_BACKEND": f"{REDIS_URL}/{db_index}",
+                "SKYGATE_DATA_DIR": str(data_dir),
+                "SKYGATE_METHOD_SOFT_TIME_LIMIT": "20", "SKYGATE_METHOD_TIME_LIMIT": "25",
+                "SKYGATE_VISIBILITY_TIMEOUT": "60", "SKYGATE_STUCK_AFTER": "120",
+                "SKYGATE_SWEEP_INTERVAL": "2", "SKYGATE_LOG_FORMAT": "text",
+                **extra_env,
+            }
+    finally:
+        run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from pipeline.methods.registry import REGISTRY
 from schemas.messages import IngestRequest
 from schemas.settings import Settings
+from schemas.text import public_reason
 from service import detection, recovery, runtime, webhooks
 from service import ingest as ingest_step
 from service.logs import bind_upload
@@ -219,8 +220,7 @@ def aggregate(self, results: list, upload_id: int, manifest_key: str) -> dict:
             raise  # Reliable retries it
         # Record what failed before the chord's error path runs: it only knows "something".
         log.exception("aggregate failed on upload %s", upload_id)
-        runtime.run(_mark_failed, upload_id,
-                    f"aggregate failed: {type(exc).__name__}: {exc}"[:2000])
+        runtime.run(_mark_failed, upload_id, f"aggregate failed: {public_reason(exc)}"[:2000])
         runtime.run(webhooks.announce, upload_id)
         raise
 

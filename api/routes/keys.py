@@ -13,7 +13,7 @@ from api.models import NewKey, NewKeyRequest
 from api.usage import client_ip
 from schemas.clock import aware
 from schemas.text import clean_text
-from storage import accounts, audit
+from storage import accounts, audit, login_throttle
 
 router = APIRouter()
 
@@ -24,7 +24,8 @@ router = APIRouter()
                                "Logins, failed ones too, are audited."),
              responses={401: {"model": ErrorBody, "description": "wrong username or password"},
                         429: {"model": ErrorBody,
-                              "description": "too many failed logins (see Retry-After)"}})
+                              "description": "too many failed logins from this client: "
+                                             "retry after the delay (Retry-After)"}})
 async def create_key(request: Request, body: NewKeyRequest,
                      credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)] = None):
     engine = request.app.state.storage.engine
@@ -33,14 +34,16 @@ async def create_key(request: Request, body: NewKeyRequest,
                             headers={"WWW-Authenticate": 'Basic realm="skygate"'})
     if credentials is None:
         raise unauthorized
-    # Count the attempt per username and per client IP before the password is checked; the
-    # counts live in the database, so every API process sees them.
-    subjects = {f"user:{clean_text(credentials.username, limit=150).lower()}":
-                settings.login_max_failures,
-                f"ip:{client_ip(request.scope, settings.trust_forwarded_for) or '-'}":
-                settings.login_max_failures_per_ip}
-    wait = await accounts.reserve_login_attempt(engine, subjects,
-                                                window_seconds=settings.login_window_seconds)
+    # Count the attempt per (username, client IP) and per client IP before the password is
+    # checked, with growing delays past the free failures; the counts live in the database,
+    # so every API process sees them. Never per username alone: nobody can lock anyone out.
+    subjects = login_throttle.subjects_for(
+        clean_text(credentials.username, limit=150).lower(),
+        client_ip(request.scope, settings.trust_forwarded_for) or "-",
+        per_pair=settings.login_max_failures, per_client=settings.login_max_failures_per_ip)
+    wait = await login_throttle.reserve(engine, subjects,
+                                        window_seconds=settings.login_window_seconds,
+                                        max_delay=settings.login_max_delay)
     if wait is not None:
         await audit.record_now(engine, audit.Actor("anonymous", source=request_ip(request)),
                                "login", target=f"user:{clean_text(credentials.username)[:100]}",
@@ -53,7 +56,7 @@ async def create_key(request: Request, body: NewKeyRequest,
     if user is None:
         # Same answer for an unknown user and a wrong password.
         raise unauthorized
-    await accounts.forgive_login_attempt(engine, list(subjects))
+    await login_throttle.forgive(engine, list(subjects))
     request.state.user_id = user["user_id"]
     expires = body.expires_at
     expires = aware(expires)

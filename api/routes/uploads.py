@@ -17,7 +17,7 @@ from api.multipart import FilePart, discard, receive_files
 from api.routes.common import NOT_FOUND, UploadId, own_upload
 from schemas.clock import aware
 from schemas.records import verdict_word
-from schemas.text import clean_file_name, clean_text
+from schemas.text import clean_file_name, clean_text, public_reason
 from service import ingest
 from service.results import delete_upload as remove_upload
 from storage import accounts, audit
@@ -91,6 +91,8 @@ async def create_uploads(request: Request, who: CallerDep):
                 status = "duplicate"  # the same bytes twice in one request: one upload
             elif outcome.needs_processing:
                 await _dispatch(request, outcome.upload_id, name)
+                if outcome.redispatch:
+                    await repo.mark_dispatched(storage.engine, outcome.upload_id)
             dispatched.add(outcome.upload_id)
             accepted.append(Accepted(
                 upload_id=outcome.upload_id, file_name=name, status=status,
@@ -122,14 +124,17 @@ async def _dispatch(request: Request, upload_id: int, name: str) -> None:
     try:
         await request.app.state.dispatcher.dispatch(upload_id)
     except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep a trace
-        reason = f"could not enqueue: {type(exc).__name__}: {exc}"
-        await repo.mark_failed(storage.engine, upload_id, reason)
-        log.error("upload %s not enqueued: %s", upload_id, reason,
+        # Not failed: it stays queued. Sending the same bytes again queues this upload, and
+        # the workers' recovery sweep re-sends it once it is overdue.
+        await repo.mark_undispatched(
+            storage.engine, upload_id,
+            f"not queued yet, the queue was unavailable ({public_reason(exc)})")
+        log.error("upload %s not enqueued: %s", upload_id, public_reason(exc),
                   extra={"upload_id": upload_id})
         raise ApiError(503, "queue_unavailable",
-                       f"{name} was stored as upload {upload_id} but could not "
-                       "be queued; it is marked failed and `skygate retry --failed` "
-                       "re-queues it", headers={"Retry-After": "30"}) from None
+                       f"{name} was stored as upload {upload_id} but could not be queued; "
+                       "send it again later (the same upload is queued then)",
+                       headers={"Retry-After": "30"}) from None
 
 
 @router.get("/uploads", response_model=UploadPage,

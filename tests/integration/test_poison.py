@@ -9,15 +9,13 @@ The kill comes from tests/poison_hook.py, which only a worker started with
 
 from __future__ import annotations
 
-import os
 import re
 import time
-import uuid
 
 import pytest
 
 from tests import faultrig as rig
-from tests.conftest import REDIS_URL, _pg_admin, claimed_redis_db, run
+from tests.conftest import worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -28,23 +26,10 @@ POISON = {"texture": "img_7_0005", "prnu": "img_7_0012"}
 
 @pytest.fixture
 def poison_env(tmp_path, pg_url, mongo_url):
-    name = pg_url.rsplit("/", 1)[1] + "_poison"
-    run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    with claimed_redis_db() as db_index:
-        yield {
-            **{k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")},
-            "SKYGATE_DATABASE_URL": pg_url.rsplit("/", 1)[0] + "/" + name,
-            "SKYGATE_MONGO_URL": f"{mongo_url}/poison_{uuid.uuid4().hex[:8]}",
-            "SKYGATE_BROKER_URL": f"{REDIS_URL}/{db_index}",
-            "SKYGATE_RESULT_BACKEND": f"{REDIS_URL}/{db_index}",
-            "SKYGATE_DATA_DIR": str(tmp_path),
-            "SKYGATE_METHOD_SOFT_TIME_LIMIT": "20", "SKYGATE_METHOD_TIME_LIMIT": "25",
-            "SKYGATE_VISIBILITY_TIMEOUT": "60", "SKYGATE_STUCK_AFTER": "120",
-            "SKYGATE_SWEEP_INTERVAL": "2", "SKYGATE_LOG_FORMAT": "text",
-            "FAULTRIG_POISON": ",".join(f"{m}:{part}" for m, part in POISON.items()),
-            "FAULTRIG_POISON_LOG": str(tmp_path / "kills.log"),
-        }
-    run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with worker_env(pg_url, mongo_url, tmp_path, "poison",
+                    FAULTRIG_POISON=",".join(f"{m}:{part}" for m, part in POISON.items()),
+                    FAULTRIG_POISON_LOG=str(tmp_path / "kills.log")) as env:
+        yield env
 
 
 def test_a_method_that_kills_its_worker_is_capped_and_the_batch_finishes(tmp_path, poison_env):

@@ -6,6 +6,10 @@ task and aggregate now records that it started (``running``) and that it ended; 
 that finds the previous one still running counts a death, and past SKYGATE_MAX_DELIVERIES
 the stage gives up (service/deliveries.py).
 
+And ``login_failures.last_failure_at``: failed logins are throttled with growing delays after
+the last failure, per (user, client) and per client, instead of a lock of the user
+(storage/login_throttle.py); the old per-user subjects are dropped.
+
 Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-06
@@ -31,7 +35,11 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime(timezone=True)),
         sa.CheckConstraint("deaths >= 0", name="ck_stage_deliveries_deaths"),
     )
+    op.add_column("login_failures", sa.Column("last_failure_at", sa.DateTime(timezone=True)))
+    op.execute("DELETE FROM login_failures WHERE subject LIKE 'user:%'")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("login_failures") as batch:
+        batch.drop_column("last_failure_at")
     op.drop_table("stage_deliveries")

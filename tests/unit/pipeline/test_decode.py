@@ -158,3 +158,28 @@ def test_decode_crop_is_the_views_crop_without_a_thumbnail():
         data = encode(noisy_photo(rows=rows, cols=cols, seed=5), fmt="JPEG")
         views = decode_views(data, max_pixels=10**8, side=1024)
         assert np.array_equal(decode_crop(data, max_pixels=10**8, side=1024), views.crop)
+
+
+def test_max_image_pixels_is_the_only_pixel_limit():
+    """Above Pillow's own guard (2 x 89.5 MP = 179 MP): SKYGATE_MAX_IMAGE_PIXELS decides,
+    both ways (the header is read, nothing is decoded)."""
+    big = _png_header_only(14_000, 13_000)  # 182 MP
+    assert validate_image(big, max_bytes=10**6, max_pixels=200_000_000)[2:] == (14_000, 13_000)
+    with pytest.raises(InvalidImage, match="over the limit of 100,000,000"):
+        validate_image(big, max_bytes=10**6, max_pixels=100_000_000)
+    assert Image.MAX_IMAGE_PIXELS == 100_000_000  # methods that open images see the same
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_float_pixels_that_are_not_numbers_are_not_a_picture(bad):
+    pixels = np.random.default_rng(3).random((64, 64), dtype=np.float32) * 200
+    pixels[10:20, 5:9] = bad
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "F").save(buf, "TIFF")
+    with pytest.raises(InvalidImage, match="not finite numbers"):
+        decode_image(buf.getvalue(), max_pixels=10**8)
+    # The same image with numbers everywhere decodes.
+    pixels[10:20, 5:9] = 0
+    buf = io.BytesIO()
+    Image.fromarray(pixels, "F").save(buf, "TIFF")
+    assert decode_image(buf.getvalue(), max_pixels=10**8).rgb.shape == (64, 64, 3)

@@ -192,3 +192,33 @@ def test_startup_waits_for_a_database_that_comes_up(tmp_path, monkeypatch):
     monkeypatch.setattr(faults, "retrying", flaky_retrying)
     recovery.wait_for_services(settings)
     assert attempts["n"] == 3
+
+
+@pytest.mark.parametrize(("errno_name", "transient"), [
+    ("EROFS", True), ("ENOSPC", True), ("EDQUOT", True), ("EIO", True), ("EAGAIN", True),
+    ("ESTALE", True), ("EMFILE", True),
+    ("ENOENT", False), ("EACCES", False), ("EISDIR", False), ("ENAMETOOLONG", False),
+])
+def test_blob_folder_oserrors_that_pass_are_transient(errno_name, transient):
+    import errno
+    import os
+
+    code = getattr(errno, errno_name)
+    exc = OSError(code, os.strerror(code), "/srv/blobs/02/ab.png")
+    assert faults.is_transient(exc) is transient
+    # Wrapped as a task sees it (raised while handling another), the verdict holds.
+    outer = RuntimeError("aggregate failed")
+    outer.__cause__ = exc
+    assert faults.is_transient(outer) is transient
+
+
+def test_an_s3_store_that_does_not_answer_is_transient():
+    from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+    from storage.blobs.base import BlobStoreUnavailable
+
+    assert faults.is_transient(EndpointConnectionError(endpoint_url="http://minio:9000"))
+    assert faults.is_transient(ReadTimeoutError(endpoint_url="http://minio:9000"))
+    assert faults.is_transient(BlobStoreUnavailable("s3 did not answer"))
+    # A decoder's OSError without an errno ("cannot identify image file") is the data's fault.
+    assert not faults.is_transient(OSError("cannot identify image file <_io.BytesIO>"))
