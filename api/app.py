@@ -28,6 +28,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        import logging
+
+        if not logging.getLogger().handlers:  # a uvicorn worker process starts unconfigured
+            from service.logs import configure
+
+            configure(settings)
         app.state.storage = build_storage(settings)
         app.state.dispatcher = Dispatcher(settings)
         # Embedded (no broker): the verdicts are made in this process, and so are the

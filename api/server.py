@@ -142,6 +142,8 @@ def run(host: str, port: int, workers: int) -> None:
     settings = Settings()
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers,
                 proxy_headers=settings.trust_forwarded_for, log_config=None,
+                # The access line is SkyGate's own (api/usage.py): JSON fields, request id.
+                access_log=False,
                 http=GuardedH11, server_header=False,
                 limit_concurrency=settings.api_limit_concurrency, timeout_keep_alive=5,
                 h11_max_incomplete_event_size=16 * 1024)

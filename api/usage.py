@@ -1,17 +1,31 @@
-"""ASGI middleware: a usage_logs row for every request (authenticated or not), and a cap on
-the size of request bodies that is enforced while they stream in."""
+"""ASGI middleware: a usage_logs row and a JSON access line for every request
+(authenticated or not), each request's id (``X-Request-ID``: the client's when it is a sane
+token, else a new one; echoed in the response and carried into the logs and the Celery
+messages the request causes), and a cap on the size of request bodies that is enforced while
+they stream in."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import uuid
 
 from api.errors import BodyTimeout, BodyTooLarge
+from service.logs import bind_request, unbind_request
 from storage import faults
 from storage.accounts import log_usage
 
 log = logging.getLogger("skygate.api")
+access = logging.getLogger("skygate.access")
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id_of(headers: dict) -> str:
+    """The client's ``X-Request-ID`` when it is a short plain token, else a new id."""
+    given = headers.get("x-request-id", "")
+    return given if _SANE_ID.match(given) else uuid.uuid4().hex
 
 
 def client_ip(scope, trust_forwarded_for: bool) -> str | None:
@@ -45,10 +59,24 @@ class UsageAndLimits:
         status = {"code": 500}
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
+        request_id = request_id_of(headers)
+        token = bind_request(request_id)
+        try:
+            await self._handle(scope, receive, send, state, status, headers, request_id,
+                               started)
+        finally:
+            elapsed = time.perf_counter() - started
+            self._access_line(scope, state, status["code"], elapsed)
+            unbind_request(token)
+        await self._log(scope, state, headers, status["code"], elapsed)
+
+    async def _handle(self, scope, receive, send, state, status, headers, request_id,
+                      started):
         limit = self.max_body_bytes
         declared = headers.get("content-length", "")
+        echo = (b"x-request-id", request_id.encode())
         if declared.isdigit() and int(declared) > limit:
-            await self._reject(send, status, limit)
+            await self._reject(send, status, limit, echo)
         else:
             received = 0
             body_done = False
@@ -86,19 +114,26 @@ class UsageAndLimits:
             async def recording_send(message):
                 if message["type"] == "http.response.start":
                     status["code"] = message["status"]
+                    headers = [*message.get("headers", []), echo]
                     if not body_done and (declared not in ("", "0") or has_body):
                         # Answered before the body was read (a refusal): close afterwards,
                         # instead of the server draining what is left of it with no limit.
-                        message = {**message, "headers": [
-                            *[(k, v) for k, v in message.get("headers", [])
-                              if k.lower() != b"connection"], (b"connection", b"close")]}
+                        headers = [*[(k, v) for k, v in headers if k.lower() != b"connection"],
+                                   (b"connection", b"close")]
+                    message = {**message, "headers": headers}
                 await send(message)
 
             await self.app(scope, limited_receive, recording_send)
-        await self._log(scope, state, headers, status["code"], time.perf_counter() - started)
+
+    def _access_line(self, scope, state, code, elapsed) -> None:
+        access.info("%s %s %s", scope["method"], scope["path"], code, extra={
+            "method": scope["method"], "path": scope["path"], "status": code,
+            "latency_ms": round(elapsed * 1000, 1),
+            "client": client_ip(scope, self.trust_forwarded_for),
+            "user_id": state.get("user_id"), "key_id": state.get("key_id")})
 
     @staticmethod
-    async def _reject(send, status, limit):
+    async def _reject(send, status, limit, echo):
         import json
 
         body = json.dumps({"code": "request_too_large",
@@ -108,7 +143,7 @@ class UsageAndLimits:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+                                (b"connection", b"close"), echo]})
         await send({"type": "http.response.body", "body": body})
 
     async def _log(self, scope, state, headers, code, elapsed):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 
 from schemas.settings import Settings
@@ -53,7 +54,9 @@ class Dispatcher:
         if self._local is None:
             await asyncio.to_thread(send_prepare, upload_id, fail_fast=True)
         else:
-            asyncio.get_running_loop().run_in_executor(self._local, run_here, upload_id)
+            # In this request's context: its log lines carry the request id.
+            asyncio.get_running_loop().run_in_executor(
+                self._local, contextvars.copy_context().run, run_here, upload_id)
 
     def close(self) -> None:
         if self._local is not None:

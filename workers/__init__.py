@@ -8,7 +8,27 @@ app.config_from_object("celeryconfig")
 __all__ = ["app"]
 
 
-from celery.signals import setup_logging  # noqa: E402
+from celery.signals import celeryd_init, setup_logging  # noqa: E402
+
+
+@celeryd_init.connect
+def _json_from_the_start(instance=None, **_):
+    # Where logs are JSON lines, every line must parse: logging is set up before Celery checks
+    # its privileges (its warning becomes a record), the ASCII-art banner is off (`celery -q`),
+    # and the shutdown notices Celery writes from its signal handlers become JSON lines.
+    import sys
+
+    from schemas.settings import Settings
+    from service.logs import configure, json_notice, use_json
+
+    settings = Settings()
+    if instance is None or not use_json(settings, sys.stderr):
+        return
+    configure(settings)
+    instance.quiet = True
+    import celery.apps.worker
+
+    celery.apps.worker.safe_say = json_notice
 
 
 @setup_logging.connect

@@ -269,3 +269,41 @@ def test_submit_wait_honours_its_timeout_and_reports_what_is_pending(cluster, tm
     assert record["status"] == "pending" and "not ingested yet" in record["error"]
     assert "summary: done 0, failed 0, still pending 1" in result.stdout
     assert elapsed < 4 + 8, elapsed  # the timeout plus the interpreter's start-up
+
+
+def test_a_request_id_travels_from_the_publisher_into_every_task_log_line(cluster, tmp_path):
+    """What the API does for each request: bind its id, publish. Every task the upload's
+    canvas runs in the real worker logs JSON lines with that request id, ISO UTC times."""
+    from celery import Celery
+
+    from service.logs import _propagate_request_ids, bind_request, unbind_request
+
+    image = tmp_path / "traced.jpg"  # bytes no other test sends: a new upload, a whole canvas
+    image.write_bytes(encode(noisy_photo(rows=200, cols=232, seed=9273), fmt="JPEG"))
+    app = Celery(broker=cluster["env"]["SKYGATE_BROKER_URL"])
+    _propagate_request_ids()
+    token = bind_request("req-trace-73")
+    try:
+        app.send_task("skygate.ingest", queue="ingest",
+                      kwargs={"path": str(image), "original_file_name": "traced.jpg"})
+    finally:
+        unbind_request(token)
+        app.close()
+
+    def traced():
+        lines = [json.loads(line) for line in cluster["log"].read_text().splitlines()
+                 if line.startswith("{")]
+        return [e for e in lines if e.get("request_id") == "req-trace-73"]
+
+    wait_for(lambda: any(e["task_name"] == "skygate.aggregate" for e in traced()), 120,
+             "the aggregate task logged with the request id", log=cluster["log"])
+    lines = traced()
+    names = {e["task_name"] for e in lines}
+    assert {"skygate.ingest", "skygate.prepare", "skygate.aggregate"} <= names, names
+    assert any(n.startswith("skygate.detect.") for n in names), names
+    upload_ids = {e["upload_id"] for e in lines if e["task_name"] != "skygate.ingest"}
+    assert len(upload_ids) == 1 and None not in upload_ids, lines
+    for entry in lines:
+        assert entry["time"].endswith("Z") and "T" in entry["time"], entry
+        assert entry["task_id"], entry
+        assert "data" not in entry and "{" not in entry["message"], entry
