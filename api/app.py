@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from api import docs, errors
 from api.routes import admin, feedback, keys, pictures, results, uploads, webhooks
 from api.usage import UsageAndLimits
+from api.waiting import WaitGate
 from schemas.settings import Settings
 from service.dispatch import Dispatcher
 from service.webhooks import EmbeddedPump
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   responses={422: {"model": errors.ErrorBody, "description": "invalid request"}})
     app.state.settings = settings
     app.state.storage = None
+    app.state.waiters = WaitGate(settings.api_max_waiters)
     errors.install(app)
     # Enough for api_max_files files at the size limit plus the multipart framing.
     max_body = settings.max_upload_bytes * settings.api_max_files + 1024 * 1024

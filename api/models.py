@@ -45,6 +45,7 @@ class UploadOut(BaseModel):
     file_size: int
     mime_type: str
     sha256: str | None
+    client_reference: str | None = None
     status: str = Field(description="queued, processing, done or failed")
     is_processed: bool | None
     upload_date: datetime | None
@@ -55,16 +56,34 @@ class UploadOut(BaseModel):
     result_url: str
 
 
+PartStatus = Literal["queued", "duplicate", "done", "failed", "refused"]
+
+
 class Accepted(BaseModel):
-    upload_id: int
+    """One part of a POST: taken (with its upload's id and URLs) or refused (with why)."""
+
     file_name: str
-    status: str = Field(description="queued, or duplicate when you sent this content before")
-    status_url: str
-    result_url: str
+    status: PartStatus = Field(description=(
+        "queued: taken, detection started; duplicate: you sent this content before (its "
+        "earlier upload); done or failed: the verdict is ready (with ?wait=N, or a "
+        "duplicate); refused: not taken, see code and message"))
+    upload_id: int | None = None
+    client_reference: str | None = None
+    status_url: str | None = None
+    result_url: str | None = None
+    code: str | None = Field(default=None, description="refused: why (file_too_large, "
+                                                       "unsupported_image_type, invalid_image)")
+    message: str | None = None
+    verdict: Verdict | None = None
+    ai_probability: float | None = Field(default=None, ge=0, le=1)
+    confidence: float | None = None
+    error: str | None = Field(default=None, description="failed: the reason")
 
 
 class AcceptedList(BaseModel):
     uploads: list[Accepted]
+    accepted: int = Field(description="parts taken (queued, duplicate, done or failed)")
+    refused: int = Field(description="parts refused")
 
 
 class UploadPage(BaseModel):

@@ -358,3 +358,17 @@ def test_a_down_broker_gives_503_and_a_retryable_failed_upload(stack, tmp_path):
     (row,) = sql(stack, "SELECT u.status, u.error FROM uploads u JOIN users s USING (user_id) "
                         "WHERE s.username=:n", n=ivan["name"])
     assert row.status == "failed" and "could not enqueue" in row.error
+
+
+def test_wait_mode_answers_with_the_verdict_from_a_worker(stack):
+    """``?wait=10`` through a real Celery worker: the POST's answer carries the verdict."""
+    gil = new_user(stack)
+    with client(stack, gil["key"]) as c:
+        small = encode(smooth_scene(seed=61, rows=96, cols=96),
+                       text={"parameters": SD_PARAMETERS})
+        r = c.post("/v1/uploads", params={"wait": 10},
+                   files=[("file", ("small.png", small))])
+        assert r.status_code == 200, r.text
+        (entry,) = r.json()["uploads"]
+        assert entry["status"] == "done" and entry["verdict"] == "ai"
+        assert 0.5 < entry["ai_probability"] <= 1
