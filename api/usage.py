@@ -1,5 +1,6 @@
-"""ASGI middleware: a usage_logs row for every request (authenticated or not), and a cap on
-the size of request bodies that is enforced while they stream in."""
+"""ASGI middleware: a usage_logs row for every request (authenticated or not), a cap on
+the size of request bodies that is enforced while they stream in, and the IETF draft's
+``RateLimit-*`` headers on every answer to a key with a quota (api/auth.py counts it)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ def client_ip(scope, trust_forwarded_for: bool) -> str | None:
                 if first:
                     return first[:45]
     return scope["client"][0] if scope.get("client") else None
+
+
+def rate_limit_headers(state: dict) -> list[tuple[bytes, bytes]]:
+    """``RateLimit-Limit``, ``-Remaining``, ``-Reset`` (seconds) and ``-Policy``
+    (draft-ietf-httpapi-ratelimit-headers) for a request whose key was counted."""
+    found = state.get("rate_limit")
+    if not found:
+        return []
+    limit, remaining, reset, window = found
+    values = {"ratelimit-limit": limit, "ratelimit-remaining": remaining,
+              "ratelimit-reset": reset, "ratelimit-policy": f"{limit};w={window}"}
+    return [(k.encode(), str(v).encode()) for k, v in values.items() if v is not None]
 
 
 class UsageAndLimits:
@@ -77,6 +90,8 @@ class UsageAndLimits:
             async def recording_send(message):
                 if message["type"] == "http.response.start":
                     status["code"] = message["status"]
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      *rate_limit_headers(state)]}
                 await send(message)
 
             await self.app(scope, limited_receive, recording_send)

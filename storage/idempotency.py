@@ -35,7 +35,8 @@ async def begin(engine: AsyncEngine, *, key_id: int, key: str, request_hash: str
     """None: this request holds the key now (answer it, then :func:`complete`); else what
     the first request with this key stored."""
     async with engine.begin() as conn:
-        await conn.execute(table.delete().where(_row(key_id, key),
+        # This API key's expired keys go first (each active key keeps its own rows bounded).
+        await conn.execute(table.delete().where(table.c.key_id == key_id,
                                                 table.c.created_at < utcnow() - ttl))
         inserted = await conn.execute(
             dialect_insert(conn, table).values(key_id=key_id, idempotency_key=key,
@@ -61,7 +62,7 @@ async def release(engine: AsyncEngine, *, key_id: int, key: str) -> None:
 
 
 async def purge(engine: AsyncEngine, *, ttl: timedelta) -> int:
-    """Remove every row past its time to live; returns how many."""
+    """Remove every row past its time to live (the recovery sweep); returns how many."""
     async with engine.begin() as conn:
         done = await conn.execute(table.delete().where(table.c.created_at < utcnow() - ttl))
     return done.rowcount

@@ -328,6 +328,17 @@ async def upload_statuses(engine: AsyncEngine, upload_ids: list[int]) -> dict[in
         return dict(rows.all())
 
 
+async def verdict_counts(engine: AsyncEngine) -> dict[str, int]:
+    """Stored verdicts by word: ``{"ai": n, "real": n, "uncertain": n}``."""
+    flag = detection_results.c.is_ai_generated
+    async with autocommit(engine) as conn:
+        rows = await conn.execute(sa.select(flag, sa.func.count()).group_by(flag))
+        counts = {"ai": 0, "real": 0, "uncertain": 0}
+        for value, n in rows:
+            counts[{True: "ai", False: "real"}.get(value, "uncertain")] += n
+        return counts
+
+
 async def list_uploads(engine: AsyncEngine, *, owner: int | EllipsisType | None = ...,
                        upload_id: int | None = None, since: datetime | None = None,
                        client_reference: str | None = None,

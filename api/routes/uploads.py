@@ -38,7 +38,11 @@ _MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data
     "type": "object", "required": ["file"],
     "properties": {"file": {"type": "array", "minItems": 1,
                             "items": {"type": "string", "format": "binary"},
-                            "description": "one or several images, each in a part named file"}},
+                            "description": "one or several images, each in a part named file"},
+                   "client_reference": {"type": "array", "items": {"type": "string",
+                                                                   "maxLength": 255},
+                                        "description": "your id of each file, in the files' "
+                                                       "order (stored, returned, filterable)"}},
 }}}}}
 
 
@@ -177,12 +181,15 @@ async def _take(request: Request, who, parts: list[FilePart], wait: int) -> tupl
             status_url=str(request.url_for("get_upload", upload_id=outcome.upload_id)),
             result_url=str(request.url_for("get_result", upload_id=outcome.upload_id))))
     if not dispatched:  # nothing taken: the first refusal is the answer, every part listed
+        request.app.state.metrics.uploads.labels("refused").inc(len(entries))
         first = refusals[0]
         raise ApiError(_REJECTED_STATUS[first.code], first.code, entries[0].message,
                        details=[e.model_dump(exclude_none=True) for e in entries])
     judged = await until_finished(request, sorted(dispatched), wait)
     if wait:
         entries = [await _with_verdict(request, e) for e in entries]
+    for entry in entries:
+        request.app.state.metrics.uploads.labels(entry.status).inc()
     body = AcceptedList(uploads=entries, accepted=len(entries) - len(refusals),
                         refused=len(refusals))
     status = 207 if refusals else (200 if wait and judged else 202)
@@ -203,7 +210,7 @@ async def _with_verdict(request: Request, entry: Accepted) -> Accepted:
     verdict, p = await feedback.model_said(storage, entry.upload_id)
     return entry.model_copy(update={
         "status": "done" if entry.status == "queued" else entry.status, "verdict": verdict,
-        "ai_probability": p,
+        "ai_probability": None if p is None else round(p, 4),
         "confidence": float(result["confidence_score"]) if result else None})
 
 
