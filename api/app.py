@@ -7,20 +7,42 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api import docs, errors
+from api import docs, errors, metrics
+from api.metrics import ApiMetrics, RequestMetrics
 from api.routes import admin, feedback, keys, pictures, results, uploads, webhooks
 from api.usage import UsageAndLimits
+from api.waiting import WaitGate
 from schemas.settings import Settings
 from service.dispatch import Dispatcher
 from service.webhooks import EmbeddedPump
 from storage.context import build_storage
 
 DESCRIPTION = """
-Send images, poll for verdicts. Every call under `/v1` needs an API key in the `X-API-Key`
-header (`skygate keys create --user NAME`). Errors are JSON: `{"code": ..., "message": ...}`
-with a stable `code`. A key's `request_limit` counts requests per quota window; past it the
-answer is 429 with `Retry-After`.
+Send images; get the verdicts by webhook (`/v1/webhooks`, signed like Standard Webhooks),
+in the answer (`?wait=N`), or by polling. Every call under `/v1` needs an API key in the
+`X-API-Key` header (`skygate keys create --user NAME`). Errors are JSON:
+`{"code": ..., "message": ...}` with a stable `code` (an enum). A key's `request_limit` counts
+requests per quota window; past it the answer is 429 with `Retry-After`. Timestamps are
+ISO 8601 in UTC with `Z`.
 """
+
+
+# Stable operation ids (what a generated client names its functions), by route name; a route
+# without one fails at start-up, so a new route cannot slip in with FastAPI's default.
+OPERATION_IDS = {
+    "create_key": "keys_create", "list_uploads": "uploads_list", "get_upload": "uploads_get",
+    "delete_upload": "uploads_delete", "get_ela": "pictures_ela_get",
+    "get_heatmap": "pictures_heatmap_get", "give_feedback": "feedback_give",
+    "read_feedback": "feedback_get", "list_users": "users_list", "create_user": "users_create",
+    "suspend_user": "users_suspend", "read_audit": "audit_list", "healthz": "health_live",
+    "readyz": "health_ready",
+}
+
+
+def operation_id(route) -> str:
+    if not route.include_in_schema:
+        return route.name
+    return OPERATION_IDS[route.name]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,9 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="SkyGate API", version="1.0", description=DESCRIPTION,
                   lifespan=lifespan, docs_url=None, redoc_url=None,
+                  generate_unique_id_function=operation_id,
                   responses={422: {"model": errors.ErrorBody, "description": "invalid request"}})
     app.state.settings = settings
     app.state.storage = None
+    app.state.waiters = WaitGate(settings.api_max_waiters)
+    app.state.metrics = ApiMetrics()
     errors.install(app)
     # Enough for api_max_files files at the size limit plus the multipart framing.
     max_body = settings.max_upload_bytes * settings.api_max_files + 1024 * 1024
@@ -64,9 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        min_body_rate=settings.api_min_body_rate,
                        body_deadline=settings.api_body_deadline)
     app.add_middleware(docs.SecurityHeaders)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     # /v1: a caller only ever sees their own uploads (api/routes/common.py).
     for routes in (keys, uploads, results, pictures, feedback, admin, webhooks):
         app.include_router(routes.router, prefix="/v1")
+    app.include_router(metrics.router)
     docs.install(app)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")

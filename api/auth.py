@@ -70,6 +70,9 @@ async def caller(request: Request,
     check = await accounts.check_key(request.app.state.storage.engine, api_key,
                                      period_seconds=settings.quota_period_seconds)
     request.state.user_id, request.state.key_id = check.user_id, check.key_id
+    if check.limit is not None:  # RateLimit-* headers on the answer (api/usage.py)
+        request.state.rate_limit = (check.limit, check.remaining, check.reset,
+                                    settings.quota_period_seconds)
     if check.code == "rate_limited":
         raise ApiError(429, check.code, check.message,
                        headers={"Retry-After": str(check.retry_after),

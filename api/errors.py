@@ -7,11 +7,12 @@ a 500: the caller's request was fine and will work again shortly."""
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.docs import security_headers
@@ -22,8 +23,32 @@ log = logging.getLogger("skygate.api")
 RETRY_AFTER_SECONDS = 10
 
 
+ErrorCode = Literal[
+    # requests and their bodies
+    "bad_request", "invalid_request", "malformed_multipart", "no_file", "too_many_files",
+    "unsupported_media_type", "request_too_large", "request_timeout", "not_found",
+    "method_not_allowed", "http_error", "internal_error",
+    # keys, accounts, roles
+    "missing_api_key", "invalid_api_key", "api_key_revoked", "api_key_expired",
+    "account_suspended", "unauthorized", "rate_limited", "invalid_credentials",
+    "too_many_failed_logins", "forbidden", "no_such_user", "user_exists", "last_admin",
+    "bad_email", "bad_role", "bad_status", "user_not_found",
+    # uploads and their results
+    "file_too_large", "unsupported_image_type", "invalid_image", "queue_unavailable",
+    "upload_not_found", "not_ready", "upload_failed", "ela_not_available",
+    "heatmap_not_available", "feedback_not_found", "invalid_client_reference",
+    "idempotency_key_in_use", "idempotency_key_reused",
+    # webhooks
+    "webhook_not_found", "webhook_url_refused", "too_many_webhooks", "delivery_not_found",
+]
+"""Every ``code`` the API answers with (tests/unit/api keeps this list complete)."""
+
+
 class ErrorBody(BaseModel):
-    code: str
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"code": "not_ready", "message": "upload 42 is processing; poll its status_url"}]})
+
+    code: ErrorCode
     message: str
     details: list | dict | None = None
 
@@ -71,7 +96,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):
-        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
         return _json(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)

@@ -1,6 +1,9 @@
 """Streaming multipart/form-data: each part named ``file`` goes straight into the blob
 store's staging area while it is hashed, so a request never holds a file in memory
-(Starlette's ``request.form()`` would spool it, and reading it back held it whole)."""
+(Starlette's ``request.form()`` would spool it, and reading it back held it whole).
+
+Text fields named ``client_reference`` are kept (at most REFERENCE_LENGTH characters each):
+the n-th one belongs to the n-th file. Other text fields are skipped."""
 
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from api.errors import ApiError
+from schemas.text import clean_text
 from storage.blobs import BlobStore, StagedBlob
 
 FIELD_NAME = "file"
+REFERENCE_FIELD = "client_reference"
+REFERENCE_LENGTH = 255
 MAX_FIELD_BYTES = 64 * 1024
 
 
@@ -23,6 +29,7 @@ class FilePart:
     staged: StagedBlob | None
     size: int = 0
     too_large: bool = False
+    client_reference: str | None = None
 
 
 @dataclass
@@ -32,6 +39,7 @@ class _Current:
     file: FilePart | None = None
     skip: bool = False
     field_bytes: int = 0
+    text: bytearray | None = None
 
 
 def _decode(value: bytes, charset: str) -> str:
@@ -53,6 +61,7 @@ class _Receiver:
         self.blobs, self.charset = blobs, charset
         self.max_files, self.max_bytes, self.max_fields = max_files, max_bytes, max_fields
         self.files: list[FilePart] = []
+        self.references: list[str] = []
         self.file_count = self.field_count = 0
         self.refusal: ApiError | None = None
         self.cur = _Current()
@@ -106,9 +115,19 @@ class _Receiver:
             if self.field_count > self.max_fields:
                 self.refuse(ApiError(400, "malformed_multipart",
                                      f"more than {self.max_fields} form fields"))
-            cur.skip = True
+            if cur.name == REFERENCE_FIELD:
+                cur.text = bytearray()
+            else:
+                cur.skip = True
 
     def on_part_data(self, data, start, end):
+        if self.cur.text is not None:
+            if len(self.cur.text) + end - start > REFERENCE_LENGTH * 4:
+                self.refuse(ApiError(400, "invalid_client_reference", "a client_reference "
+                                     f"has at most {REFERENCE_LENGTH} characters"))
+            else:
+                self.cur.text += data[start:end]
+            return
         part = self.cur.file
         if part is None or self.cur.skip:
             return
@@ -123,8 +142,24 @@ class _Receiver:
         part.staged.write(memoryview(data)[start:end])
 
     def on_part_end(self):
+        if self.cur.text is not None:
+            self.references.append(_decode(bytes(self.cur.text), self.charset))
         if self.cur.file is not None and self.cur.file.staged is not None:
             self.cur.file.staged.finish()
+
+    def attach_references(self) -> None:
+        """The n-th client_reference to the n-th file."""
+        if len(self.references) > len(self.files):
+            self.refuse(ApiError(400, "invalid_client_reference",
+                                 f"{len(self.references)} client_reference fields for "
+                                 f"{len(self.files)} files: at most one per file, in order"))
+            return
+        for part, reference in zip(self.files, self.references, strict=False):
+            text = clean_text(reference, limit=REFERENCE_LENGTH + 1).strip()
+            if len(text) > REFERENCE_LENGTH:
+                self.refuse(ApiError(400, "invalid_client_reference", "a client_reference "
+                                     f"has at most {REFERENCE_LENGTH} characters"))
+            part.client_reference = text or None
 
 
 async def receive_files(request, blobs: BlobStore, *, max_files: int, max_bytes: int,
@@ -155,6 +190,7 @@ async def receive_files(request, blobs: BlobStore, *, max_files: int, max_bytes:
             if chunk:
                 parser.write(chunk)
         parser.finalize()
+        receiver.attach_references()
         if receiver.refusal is not None:
             raise receiver.refusal
         return receiver.files

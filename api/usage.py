@@ -1,8 +1,9 @@
 """ASGI middleware: a usage_logs row and a JSON access line for every request
 (authenticated or not), each request's id (``X-Request-ID``: the client's when it is a sane
 token, else a new one; echoed in the response and carried into the logs and the Celery
-messages the request causes), and a cap on the size of request bodies that is enforced while
-they stream in."""
+messages the request causes), the IETF draft's ``RateLimit-*`` headers on every answer to a
+key with a quota (api/auth.py counts it), and a cap on the size of request bodies that is
+enforced while they stream in."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def client_ip(scope, trust_forwarded_for: bool) -> str | None:
                 if first:
                     return first[:45]
     return scope["client"][0] if scope.get("client") else None
+
+
+def rate_limit_headers(state: dict) -> list[tuple[bytes, bytes]]:
+    """``RateLimit-Limit``, ``-Remaining``, ``-Reset`` (seconds) and ``-Policy``
+    (draft-ietf-httpapi-ratelimit-headers) for a request whose key was counted."""
+    found = state.get("rate_limit")
+    if not found:
+        return []
+    limit, remaining, reset, window = found
+    values = {"ratelimit-limit": limit, "ratelimit-remaining": remaining,
+              "ratelimit-reset": reset, "ratelimit-policy": f"{limit};w={window}"}
+    return [(k.encode(), str(v).encode()) for k, v in values.items() if v is not None]
 
 
 class UsageAndLimits:
@@ -114,7 +127,7 @@ class UsageAndLimits:
             async def recording_send(message):
                 if message["type"] == "http.response.start":
                     status["code"] = message["status"]
-                    headers = [*message.get("headers", []), echo]
+                    headers = [*message.get("headers", []), echo, *rate_limit_headers(state)]
                     if not body_done and (declared not in ("", "0") or has_body):
                         # Answered before the body was read (a refusal): close afterwards,
                         # instead of the server draining what is left of it with no limit.

@@ -155,7 +155,7 @@ class ClusterWorker:
             with open(log_path, "w") as log:
                 self.worker = subprocess.Popen(
                     [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info",
-                     "-c", str(concurrency), "-Q", "ingest,detect,model,aggregate",
+                     "-c", str(concurrency), "-Q", "ingest,detect,model,aggregate,webhooks",
                      "-n", f"bench{concurrency}-{uuid.uuid4().hex[:6]}@%h",
                      "--without-gossip", "--without-mingle"],
                     env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

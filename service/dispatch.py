@@ -45,6 +45,10 @@ class Dispatcher:
         self.settings = settings
         self._local = None if settings.broker_url else ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="skygate-embedded")
+        # The embedded thread's own event loop and storage, built from these settings on
+        # first use (not the environment's: the app may be given other settings).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._storage = None
 
     @property
     def embedded(self) -> bool:
@@ -56,8 +60,30 @@ class Dispatcher:
         else:
             # In this request's context: its log lines carry the request id.
             asyncio.get_running_loop().run_in_executor(
-                self._local, contextvars.copy_context().run, run_here, upload_id)
+                self._local, contextvars.copy_context().run, self._run_here, upload_id)
+
+    def _run_here(self, upload_id: int) -> None:
+        """``run_here`` on this dispatcher's settings, in its one thread."""
+        from service import detection
+        from storage.context import build_storage
+
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+
+            async def build():
+                return build_storage(self.settings)
+
+            self._storage = self._loop.run_until_complete(build())
+        self._loop.run_until_complete(
+            detection.run_all_or_fail(self._storage, self.settings, upload_id))
+
+    def _close_here(self) -> None:
+        if self._loop is not None:
+            self._loop.run_until_complete(self._storage.close())
+            self._loop.close()
+            self._loop = None
 
     def close(self) -> None:
         if self._local is not None:
+            self._local.submit(self._close_here)  # after the detections queued before it
             self._local.shutdown(wait=True, cancel_futures=False)

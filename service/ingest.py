@@ -114,7 +114,7 @@ async def ingest_bytes(storage: Storage, settings: Settings, *, data: bytes,
 async def ingest_staged(storage: Storage, settings: Settings, *, staged: StagedBlob,
                         original_file_name: str, user_id: int | None,
                         resume_unfinished: bool = True, checked: CheckedImage | None = None,
-                        ) -> IngestOutcome:
+                        client_reference: str | None = None) -> IngestOutcome:
     """``ingest_bytes`` for a blob already streamed into the store's staging area (the HTTP
     API): the row is inserted first, then the file moved under its key as the upload's
     referenced original; whatever fails, no unreferenced file is left behind.
@@ -124,6 +124,8 @@ async def ingest_staged(storage: Storage, settings: Settings, *, staged: StagedB
     file is recorded as a failed upload with the reason.
     ``resume_unfinished``: an earlier upload of the same content that is still queued or
     processing is run again (an interrupted scan); the API passes False (it is in flight).
+    ``client_reference``: the caller's id for the file, stored on a new upload (a duplicate
+    keeps the reference it was first sent with).
     """
     name = clean_file_name(original_file_name)
     try:
@@ -142,7 +144,7 @@ async def ingest_staged(storage: Storage, settings: Settings, *, staged: StagedB
         upload_id, created = await repo.create_upload(
             storage.engine, user_id=user_id, file_name=Path(key).name,
             original_file_name=name, file_path=key, file_size=staged.size,
-            file_type=file_type, mime_type=mime, sha256=sha,
+            file_type=file_type, mime_type=mime, sha256=sha, client_reference=client_reference,
         )
         if created and staged.size <= settings.max_upload_bytes:
             # Oversized files are not kept: the row records them, the blob store does not.

@@ -53,6 +53,7 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
     if not dry_run:
         await release_abandoned(engine, settings, now=now)
         await _enqueue_webhooks(engine, app)
+        await _purge_idempotency_keys(engine, settings)
     stuck_after = settings.stuck_after_seconds
     candidates = await repo.unfinished_untouched(
         engine, before=now - timedelta(seconds=stuck_after))
@@ -101,6 +102,16 @@ async def _enqueue_webhooks(engine, app) -> None:
         return
     if sent:
         log.info("enqueued %d due webhook deliveries", sent)
+
+
+async def _purge_idempotency_keys(engine, settings: Settings) -> None:
+    from storage import idempotency
+
+    try:
+        await idempotency.purge(engine, ttl=timedelta(seconds=settings.idempotency_ttl))
+    except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+        log.warning("could not purge idempotency keys: %s: %s", type(exc).__name__,
+                    str(exc)[:300])
 
 
 class _Blobs:

@@ -34,7 +34,7 @@ from storage import repository as repo
 from storage.context import Storage
 
 # Bump when the cached body's shape changes: older entries then miss.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: ai_probability at the top
 
 
 @dataclass
@@ -68,6 +68,16 @@ def fingerprint(row: dict) -> str:
         ALGORITHM_VERSION, _iso(row["detection_date"]), row["metadata_id"]))
 
 
+def ai_probability(result: dict, doc) -> float | None:
+    """The ensemble's P(AI), from the document; without one, a decided verdict's confidence
+    is P(its side) (an undecided one has none)."""
+    p = getattr(doc.aggregated_results, "ai_probability", None) if doc is not None else None
+    if p is None and result["is_ai_generated"] is not None:
+        c = float(result["confidence_score"])
+        p = c if result["is_ai_generated"] else 1.0 - c
+    return None if p is None else round(min(1.0, max(0.0, float(p))), 4)
+
+
 def result_body(upload_id: int, result: dict, doc) -> FinishedResult:
     """The JSON body of ``repo.result_for_upload``'s row and its metadata document."""
     methods = {name: {"verdict": verdict_word(m["is_ai_generated"]), **m}
@@ -77,6 +87,7 @@ def result_body(upload_id: int, result: dict, doc) -> FinishedResult:
         "verdict": verdict_word(result["is_ai_generated"]),
         "is_ai_generated": result["is_ai_generated"],
         "confidence": float(result["confidence_score"]), "summary": result["result_summary"],
+        "ai_probability": ai_probability(result, doc),
         "algorithm_version": result["algorithm_version"],
         "detection_date": _iso(result["detection_date"]),
         "processing_time": float(result["processing_time"]), "methods": methods,

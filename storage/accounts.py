@@ -318,6 +318,7 @@ class KeyCheck:
     retry_after: int | None = None
     remaining: int | None = None
     limit: int | None = None
+    reset: int | None = None  # seconds until the quota window ends
 
 
 async def check_key(engine: AsyncEngine, key: str, *, period_seconds: int) -> KeyCheck:
@@ -357,7 +358,8 @@ async def check_key(engine: AsyncEngine, key: str, *, period_seconds: int) -> Ke
                     quota_window_start=sa.case((window_over, now),
                                                else_=api_keys.c.quota_window_start),
                     last_used_at=now)
-            .returning(api_keys.c.requests_made, api_keys.c.request_limit)
+            .returning(api_keys.c.requests_made, api_keys.c.request_limit,
+                       api_keys.c.quota_window_start)
         )).first()
     if counted is None:
         # Refused inside a current window: read its start now. The row read above may predate
@@ -371,11 +373,13 @@ async def check_key(engine: AsyncEngine, key: str, *, period_seconds: int) -> Ke
         return KeyCheck("rate_limited",
                         f"request limit of {row['request_limit']} per {period_seconds}s "
                         f"reached; retry after {wait}s", retry_after=wait,
-                        limit=row["request_limit"], remaining=0, **ids)
-    made, limit = counted
+                        limit=row["request_limit"], remaining=0, reset=wait, **ids)
+    made, limit, start = counted
+    ends = (aware(start) or now) + timedelta(seconds=period_seconds)
     return KeyCheck(None, user_id=row["user_id"], key_id=row["key_id"], limit=limit,
-                    remaining=max(0, limit - made), username=row["username"],
-                    role=row["role"])
+                    remaining=None if limit is None else max(0, limit - made),
+                    username=row["username"], role=row["role"],
+                    reset=max(0, int((ends - now).total_seconds())))
 
 
 async def log_usage(engine: AsyncEngine, *, user_id: int | None, api_key_id: int | None,

@@ -26,7 +26,8 @@ _EVENT_COLUMNS = [uploads.c[name] for name in webhooks.EVENT_COLUMNS]
 
 async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: str,
                         original_file_name: str, file_path: str, file_size: int,
-                        file_type: str, mime_type: str, sha256: str) -> tuple[int, bool]:
+                        file_type: str, mime_type: str, sha256: str,
+                        client_reference: str | None = None) -> tuple[int, bool]:
     """Insert an upload (status queued); returns (upload_id, created). Same content for the
     same owner returns the existing upload instead (uq_uploads_owner_sha256)."""
     try:
@@ -38,6 +39,7 @@ async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: 
                     file_path=file_path, file_size=file_size, file_type=file_type,
                     mime_type=mime_type,
                     sha256=sha256, status="queued", stage="queued", stage_touched_at=utcnow(),
+                    client_reference=client_reference,
                 ).returning(uploads.c.upload_id)
             )).scalar_one()
         return upload_id, True
@@ -337,8 +339,28 @@ async def result_for_upload(engine: AsyncEngine, upload_id: int) -> dict | None:
     return {**dict(result), "methods": methods}
 
 
+async def upload_statuses(engine: AsyncEngine, upload_ids: list[int]) -> dict[int, str]:
+    """The status of each of these uploads (one statement; a deleted one is missing)."""
+    async with autocommit(engine) as conn:
+        rows = await conn.execute(sa.select(uploads.c.upload_id, uploads.c.status)
+                                  .where(uploads.c.upload_id.in_(upload_ids)))
+        return dict(rows.all())
+
+
+async def verdict_counts(engine: AsyncEngine) -> dict[str, int]:
+    """Stored verdicts by word: ``{"ai": n, "real": n, "uncertain": n}``."""
+    flag = detection_results.c.is_ai_generated
+    async with autocommit(engine) as conn:
+        rows = await conn.execute(sa.select(flag, sa.func.count()).group_by(flag))
+        counts = {"ai": 0, "real": 0, "uncertain": 0}
+        for value, n in rows:
+            counts[{True: "ai", False: "real"}.get(value, "uncertain")] += n
+        return counts
+
+
 async def list_uploads(engine: AsyncEngine, *, owner: int | EllipsisType | None = ...,
                        upload_id: int | None = None, since: datetime | None = None,
+                       client_reference: str | None = None,
                        processed: bool | None = None, verdict: str | None = None,
                        limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
     """Uploads newest first, each with its verdict columns (None when there is no result yet).
@@ -353,6 +375,8 @@ async def list_uploads(engine: AsyncEngine, *, owner: int | EllipsisType | None 
                           else uploads.c.user_id == owner)
     if upload_id is not None:
         conditions.append(uploads.c.upload_id == upload_id)
+    if client_reference is not None:
+        conditions.append(uploads.c.client_reference == client_reference)
     if since is not None:
         conditions.append(uploads.c.upload_date >= since)
     if processed is not None:

@@ -207,3 +207,11 @@ async def redeliver(engine: AsyncEngine, webhook_id: int, delivery_id: int) -> b
             .values(status="pending", next_attempt_at=utcnow(), lease_until=None,
                     delivered_at=None))
     return done.rowcount > 0
+
+
+async def status_counts(engine: AsyncEngine) -> dict[str, int]:
+    """Deliveries by status (every status, 0 when none)."""
+    d = webhook_deliveries
+    async with autocommit(engine) as conn:
+        rows = await conn.execute(sa.select(d.c.status, sa.func.count()).group_by(d.c.status))
+        return {"pending": 0, "delivered": 0, "failed": 0, **dict(rows.all())}

@@ -13,7 +13,8 @@ from storage.blobs import BlobNotFound
 router = APIRouter(tags=["uploads"])
 
 _READ = "Members read their own uploads; operators and admins any."
-_PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image"}}
+_PNG = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+              "description": "a PNG image"}}
 
 
 async def _picture(request: Request, who: Caller, upload_id: int, which: str) -> Response:

@@ -10,19 +10,25 @@ from api.auth import AUTH_ERRORS, CallerDep, needs
 from api.errors import ErrorBody
 from api.models import ResultOut
 from api.routes.common import NOT_FOUND, UploadId, finished_result, own_upload
+from api.waiting import FINISHED, Wait, until_finished
 from service import results
 
 router = APIRouter(tags=["uploads"])
 
 
 @router.get("/uploads/{upload_id}/result", response_model=ResultOut,
-            name="get_result", summary="The verdict, per-method results and metadata document",
+            name="get_result", operation_id="results_get",
+            summary="The verdict, per-method results and metadata document "
+                    "(`?wait=N`: long-poll up to N ≤ 30 s)",
             **needs("member", "Members read their own uploads; operators and admins any."),
             responses={**AUTH_ERRORS, **NOT_FOUND,
                        409: {"model": ErrorBody, "description": "not ready yet, or failed"}})
-async def get_result(request: Request, who: CallerDep, upload_id: UploadId):
+async def get_result(request: Request, who: CallerDep, upload_id: UploadId, wait: Wait = 0):
     # The owner check reads the upload row from SQL on every request, before any cache.
     upload = await own_upload(request, who, upload_id, any_owner=True)
+    if wait and upload["status"] not in FINISHED:  # long-poll: the verdict, or 409 later
+        await until_finished(request, [upload_id], wait)
+        upload = await own_upload(request, who, upload_id, any_owner=True)
     storage = request.app.state.storage
     found = await results.read_result(storage, upload)
     if found is None:  # not done or failed (409), or it finished meanwhile

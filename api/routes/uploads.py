@@ -4,23 +4,27 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from api.auth import AUTH_ERRORS, FORBIDDEN, CallerDep, forbid, needs
 from api.errors import ApiError, ErrorBody
 from api.models import Accepted, AcceptedList, UploadOut, UploadPage, Verdict
 from api.multipart import FilePart, discard, receive_files
 from api.routes.common import NOT_FOUND, UploadId, own_upload
+from api.waiting import Wait, until_finished
 from schemas.clock import aware
 from schemas.records import verdict_word
 from schemas.text import clean_file_name, clean_text, public_reason
 from service import ingest
 from service.results import delete_upload as remove_upload
-from storage import accounts, audit
+from storage import accounts, audit, feedback, idempotency
 from storage import repository as repo
 from storage.removal import deletion_detail
 
@@ -34,7 +38,11 @@ _MULTIPART = {"requestBody": {"required": True, "content": {"multipart/form-data
     "type": "object", "required": ["file"],
     "properties": {"file": {"type": "array", "minItems": 1,
                             "items": {"type": "string", "format": "binary"},
-                            "description": "one or several images, each in a part named file"}},
+                            "description": "one or several images, each in a part named file"},
+                   "client_reference": {"type": "array", "items": {"type": "string",
+                                                                   "maxLength": 255},
+                                        "description": "your id of each file, in the files' "
+                                                       "order (stored, returned, filterable)"}},
 }}}}}
 
 
@@ -43,6 +51,7 @@ def upload_out(row: dict, request: Request) -> UploadOut:
     return UploadOut(
         upload_id=row["upload_id"], file_name=row["original_file_name"],
         file_size=row["file_size"], mime_type=row["mime_type"], sha256=row["sha256"],
+        client_reference=row.get("client_reference"),
         status=row["status"], is_processed=row["is_processed"],
         upload_date=row["upload_date"], error=row["error"],
         verdict=verdict_word(row.get("is_ai_generated")) if has_result else None,
@@ -52,17 +61,37 @@ def upload_out(row: dict, request: Request) -> UploadOut:
 
 
 @router.post("/uploads", status_code=202, response_model=AcceptedList,
+             operation_id="uploads_create",
              summary="Upload one or several images for detection",
-             **needs("member", extra=_MULTIPART),
+             **needs("member", (
+                 "Each part is taken or refused on its own: **202** when every part was "
+                 "taken, **207** with one entry per part when some were refused, the "
+                 "refusal's 4xx when none was taken. `?wait=N` (N ≤ 30) holds the answer "
+                 "until the verdicts are ready: **200** with them, else 202 as without it. "
+                 "An `Idempotency-Key` header makes a retried POST safe: the same key and "
+                 "body answer with the first answer (header `Idempotent-Replayed: true`) "
+                 "for 24 h; the same key with another body is 422."), extra=_MULTIPART),
              responses={**AUTH_ERRORS,
+                        200: {"model": AcceptedList, "description": "?wait=N: every part "
+                              "taken and judged within N seconds"},
+                        207: {"model": AcceptedList, "description": "some parts taken, "
+                                                                    "some refused"},
                         400: {"model": ErrorBody, "description": "malformed multipart"},
+                        409: {"model": ErrorBody, "description": "a request with this "
+                                                                 "Idempotency-Key is running"},
                         413: {"model": ErrorBody, "description": "a file or the body is too big"},
-                        415: {"model": ErrorBody, "description": "not multipart, or a file "
-                                                                 "is not a supported image"},
-                        422: {"model": ErrorBody, "description": "an image that cannot be "
-                                                                 "decoded"},
+                        415: {"model": ErrorBody, "description": "not multipart, or no file "
+                                                                 "is a supported image"},
+                        422: {"model": ErrorBody, "description": "no image could be decoded, "
+                                                                 "or an Idempotency-Key reused "
+                                                                 "for another body"},
                         503: {"model": ErrorBody, "description": "the queue is unreachable"}})
-async def create_uploads(request: Request, who: CallerDep):
+async def create_uploads(
+        request: Request, who: CallerDep, wait: Wait = 0,
+        idempotency_key: Annotated[str | None, Header(
+            alias="Idempotency-Key", min_length=1, max_length=255,
+            description="your unique id for this request (a UUID), to retry it safely")
+        ] = None):
     settings = request.app.state.settings
     storage = request.app.state.storage
     ctype = request.headers.get("content-type", "")
@@ -74,33 +103,117 @@ async def create_uploads(request: Request, who: CallerDep):
     # request stays at a chunk, whatever the files weigh.
     parts = await receive_files(request, storage.blobs, max_files=settings.api_max_files,
                                 max_bytes=settings.max_upload_bytes)
+    claim = None
     try:
         if not parts:
             raise ApiError(400, "no_file", "no file part named 'file' in the request")
-        # Every file is checked before any is ingested: one bad file refuses the request.
-        checked = [await _check_part(part, settings) for part in parts]
-        accepted, dispatched = [], set()
-        for part, image in zip(parts, checked, strict=True):
-            name = clean_file_name(part.filename)
-            outcome = await ingest.ingest_staged(
-                storage, settings, staged=part.staged, original_file_name=name,
-                user_id=who.user_id, resume_unfinished=False, checked=image)
-            part.staged = None
-            status = outcome.status
-            if outcome.upload_id in dispatched:
-                status = "duplicate"  # the same bytes twice in one request: one upload
-            elif outcome.needs_processing:
-                await _dispatch(request, outcome.upload_id, name)
-                if outcome.redispatch:
-                    await repo.mark_dispatched(storage.engine, outcome.upload_id)
-            dispatched.add(outcome.upload_id)
-            accepted.append(Accepted(
-                upload_id=outcome.upload_id, file_name=name, status=status,
-                status_url=str(request.url_for("get_upload", upload_id=outcome.upload_id)),
-                result_url=str(request.url_for("get_result", upload_id=outcome.upload_id))))
+        if idempotency_key is not None:
+            claim = {"key_id": who.key_id, "key": idempotency_key}
+            fingerprint = _fingerprint(parts)
+            stored = await idempotency.begin(
+                storage.engine, **claim, request_hash=fingerprint,
+                ttl=timedelta(seconds=settings.idempotency_ttl))
+            if stored is not None:
+                claim = None  # not ours to complete or release
+                return _replay(stored, fingerprint)
+        status, body = await _take(request, who, parts, wait)
+        if claim is not None:
+            await idempotency.complete(storage.engine, **claim, status_code=status, body=body)
+            claim = None
+        return JSONResponse(body, status_code=status)
     finally:
         discard(parts)
-    return AcceptedList(uploads=accepted)
+        if claim is not None:  # it failed: a retry with this key runs again
+            await idempotency.release(storage.engine, **claim)
+
+
+def _fingerprint(parts: list[FilePart]) -> str:
+    """What makes two POSTs the same request: each part's name, content and reference."""
+    digest = hashlib.sha256()
+    for part in parts:
+        content = part.staged.sha256 if part.staged is not None else f"over:{part.size}"
+        digest.update(json.dumps([part.filename, content, part.client_reference]).encode())
+    return digest.hexdigest()
+
+
+def _replay(stored, fingerprint: str) -> JSONResponse:
+    if stored.request_hash != fingerprint:
+        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used for "
+                       "another request body; use a new key for a new request")
+    if stored.status_code is None:
+        raise ApiError(409, "idempotency_key_in_use", "a request with this Idempotency-Key "
+                       "is still being answered; retry in a moment",
+                       headers={"Retry-After": "1"})
+    return JSONResponse(stored.body, status_code=stored.status_code,
+                        headers={"Idempotent-Replayed": "true"})
+
+
+async def _take(request: Request, who, parts: list[FilePart], wait: int) -> tuple[int, dict]:
+    """Check, ingest and dispatch each part on its own; (HTTP status, body)."""
+    storage, settings = request.app.state.storage, request.app.state.settings
+    entries: list[Accepted] = []
+    refusals: list[ingest.ImageRejected] = []
+    dispatched: set[int] = set()
+    for part in parts:
+        name = clean_file_name(part.filename)
+        try:
+            image = await _check_part(part, settings)
+        except ingest.ImageRejected as exc:
+            refusals.append(exc)
+            entries.append(Accepted(file_name=name, status="refused", code=exc.code,
+                                    message=f"{name}: {exc}",
+                                    client_reference=part.client_reference))
+            continue
+        outcome = await ingest.ingest_staged(
+            storage, settings, staged=part.staged, original_file_name=name,
+            user_id=who.user_id, resume_unfinished=False, checked=image,
+            client_reference=part.client_reference)
+        part.staged = None
+        status = outcome.status
+        if outcome.upload_id in dispatched:
+            status = "duplicate"  # the same bytes twice in one request: one upload
+        elif outcome.needs_processing:
+            await _dispatch(request, outcome.upload_id, name)
+            if outcome.redispatch:
+                await repo.mark_dispatched(storage.engine, outcome.upload_id)
+        dispatched.add(outcome.upload_id)
+        entries.append(Accepted(
+            upload_id=outcome.upload_id, file_name=name, status=status,
+            client_reference=part.client_reference, error=outcome.error,
+            status_url=str(request.url_for("get_upload", upload_id=outcome.upload_id)),
+            result_url=str(request.url_for("get_result", upload_id=outcome.upload_id))))
+    if not dispatched:  # nothing taken: the first refusal is the answer, every part listed
+        request.app.state.metrics.uploads.labels("refused").inc(len(entries))
+        first = refusals[0]
+        raise ApiError(_REJECTED_STATUS[first.code], first.code, entries[0].message,
+                       details=[e.model_dump(exclude_none=True) for e in entries])
+    judged = await until_finished(request, sorted(dispatched), wait)
+    if wait:
+        entries = [await _with_verdict(request, e) for e in entries]
+    for entry in entries:
+        request.app.state.metrics.uploads.labels(entry.status).inc()
+    body = AcceptedList(uploads=entries, accepted=len(entries) - len(refusals),
+                        refused=len(refusals))
+    status = 207 if refusals else (200 if wait and judged else 202)
+    return status, body.model_dump(mode="json")
+
+
+async def _with_verdict(request: Request, entry: Accepted) -> Accepted:
+    """The entry with its upload's state now: done (verdict, P(AI)) or failed (reason)."""
+    if entry.upload_id is None:
+        return entry
+    storage = request.app.state.storage
+    row = await repo.get_upload(storage.engine, entry.upload_id)
+    if row is None or row["status"] not in ("done", "failed"):
+        return entry
+    if row["status"] == "failed":
+        return entry.model_copy(update={"status": "failed", "error": row["error"]})
+    result = await repo.result_for_upload(storage.engine, entry.upload_id)
+    verdict, p = await feedback.model_said(storage, entry.upload_id)
+    return entry.model_copy(update={
+        "status": "done" if entry.status == "queued" else entry.status, "verdict": verdict,
+        "ai_probability": None if p is None else round(p, 4),
+        "confidence": float(result["confidence_score"]) if result else None})
 
 
 # The checks run in threads, a few at a time: bounded memory and a free event loop.
@@ -108,15 +221,11 @@ _CHECK_SLOTS = asyncio.Semaphore(2)
 
 
 async def _check_part(part: FilePart, settings) -> ingest.CheckedImage:
-    """``ingest.check_image`` on one part; a refusal is the whole request's answer."""
-    try:
-        if part.staged is None:  # over the size limit: its bytes were not kept
-            return ingest.check_image(None, settings)
-        async with _CHECK_SLOTS:
-            return await asyncio.to_thread(ingest.check_image, part.staged, settings)
-    except ingest.ImageRejected as exc:
-        raise ApiError(_REJECTED_STATUS[exc.code], exc.code,
-                       f"{clean_file_name(part.filename)}: {exc}") from None
+    """``ingest.check_image`` on one part (raises ingest.ImageRejected)."""
+    if part.staged is None:  # over the size limit: its bytes were not kept
+        return ingest.check_image(None, settings)
+    async with _CHECK_SLOTS:
+        return await asyncio.to_thread(ingest.check_image, part.staged, settings)
 
 
 async def _dispatch(request: Request, upload_id: int, name: str) -> None:
@@ -150,7 +259,10 @@ async def list_uploads(
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         processed: bool | None = None,
         verdict: Verdict | None = None,
-        since: Annotated[datetime | None, Query(description="uploaded on or after")] = None):
+        since: Annotated[datetime | None, Query(description="uploaded on or after")] = None,
+        client_reference: Annotated[str | None, Query(
+            max_length=255, description="only uploads sent with this client_reference")
+        ] = None):
     since = aware(since)
     engine = request.app.state.storage.engine
     whose = who.user_id
@@ -162,8 +274,8 @@ async def list_uploads(
             raise ApiError(404, "user_not_found", f"no user named {clean_text(owner)!r}")
         whose = ... if owner == "*" else found["user_id"]
     rows, total = await repo.list_uploads(
-        engine, owner=whose, since=since, processed=processed,
-        verdict=verdict, limit=limit, offset=offset)
+        engine, owner=whose, since=since, processed=processed, verdict=verdict,
+        client_reference=client_reference, limit=limit, offset=offset)
     nxt = None
     if offset + limit < total:
         nxt = str(request.url.include_query_params(offset=offset + limit, limit=limit))

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.auth import AUTH_ERRORS, CallerDep, needs
 from api.errors import ApiError, ErrorBody
-from api.models import DeliveryOut, DeliveryPage, NewWebhook, WebhookIn, WebhookOut
+from api.models import DeliveryOut, DeliveryPage, NewWebhook, Redelivery, WebhookIn, WebhookOut
 from service import webhook_signing, webhook_targets
 from service import webhooks as delivery
 from storage import audit
@@ -97,10 +97,10 @@ async def delete_webhook(request: Request, who: CallerDep, webhook_id: WebhookId
 @router.post("/webhooks/{webhook_id}/rotate-secret", response_model=NewWebhook,
              operation_id="webhooks_rotate_secret",
              summary="A new signing secret; the old one keeps signing for a while",
-             description="Both secrets sign each request (two `v1,` signatures in "
-                         "`webhook-signature`) until `previous_secret_until`, so a receiver "
-                         "can switch without missing an event. **Role:** `member` or above.",
-             responses={**AUTH_ERRORS, **NO_WEBHOOK})
+             responses={**AUTH_ERRORS, **NO_WEBHOOK},
+             **needs("member", "Both secrets sign each request (two `v1,` signatures in "
+                               "`webhook-signature`) until `previous_secret_until`, so a "
+                               "receiver can switch without missing an event."))
 async def rotate_secret(request: Request, who: CallerDep, webhook_id: WebhookId,
                         overlap_seconds: Annotated[int | None, Query(
                             ge=0, le=7 * 86400,
@@ -140,17 +140,18 @@ async def list_deliveries(
 
 
 @router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202,
+             response_model=Redelivery,
              operation_id="webhooks_deliveries_redeliver",
              summary="Send a delivery again now (same event id)",
              responses={**AUTH_ERRORS, 404: {"model": ErrorBody,
                                              "description": "no such webhook or delivery"}},
              **ROLE)
 async def redeliver(request: Request, who: CallerDep, webhook_id: WebhookId,
-                    delivery_id: Annotated[int, Path(ge=1, le=2_147_483_647)]) -> dict:
+                    delivery_id: Annotated[int, Path(ge=1, le=2_147_483_647)]):
     await _own(request, who, webhook_id)
     storage = request.app.state.storage
     if not await store.redeliver(storage.engine, webhook_id, delivery_id):
         raise ApiError(404, "delivery_not_found", f"no delivery {delivery_id} of webhook "
                                                   f"{webhook_id}")
     await delivery.send_soon(request.app.state.settings, [delivery_id])
-    return {"delivery_id": delivery_id, "status": "pending"}
+    return Redelivery(delivery_id=delivery_id, status="pending")

@@ -379,3 +379,41 @@ def test_a_down_broker_gives_503_and_the_same_bytes_later_finish_the_same_upload
         assert (accepted["upload_id"], accepted["status"]) == (row.upload_id, "queued")
         state = wait_done(c, row.upload_id)
         assert state["status"] == "done" and state["error"] is None, state
+
+
+def test_wait_mode_answers_with_the_verdict_from_a_worker(stack):
+    """``?wait=10`` through a real Celery worker: the POST's answer carries the verdict."""
+    gil = new_user(stack)
+    with client(stack, gil["key"]) as c:
+        small = encode(smooth_scene(seed=61, rows=96, cols=96),
+                       text={"parameters": SD_PARAMETERS})
+        r = c.post("/v1/uploads", params={"wait": 10},
+                   files=[("file", ("small.png", small))])
+        assert r.status_code == 200, r.text
+        (entry,) = r.json()["uploads"]
+        assert entry["status"] == "done" and entry["verdict"] == "ai"
+        assert 0.5 < entry["ai_probability"] <= 1
+
+
+def test_metrics_show_the_queues_of_the_broker(stack):
+    """An operator's scrape of a cluster's API: the broker's queues, webhooks included."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from storage import accounts
+
+    async def operator_key(engine):
+        await accounts.create_user(engine, username="scraper", email="scraper@example.org",
+                                   password=None, role="operator")
+        key, _ = await accounts.create_key(engine, username="scraper", name="prometheus",
+                                           limit=1000, expires_at=None)
+        return key
+
+    key = db(stack, operator_key)
+    with client(stack) as c:
+        r = c.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+    queues = {s.labels["queue"]: s.value for f in text_string_to_metric_families(r.text)
+              for s in f.samples if s.name == "skygate_queue_depth"}
+    assert set(queues) == {"ingest", "detect", "model", "aggregate", "webhooks"}
+    assert all(v >= 0 for v in queues.values())
+    assert r.headers["ratelimit-limit"] == "1000"

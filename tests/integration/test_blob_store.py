@@ -410,7 +410,8 @@ def s3_cluster(pg_url, mongo_url, s3_endpoint, tmp_path_factory):
         assert up.returncode == 0, up.stderr
         workers, logs = [], []
         try:
-            for role, queues in (("ingest", "ingest,aggregate"), ("detect", "detect,model")):
+            for role, queues in (("ingest", "ingest,aggregate,webhooks"),
+                                 ("detect", "detect,model")):
                 log_path = dirs[role] / "worker.log"
                 log = open(log_path, "w")  # noqa: SIM115 - closed below
                 logs.append(log)
