@@ -90,6 +90,11 @@ class ResultOut(BaseModel):
     detection_date: datetime | None
     processing_time: float
     methods: dict[str, MethodOut]
+    ai_probability: float | None = Field(default=None, description="P(AI) of the verdict")
+    explanation: dict | None = Field(
+        default=None, description="why: the methods that voted and their contribution, those "
+        "that did not and why, declared provenance (C2PA, IPTC, generator chunks), the model "
+        "and the algorithm version (pipeline/explanation.py)")
     metadata: dict | None = Field(description="the detection_metadata document")
     ela_url: str | None
     heatmap_url: str | None

@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pipeline.ensemble import ALGORITHM_VERSION
+from pipeline.explanation import explain
 from schemas.records import verdict_word
 from storage import removal
 from storage import repository as repo
 from storage.context import Storage
 
 # Bump when the cached body's shape changes: older entries then miss.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -80,6 +81,9 @@ def result_body(upload_id: int, result: dict, doc) -> FinishedResult:
         "algorithm_version": result["algorithm_version"],
         "detection_date": _iso(result["detection_date"]),
         "processing_time": float(result["processing_time"]), "methods": methods,
+        "explanation": (why := explain(doc, is_ai_generated=result["is_ai_generated"],
+                                       algorithm_version=result["algorithm_version"])),
+        "ai_probability": why["ai_probability"],
         "metadata": doc.model_dump(mode="json", exclude={"blob_keys"}) if doc else None,
     }
     return FinishedResult(

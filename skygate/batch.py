@@ -12,20 +12,35 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from pipeline.explanation import explain
 from schemas.records import JUDGED_STATUSES, RECORD_FIELDS, FileRecord, file_record, verdict_word
 from schemas.results import METHOD_NAMES
 
-CSV_FIELDS = RECORD_FIELDS + [f"{m}_{k}" for m in METHOD_NAMES
-                              for k in ("is_ai_generated", "confidence", "status")]
+# The verdict first, as a person reads it; then the record's fields; then each method's.
+CSV_FIELDS = ["path", "status", "verdict", "ai_probability", "confidence", "summary",
+              *(f for f in RECORD_FIELDS if f not in ("path", "status", "confidence")),
+              *(f"{m}_{k}" for m in METHOD_NAMES
+                for k in ("is_ai_generated", "confidence", "status"))]
+
+
+def _cell(value):
+    """A CSV cell: booleans as ``true``/``false`` (as in the JSON lines), None as empty."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 def flatten(record: FileRecord) -> dict:
-    """One CSV row: the record's fields plus ``<method>_<field>`` for each method."""
+    """One CSV row: the verdict word, P(AI), confidence and summary, the record's fields,
+    and ``<method>_<field>`` for each method."""
     flat = {k: record.get(k) for k in RECORD_FIELDS}
+    judged = record.get("status") in JUDGED_STATUSES
+    flat.update(verdict=verdict_word(record.get("is_ai_generated")).value if judged else "",
+                ai_probability=record.get("ai_probability"), summary=record.get("summary"))
     for m, info in (record.get("methods") or {}).items():
         for k in ("is_ai_generated", "confidence", "status"):
             flat[f"{m}_{k}"] = info.get(k)
-    return flat
+    return {k: _cell(v) for k, v in flat.items()}
 
 
 def walk(paths: list[str], *, recursive: bool = True, include: tuple[str, ...] = (),
@@ -71,9 +86,20 @@ async def record_for(storage, *, path: str, sha256: str | None, upload_id: int |
         record.update(is_ai_generated=result["is_ai_generated"],
                       confidence=float(result["confidence_score"]), methods=result["methods"],
                       summary=result["result_summary"])
+        why = explain(await _document(storage, result["result_id"]),
+                      is_ai_generated=result["is_ai_generated"],
+                      algorithm_version=result["algorithm_version"])
+        record.update(ai_probability=why["ai_probability"], explanation=why)
         if status == "queued":
             record["status"] = "done"
     return record
+
+
+async def _document(storage, result_id: int):
+    try:
+        return await storage.documents.get_detection_metadata(result_id)
+    except Exception:  # noqa: BLE001 - a lost document leaves the record without the why
+        return None
 
 
 async def read_or_skip(storage, path: str) -> bytes | FileRecord:

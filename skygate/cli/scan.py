@@ -124,7 +124,7 @@ def _run_batch(records, total: int, outputs, *, as_json: bool) -> None:
     try:
         for i, record in enumerate(records, 1):
             outputs.add(record)
-            line = f"{record_word(record):<16} {record['path']}"
+            line = f"{record_word(record):<22} {record['path']}"
             if record.get("error"):
                 line += f"  ({record['error']})"
             if as_json:
