@@ -209,6 +209,8 @@ def _section(r: MethodResult | None) -> dict:
         is_ai_generated=r.is_ai_generated, confidence=confidence_of(r),
         processing_time=round(r.processing_time, 4),
         feature_importance=r.details.get("feature_importance", {}),
+        # The voting model's map (pipeline/attribution.py): the report draws it.
+        attribution=r.details.get("attribution"),
     )]}
 
 
