@@ -12,6 +12,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from pipeline.decode import SUPPORTED_TYPES
 from pipeline.explanation import explain
 from schemas.records import JUDGED_STATUSES, RECORD_FIELDS, FileRecord, file_record, verdict_word
 from schemas.results import METHOD_NAMES
@@ -43,15 +44,55 @@ def flatten(record: FileRecord) -> dict:
     return {k: _cell(v) for k, v in flat.items()}
 
 
+# Files a photo folder holds beside its pictures: never judged, counted as skipped with the
+# reason (not failed: nothing is wrong with them).
+SIDECARS = {".xmp": "XMP sidecar", ".aae": "Apple Photos edit sidecar", ".thm": "THM sidecar",
+            ".txt": "text file", ".md": "text file", ".json": "JSON file", ".csv": "CSV file",
+            ".pdf": "PDF document", ".db": "database file", ".ini": "settings file",
+            ".lrv": "video proxy", ".mov": "video", ".mp4": "video", ".m4v": "video",
+            ".avi": "video", ".mp3": "audio", ".wav": "audio"}
+RAW_FORMATS = {".arw", ".cr2", ".cr3", ".crw", ".dcr", ".dng", ".erf", ".3fr", ".iiq", ".k25",
+               ".kdc", ".mef", ".mos", ".mrw", ".nef", ".nrw", ".orf", ".pef", ".raf", ".raw",
+               ".rw2", ".rwl", ".sr2", ".srf", ".srw", ".x3f"}
+
+
+def not_judged(path: Path) -> str | None:
+    """Why ``path`` is skipped without being read (a sidecar, a camera RAW file, a dangling
+    link), or None for a file to judge."""
+    if path.is_symlink() and not path.exists():
+        return f"dangling link: its target {os.readlink(path)} does not exist"
+    suffix = path.suffix.lower()
+    if suffix in SIDECARS:
+        return f"{SIDECARS[suffix]}, not an image"
+    if suffix in RAW_FORMATS:
+        return (f"camera RAW file: not read (SkyGate reads {SUPPORTED_TYPES}; judge the JPEG "
+                "the camera or editor made of it)")
+    return None
+
+
+def skipped_records(files: list[Path]) -> tuple[list[Path], list[FileRecord]]:
+    """(the files to judge, a "skipped" record with its reason for each of the others)."""
+    judge, skipped = [], []
+    for f in files:
+        reason = not_judged(f)
+        if reason is None:
+            judge.append(f)
+        else:
+            skipped.append(file_record(path=str(f), status="skipped", error=reason))
+    return judge, skipped
+
+
 def walk(paths: list[str], *, recursive: bool = True, include: tuple[str, ...] = (),
          exclude: tuple[str, ...] = ()) -> list[Path]:
-    """Every regular file under ``paths`` (sorted, de-duplicated), filtered by glob patterns."""
+    """Every regular file under ``paths`` (sorted, de-duplicated), filtered by glob patterns;
+    dangling links too, so that they are reported (:func:`not_judged`)."""
     found: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             it = p.rglob("*") if recursive else p.glob("*")
-            found.extend(sorted(f for f in it if f.is_file() and not f.name.startswith(".")))
+            found.extend(sorted(f for f in it if (f.is_file() or _dangling(f))
+                                and not f.name.startswith(".")))
         else:
             found.append(p)
     out, seen = [], set()
@@ -61,11 +102,15 @@ def walk(paths: list[str], *, recursive: bool = True, include: tuple[str, ...] =
             continue
         if any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(str(f), g) for g in exclude):
             continue
-        key = str(f.resolve()) if f.exists() else str(f)
+        key = str(f.resolve()) if f.exists() else str(f.absolute())
         if key not in seen:
             seen.add(key)
             out.append(f)
     return out
+
+
+def _dangling(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 async def record_for(storage, *, path: str, sha256: str | None, upload_id: int | None,
@@ -136,6 +181,8 @@ def scan_file(path: str) -> FileRecord:
 def run_embedded(files: list[Path], *, workers: int):
     """Yield one record per file as they finish, using ``workers`` processes."""
     names = [str(f) for f in files]
+    if not names:
+        return
     if workers <= 1:
         warm_up()
         for name in names:
