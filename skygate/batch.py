@@ -230,6 +230,9 @@ class Outputs:
     """Writes JSONL and CSV as records arrive (so an interrupted run keeps what it did)."""
 
     def __init__(self, jsonl: Path | None, csv_path: Path | None):
+        for path in (jsonl, csv_path):
+            if path is not None:  # an output in a folder not made yet: make it
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(jsonl, "w") if jsonl else None  # noqa: SIM115 - closed in close()
         self._csv_file = open(csv_path, "w", newline="") if csv_path else None  # noqa: SIM115
         self._csv = None
