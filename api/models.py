@@ -176,6 +176,10 @@ class ResultOut(BaseModel):
     detection_date: UtcTime | None
     processing_time: float
     methods: dict[str, MethodOut]
+    explanation: dict | None = Field(
+        default=None, description="why: the methods that voted and their contribution, those "
+        "that did not and why, declared provenance (C2PA, IPTC, generator chunks), the model "
+        "and the algorithm version (pipeline/explanation.py)")
     metadata: ResultMetadata | None = Field(description="the detection_metadata document")
     ela_url: str | None
     heatmap_url: str | None

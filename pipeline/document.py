@@ -32,7 +32,9 @@ def merge_sections(into: dict, section: dict) -> dict:
 
 def build_metadata_document(*, result_id: int, upload_id: int, user_id: int | None,
                             file_info: dict, results: dict[str, MethodResult], verdict,
-                            heatmap_path: str | None, anomalies: list[dict]) -> DetectionMetadata:
+                            heatmap_path: str | None, anomalies: list[dict],
+                            heatmap_source: str | None = None,
+                            forensic_heatmap_path: str | None = None) -> DetectionMetadata:
     parts: dict = {"model_results": []}
     for name, method in REGISTRY.items():
         merge_sections(parts, method.document_section(results.get(name)))
@@ -46,7 +48,8 @@ def build_metadata_document(*, result_id: int, upload_id: int, user_id: int | No
         ),
         visual_anomalies=VisualAnomalies(
             detected_anomalies=[DetectedAnomaly(**a) for a in anomalies],
-            heatmap_path=heatmap_path,
+            heatmap_path=heatmap_path, heatmap_source=heatmap_source,
+            forensic_heatmap_path=forensic_heatmap_path,
         ),
         aggregated_results=AggregatedResults(
             is_ai_generated=verdict.is_ai_generated, confidence_score=verdict.confidence,

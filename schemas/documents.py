@@ -107,6 +107,10 @@ class DetectedAnomaly(_Doc):
 class VisualAnomalies(_Doc):
     detected_anomalies: list[DetectedAnomaly] = Field(default_factory=list)
     heatmap_path: str | None = None
+    # "model": the voting model's map (pipeline/attribution.py); "forensic": the forensic
+    # methods' combined map, shown only when the model drew none. Evidence, not a vote.
+    heatmap_source: str | None = None
+    forensic_heatmap_path: str | None = None
 
 
 class ContributingFactor(_Doc):

@@ -91,6 +91,8 @@ class FileRecord(TypedDict):
     methods: dict[str, dict[str, Any]]  # per method: is_ai_generated, confidence, status, …
     error: str | None
     summary: NotRequired[str]  # the stored result's summary, when there is one
+    ai_probability: NotRequired[float | None]  # the stored verdict's P(AI)
+    explanation: NotRequired[dict]  # why (pipeline/explanation.py), when there is a result
     upload_date: NotRequired[Any]  # ``skygate results`` only: when it was uploaded
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -11,12 +12,21 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def default_data_dir() -> Path:
+    """The embedded default's data folder when SKYGATE_DATA_DIR is not set: the user's data
+    folder (XDG), never the working directory, so that runs from anywhere share one store."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "skygate"
+
+
 class Settings(BaseSettings):
     """Every knob of SkyGate. With nothing set, the embedded default runs with no servers."""
 
     model_config = SettingsConfigDict(env_prefix="SKYGATE_", extra="ignore")
 
-    data_dir: Path = Field(default=Path("./var"), description="SQLite file and blob folder")
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="SQLite file and blob folder (default: "
+                                       "$XDG_DATA_HOME/skygate, else ~/.local/share/skygate)")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite if unset")
     mongo_url: str | None = Field(default=None,
                                   description="MongoDB URL; documents in SQL if unset")

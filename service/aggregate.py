@@ -12,8 +12,16 @@ import numpy as np
 from PIL import Image
 
 from pipeline import ensemble
+from pipeline.attribution import view_box
+from pipeline.calibration import calibration_usable
 from pipeline.document import build_metadata_document
-from pipeline.heatmap import anomalies_from_map, combine_block_maps, render_heatmap
+from pipeline.heatmap import (
+    anomalies_from_map,
+    combine_block_maps,
+    render_attribution,
+    render_heatmap,
+)
+from pipeline.imaging import NEUTRAL_SIDE
 from pipeline.methods.registry import REGISTRY
 from schemas.clock import aware, utcnow
 from schemas.records import verdict_word
@@ -132,19 +140,7 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     weights = {name: info["weight"] for name, info in active.items()}
     verdict = ensemble.aggregate(list(by_method.values()), weights)
 
-    maps = {m: r.block_map for m, r in by_method.items()
-            if r.block_map and m in REGISTRY and REGISTRY[m].in_heatmap}
-    # The heatmap shows where the forensic maps see structure, whatever weight their vote
-    # has in the verdict (a weight of 0 keeps them as pictures and evidence).
-    combined = combine_block_maps(maps)
-    heatmap_key, anomalies = None, []
-    if combined is not None:
-        thumb = np.asarray(Image.open(io.BytesIO(storage.blobs.get(manifest["thumbnail_key"])))
-                           .convert("RGB"))
-        heatmap_key = await blobrefs.store(storage, upload_id, render_heatmap(combined, thumb),
-                                           suffix=".png", kind="heatmap")
-        info = manifest["file_info"]
-        anomalies = anomalies_from_map(combined, (info["height"], info["width"]))
+    pictures = await _heatmaps(storage, upload_id, manifest, by_method, weights)
 
     # A deletion from here on fails save_results (the row is gone) or the check after it.
     started = aware(upload["processing_started_at"]) or utcnow()
@@ -167,11 +163,13 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     doc = build_metadata_document(
         result_id=result_id, upload_id=upload_id, user_id=upload["user_id"],
         file_info=manifest["file_info"], results=by_method, verdict=verdict,
-        heatmap_path=heatmap_key, anomalies=anomalies)
+        heatmap_path=pictures["heatmap"], anomalies=pictures["anomalies"],
+        heatmap_source=pictures["source"], forensic_heatmap_path=pictures["forensic_heatmap"])
     # Only what stays: the intermediates (crop, manifest) are released below.
     doc.blob_keys = {k: v for k, v in {
         "original": manifest["original_key"], "thumbnail": manifest["thumbnail_key"],
-        "heatmap": heatmap_key, **picture_keys({m: r.details for m, r in by_method.items()}),
+        "heatmap": pictures["heatmap"], "forensic_heatmap": pictures["forensic_heatmap"],
+        **picture_keys({m: r.details for m, r in by_method.items()}),
     }.items() if v}
     earlier = await storage.documents.get_detection_metadata(result_id)
     if earlier is not None:
@@ -196,6 +194,52 @@ def _event(result_id: int, verdict: ensemble.Verdict) -> dict:
             "ai_probability": round(float(verdict.ai_probability), 4),
             "confidence": round(float(verdict.confidence), 4),
             "algorithm_version": verdict.algorithm_version}
+
+
+async def _heatmaps(storage: Storage, upload_id: int, manifest: dict,
+                    by_method: dict[str, MethodResult], weights: dict[str, float]) -> dict:
+    """The pictures of why: the voting model's map as ``heatmap`` (when the model voted and
+    drew one), the forensic methods' combined map as ``forensic_heatmap`` (evidence only:
+    their weight may be 0), and ``anomalies`` from the forensic methods that vote with a
+    usable calibration only, at the confidence that calibration gives."""
+    info = manifest["file_info"]
+    out: dict = {"heatmap": None, "forensic_heatmap": None, "source": None, "anomalies": []}
+    thumb = None
+    model = by_method.get("model")
+    attribution = (model.details.get("attribution") if model is not None else None) or {}
+    if (model is not None and not model.abstained and weights.get("model", 0) > 0
+            and attribution.get("delta_log_odds")):
+        thumb = _thumbnail(storage, manifest)
+        scale = thumb.shape[1] / max(1, int(info["width"]))
+        box = {k: round(v * scale)
+               for k, v in view_box((info["height"], info["width"]), NEUTRAL_SIDE).items()}
+        png = render_attribution(np.asarray(attribution["delta_log_odds"]), thumb, box)
+        out["heatmap"] = await blobrefs.store(storage, upload_id, png, suffix=".png",
+                                              kind="heatmap")
+        out["source"] = "model"
+    maps = {m: r.block_map for m, r in by_method.items()
+            if r.block_map and m in REGISTRY and REGISTRY[m].in_heatmap}
+    combined = combine_block_maps(maps)
+    if combined is not None:
+        thumb = _thumbnail(storage, manifest) if thumb is None else thumb
+        out["forensic_heatmap"] = await blobrefs.store(
+            storage, upload_id, render_heatmap(combined, thumb), suffix=".png",
+            kind="forensic_heatmap")
+        if out["heatmap"] is None:  # no model map: the forensic one, labelled as such
+            out["heatmap"], out["source"] = out["forensic_heatmap"], "forensic"
+    voting = {m: by_method[m] for m in maps
+              if weights.get(m, 0) > 0 and not by_method[m].abstained and calibration_usable(m)}
+    if voting:
+        confidence = float(np.mean([r.ai_probability for r in voting.values()]))
+        out["anomalies"] = anomalies_from_map(
+            combine_block_maps({m: maps[m] for m in voting}), (info["height"], info["width"]),
+            confidence=confidence)
+    return out
+
+
+def _thumbnail(storage: Storage, manifest: dict) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(storage.blobs.get(manifest["thumbnail_key"])))
+                      .convert("RGB"))
 
 
 def _history_entry(previous: dict, doc) -> dict:

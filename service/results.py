@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pipeline.ensemble import ALGORITHM_VERSION
+from pipeline.explanation import explain
 from schemas.records import verdict_word
 from storage import removal
 from storage import repository as repo
 from storage.context import Storage
 
 # Bump when the cached body's shape changes: older entries then miss.
-CACHE_FORMAT = 2  # 2: ai_probability at the top
+CACHE_FORMAT = 3  # 2: ai_probability at the top; 3: the explanation
 
 
 @dataclass
@@ -87,10 +88,12 @@ def result_body(upload_id: int, result: dict, doc) -> FinishedResult:
         "verdict": verdict_word(result["is_ai_generated"]),
         "is_ai_generated": result["is_ai_generated"],
         "confidence": float(result["confidence_score"]), "summary": result["result_summary"],
-        "ai_probability": ai_probability(result, doc),
+        "ai_probability": (p := ai_probability(result, doc)),
         "algorithm_version": result["algorithm_version"],
         "detection_date": _iso(result["detection_date"]),
         "processing_time": float(result["processing_time"]), "methods": methods,
+        "explanation": explain(doc, is_ai_generated=result["is_ai_generated"], ai_probability=p,
+                               algorithm_version=result["algorithm_version"]),
         "metadata": doc.model_dump(mode="json", exclude={"blob_keys"}) if doc else None,
     }
     return FinishedResult(

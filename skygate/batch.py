@@ -12,31 +12,87 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from pipeline.decode import SUPPORTED_TYPES
+from pipeline.explanation import explain
 from schemas.records import JUDGED_STATUSES, RECORD_FIELDS, FileRecord, file_record, verdict_word
 from schemas.results import METHOD_NAMES
 
-CSV_FIELDS = RECORD_FIELDS + [f"{m}_{k}" for m in METHOD_NAMES
-                              for k in ("is_ai_generated", "confidence", "status")]
+# The verdict first, as a person reads it; then the record's fields; then each method's.
+CSV_FIELDS = ["path", "status", "verdict", "ai_probability", "confidence", "summary",
+              *(f for f in RECORD_FIELDS if f not in ("path", "status", "confidence")),
+              *(f"{m}_{k}" for m in METHOD_NAMES
+                for k in ("is_ai_generated", "confidence", "status"))]
+
+
+def _cell(value):
+    """A CSV cell: booleans as ``true``/``false`` (as in the JSON lines), None as empty."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
 
 
 def flatten(record: FileRecord) -> dict:
-    """One CSV row: the record's fields plus ``<method>_<field>`` for each method."""
+    """One CSV row: the verdict word, P(AI), confidence and summary, the record's fields,
+    and ``<method>_<field>`` for each method."""
     flat = {k: record.get(k) for k in RECORD_FIELDS}
+    judged = record.get("status") in JUDGED_STATUSES
+    flat.update(verdict=verdict_word(record.get("is_ai_generated")).value if judged else "",
+                ai_probability=record.get("ai_probability"), summary=record.get("summary"))
     for m, info in (record.get("methods") or {}).items():
         for k in ("is_ai_generated", "confidence", "status"):
             flat[f"{m}_{k}"] = info.get(k)
-    return flat
+    return {k: _cell(v) for k, v in flat.items()}
+
+
+# Files a photo folder holds beside its pictures: never judged, counted as skipped with the
+# reason (not failed: nothing is wrong with them).
+SIDECARS = {".xmp": "XMP sidecar", ".aae": "Apple Photos edit sidecar", ".thm": "THM sidecar",
+            ".txt": "text file", ".md": "text file", ".json": "JSON file", ".csv": "CSV file",
+            ".pdf": "PDF document", ".db": "database file", ".ini": "settings file",
+            ".lrv": "video proxy", ".mov": "video", ".mp4": "video", ".m4v": "video",
+            ".avi": "video", ".mp3": "audio", ".wav": "audio"}
+RAW_FORMATS = {".arw", ".cr2", ".cr3", ".crw", ".dcr", ".dng", ".erf", ".3fr", ".iiq", ".k25",
+               ".kdc", ".mef", ".mos", ".mrw", ".nef", ".nrw", ".orf", ".pef", ".raf", ".raw",
+               ".rw2", ".rwl", ".sr2", ".srf", ".srw", ".x3f"}
+
+
+def not_judged(path: Path) -> str | None:
+    """Why ``path`` is skipped without being read (a sidecar, a camera RAW file, a dangling
+    link), or None for a file to judge."""
+    if path.is_symlink() and not path.exists():
+        return f"dangling link: its target {os.readlink(path)} does not exist"
+    suffix = path.suffix.lower()
+    if suffix in SIDECARS:
+        return f"{SIDECARS[suffix]}, not an image"
+    if suffix in RAW_FORMATS:
+        return (f"camera RAW file: not read (SkyGate reads {SUPPORTED_TYPES}; judge the JPEG "
+                "the camera or editor made of it)")
+    return None
+
+
+def skipped_records(files: list[Path]) -> tuple[list[Path], list[FileRecord]]:
+    """(the files to judge, a "skipped" record with its reason for each of the others)."""
+    judge, skipped = [], []
+    for f in files:
+        reason = not_judged(f)
+        if reason is None:
+            judge.append(f)
+        else:
+            skipped.append(file_record(path=str(f), status="skipped", error=reason))
+    return judge, skipped
 
 
 def walk(paths: list[str], *, recursive: bool = True, include: tuple[str, ...] = (),
          exclude: tuple[str, ...] = ()) -> list[Path]:
-    """Every regular file under ``paths`` (sorted, de-duplicated), filtered by glob patterns."""
+    """Every regular file under ``paths`` (sorted, de-duplicated), filtered by glob patterns;
+    dangling links too, so that they are reported (:func:`not_judged`)."""
     found: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             it = p.rglob("*") if recursive else p.glob("*")
-            found.extend(sorted(f for f in it if f.is_file() and not f.name.startswith(".")))
+            found.extend(sorted(f for f in it if (f.is_file() or _dangling(f))
+                                and not f.name.startswith(".")))
         else:
             found.append(p)
     out, seen = [], set()
@@ -46,11 +102,15 @@ def walk(paths: list[str], *, recursive: bool = True, include: tuple[str, ...] =
             continue
         if any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(str(f), g) for g in exclude):
             continue
-        key = str(f.resolve()) if f.exists() else str(f)
+        key = str(f.resolve()) if f.exists() else str(f.absolute())
         if key not in seen:
             seen.add(key)
             out.append(f)
     return out
+
+
+def _dangling(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 async def record_for(storage, *, path: str, sha256: str | None, upload_id: int | None,
@@ -71,9 +131,20 @@ async def record_for(storage, *, path: str, sha256: str | None, upload_id: int |
         record.update(is_ai_generated=result["is_ai_generated"],
                       confidence=float(result["confidence_score"]), methods=result["methods"],
                       summary=result["result_summary"])
+        why = explain(await _document(storage, result["result_id"]),
+                      is_ai_generated=result["is_ai_generated"],
+                      algorithm_version=result["algorithm_version"])
+        record.update(ai_probability=why["ai_probability"], explanation=why)
         if status == "queued":
             record["status"] = "done"
     return record
+
+
+async def _document(storage, result_id: int):
+    try:
+        return await storage.documents.get_detection_metadata(result_id)
+    except Exception:  # noqa: BLE001 - a lost document leaves the record without the why
+        return None
 
 
 async def read_or_skip(storage, path: str) -> bytes | FileRecord:
@@ -110,6 +181,8 @@ def scan_file(path: str) -> FileRecord:
 def run_embedded(files: list[Path], *, workers: int):
     """Yield one record per file as they finish, using ``workers`` processes."""
     names = [str(f) for f in files]
+    if not names:
+        return
     if workers <= 1:
         warm_up()
         for name in names:
@@ -157,6 +230,9 @@ class Outputs:
     """Writes JSONL and CSV as records arrive (so an interrupted run keeps what it did)."""
 
     def __init__(self, jsonl: Path | None, csv_path: Path | None):
+        for path in (jsonl, csv_path):
+            if path is not None:  # an output in a folder not made yet: make it
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(jsonl, "w") if jsonl else None  # noqa: SIM115 - closed in close()
         self._csv_file = open(csv_path, "w", newline="") if csv_path else None  # noqa: SIM115
         self._csv = None

@@ -39,10 +39,12 @@ class LabelledFile:
 
 
 def _visible_files(folder: Path) -> list[Path]:
-    from skygate.batch import walk
+    from skygate.batch import not_judged, walk
 
+    # Sidecars, RAW files and dangling links are not images: no label to score.
     return [f for f in walk([str(folder)], recursive=True)
-            if not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+            if not any(part.startswith(".") for part in f.relative_to(folder).parts)
+            and not_judged(f) is None]
 
 
 def collect_folders(paths: Iterable[str | Path]) -> list[LabelledFile]:

@@ -1,15 +1,18 @@
-"""The HTML report of a scan: one small page plus one folder of pictures beside it.
+"""The HTML report of a scan: one small index page plus one folder beside it.
 
 ``write_report(storage, records, path)`` writes ``path`` (e.g. ``report.html``) and
-``<stem>_files/`` next to it. The page carries the summary (counts per verdict and per folder,
+``<stem>_files/`` next to it. The index carries the summary (counts per verdict and per folder,
 a histogram of P(AI) as inline SVG) and every row as one compact JSON blob; a small script
 renders the current page of rows only (100 at a time), with filter by verdict and folder, sort
 by name, confidence or P(AI), a text search and a link that carries the view
-(``report.html#filter=AI&sort=conf&folder=…&q=…&page=2``). Pictures are files in the folder:
-small JPEG thumbnails (lazy-loaded) of the image, its ELA picture and its heatmap, each linking
-to the full picture. No CDN, no network: the page and its folder work offline, copied
-anywhere together. A picture that cannot be read is reported as missing, never fatal. File
-names are hostile input: they reach the page only as JSON data rendered with ``textContent``.
+(``report.html#filter=AI&sort=conf&folder=…&q=…&page=2``). Each judged file has its own page
+in the folder (:mod:`skygate.report_image`): the picture at screen size with the voting
+model's map over it, the ELA picture of the same region, why the verdict is what it is and the
+declared provenance. Pictures are screen-sized (:mod:`skygate.report_pictures`): a file's
+pictures and page together stay under 150 KB; originals are linked, never copied. No CDN, no
+network: the page and its folder work offline, copied anywhere together. A picture that cannot
+be read is reported as missing, never fatal. File names are hostile input: they reach the
+index only as JSON data rendered with ``textContent``, and the image pages escaped.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
-import io
 import json
 import os
 import pathlib
@@ -25,17 +27,20 @@ import shutil
 import urllib.parse
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import sqlalchemy as sa
 
+from pipeline.explanation import explain
 from schemas.records import VerdictWord
+from skygate.report_image import image_page
 from skygate.report_page import SCRIPT as _SCRIPT
 from skygate.report_page import STYLE as _STYLE
+from skygate.report_pictures import make_pictures
 from storage.models import detection_results, uploads
 
 VERDICTS = (*(w.label for w in VerdictWord), "failed")
 PAGE_SIZE = 100
-THUMB_PX = 128
 HIST_BINS = 10
 _MARKER = ".skygate-report"
 
@@ -71,11 +76,30 @@ def _p_ai(rec: dict, doc) -> float | None:
     return _num(p)
 
 
+def _extra(model, name: str):
+    return getattr(model, name, None) or (getattr(model, "model_extra", None) or {}).get(name)
+
+
+def _why_line(why: dict) -> str:
+    """One line of why for the index: who voted and how much, who did not."""
+    voted = [f"{v['method']} {v['contribution']:+.2f} log-odds (P(AI) {v['ai_probability']:.2f})"
+             for v in why.get("voted", []) if v.get("ai_probability") is not None]
+    line = f"decided by {why.get('decided_by')}"
+    if voted:
+        line += ": " + ", ".join(voted)
+    if others := [n["method"] for n in why.get("not_voting", [])]:
+        line += "; not voting: " + ", ".join(others)
+    return line
+
+
 def _findings(doc) -> str:
     if doc is None:
         return ""
     e = doc.exif_data
     words = [str(w) for w in (getattr(e, "evidence", None) or [])]
+    if c2pa := _extra(e, "c2pa"):
+        words.append(f"C2PA: {c2pa.get('claim_generator') or 'unknown generator'} "
+                     f"({c2pa.get('validation_state') or 'unreadable'})")
     words += [str(w) for w in e.analysis_result.anomalies]
     if e.camera_make or e.camera_model:
         words.append(f"camera: {e.camera_make or ''} {e.camera_model or ''}".strip())
@@ -83,58 +107,23 @@ def _findings(doc) -> str:
 
 
 async def _stored(storage, upload_ids: list[int]) -> tuple[dict, dict]:
-    """Thumbnail key per upload and result id per upload, a few hundred ids per query."""
-    thumbs: dict[int, str | None] = {}
+    """(thumbnail key, original key) per upload and result id per upload, a few hundred ids
+    per query."""
+    thumbs: dict[int, tuple[str | None, str | None]] = {}
     results: dict[int, int] = {}
     ids = sorted(set(upload_ids))
     async with storage.engine.connect() as conn:
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
-            for row in await conn.execute(sa.select(uploads.c.upload_id, uploads.c.thumbnail_path)
-                                          .where(uploads.c.upload_id.in_(chunk))):
-                thumbs[row.upload_id] = row.thumbnail_path
+            for row in await conn.execute(
+                    sa.select(uploads.c.upload_id, uploads.c.thumbnail_path, uploads.c.file_path)
+                    .where(uploads.c.upload_id.in_(chunk))):
+                thumbs[row.upload_id] = (row.thumbnail_path, row.file_path)
             for row in await conn.execute(
                     sa.select(detection_results.c.upload_id, detection_results.c.result_id)
                     .where(detection_results.c.upload_id.in_(chunk))):
                 results[row.upload_id] = row.result_id
     return thumbs, results
-
-
-class _Pictures:
-    """Copies each blob once into the folder (full picture) with a small JPEG thumbnail."""
-
-    def __init__(self, blobs, folder: pathlib.Path):
-        self.blobs, self.folder = blobs, folder
-        self.jobs: dict[str, str] = {}  # blob key -> file stem
-
-    def want(self, key: str | None) -> str | None:
-        if not key:
-            return None
-        stem = self.jobs.get(key)
-        if stem is None:
-            stem = hashlib.sha256(key.encode()).hexdigest()[:24]
-            self.jobs[key] = stem
-        return stem
-
-    def make(self, key: str, stem: str) -> list | None:
-        """[thumbnail file, full file, width, height], or None when the picture is unusable."""
-        from PIL import Image
-
-        try:
-            data = self.blobs.get(key)
-            suffix = ".png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg"
-            with Image.open(io.BytesIO(data)) as img:
-                img.draft("RGB", (THUMB_PX * 2, THUMB_PX * 2))
-                small = img.convert("RGB")
-            small.thumbnail((THUMB_PX, THUMB_PX))
-            buf = io.BytesIO()
-            small.save(buf, "JPEG", quality=70, optimize=True)
-            full, thumb = f"{stem}{suffix}", f"{stem}_t.jpg"
-            (self.folder / full).write_bytes(data)
-            (self.folder / thumb).write_bytes(buf.getvalue())
-            return [thumb, full, small.width, small.height]
-        except Exception:  # noqa: BLE001 - a missing or broken picture must not lose the report
-            return None
 
 
 def _histogram_svg(probs: list[float]) -> str:
@@ -187,22 +176,25 @@ class _Collector:
     A row (short keys: the page carries thousands): ``n`` path, ``d`` folder index, ``v``
     verdict word, ``st`` status, ``e`` error; for judged files ``c`` confidence, ``p`` P(AI),
     ``s`` summary, ``m`` metadata findings, ``t2`` method rows ``[method index, verdict,
-    confidence, status, error]``, ``t``/``a``/``h`` the image, ELA and heatmap pictures
-    ``[thumbnail file, full file, width, height]``, ``x`` the labels of pictures missing.
+    confidence, status, error]``, ``t`` the thumbnail ``[file, page file, width, height]``
+    (the image's own page: :mod:`skygate.report_image`), ``g`` its page file, ``x`` the labels
+    of pictures missing.
     """
 
-    def __init__(self, pictures: _Pictures):
-        self.pictures = pictures
+    def __init__(self, blobs, folder: pathlib.Path):
+        self.blobs, self.folder = blobs, folder
         self.folders: dict[str, int] = {}
         self.methods: dict[str, int] = {}
         self.verdicts: Counter = Counter()
         self.per_folder: dict[str, Counter] = {}
         self.probs: list[float] = []
         self.rows: list[dict] = []
-        self.wanted: list[tuple[dict, str, str, str]] = []  # (row, row key, blob key, label)
+        self.images: dict[str, dict] = {}  # picture stem -> the keys its pictures come from
+        self.pages: list[tuple[dict, dict, dict, str]] = []  # (row, record, why, stem)
         self.missing = 0
+        self.bytes = 0
 
-    def add(self, rec: dict, doc, thumbnail_key: str | None) -> None:
+    def add(self, rec: dict, doc, keys: tuple[str | None, str | None]) -> None:
         name, verdict = str(rec.get("path")), _verdict(rec)
         folder = _folder(name)
         self.verdicts[verdict] += 1
@@ -225,28 +217,41 @@ class _Collector:
                       str(i.get("status") or ""), str(i.get("error") or "")]
                      for m, i in sorted((rec.get("methods") or {}).items())]:
             row["t2"] = table
-        keys = [("t", thumbnail_key, "image")]
-        if doc is not None:
-            keys += [("a", doc.pixel_analysis.ela_results.ela_image_path, "ELA"),
-                     ("h", doc.visual_anomalies.heatmap_path, "heatmap")]
-        for rk, key, label in keys:
-            if key:
-                self.wanted.append((row, rk, key, label))
-                self.pictures.want(key)
+        thumbnail_key, original_key = keys
+        models = doc.model_results if doc is not None else []
+        source = {"original_key": original_key, "thumbnail_key": thumbnail_key,
+                  "ela_key": doc.pixel_analysis.ela_results.ela_image_path if doc else None,
+                  "attribution": _extra(models[0], "attribution") if models else None}
+        stem = hashlib.sha256(json.dumps(source, sort_keys=True, default=str).encode()
+                              ).hexdigest()[:24]
+        self.images.setdefault(stem, source)
+        why = rec.get("explanation") or explain(
+            doc, is_ai_generated=rec.get("is_ai_generated"), ai_probability=row["p"])
+        row["y"] = _why_line(why)
+        self.pages.append((row, rec, why, stem))
 
-    async def make_pictures(self) -> None:
+    async def make_pictures(self, index_name: str) -> None:
         loop = asyncio.get_running_loop()
-        jobs = list(self.pictures.jobs.items())
+        jobs = list(self.images.items())
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            done = await asyncio.gather(*(loop.run_in_executor(pool, self.pictures.make, k, s)
-                                          for k, s in jobs))
-        made = {key: result for (key, _), result in zip(jobs, done, strict=True)}
-        for row, rk, key, label in self.wanted:
-            if made.get(key):
-                row[rk] = made[key]
-            else:
-                row.setdefault("x", []).append(label)
-                self.missing += 1
+            done = await asyncio.gather(*(loop.run_in_executor(
+                pool, partial(make_pictures, self.blobs, stem, self.folder, **source))
+                for stem, source in jobs))
+        made = {stem: pics for (stem, _), pics in zip(jobs, done, strict=True)}
+        self.bytes = sum(sum(p.files.values()) for p in made.values())
+        for row, rec, why, stem in self.pages:
+            pics = made[stem]
+            page = hashlib.sha256(row["n"].encode()).hexdigest()[:24] + ".html"
+            text = image_page(name=row["n"], record=rec, explanation=why, pics=pics,
+                              index_href="../" + urllib.parse.quote(index_name))
+            (self.folder / page).write_text(text, encoding="utf-8")
+            self.bytes += len(text.encode())
+            row["g"] = page
+            if pics.thumb:
+                row["t"] = [pics.thumb[0], page, pics.thumb[1], pics.thumb[2]]
+            if pics.missing:
+                row["x"] = list(pics.missing)
+                self.missing += len(pics.missing)
 
     def page(self, files_url: str) -> str:
         esc = html.escape
@@ -309,7 +314,7 @@ async def write_report(storage, records: list[dict], path: pathlib.Path) -> path
     judged = [r["upload_id"] for r in records
               if r.get("upload_id") is not None and _verdict(r) not in ("failed", "pending")]
     thumbs, results = await _stored(storage, judged)
-    out = _Collector(_Pictures(storage.blobs, folder))
+    out = _Collector(storage.blobs, folder)
     for rec in records:
         uid = rec.get("upload_id")
         rid = results.get(uid) if _verdict(rec) not in ("failed", "pending") else None
@@ -319,8 +324,8 @@ async def write_report(storage, records: list[dict], path: pathlib.Path) -> path
                 doc = await storage.documents.get_detection_metadata(rid)
             except Exception:  # noqa: BLE001 - a lost document leaves the row without pictures
                 doc = None
-        out.add(rec, doc, thumbs.get(uid))
-    await out.make_pictures()
+        out.add(rec, doc, thumbs.get(uid, (None, None)))
+    await out.make_pictures(path.name)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(out.page(urllib.parse.quote(folder.name) + "/"), encoding="utf-8")
     os.replace(tmp, path)

@@ -12,6 +12,7 @@ table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 8px;font-
 .sum{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}
 .bar{padding:.5em 0}.bar input,.bar select,.bar button{margin-right:.6em}
 .miss{color:#b00020;font-size:90%}
+.imgs{display:flex;align-items:center;gap:1em}
 """
 
 # Rows are rendered with createElement/textContent only: no string of the data ever
@@ -55,26 +56,29 @@ function showPics(){document.body.dataset.picturesTotal=picsTotal;
   picsTotal+' pictures on this page';}
 function figure(p,alt,missing){
  if(!p)return missing?el('span',{class:'miss'},alt+' missing '):null;
- const fig=el('figure'),a=el('a',{href:DIR+p[1],target:'_blank'});
+ const fig=el('figure'),a=el('a',{href:DIR+p[1]});
  const img=el('img',{alt:alt,loading:'lazy',decoding:'async',width:p[2],height:p[3]});
  img.addEventListener('load',()=>picDone(true));img.addEventListener('error',()=>picDone(false));
  img.src=DIR+p[0];picsTotal++;a.appendChild(img);fig.appendChild(a);
  fig.appendChild(el('figcaption',null,alt));return fig;}
 function card(r){
  const c=el('div',{class:'card','data-verdict':r.v,'data-conf':r.c??0,'data-name':r.n});
- c.appendChild(el('h3',null,r.n));
+ const h=el('h3');if(r.g){const a=el('a',{href:DIR+r.g},r.n);h.appendChild(a);}
+ else h.textContent=r.n;c.appendChild(h);
  if(r.v==='failed'||r.v==='pending'){
   c.appendChild(el('p',{class:r.v},r.st.toUpperCase()+': '+(r.e||'')));return c;}
  const p=el('p',{class:r.v});p.appendChild(el('b',null,r.v));
  p.appendChild(document.createTextNode(' — confidence '+fmt(r.c)+', P(AI) '+fmt(r.p)+
   (r.s?' ('+r.s+')':'')));
  c.appendChild(p);const imgs=el('div',{class:'imgs'});
- for(const [k,alt] of [['t','image'],['a','ELA'],['h','heatmap']]){
-  const f=figure(r[k],alt,(r.x||[]).includes(alt));if(f)imgs.appendChild(f);}
- c.appendChild(imgs);c.appendChild(el('p',null,'Metadata: '+(r.m||'no metadata findings')));
- if(r.t2&&r.t2.length){const t=el('table'),h=el('tr');
+ const f=figure(r.t,'image',(r.x||[]).includes('image'));if(f)imgs.appendChild(f);
+ if(r.g)imgs.appendChild(el('a',{href:DIR+r.g,class:'why'},'map, why and provenance ›'));
+ c.appendChild(imgs);if(r.y)c.appendChild(el('p',{class:'why'},'Why: '+r.y));
+ c.appendChild(el('p',null,'Metadata: '+(r.m||'no metadata findings')));
+ const bad=(r.t2||[]).filter(m=>m[3]==='error');
+ if(bad.length){const t=el('table'),h=el('tr');
   for(const x of ['method','verdict','confidence','status','error'])h.appendChild(el('th',null,x));
-  t.appendChild(h);for(const m of r.t2){const tr=el('tr');
+  t.appendChild(h);for(const m of bad){const tr=el('tr');
    tr.appendChild(el('td',null,M[m[0]]));tr.appendChild(el('td',null,m[1]));
    tr.appendChild(el('td',null,fmt(m[2])));tr.appendChild(el('td',null,m[3]));
    tr.appendChild(el('td',null,m[4]||''));t.appendChild(tr);}

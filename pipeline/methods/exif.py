@@ -174,7 +174,24 @@ def read_c2pa(data: bytes, mime_type: str) -> dict | None:
         or ", ".join(i.get("name", "") for i in active.get("claim_generator_info", [])),
         "digital_source_types": _source_types(text),
         "manifests": len(store.get("manifests", {})),
+        **_signature_and_assertions(active),
     }
+
+
+def _signature_and_assertions(manifest: dict) -> dict:
+    """Who signed the active manifest and when, its assertion labels and the actions it
+    records (a person reads these; validity is ``validation_state``)."""
+    sig = manifest.get("signature_info") or {}
+    assertions = [a for a in manifest.get("assertions") or [] if isinstance(a, dict)]
+    actions = []
+    for a in assertions:
+        if str(a.get("label", "")).startswith("c2pa.actions"):
+            actions += [str(x.get("action")) for x in (a.get("data") or {}).get("actions", [])
+                        if isinstance(x, dict) and x.get("action")]
+    signer = ", ".join(str(v) for v in (sig.get("common_name"), sig.get("issuer")) if v)
+    return {"signer": signer or None, "signed_at": sig.get("time"),
+            "assertions": [str(a.get("label")) for a in assertions if a.get("label")][:20],
+            "actions": actions[:20]}
 
 
 def analyze_metadata(data: bytes) -> MethodResult:

@@ -4,7 +4,8 @@ Three kinds of model plug in without code changes:
 - a **probe over CLIP features** (the default): ``encoder_path`` names an image encoder
   (:mod:`pipeline.clip`) whose output ``encoder_output`` (or several, comma-separated, their
   features side by side) feeds the model at ``model_path``,
-  a head with input ``(batch, D)``;
+  a head with input ``(batch, D)``; its details carry ``attribution``, the occlusion map of
+  :mod:`pipeline.attribution` (``attribution_grid`` cells per side, 0 for none);
 - rank 2, ``(batch, F)`` without an encoder: a classifier over the format-neutral forensic
   features (:data:`pipeline.features.MODEL_FEATURES`), the earlier default;
 - rank 4, ``(batch, 3, H, W)``: an image classifier; it gets the neutralised view resized to
@@ -17,11 +18,13 @@ per process, so a truncated or replaced file is named instead of silently scored
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pipeline.attribution import DEFAULT_GRID, occlusion_map
 from pipeline.calibration import ASSETS
 from pipeline.clip import (
     ModelFileError,
@@ -136,10 +139,13 @@ def detect_model(neutral: np.ndarray, parameters: dict, *,
     model_input = session.get_inputs()[0]
     importance: dict = {}
     details: dict = {}
+    probe = None
     if parameters.get("encoder_path"):
         encoder_path, encoder = _session(parameters, "encoder_path")
         output = parameters.get("encoder_output") or encoder.get_outputs()[0].name
-        x = probe_features(encoder, clip_input(neutral)[None], output)
+        view = clip_input(neutral)
+        probe = partial(_probe_probability, encoder, output, session)
+        x = probe_features(encoder, view[None], output)
         details["encoder"] = {"name": encoder_path.stem, "output": output}
     elif len(model_input.shape) == FEATURE_RANK:
         features = {}
@@ -156,12 +162,11 @@ def detect_model(neutral: np.ndarray, parameters: dict, *,
         x = (np.asarray(img, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None]
     else:
         raise ValueError(f"unsupported model input shape {model_input.shape}")
-    out = np.asarray(session.run(None, {model_input.name: x.astype(np.float32)})[0],
-                     dtype=np.float64)
-    # (batch, 2): column 1 is P(AI); (batch, 1): the only column is.
-    p = float(out[0, 1] if out.shape[1:] == (2,) else out.reshape(-1)[0])
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"model output {p} is not a probability")
+    p = _probability(session.run(None, {model_input.name: x.astype(np.float32)})[0])
+    grid = int(parameters.get("attribution_grid", DEFAULT_GRID) or 0)
+    if probe is not None and grid > 0:
+        # The picture of what the voting model saw (pipeline/attribution.py).
+        details["attribution"] = occlusion_map(view, probe, grid=grid, base=p)
     # Shift so that `threshold` maps to 0.5, keeping the result a probability-like score.
     threshold = float(parameters.get("threshold") or 0.5)
     shifted = 0.5 + (p - threshold) / (2 * max(threshold, 1 - threshold))
@@ -177,6 +182,21 @@ def detect_model(neutral: np.ndarray, parameters: dict, *,
     )
 
 
+def _probe_probability(encoder, output: str, head, views: np.ndarray) -> float:
+    """P(AI) of the head over the encoder's features of one view, ``(1, 3, S, S)``."""
+    features = probe_features(encoder, views, output).astype(np.float32)
+    return _probability(head.run(None, {head.get_inputs()[0].name: features})[0])
+
+
+def _probability(output) -> float:
+    """P(AI) of a one-image head output: (1, 2) → column 1; (1, 1) → the only column."""
+    out = np.asarray(output, dtype=np.float64)
+    p = float(out[0, 1] if out.shape[1:] == (2,) else out.reshape(-1)[0])
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"model output {p} is not a probability")
+    return p
+
+
 def _run(*, neutral_pixels: np.ndarray, config: dict, neutral_features: dict) -> MethodResult:
     return detect_model(neutral_pixels, config, shared=neutral_features)
 
@@ -189,6 +209,8 @@ def _section(r: MethodResult | None) -> dict:
         is_ai_generated=r.is_ai_generated, confidence=confidence_of(r),
         processing_time=round(r.processing_time, 4),
         feature_importance=r.details.get("feature_importance", {}),
+        # The voting model's map (pipeline/attribution.py): the report draws it.
+        attribution=r.details.get("attribution"),
     )]}
 
 

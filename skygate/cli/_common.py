@@ -76,4 +76,8 @@ def record_word(record: FileRecord) -> str:
     if status in UNJUDGED_STATUSES:
         return status.upper()
     word = verdict_word(record["is_ai_generated"]).upper()
-    return f"{word} {record['confidence']:.2f}" if record["confidence"] is not None else word
+    if record.get("ai_probability") is not None:
+        return f"{word} P(AI) {record['ai_probability']:.2f}"
+    if record["confidence"] is not None:
+        return f"{word} confidence {record['confidence']:.2f}"
+    return word

@@ -41,6 +41,10 @@ def results(upload_id, since, fmt, limit):
         _print_csv(records)
     else:
         _print_table(records)
+        if upload_id is not None and records[0].get("explanation"):
+            from pipeline.explanation import explanation_lines
+
+            click.echo("\n".join(explanation_lines(records[0]["explanation"])))
 
 
 def _print_csv(records) -> None:
@@ -60,13 +64,14 @@ def _print_table(records) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table("id", "file", "status", "verdict", "confidence", "date", "error")
+    table = Table("id", "file", "status", "verdict", "P(AI)", "confidence", "date", "error")
     for r in records:
         verdict = (verdict_word(r["is_ai_generated"]).text if r["status"] in JUDGED_STATUSES
                    else "")
         conf = f"{r['confidence']:.2f}" if r["confidence"] is not None else ""
+        p_ai = f"{r['ai_probability']:.2f}" if r.get("ai_probability") is not None else ""
         date = r["upload_date"].strftime("%Y-%m-%d %H:%M") if r["upload_date"] else ""
-        table.add_row(str(r["upload_id"]), escape(r["path"]), r["status"], verdict, conf,
+        table.add_row(str(r["upload_id"]), escape(r["path"]), r["status"], verdict, p_ai, conf,
                       date, escape(r["error"] or ""))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     click.echo(f"{len(records)} upload(s)")

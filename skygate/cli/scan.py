@@ -4,8 +4,12 @@ progress lines, summaries, JSONL/CSV outputs and HTML report."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,22 +44,72 @@ def batch_options(fn):
 @click.argument("paths", nargs=-1, required=True)
 @batch_options
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
-def scan(paths, out, csv_path, recursive, include, exclude, as_json, report, workers):
-    """Run the whole pipeline here, with no servers (the embedded default)."""
-    from skygate.batch import Outputs, default_workers, run_embedded
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="the store's folder: database and pictures (default: SKYGATE_DATA_DIR, "
+                   "else ~/.local/share/skygate)")
+@click.option("--no-store", is_flag=True,
+              help="keep nothing: judge in a temporary store, write only the outputs asked "
+                   "for (--out, --csv, --report), then remove the store")
+def scan(paths, out, csv_path, recursive, include, exclude, as_json, report, workers,
+         data_dir, no_store):
+    """Run the whole pipeline here, with no servers (the embedded default).
 
-    settings = Settings()
-    if settings.broker_url:
-        click.echo("note: SKYGATE_BROKER_URL is set; scan still runs here "
-                   "(use `skygate submit` for the cluster)", err=True)
+    Sidecars (.xmp, .aae, .txt …), camera RAW files and dangling links are skipped with
+    their reason; they do not make the run fail."""
+    from itertools import chain
+
+    from skygate.batch import Outputs, default_workers, run_embedded, skipped_records
+
     files = _files_or_exit(paths, recursive, include, exclude)
-    ensure_schema(settings)
-    outputs = Outputs(out, csv_path)
-    n = min(workers or default_workers(), len(files))
-    _run_batch(run_embedded(files, workers=n), len(files), outputs, as_json=as_json)
-    if report:
-        _write_report(settings, outputs.records, report)
-    sys.exit(1 if outputs.counts["failed"] or outputs.counts["skipped"] else 0)
+    judge, skipped = skipped_records(files)
+    with store_for_scan(data_dir, no_store=no_store) as settings:
+        if settings.broker_url:
+            click.echo("note: SKYGATE_BROKER_URL is set; scan still runs here "
+                       "(use `skygate submit` for the cluster)", err=True)
+        ensure_schema(settings)
+        outputs = Outputs(out, csv_path)
+        n = max(1, min(workers or default_workers(), len(judge)))
+        _run_batch(chain(skipped, run_embedded(judge, workers=n)), len(files), outputs,
+                   as_json=as_json)
+        if report:
+            _write_report(settings, outputs.records, report)
+        where = "nothing kept (--no-store)" if no_store else f"store: {settings.data_dir}"
+        click.echo(where, err=True)
+    # Skipped sidecars, RAW files and links are expected in a photo folder; a file that
+    # failed or could not be read is not.
+    unexpected = outputs.counts["failed"] + outputs.counts["skipped"] - len(skipped)
+    sys.exit(1 if unexpected else 0)
+
+
+# Where a --no-store scan must not write: the configured servers and stores.
+_STORE_VARIABLES = ("SKYGATE_DATABASE_URL", "SKYGATE_MONGO_URL", "SKYGATE_BLOB_URL",
+                    "SKYGATE_BROKER_URL", "SKYGATE_RESULT_BACKEND", "SKYGATE_CACHE_URL")
+
+
+@contextlib.contextmanager
+def store_for_scan(data_dir: Path | None, *, no_store: bool):
+    """The settings a scan runs with. ``--data-dir`` names the embedded store's folder;
+    ``--no-store`` uses a temporary embedded store (whatever servers are configured) and
+    removes it afterwards. Set in the environment, so that worker processes use it too."""
+    if not no_store:
+        if data_dir is not None:
+            os.environ["SKYGATE_DATA_DIR"] = str(data_dir.expanduser().absolute())
+        yield Settings()
+        return
+    tmp = tempfile.mkdtemp(prefix="skygate-scan-")
+    saved = {k: os.environ.get(k) for k in (*_STORE_VARIABLES, "SKYGATE_DATA_DIR")}
+    for key in _STORE_VARIABLES:
+        os.environ.pop(key, None)
+    os.environ["SKYGATE_DATA_DIR"] = tmp
+    try:
+        yield Settings()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @click.command()
@@ -124,7 +178,7 @@ def _run_batch(records, total: int, outputs, *, as_json: bool) -> None:
     try:
         for i, record in enumerate(records, 1):
             outputs.add(record)
-            line = f"{record_word(record):<16} {record['path']}"
+            line = f"{record_word(record):<22} {record['path']}"
             if record.get("error"):
                 line += f"  ({record['error']})"
             if as_json:

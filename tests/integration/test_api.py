@@ -106,6 +106,15 @@ def test_round_trip_key_upload_result_pictures(stack):
         assert set(result["methods"]) == {"exif", "prnu", "ela", "texture", "model"}
         assert result["metadata"]["upload_id"] == render_id
         assert result["metadata"]["exif_data"]["analysis_result"]
+        # Why, in the result: declared provenance decided; the model voted; the rest did not.
+        why = result["explanation"]
+        assert why["decided_by"] == "declared provenance" and why["verdict"] == "ai"
+        assert why["provenance"]["generator_chunks"] == ["parameters"]
+        assert result["ai_probability"] == why["ai_probability"] >= 0.95
+        assert {n["method"] for n in why["not_voting"]} >= {"prnu", "texture", "ela"}
+        assert why["algorithm_version"] == result["algorithm_version"] and why["model"]
+        visual = result["metadata"]["visual_anomalies"]
+        assert visual["heatmap_source"] == "model" and visual["detected_anomalies"] == []
         for picture in ("ela", "heatmap"):
             png = c.get(result[f"{picture}_url"])
             assert png.status_code == 200 and png.headers["content-type"] == "image/png"

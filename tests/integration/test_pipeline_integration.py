@@ -78,8 +78,9 @@ def test_twenty_corpus_images_give_twenty_results_rows_and_documents(cluster, tm
     assert all(os.path.basename(f) in page for f in files)
     data = json.loads(re.search(r"<script type='application/json' id='data'>(.*?)</script>",
                                 page, re.S).group(1))
-    assert sum("a" in r for r in data["rows"]) == 20  # an ELA picture for each
-    assert sum("h" in r for r in data["rows"]) == 20  # and a heatmap
+    pages = [(report.with_name("corpus_files") / r["g"]).read_text() for r in data["rows"]]
+    assert sum("id='ela'" in p for p in pages) == 20  # an ELA picture for each
+    assert sum("id='map'" in p for p in pages) == 20  # and the voting model's map
     assert not any("x" in r for r in data["rows"])  # no picture missing
     assert len(records) == 20 and all(r["status"] == "done" for r in records), records
     ids = [r["upload_id"] for r in records]

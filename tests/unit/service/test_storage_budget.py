@@ -15,7 +15,7 @@ from schemas.settings import Settings
 from tests.conftest import migrated, run
 
 BUDGET_SHARE, BUDGET_SLACK = 0.25, 512 * 1024
-KEPT = {"original", "thumbnail", "heatmap", "ela"}
+KEPT = {"original", "thumbnail", "heatmap", "forensic_heatmap", "ela"}
 
 
 def camera_jpeg(*, rows: int = 3000, cols: int = 4000, seed: int = 13) -> bytes:
@@ -84,6 +84,12 @@ def test_a_camera_jpeg_leaves_the_original_and_a_small_budget(embedded):
     assert set(files) == set(doc.blob_keys.values())
     assert set(refs) == set(doc.blob_keys.values())
     assert not set(refs.values()) & {"native_pixels", "neutral_pixels", "manifest"}
+    # The heatmap is the voting model's map; the forensic methods vote with weight 0 and an
+    # unusable calibration, so their map is kept as evidence and lists no anomaly.
+    visual = doc.visual_anomalies
+    assert visual.heatmap_source == "model" and visual.heatmap_path == doc.blob_keys["heatmap"]
+    assert visual.forensic_heatmap_path == doc.blob_keys["forensic_heatmap"]
+    assert visual.detected_anomalies == []
 
 
 def test_a_redelivered_aggregate_after_release_returns_the_stored_verdict(embedded):

@@ -61,10 +61,12 @@ def test_scan_judges_good_files_reports_bad_ones_and_resumes(mixed_folder, tmp_p
     assert records["good.jpg"]["status"] == "done"
     assert records["render.png"]["is_ai_generated"] is True
     assert records["render.png"]["confidence"] >= 0.95
-    for bad, reason in [("empty.png", "empty file"), ("readme.txt", "not a supported image"),
-                        ("corrupt.jpg", "jpeg"), ("truncated.png", "png")]:
+    for bad, reason in [("empty.png", "empty file"), ("corrupt.jpg", "jpeg"),
+                        ("truncated.png", "png")]:
         assert records[bad]["status"] == "failed" and reason in records[bad]["error"], bad
-    assert "failed 4" in first.stdout
+    assert records["readme.txt"] == {**records["readme.txt"], "status": "skipped",
+                                     "error": "text file, not an image"}
+    assert "failed 3, skipped 1" in first.stdout
     assert (tmp_path / "r.csv").read_text().count("\n") == 7
     page = report.read_text()
     assert all(name in page for name in records)
@@ -72,9 +74,9 @@ def test_scan_judges_good_files_reports_bad_ones_and_resumes(mixed_folder, tmp_p
     rows = json.loads(re.search(r"<script type='application/json' id='data'>(.*?)</script>",
                                 page, re.S).group(1))
     assert len(rows["rows"]) == 6
-    # Thumbnail, ELA image and heatmap for each judged image: a small JPEG of each, plus the
-    # full picture, in the folder beside the page.
-    assert len(list((tmp_path / "report_files").glob("*_t.jpg"))) == 6
+    # A thumbnail and a page for each judged image, in the folder beside the page.
+    assert len(list((tmp_path / "report_files").glob("*_t.jpg"))) == 2
+    assert len(list((tmp_path / "report_files").glob("*.html"))) == 2
 
     scan(mixed_folder, "--out", out, data_dir=data_dir)
     again = {os.path.basename(r["path"]): r for r in map(json.loads, out.read_text().splitlines())}
@@ -85,19 +87,94 @@ def test_scan_judges_good_files_reports_bad_ones_and_resumes(mixed_folder, tmp_p
     # The stored verdicts read back, in each format.
     listed, _ = skygate("results", "--format", "json", data_dir=data_dir)
     stored = {r["path"]: r for r in map(json.loads, listed.stdout.splitlines())}
-    assert set(stored) == set(records)
+    assert set(stored) == set(records) - {"readme.txt"}  # skipped: never stored
     assert stored["render.png"]["is_ai_generated"] is True
-    assert stored["readme.txt"]["status"] == "failed" and stored["readme.txt"]["error"]
+    assert stored["empty.png"]["status"] == "failed" and stored["empty.png"]["error"]
     one, _ = skygate("results", records["good.jpg"]["upload_id"], "--format", "csv",
                      data_dir=data_dir)
     assert one.returncode == 0 and one.stdout.count("\n") == 2 and "good.jpg" in one.stdout
     table, _ = skygate("results", "--since", "2000-01-01", data_dir=data_dir)
-    assert "6 upload(s)" in table.stdout and "render.png" in table.stdout
+    assert "5 upload(s)" in table.stdout and "render.png" in table.stdout
+    why, _ = skygate("results", records["render.png"]["upload_id"], data_dir=data_dir)
+    assert "verdict: AI  P(AI) 0.9" in why.stdout
+    assert "decided by: declared provenance" in why.stdout
+    assert "generator chunks: parameters" in why.stdout
     future, _ = skygate("results", "--since", "2999-01-01", "--format", "json",
                         data_dir=data_dir)
     assert future.returncode == 0 and future.stdout == ""
     missing, _ = skygate("results", "99999", data_dir=data_dir)
     assert missing.returncode == 1 and "no upload with id 99999" in missing.stderr
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    """A photo folder as people have them: pictures, their sidecars, notes, a RAW file and a
+    link whose target was deleted."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "IMG_0001.JPG").write_bytes(encode(noisy_photo(seed=8), fmt="JPEG"))
+    (folder / "render.png").write_bytes(
+        encode(smooth_scene(seed=9), text={"parameters": SD_PARAMETERS}))
+    (folder / "IMG_0001.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    (folder / "IMG_0001.AAE").write_text("<?xml version='1.0'?><plist/>")
+    (folder / "notes.txt").write_text("holiday, day 2")
+    (folder / "IMG_0002.CR2").write_bytes(b"II*\x00\x10\x00\x00\x00CR\x02\x00" + b"\x00" * 64)
+    (folder / "gone.jpg").symlink_to(folder / "deleted.jpg")
+    return folder
+
+
+SKIPS = {"IMG_0001.xmp": "XMP sidecar", "IMG_0001.AAE": "Apple Photos edit sidecar",
+         "notes.txt": "text file", "IMG_0002.CR2": "camera RAW file",
+         "gone.jpg": "dangling link"}
+
+
+@pytest.mark.slow
+def test_a_photo_folder_scans_clean_and_no_store_keeps_nothing(photo_folder, tmp_path):
+    import csv
+
+    out, table, report = tmp_path / "o" / "r.jsonl", tmp_path / "o" / "r.csv", \
+        tmp_path / "o" / "r.html"
+    out.parent.mkdir()
+    unused = tmp_path / "unused-data"
+    result, _ = scan(photo_folder, "--no-store", "--out", out, "--csv", table, "--report",
+                     report, "--workers", "1", data_dir=unused)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = {os.path.basename(r["path"]): r for r in map(json.loads,
+                                                          out.read_text().splitlines())}
+    for name, reason in SKIPS.items():
+        assert records[name]["status"] == "skipped", name
+        assert records[name]["error"].startswith(reason), records[name]["error"]
+        assert "SKIPPED" in next(line for line in result.stdout.splitlines() if name in line)
+    assert records["render.png"]["is_ai_generated"] is True
+    assert "skipped 5" in result.stdout and "failed 0" in result.stdout
+    # The stdout line names the verdict and P(AI).
+    line = next(line for line in result.stdout.splitlines() if line.endswith("render.png"))
+    assert re.match(r"AI P\(AI\) 0\.\d\d ", line), line
+    # The CSV: verdict, P(AI), confidence and summary first; booleans as in JSON.
+    with table.open() as fh:
+        rows = {os.path.basename(r["path"]): r for r in csv.DictReader(fh)}
+    assert list(rows["render.png"])[:6] == ["path", "status", "verdict", "ai_probability",
+                                            "confidence", "summary"]
+    assert rows["render.png"]["verdict"] == "ai" and rows["render.png"]["is_ai_generated"] == "true"
+    assert float(rows["render.png"]["ai_probability"]) >= 0.95
+    assert "declared AI provenance" in rows["render.png"]["summary"]
+    assert rows["notes.txt"]["verdict"] == "" and rows["notes.txt"]["is_ai_generated"] == ""
+    assert "True" not in table.read_text() and "False" not in table.read_text()
+    # --no-store: only the outputs asked for; no data folder, no leftover temporary store.
+    assert not unused.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["r.csv", "r.html", "r.jsonl",
+                                                            "r_files"]
+    assert "nothing kept (--no-store)" in result.stderr
+
+
+def test_data_dir_option_names_the_store(photo_folder, tmp_path):
+    for name in ("IMG_0001.JPG", "render.png"):
+        (photo_folder / name).unlink()
+    chosen = tmp_path / "chosen"
+    result, _ = scan(photo_folder, "--data-dir", chosen, data_dir=tmp_path / "env-data")
+    assert result.returncode == 0, result.stderr
+    assert f"store: {chosen}" in result.stderr and (chosen / "skygate.db").is_file()
+    assert not (tmp_path / "env-data").exists()
 
 
 def test_scan_usage_errors_exit_2(tmp_path):
@@ -198,9 +275,9 @@ def test_report_renders_every_image_and_verdict_in_headless_chromium(tmp_path):
     for name, rec in records.items():
         expected = "failed" if rec["status"] == "failed" else words[rec["is_ai_generated"]]
         assert shown[name]["verdict"] == expected and not shown[name]["hidden"], name
-    # Every picture (thumbnail, ELA image, heatmap per judged image) decoded in the browser.
-    assert page.body["data-pictures-total"] == "6"
-    assert page.body["data-pictures-shown"] == "6"
+    # Every thumbnail (one per judged image; the rest is on each image's page) decoded.
+    assert page.body["data-pictures-total"] == "2"
+    assert page.body["data-pictures-shown"] == "2"
     assert "3 of 3 shown" in dom
 
     # The filter, driven by the link's hash, hides everything but the AI verdicts.
