@@ -19,9 +19,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
-
 from pipeline.clip import CLIP_SIDE
+from pipeline.imaging import gaussian_blur
 
 #: Cells per side; 3 → 9 extra encoder runs. 0 turns the map off.
 DEFAULT_GRID = 3
@@ -67,7 +66,8 @@ def occlusion_map(view: np.ndarray, probability: Callable[[np.ndarray], float], 
     if base is None:
         base = probability(view[None])
     z0 = log_odds(base)
-    blurred = np.stack([gaussian_filter(c, BLUR_SIGMA, mode="reflect") for c in view])
+    blurred = np.stack([gaussian_blur(c, BLUR_SIGMA, mode="reflect") for c in view]).astype(
+        view.dtype)
     side = view.shape[1]
     delta = np.zeros((grid, grid))
     for k, (r0, r1, c0, c1) in enumerate(cells(grid, side)):

@@ -9,7 +9,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.imaging import to_png
+from pipeline.imaging import gaussian_blur, to_png
 
 _GRID_DIMS = 2  # a block map is a (rows, cols) grid
 
@@ -92,12 +92,10 @@ def attribution_scale(delta: np.ndarray) -> float:
 
 def smooth_map(delta: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A grid of cell values upsampled (bicubic) and smoothed to ``shape`` (rows, cols)."""
-    from scipy.ndimage import gaussian_filter
-
     grid = np.asarray(delta, dtype=np.float32)
     img = Image.fromarray(grid, mode="F").resize((shape[1], shape[0]), Image.Resampling.BICUBIC)
     sigma = max(shape) / max(grid.shape) / 4
-    return gaussian_filter(np.asarray(img, dtype=np.float64), sigma, mode="nearest")
+    return gaussian_blur(np.asarray(img, dtype=np.float64), sigma, mode="nearest")
 
 
 def attribution_rgba(delta: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import uniform_filter
+from scipy.ndimage import gaussian_filter, uniform_filter
 
-from pipeline.imaging import block_std, luminance
+from pipeline.imaging import block_std, gaussian_blur, luminance
 from pipeline.methods.ela import amplified, error_levels, integer_percentile
 from pipeline.methods.prnu import _mean_power, smallest_local_mean
 from pipeline.methods.texture import lbp_codes, spectral_slope
@@ -25,6 +25,16 @@ def test_smallest_local_mean_is_the_minimum_of_the_uniform_filters():
             np.minimum(expected, uniform_filter(values, size=size, mode="reflect"),
                        out=expected)
         assert np.allclose(smallest_local_mean(values), expected, rtol=1e-11, atol=0), shape
+
+
+def test_gaussian_blur_is_scipys_gaussian_filter():
+    """The heatmaps' blur (numpy matrices) is scipy's, for both edge modes they use."""
+    rng = np.random.default_rng(5)
+    for shape, sigma in (((224, 224), 6.0), ((37, 53), 2.5), ((10, 300), 7.0), ((5, 5), 3.0)):
+        image = rng.normal(size=shape)
+        for mode in ("reflect", "nearest"):
+            assert np.allclose(gaussian_blur(image, sigma, mode=mode),
+                               gaussian_filter(image, sigma, mode=mode), rtol=0, atol=1e-12)
 
 
 def test_block_std_equals_numpy_std_of_each_block():
