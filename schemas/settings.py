@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     webhook_retry_cap: float = Field(default=3 * 3600.0, gt=0)
     webhook_retry_window: int = Field(default=24 * 3600, ge=0)
     webhook_secret_overlap: int = Field(default=24 * 3600, ge=0)
+    # Events and their delivery log are kept this many days (none still pending is removed).
+    webhook_log_days: int = Field(default=30, ge=1)
     # The API's external URL (https://api.example.org) for the links in webhook events;
     # unset, the URL the endpoint was registered through.
     public_url: str | None = None

@@ -105,13 +105,18 @@ async def _enqueue_webhooks(engine, app) -> None:
 
 
 async def _purge_idempotency_keys(engine, settings: Settings) -> None:
+    """Idempotency keys past their time to live, and webhook events (with their delivery
+    log) past SKYGATE_WEBHOOK_LOG_DAYS."""
     from storage import idempotency
+    from storage import webhooks as webhook_store
 
     try:
         await idempotency.purge(engine, ttl=timedelta(seconds=settings.idempotency_ttl))
+        await webhook_store.purge_log(engine, before=datetime.now(UTC) - timedelta(
+            days=settings.webhook_log_days))
     except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-        log.warning("could not purge idempotency keys: %s: %s", type(exc).__name__,
-                    str(exc)[:300])
+        log.warning("could not purge expired idempotency keys or webhook events: %s: %s",
+                    type(exc).__name__, str(exc)[:300])
 
 
 class _Blobs:

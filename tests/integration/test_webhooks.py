@@ -249,3 +249,38 @@ def test_an_endpoint_that_became_private_is_refused_at_delivery(settings):
                 assert rx.on("/ok") == []
 
     run(go())
+
+
+def test_old_events_leave_the_log_unless_a_delivery_is_pending(settings):
+    from datetime import timedelta
+
+    from schemas.clock import utcnow
+    from storage import repository as repo
+    from storage import webhooks as store
+
+    async def go():
+        with receiver() as rx:
+            async with api(settings) as (client, storage):
+                gus = await new_user(storage)
+                ok = await register(client, gus, f"{rx.base}/ok")
+                await judged(storage, settings, gus["user_id"], render(6))
+                await until(lambda: rx.on("/ok"), what="delivered")
+                await until(lambda: log_of(client, gus, ok))
+                hook = await register(client, gus, f"{rx.base}/silent")  # stays pending
+                from service import ingest
+
+                failing = (await ingest.ingest_bytes(
+                    storage, settings, data=render(7), original_file_name="x.png",
+                    user_id=gus["user_id"])).upload_id
+                await repo.mark_failed(storage.engine, failing, "on purpose")
+                await until(lambda: log_of(client, gus, hook), what="pending delivery")
+                later = utcnow() + timedelta(seconds=5)
+                assert await store.purge_log(storage.engine, before=later) >= 1  # + earlier tests
+                # The done event (delivered) went; the failed one waits for /silent.
+                assert [e["event_type"] for e in await log_of(client, gus, ok)] == [
+                    "upload.failed"]
+                assert len(await log_of(client, gus, hook)) == 1
+                assert await store.purge_log(storage.engine, before=utcnow()
+                                             - timedelta(days=1)) == 0
+
+    run(go())
