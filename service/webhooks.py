@@ -189,9 +189,20 @@ async def enqueue_due(engine, app) -> int:
     return await enqueue(await store.due(engine), app)
 
 
+async def housekeeping(engine, settings: Settings) -> None:
+    """Expired idempotency keys and old webhook events go (what the recovery sweep does in a
+    cluster; the embedded API has no sweep, so its pump does it)."""
+    from storage import idempotency
+
+    await idempotency.purge(engine, ttl=timedelta(seconds=settings.idempotency_ttl))
+    await store.purge_log(engine, before=utcnow() - timedelta(days=settings.webhook_log_days))
+
+
 class EmbeddedPump:
     """The embedded API's deliverer: every ``interval`` seconds, attempts the due deliveries
-    in this event loop, a few at a time."""
+    in this event loop, a few at a time; hourly, :func:`housekeeping`."""
+
+    HOUSEKEEPING_SECONDS = 3600.0
 
     def __init__(self, storage, settings: Settings, *, interval: float = 1.0,
                  concurrency: int = 4):
@@ -216,9 +227,14 @@ class EmbeddedPump:
         await asyncio.gather(*(one(i) for i in await store.due(self.storage.engine)))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        tidied = loop.time()
         while True:
             try:
                 await self.once()
+                if loop.time() - tidied >= self.HOUSEKEEPING_SECONDS:
+                    tidied = loop.time()
+                    await housekeeping(self.storage.engine, self.settings)
             except Exception as exc:  # noqa: BLE001 - the next round tries again
                 log.warning("webhook pump: %s: %s", type(exc).__name__, str(exc)[:300])
             await asyncio.sleep(self.interval)
