@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False
     webhook_timeout: float = Field(default=10.0, gt=0, le=60)
+    # PEM file of the CAs that receivers' certificates are checked against (a private CA);
+    # unset: the usual public CAs (certifi's bundle).
+    webhook_ca_file: Path | None = None
     webhook_retry_base: float = Field(default=10.0, gt=0)
     webhook_retry_cap: float = Field(default=3 * 3600.0, gt=0)
     webhook_retry_window: int = Field(default=24 * 3600, ge=0)
