@@ -115,10 +115,15 @@ class Settings(BaseSettings):
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False
     webhook_timeout: float = Field(default=10.0, gt=0, le=60)
+    # PEM file of the CAs that receivers' certificates are checked against (a private CA);
+    # unset: the usual public CAs (certifi's bundle).
+    webhook_ca_file: Path | None = None
     webhook_retry_base: float = Field(default=10.0, gt=0)
     webhook_retry_cap: float = Field(default=3 * 3600.0, gt=0)
     webhook_retry_window: int = Field(default=24 * 3600, ge=0)
     webhook_secret_overlap: int = Field(default=24 * 3600, ge=0)
+    # Events and their delivery log are kept this many days (none still pending is removed).
+    webhook_log_days: int = Field(default=30, ge=1)
     # The API's external URL (https://api.example.org) for the links in webhook events;
     # unset, the URL the endpoint was registered through.
     public_url: str | None = None

@@ -30,6 +30,7 @@ import asyncio
 import logging
 import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
@@ -104,14 +105,24 @@ async def _enqueue_webhooks(engine, app) -> None:
         log.info("enqueued %d due webhook deliveries", sent)
 
 
-async def _purge_idempotency_keys(engine, settings: Settings) -> None:
-    from storage import idempotency
+HOUSEKEEPING_SECONDS = 600.0
+_tidied = {"at": float("-inf")}
 
+
+async def _purge_idempotency_keys(engine, settings: Settings) -> None:
+    """Idempotency keys past their time to live, and webhook events (with their delivery
+    log) past SKYGATE_WEBHOOK_LOG_DAYS: at most every HOUSEKEEPING_SECONDS per worker."""
+    from service import webhooks
+
+    now = time.monotonic()
+    if now - _tidied["at"] < HOUSEKEEPING_SECONDS:
+        return
+    _tidied["at"] = now
     try:
-        await idempotency.purge(engine, ttl=timedelta(seconds=settings.idempotency_ttl))
+        await webhooks.housekeeping(engine, settings)
     except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-        log.warning("could not purge idempotency keys: %s: %s", type(exc).__name__,
-                    str(exc)[:300])
+        log.warning("could not purge expired idempotency keys or webhook events: %s: %s",
+                    type(exc).__name__, str(exc)[:300])
 
 
 class _Blobs:

@@ -98,10 +98,10 @@ def refused_address(address: str) -> str | None:
     return None
 
 
-def resolve(url: str, *, allow_http: bool, allow_private: bool,
-            resolver=socket.getaddrinfo) -> Target:
+def resolve(url: str, *, allow_http: bool, allow_private: bool, resolver=None) -> Target:
     """Check the URL and its host's addresses; the Target pins the first acceptable one."""
     scheme, host, port, path = check_url(url, allow_http=allow_http)
+    resolver = resolver or socket.getaddrinfo
     try:
         infos = resolver(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,12 +78,24 @@ def signing_secrets(row: dict, now: datetime) -> list[str]:
     return out
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Certificates checked against the operator's CA file, else the public CAs."""
+    if settings.webhook_ca_file:
+        return ssl.create_default_context(cafile=str(settings.webhook_ca_file))
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 async def _send(target: webhook_targets.Target, body: bytes, head: dict,
-                seconds: float) -> tuple[int, bytes]:
-    """POST to the pinned address; never follows a redirect; reads at most RESPONSE_BYTES."""
+                seconds: float, tls: ssl.SSLContext) -> tuple[int, bytes]:
+    """POST to the pinned address; never follows a redirect; reads at most RESPONSE_BYTES.
+    TLS checks the certificate against the URL's host name (``sni_hostname``), not the
+    address connected to."""
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     limits = httpx.Timeout(seconds, connect=min(seconds, 5.0))
-    async with httpx.AsyncClient(timeout=limits, follow_redirects=False, trust_env=False) as c:
+    async with httpx.AsyncClient(timeout=limits, follow_redirects=False, trust_env=False,
+                                 verify=tls) as c:
         request = c.build_request("POST", target.pinned_url, content=body,
                                   headers={**head, "host": target.host_header,
                                            "user-agent": "SkyGate-Webhooks/1"},
@@ -120,7 +133,8 @@ async def attempt(storage, settings: Settings, delivery_id: int) -> Outcome:
             webhook_targets.resolve, row["url"], allow_http=settings.webhook_allow_http,
             allow_private=settings.webhook_allow_private)
         code, answer = await asyncio.wait_for(
-            _send(target, body, head, settings.webhook_timeout), settings.webhook_timeout + 1)
+            _send(target, body, head, settings.webhook_timeout, tls_context(settings)),
+            settings.webhook_timeout + 1)
         if not httpx.codes.is_success(code):
             what = ("a redirect (not followed)" if httpx.codes.is_redirect(code)
                     else f"HTTP {code}")
@@ -189,9 +203,20 @@ async def enqueue_due(engine, app) -> int:
     return await enqueue(await store.due(engine), app)
 
 
+async def housekeeping(engine, settings: Settings) -> None:
+    """Expired idempotency keys and old webhook events go (what the recovery sweep does in a
+    cluster; the embedded API has no sweep, so its pump does it)."""
+    from storage import idempotency
+
+    await idempotency.purge(engine, ttl=timedelta(seconds=settings.idempotency_ttl))
+    await store.purge_log(engine, before=utcnow() - timedelta(days=settings.webhook_log_days))
+
+
 class EmbeddedPump:
     """The embedded API's deliverer: every ``interval`` seconds, attempts the due deliveries
-    in this event loop, a few at a time."""
+    in this event loop, a few at a time; hourly, :func:`housekeeping`."""
+
+    HOUSEKEEPING_SECONDS = 3600.0
 
     def __init__(self, storage, settings: Settings, *, interval: float = 1.0,
                  concurrency: int = 4):
@@ -216,9 +241,14 @@ class EmbeddedPump:
         await asyncio.gather(*(one(i) for i in await store.due(self.storage.engine)))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        tidied = loop.time()
         while True:
             try:
                 await self.once()
+                if loop.time() - tidied >= self.HOUSEKEEPING_SECONDS:
+                    tidied = loop.time()
+                    await housekeeping(self.storage.engine, self.settings)
             except Exception as exc:  # noqa: BLE001 - the next round tries again
                 log.warning("webhook pump: %s: %s", type(exc).__name__, str(exc)[:300])
             await asyncio.sleep(self.interval)

@@ -325,6 +325,7 @@ webhook_events = sa.Table(
     sa.Column("payload", JSONType, nullable=False),
     sa.Column("created_at", TZ, nullable=False, server_default=NOW),
     sa.Index("ix_webhook_events_upload_id", "upload_id"),
+    sa.Index("ix_webhook_events_created_at", "created_at"),
     _check(one_of("event_type", WEBHOOK_EVENT_TYPES), "ck_webhook_events_type"),
 )
 

@@ -215,3 +215,14 @@ async def status_counts(engine: AsyncEngine) -> dict[str, int]:
     async with autocommit(engine) as conn:
         rows = await conn.execute(sa.select(d.c.status, sa.func.count()).group_by(d.c.status))
         return {"pending": 0, "delivered": 0, "failed": 0, **dict(rows.all())}
+
+
+async def purge_log(engine: AsyncEngine, *, before: datetime) -> int:
+    """Remove the events made before ``before`` and their deliveries (ON DELETE CASCADE),
+    unless one of them is still pending; returns how many events went."""
+    d = webhook_deliveries
+    pending = sa.select(d.c.event_id).where(d.c.status == "pending")
+    async with engine.begin() as conn:
+        done = await conn.execute(webhook_events.delete().where(
+            webhook_events.c.created_at < before, webhook_events.c.event_id.not_in(pending)))
+    return done.rowcount

@@ -6,6 +6,7 @@ event id, then 204; ``/silent`` never answers (holds the request until the serve
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,13 +25,18 @@ class Receiver:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
     def on(self, path: str) -> list[dict]:
         with self.lock:
             return [r for r in self.requests if r["path"] == path]
 
 
 @contextlib.contextmanager
-def receiver():
+def receiver(tls: ssl.SSLContext | None = None):
+    """The receiver on 127.0.0.1; ``tls``: a server context, to listen with https."""
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -67,6 +73,8 @@ def receiver():
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     state.server = server
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -249,3 +249,92 @@ def test_an_endpoint_that_became_private_is_refused_at_delivery(settings):
                 assert rx.on("/ok") == []
 
     run(go())
+
+
+def test_old_events_leave_the_log_unless_a_delivery_is_pending(settings):
+    from datetime import timedelta
+
+    from schemas.clock import utcnow
+    from storage import repository as repo
+    from storage import webhooks as store
+
+    async def go():
+        with receiver() as rx:
+            async with api(settings) as (client, storage):
+                gus = await new_user(storage)
+                ok = await register(client, gus, f"{rx.base}/ok")
+                await judged(storage, settings, gus["user_id"], render(6))
+                await until(lambda: rx.on("/ok"), what="delivered")
+                await until(lambda: log_of(client, gus, ok))
+                hook = await register(client, gus, f"{rx.base}/silent")  # stays pending
+                from service import ingest
+
+                failing = (await ingest.ingest_bytes(
+                    storage, settings, data=render(7), original_file_name="x.png",
+                    user_id=gus["user_id"])).upload_id
+                await repo.mark_failed(storage.engine, failing, "on purpose")
+                await until(lambda: log_of(client, gus, hook), what="pending delivery")
+                later = utcnow() + timedelta(seconds=5)
+                assert await store.purge_log(storage.engine, before=later) >= 1  # + earlier tests
+                # The done event (delivered) went; the failed one waits for /silent.
+                assert [e["event_type"] for e in await log_of(client, gus, ok)] == [
+                    "upload.failed"]
+                assert len(await log_of(client, gus, hook)) == 1
+                assert await store.purge_log(storage.engine, before=utcnow()
+                                             - timedelta(days=1)) == 0
+
+    run(go())
+
+
+def test_https_goes_to_the_checked_address_and_verifies_the_host_name(settings, monkeypatch,
+                                                                      tmp_path):
+    """A receiver with a certificate for hooks.skygate.test (a private CA the operator
+    configures): the request goes to the address that was checked, TLS verifies the
+    certificate against the URL's host name, and a URL whose name the certificate does not
+    carry gets no request."""
+    import socket
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("hooks.skygate.test").configure_cert(server_tls)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    real = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):  # both names are this machine
+        if host in ("hooks.skygate.test", "other.skygate.test"):
+            host = "127.0.0.1"
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    tls_settings = settings.model_copy(update={"webhook_allow_http": False,
+                                               "webhook_ca_file": ca_file})
+
+    async def go():
+        with receiver(tls=server_tls) as rx:
+            async with api(tls_settings) as (client, storage):
+                hal = await new_user(storage)
+                good = await register(client, hal, f"https://hooks.skygate.test:{rx.port}/ok")
+                wrong = await register(client, hal,
+                                       f"https://other.skygate.test:{rx.port}/ok")
+                upload_id = await judged(storage, tls_settings, hal["user_id"], render(8))
+                (req,) = await until(lambda: rx.on("/ok"), what="https delivery")
+                head = {k.lower(): v for k, v in req["headers"].items()}
+                assert head["host"] == f"hooks.skygate.test:{rx.port}"
+                event = standardwebhooks.Webhook(good["secret"]).verify(req["body"],
+                                                                       req["headers"])
+                assert event["data"]["upload_id"] == upload_id
+
+                async def refused():
+                    items = await log_of(client, hal, wrong)
+                    return items if items and items[0]["attempts"] >= 1 else None
+
+                (entry,) = await until(refused, what="wrong host name tried")
+                assert entry["status"] == "pending" and entry["last_status_code"] is None
+                assert "CERTIFICATE_VERIFY_FAILED" in entry["last_error"] or \
+                    "hostname" in entry["last_error"].lower()
+                assert len(rx.on("/ok")) == 1  # nothing reached the receiver for it
+
+    run(go())

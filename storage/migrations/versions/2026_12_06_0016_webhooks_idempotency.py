@@ -72,6 +72,7 @@ def upgrade() -> None:
         sa.CheckConstraint(_one_of("event_type", EVENT_TYPES), name="ck_webhook_events_type"),
     )
     op.create_index("ix_webhook_events_upload_id", "webhook_events", ["upload_id"])
+    op.create_index("ix_webhook_events_created_at", "webhook_events", ["created_at"])
 
     op.create_table(
         "webhook_deliveries",
@@ -118,6 +119,7 @@ def downgrade() -> None:
     op.drop_index("ix_webhook_deliveries_webhook", table_name="webhook_deliveries")
     op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")
+    op.drop_index("ix_webhook_events_created_at", table_name="webhook_events")
     op.drop_index("ix_webhook_events_upload_id", table_name="webhook_events")
     op.drop_table("webhook_events")
     op.drop_index("ix_webhooks_user_id", table_name="webhooks")
