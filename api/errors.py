@@ -27,7 +27,8 @@ ErrorCode = Literal[
     # requests and their bodies
     "bad_request", "invalid_request", "malformed_multipart", "no_file", "too_many_files",
     "unsupported_media_type", "request_too_large", "request_timeout", "not_found",
-    "method_not_allowed", "http_error", "internal_error",
+    "method_not_allowed", "http_error", "internal_error", "service_unavailable",
+    "too_many_connections",
     # keys, accounts, roles
     "missing_api_key", "invalid_api_key", "api_key_revoked", "api_key_expired",
     "account_suspended", "unauthorized", "rate_limited", "invalid_credentials",

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
 from pipeline.clip import CLIP_SIDE
 from pipeline.imaging import gaussian_blur
 

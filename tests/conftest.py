@@ -36,6 +36,18 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(autouse=True)
+def _pillow_pixel_limit():
+    """Pillow's pixel limit is process-wide and decoding sets it from the settings in use
+    (pipeline.decode.set_pixel_limit): a test's small limit must not refuse a later test's
+    images."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = saved
+
+
 def unavailable(reason: str):
     """Skip on a developer's machine without the service; in CI a missing service fails."""
     if IN_CI:
