@@ -183,6 +183,7 @@ class ResultOut(BaseModel):
     metadata: ResultMetadata | None = Field(description="the detection_metadata document")
     ela_url: str | None
     heatmap_url: str | None
+    forensic_heatmap_url: str | None = None
 
 
 # --- feedback -----------------------------------------------------------------------------

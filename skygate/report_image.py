@@ -100,9 +100,12 @@ def _provenance(x: dict) -> str:
 
 
 def original_link(path: str) -> str:
-    """A link to the scanned file: its file: URI when the path is absolute."""
-    p = pathlib.Path(path)
-    return p.as_uri() if p.is_absolute() else path
+    """A link to the scanned file: its file: URI (a relative path is taken from the working
+    directory of the scan, which writes the report)."""
+    try:
+        return pathlib.Path(path).absolute().as_uri()
+    except ValueError:  # not a local path (a name the API was given): no link to make
+        return path
 
 
 def image_page(*, name: str, record: dict, explanation: dict, pics: ImagePictures,

@@ -11,6 +11,7 @@ methods see them, so the overlay and the ELA crop line up with the picture.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,9 +30,9 @@ BUDGET = 150 * 1024
 PAGE_ALLOWANCE = 8 * 1024
 #: The ELA picture's share: noise-like, it would take the whole budget at full size.
 ELA_BUDGET = 28 * 1024
-_STEPS = (1600, 1280, 1024, 800, 640, 480)
-_ELA_STEPS = (512, 384, 256, 192)
-_QUALITIES = (72, 60)
+SMALLEST_SCREEN, SMALLEST_ELA = 480, 192
+_QUALITY = 70
+_TRIES = 4
 
 
 @dataclass
@@ -51,25 +52,26 @@ class ImagePictures:
 def _encode(img: Image.Image, fmt: str, quality: int) -> bytes:
     buf = io.BytesIO()
     if fmt == "WEBP":
-        img.save(buf, "WEBP", quality=quality, method=4)
+        img.save(buf, "WEBP", quality=quality, method=3)
     else:
         img.save(buf, "JPEG", quality=quality, optimize=True)
     return buf.getvalue()
 
 
-def screen_picture(img: Image.Image, budget: int, steps: tuple[int, ...] = _STEPS
-                   ) -> tuple[bytes, int, int]:
-    """The largest of ``steps`` (long side, WebP) whose bytes fit ``budget``; the smallest
-    step otherwise. Returns (bytes, width, height)."""
-    data, size = b"", img.size
-    for side in steps:
+def screen_picture(img: Image.Image, budget: int, *, largest: int = SCREEN_PX,
+                   smallest: int = SMALLEST_SCREEN) -> tuple[bytes, int, int]:
+    """``img`` as WebP, long side at most ``largest``, within ``budget`` bytes: an encoding
+    too large is redone at the side its size predicts (bytes grow with the pixel count), down
+    to ``smallest``. Returns (bytes, width, height)."""
+    side = largest
+    for _ in range(_TRIES):
         small = img.copy()
-        small.thumbnail((side, side), Image.Resampling.LANCZOS)
-        for q in _QUALITIES:
-            data, size = _encode(small, "WEBP", q), small.size
-            if len(data) <= budget:
-                return data, *size
-    return data, *size
+        small.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=2.0)
+        data = _encode(small, "WEBP", _QUALITY)
+        if len(data) <= budget or side <= smallest:
+            break
+        side = max(smallest, int(max(small.size) * math.sqrt(budget / len(data)) * 0.92))
+    return data, *small.size
 
 
 def ela_crop(ela: Image.Image) -> Image.Image:
@@ -126,7 +128,8 @@ def make_pictures(blobs, stem: str, folder, *, original_key: str | None,
             try:
                 with Image.open(io.BytesIO(blobs.get(ela_key))) as ela:
                     crop = ela_crop(ela.convert("RGB"))
-                written[f"{stem}_e.webp"] = screen_picture(crop, ELA_BUDGET, _ELA_STEPS)[0]
+                written[f"{stem}_e.webp"] = screen_picture(
+                    crop, ELA_BUDGET, largest=512, smallest=SMALLEST_ELA)[0]
                 out.ela = f"{stem}_e.webp"
             except Exception:  # noqa: BLE001 - a lost ELA picture leaves the page without it
                 out.missing.append("ELA")

@@ -1,5 +1,6 @@
-"""``GET /v1/uploads/{upload_id}/ela.png`` and ``.../heatmap.png``: the pictures of a done
-upload, read from the blob store."""
+"""``GET /v1/uploads/{upload_id}/ela.png``, ``.../heatmap.png`` (the voting model's map) and
+``.../forensic-heatmap.png`` (the forensic methods' map, evidence only): the pictures of a
+done upload, read from the blob store."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ async def _picture(request: Request, who: Caller, upload_id: int, which: str) ->
     _, _, doc = await finished_result(request, who, upload_id, any_owner=True)
     key = None
     if doc is not None:
-        key = (doc.pixel_analysis.ela_results.ela_image_path if which == "ela"
-               else doc.visual_anomalies.heatmap_path)
+        key = {"ela": doc.pixel_analysis.ela_results.ela_image_path,
+               "heatmap": doc.visual_anomalies.heatmap_path,
+               "forensic_heatmap": getattr(doc.visual_anomalies, "forensic_heatmap_path", None),
+               }[which]
     if not key:
         raise ApiError(404, f"{which}_not_available", f"upload {upload_id} has no {which} image")
     try:
@@ -43,8 +46,18 @@ async def get_ela(request: Request, who: CallerDep, upload_id: UploadId):
 
 
 @router.get("/uploads/{upload_id}/heatmap.png", name="get_heatmap",
-            response_class=Response, summary="Where the pixel methods found anomalies",
+            response_class=Response,
+            summary="Where the voting model saw AI (red) or a photograph (blue), with a legend",
             **needs("member", _READ),
             responses={**_PNG, **AUTH_ERRORS, **NOT_FOUND})
 async def get_heatmap(request: Request, who: CallerDep, upload_id: UploadId):
     return await _picture(request, who, upload_id, "heatmap")
+
+
+@router.get("/uploads/{upload_id}/forensic-heatmap.png", name="get_forensic_heatmap",
+            response_class=Response,
+            summary="The forensic methods' block map (evidence only: they do not vote)",
+            **needs("member", _READ),
+            responses={**_PNG, **AUTH_ERRORS, **NOT_FOUND})
+async def get_forensic_heatmap(request: Request, who: CallerDep, upload_id: UploadId):
+    return await _picture(request, who, upload_id, "forensic_heatmap")

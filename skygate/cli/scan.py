@@ -121,22 +121,25 @@ def store_for_scan(data_dir: Path | None, *, no_store: bool):
                    "as pending (exit 3)")
 def submit(paths, out, csv_path, recursive, include, exclude, as_json, report, wait, timeout):
     """Send files to a running cluster (SKYGATE_BROKER_URL); --wait for the verdicts."""
-    from skygate.batch import Outputs
+    from itertools import chain
+
+    from skygate.batch import Outputs, skipped_records
     from skygate.remote import submit_files
 
     settings = Settings()
     if not settings.broker_url:
         raise click.UsageError("SKYGATE_BROKER_URL is not set (use `skygate scan` to run here)")
     files = _files_or_exit(paths, recursive, include, exclude)
+    judge, skipped = skipped_records(files)
     outputs = Outputs(out, csv_path)
     if report and not wait:
         raise click.UsageError("--report needs --wait (the report shows verdicts)")
-    _run_batch(submit_files(settings, files, wait=wait, timeout=timeout), len(files), outputs,
-               as_json=as_json)
+    _run_batch(chain(skipped, submit_files(settings, judge, wait=wait, timeout=timeout)),
+               len(files), outputs, as_json=as_json)
     if report:
         _write_report(settings, outputs.records, report)
-    click.echo(_submit_summary(outputs.records, wait=wait), err=as_json)
-    if outputs.counts["failed"] or outputs.counts["skipped"]:
+    click.echo(_submit_summary(outputs.records, wait=wait, not_images=skipped), err=as_json)
+    if outputs.counts["failed"] or outputs.counts["skipped"] - len(skipped):
         sys.exit(1)
     sys.exit(3 if outputs.counts["pending"] else 0)
 
@@ -212,14 +215,19 @@ def _summary(outputs, elapsed: float) -> str:
             f"failed {c['failed']}, skipped {c['skipped']}; {elapsed:.1f}s")
 
 
-def _submit_summary(records: list[FileRecord], *, wait: bool) -> str:
-    """What the database says at the end: done, failed with reasons, still pending with ids."""
+def _submit_summary(records: list[FileRecord], *, wait: bool,
+                    not_images: list[FileRecord] = ()) -> str:
+    """What the database says at the end: done, failed with reasons, still pending with ids;
+    the sidecars, RAW files and dangling links skipped (``not_images``) counted apart."""
+    expected = {id(r) for r in not_images}
     done = [r for r in records if r["status"] in JUDGED_STATUSES]
-    failed = [r for r in records if r["status"] in ("failed", "skipped")]
+    failed = [r for r in records
+              if r["status"] in ("failed", "skipped") and id(r) not in expected]
     pending = [r for r in records if r["status"] == "pending"]
     queued = [r for r in records if r["status"] == "queued"]
     lines = [f"summary: done {len(done)}, failed {len(failed)}, still pending {len(pending)}"
-             + ("" if wait else f", queued {len(queued)}")]
+             + ("" if wait else f", queued {len(queued)}")
+             + (f", skipped {len(expected)} (not images)" if expected else "")]
     for r in failed:
         lines.append(f"  failed {r['upload_id'] if r['upload_id'] is not None else '-'} "
                      f"{r['path']}: {r['error']}")

@@ -115,7 +115,7 @@ def test_round_trip_key_upload_result_pictures(stack):
         assert why["algorithm_version"] == result["algorithm_version"] and why["model"]
         visual = result["metadata"]["visual_anomalies"]
         assert visual["heatmap_source"] == "model" and visual["detected_anomalies"] == []
-        for picture in ("ela", "heatmap"):
+        for picture in ("ela", "heatmap", "forensic_heatmap"):
             png = c.get(result[f"{picture}_url"])
             assert png.status_code == 200 and png.headers["content-type"] == "image/png"
             assert png.content.startswith(b"\x89PNG")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -307,3 +308,22 @@ def test_a_request_id_travels_from_the_publisher_into_every_task_log_line(cluste
         assert entry["time"].endswith("Z") and "T" in entry["time"], entry
         assert entry["task_id"], entry
         assert "data" not in entry and "{" not in entry["message"], entry
+
+
+def test_submit_skips_sidecars_and_dangling_links_without_failing(cluster, tmp_path):
+    """Nothing to send (a sidecar, a note, a link to a deleted file): each is skipped with its
+    reason, the run exits 0 and no broker is needed."""
+    folder = tmp_path / "only-sidecars"
+    folder.mkdir()
+    (folder / "IMG_1.xmp").write_text("<x:xmpmeta xmlns:x='adobe:ns:meta/'/>")
+    (folder / "notes.txt").write_text("day 3")
+    (folder / "gone.jpg").symlink_to(folder / "deleted.jpg")
+    out = tmp_path / "s.jsonl"
+    result = skygate(cluster, "submit", folder, "--out", out,
+                     env={"SKYGATE_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    assert result.returncode == 0, result.stderr + result.stdout
+    records = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert {n: r["status"] for n, r in records.items()} == dict.fromkeys(
+        ("IMG_1.xmp", "notes.txt", "gone.jpg"), "skipped")
+    assert records["gone.jpg"]["error"].startswith("dangling link")
+    assert "failed 0" in result.stdout and "skipped 3 (not images)" in result.stdout

@@ -147,6 +147,11 @@ def test_hostile_names_are_escaped(report):
     names = {r["n"] for r in page_data(page)["rows"]}
     assert str(folder / HOSTILE_DIR / HOSTILE_FILE) in names
     assert HOSTILE_RECORD["path"] in names
+    # The hostile file's own page: its name is text, never markup.
+    row = next(r for r in page_data(page)["rows"] if r["n"].endswith(HOSTILE_FILE))
+    own = (path.with_name("report_files") / row["g"]).read_text()
+    assert "<img src=x" not in own and "script>alert" not in own
+    assert len(re.findall(r"<script", own)) == 1 and "&lt;img src=x" in own
 
 
 def test_histogram_and_per_folder_counts(report):
