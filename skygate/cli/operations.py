@@ -9,14 +9,12 @@ import sys
 import click
 
 from schemas.settings import Settings
-from skygate.cli._common import engine_call, parse_since
+from skygate.cli._common import engine_call, format_options, parse_since
 
 
 @click.command(epilog="Exit codes: 0 every check passed; 1 a check failed (the checks that "
                       "needed it are skipped and name it); 2 a usage error.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="json: one object with every check, for scripts")
-@click.option("--json", "fmt", flag_value="json", help="the same as --format json")
+@format_options(("table", "json"))
 def doctor(fmt):
     """Check every configured dependency, in the order they depend on each other.
 
