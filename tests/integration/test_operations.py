@@ -56,6 +56,9 @@ def test_flower_shows_workers_tasks_and_metrics(cluster, tmp_path):
         assert record["status"] == "done", result.stderr
 
         assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
+        # The metrics are behind the same basic auth; the health probe is not.
+        assert httpx.get(f"{base}/metrics", timeout=10).status_code == 401
+        assert httpx.get(f"{base}/healthcheck", timeout=10).status_code == 200
         with httpx.Client(base_url=base, auth=FLOWER_AUTH, timeout=30) as c:
             workers = c.get("/api/workers", params={"refresh": "true"}).json()
             assert workers, "no worker listed"
