@@ -87,6 +87,10 @@ def test_flower_shows_workers_tasks_and_metrics(cluster, tmp_path):
             assert metrics.status_code == 200
             assert 'flower_events_total{task="skygate.detect.prnu"' in metrics.text
             assert "flower_task_runtime_seconds" in metrics.text
+            # What waits, per queue, read from the broker at the scrape (all drained here).
+            for queue in ("ingest", "detect", "model", "aggregate"):
+                assert f'skygate_queue_depth{{queue="{queue}"}} 0.0' in metrics.text, queue
+            assert "skygate_queue_depth_up 1.0" in metrics.text
     assert FLOWER_AUTH[1] not in log_path.read_text()
 
 
