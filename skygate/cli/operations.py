@@ -159,9 +159,10 @@ def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int
 @click.option("--stuck-after", type=click.IntRange(min=0), default=None,
               help="seconds without progress (default SKYGATE_STUCK_AFTER: 2 x the hard time "
                    "limit + 60)")
-@click.option("--json", "as_json", is_flag=True, help="one JSON line per upload")
-def recover(dry_run, stuck_after, as_json):
+@format_options(("table", "json"))
+def recover(dry_run, stuck_after, fmt):
     """Re-send uploads stuck queued or processing (the sweep every worker runs, by hand)."""
+    as_json = fmt == "json"
     from service.celery_client import celery_client
     from service.recovery import sweep  # the workers' own sweep, run once from here
 
@@ -204,10 +205,11 @@ def blobs() -> None:
 @click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), default=3600.0,
               show_default=True,
               help="seconds: younger files are never touched (work in flight)")
-@click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
-def blobs_gc(dry_run, grace_seconds, as_json):
+@format_options(("table", "json"))
+def blobs_gc(dry_run, grace_seconds, fmt):
     """Remove blobs that no row and no document references, older than the grace period,
     and report the bytes freed."""
+    as_json = fmt == "json"
     from storage.context import open_storage
     from storage.gc import collect
 

@@ -60,7 +60,8 @@ def scan(paths, out, csv_path, recursive, include, exclude, fmt, report, workers
     sys.exit(_scan_exit_code(outputs.counts, fail_on))
 
 
-@click.command()
+@click.command(epilog="Exit codes: 0 every upload done (or sent, without --wait); 1 one "
+                      "failed; 2 a usage error; 3 still pending at --timeout; 130 interrupted.")
 @click.argument("paths", nargs=-1, required=True)
 @batch_options
 @click.option("--wait/--no-wait", default=False, help="follow uploads to their verdicts")
