@@ -41,12 +41,18 @@ from skygate.cli import (
 )
 
 
-@click.group()
-def main() -> None:
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Exit codes: 0 success; 1 a failure (a file, a check, an upload); 2 a "
+                    "usage error; 3 `submit --wait` ran out of time; 4 `scan --fail-on` "
+                    "matched; 130 interrupted. Docs: docs/commands.md.")
+@click.version_option(package_name="skygate", prog_name="skygate")
+@click.option("-q", "--quiet", is_flag=True,
+              help="only errors and the records asked for (no progress, summaries or notes)")
+def main(quiet: bool) -> None:
     """SkyGate: tell AI-generated images from real photographs."""
     from service.logs import configure
 
-    configure()
+    configure(level="WARNING" if quiet else None)
 
 
 for _module in (db, scan, evaluation, results, accounts, serve, operations, backup, audit,

@@ -81,3 +81,33 @@ def record_word(record: FileRecord) -> str:
     if record["confidence"] is not None:
         return f"{word} confidence {record['confidence']:.2f}"
     return word
+
+
+# --- conventions every command follows ------------------------------------------------------
+
+FORMATS = ("table", "json", "csv")
+
+
+def format_options(choices=FORMATS, *, default="table"):
+    """``--format`` for a command that prints records, and ``--json`` as its alias
+    (``--format json``); both fill the ``fmt`` parameter."""
+    def decorate(fn):
+        fn = click.option("--json", "fmt", flag_value="json",
+                          help="the same as --format json")(fn)
+        return click.option("--format", "fmt", type=click.Choice(list(choices)),
+                            default=default, show_default=True,
+                            help="json: one object per line; csv: a header and a row each"
+                            if "csv" in choices else "json: one object per line")(fn)
+    return decorate
+
+
+def quiet() -> bool:
+    """``skygate --quiet``: only errors and the records asked for (--format json|csv)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("quiet"))
+
+
+def say(message: str, *, err: bool = False) -> None:
+    """A line for a person (a summary, a note): left out under --quiet."""
+    if not quiet():
+        click.echo(message, err=err)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from skygate.cli._common import engine_call, parse_since
+from skygate.cli._common import engine_call, format_options, parse_since, say
 
 
 @click.command()
@@ -15,8 +15,7 @@ from skygate.cli._common import engine_call, parse_since
 @click.option("--user", help="a user name (their API calls), or an actor such as cli:root")
 @click.option("--action", help="exact (user.create) or a family (user: every user.*)")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="json: one object per line")
+@format_options(("table", "json"))
 def audit(since, user, action, limit, fmt):
     """The audit trail, newest first. Rows are append-only: the database refuses to change
     or delete them."""
@@ -42,7 +41,7 @@ def audit(since, user, action, limit, fmt):
                       escape(r["source"] or ""), r["outcome"],
                       escape(json.dumps(r["detail"], default=str) if r["detail"] else ""))
     Console(width=None if sys.stdout.isatty() else 220).print(table)
-    click.echo(f"{len(rows)} of {total} row(s)", err=True)
+    say(f"{len(rows)} of {total} row(s)", err=True)
 
 
 COMMANDS = [audit]

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from schemas.settings import Settings
-from skygate.cli._common import fail
+from skygate.cli._common import fail, format_options
 
 
 def _counts(manifest: dict) -> str:
@@ -26,8 +26,8 @@ def _counts(manifest: dict) -> str:
 
 @click.command("backup")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
-def backup(dest: Path, as_json: bool) -> None:
+@format_options(("table", "json"))
+def backup(dest: Path, fmt: str) -> None:
     """Write one consistent, timestamped backup folder under DEST: the SQL database
     (pg_dump custom format, or SQLite's online backup), the MongoDB collections with their
     options and indexes, the blobs (copied; an S3 store is listed with SHA-256s), a manifest
@@ -39,7 +39,7 @@ def backup(dest: Path, as_json: bool) -> None:
     except (BackupError, OSError) as exc:
         fail(str(exc))
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    if as_json:
+    if fmt == "json":
         click.echo(json.dumps({"path": str(folder), **manifest}, indent=2))
         return
     click.echo(f"backup written: {folder}")

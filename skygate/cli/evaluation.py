@@ -9,7 +9,7 @@ import click
 
 from schemas.records import JUDGED_STATUSES
 from schemas.settings import Settings
-from skygate.cli._common import UNJUDGED_STATUSES, progress_bar, record_word
+from skygate.cli._common import UNJUDGED_STATUSES, format_options, progress_bar, record_word
 from skygate.cli.db import ensure_schema
 
 
@@ -25,13 +25,14 @@ from skygate.cli.db import ensure_schema
               help="write the ROC curve and the reliability diagram as a PNG")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="processes (default: all cores)")
-@click.option("--json", "as_json", is_flag=True, help="print the JSON report, not the table")
-def eval_(paths, labels_csv, stored, out, plot, workers, as_json):
+@format_options(("table", "json"))
+def eval_(paths, labels_csv, stored, out, plot, workers, fmt):
     """Judge the detector on labelled images: PATH/real/… and PATH/ai/…, or --labels F.csv.
 
     Runs them like `scan` (on the configured database: a re-run reads the stored verdicts
     back), or with --stored only reads back verdicts stored earlier. Exit 0 when it ran.
     """
+    as_json = fmt == "json"
     if plot:
         import importlib.util
 

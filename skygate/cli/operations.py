@@ -9,14 +9,12 @@ import sys
 import click
 
 from schemas.settings import Settings
-from skygate.cli._common import engine_call, parse_since
+from skygate.cli._common import engine_call, format_options, parse_since
 
 
 @click.command(epilog="Exit codes: 0 every check passed; 1 a check failed (the checks that "
                       "needed it are skipped and name it); 2 a usage error.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True, help="json: one object with every check, for scripts")
-@click.option("--json", "fmt", flag_value="json", help="the same as --format json")
+@format_options(("table", "json"))
 def doctor(fmt):
     """Check every configured dependency, in the order they depend on each other.
 
@@ -161,9 +159,10 @@ def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int
 @click.option("--stuck-after", type=click.IntRange(min=0), default=None,
               help="seconds without progress (default SKYGATE_STUCK_AFTER: 2 x the hard time "
                    "limit + 60)")
-@click.option("--json", "as_json", is_flag=True, help="one JSON line per upload")
-def recover(dry_run, stuck_after, as_json):
+@format_options(("table", "json"))
+def recover(dry_run, stuck_after, fmt):
     """Re-send uploads stuck queued or processing (the sweep every worker runs, by hand)."""
+    as_json = fmt == "json"
     from service.celery_client import celery_client
     from service.recovery import sweep  # the workers' own sweep, run once from here
 
@@ -206,10 +205,11 @@ def blobs() -> None:
 @click.option("--grace", "grace_seconds", type=click.FloatRange(min=0), default=3600.0,
               show_default=True,
               help="seconds: younger files are never touched (work in flight)")
-@click.option("--json", "as_json", is_flag=True, help="print a JSON summary")
-def blobs_gc(dry_run, grace_seconds, as_json):
+@format_options(("table", "json"))
+def blobs_gc(dry_run, grace_seconds, fmt):
     """Remove blobs that no row and no document references, older than the grace period,
     and report the bytes freed."""
+    as_json = fmt == "json"
     from storage.context import open_storage
     from storage.gc import collect
 

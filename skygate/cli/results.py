@@ -10,14 +10,14 @@ import click
 
 from schemas.records import JUDGED_STATUSES, verdict_word
 from schemas.settings import Settings
-from skygate.cli._common import fail, parse_since
+from skygate.cli._common import fail, format_options, parse_since, say
 
 
-@click.command()
+@click.command(epilog="Exit codes: 0 records printed (or none stored); 1 no upload with "
+                      "that id; 2 a usage error.")
 @click.argument("upload_id", type=int, required=False)
 @click.option("--since", help="only uploads on or after this date (YYYY-MM-DD or ISO 8601)")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
-              show_default=True)
+@format_options()
 @click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
 def results(upload_id, since, fmt, limit):
     """Read stored verdicts back (newest first), from the configured database."""
@@ -74,7 +74,7 @@ def _print_table(records) -> None:
         table.add_row(str(r["upload_id"]), escape(r["path"]), r["status"], verdict, p_ai, conf,
                       date, escape(r["error"] or ""))
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-    click.echo(f"{len(records)} upload(s)")
+    say(f"{len(records)} upload(s)")
 
 
 COMMANDS = [results]

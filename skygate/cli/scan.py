@@ -17,7 +17,7 @@ import click
 
 from schemas.records import JUDGED_STATUSES, FileRecord
 from schemas.settings import Settings
-from skygate.cli._common import progress_bar, record_word
+from skygate.cli._common import format_options, progress_bar, record_word, say
 from skygate.cli.db import ensure_schema
 
 _batch_options = [
@@ -28,7 +28,6 @@ _batch_options = [
     click.option("--recursive/--no-recursive", default=True, show_default=True),
     click.option("--include", multiple=True, help="only files matching this glob"),
     click.option("--exclude", multiple=True, help="skip files matching this glob"),
-    click.option("--json", "as_json", is_flag=True, help="machine-readable lines on stdout"),
     click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
                  help="write an HTML report, its pictures in F_files/ beside it"),
 ]
@@ -37,10 +36,11 @@ _batch_options = [
 def batch_options(fn):
     for option in reversed(_batch_options):
         fn = option(fn)
-    return fn
+    return format_options()(fn)
 
 
-@click.command()
+@click.command(epilog="Exit codes: 0 every file got a verdict; 1 a file failed; 2 a usage "
+                      "error; 4 --fail-on matched an image; 130 interrupted.")
 @click.argument("paths", nargs=-1, required=True)
 @batch_options
 @click.option("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -50,8 +50,10 @@ def batch_options(fn):
 @click.option("--no-store", is_flag=True,
               help="keep nothing: judge in a temporary store, write only the outputs asked "
                    "for (--out, --csv, --report), then remove the store")
-def scan(paths, out, csv_path, recursive, include, exclude, as_json, report, workers,
-         data_dir, no_store):
+@click.option("--fail-on", type=click.Choice(["ai", "uncertain"]),
+              help="exit 4 when any image is judged AI (ai), or AI or uncertain (uncertain)")
+def scan(paths, out, csv_path, recursive, include, exclude, fmt, report, workers,
+         data_dir, no_store, fail_on):
     """Run the whole pipeline here, with no servers (the embedded default).
 
     Sidecars (.xmp, .aae, .txt …), camera RAW files and dangling links are skipped with
@@ -70,15 +72,12 @@ def scan(paths, out, csv_path, recursive, include, exclude, as_json, report, wor
         outputs = Outputs(out, csv_path)
         n = max(1, min(workers or default_workers(), len(judge)))
         _run_batch(chain(skipped, run_embedded(judge, workers=n)), len(files), outputs,
-                   as_json=as_json)
+                   fmt=fmt)
         if report:
             _write_report(settings, outputs.records, report)
         where = "nothing kept (--no-store)" if no_store else f"store: {settings.data_dir}"
-        click.echo(where, err=True)
-    # Skipped sidecars, RAW files and links are expected in a photo folder; a file that
-    # failed or could not be read is not.
-    unexpected = outputs.counts["failed"] + outputs.counts["skipped"] - len(skipped)
-    sys.exit(1 if unexpected else 0)
+        say(where, err=True)
+    sys.exit(_scan_exit_code(outputs.counts, fail_on, expected_skips=len(skipped)))
 
 
 # Where a --no-store scan must not write: the configured servers and stores.
@@ -112,14 +111,15 @@ def store_for_scan(data_dir: Path | None, *, no_store: bool):
                 os.environ[key] = value
 
 
-@click.command()
+@click.command(epilog="Exit codes: 0 every upload done (or sent, without --wait); 1 one "
+                      "failed; 2 a usage error; 3 still pending at --timeout; 130 interrupted.")
 @click.argument("paths", nargs=-1, required=True)
 @batch_options
 @click.option("--wait/--no-wait", default=False, help="follow uploads to their verdicts")
 @click.option("--timeout", type=float, default=1800.0, show_default=True,
               help="seconds for the whole command; what is not done by then is reported "
                    "as pending (exit 3)")
-def submit(paths, out, csv_path, recursive, include, exclude, as_json, report, wait, timeout):
+def submit(paths, out, csv_path, recursive, include, exclude, fmt, report, wait, timeout):
     """Send files to a running cluster (SKYGATE_BROKER_URL); --wait for the verdicts."""
     from itertools import chain
 
@@ -135,10 +135,10 @@ def submit(paths, out, csv_path, recursive, include, exclude, as_json, report, w
     if report and not wait:
         raise click.UsageError("--report needs --wait (the report shows verdicts)")
     _run_batch(chain(skipped, submit_files(settings, judge, wait=wait, timeout=timeout)),
-               len(files), outputs, as_json=as_json)
+               len(files), outputs, fmt=fmt)
     if report:
         _write_report(settings, outputs.records, report)
-    click.echo(_submit_summary(outputs.records, wait=wait, not_images=skipped), err=as_json)
+    say(_submit_summary(outputs.records, wait=wait, not_images=skipped), err=fmt != "table")
     if outputs.counts["failed"] or outputs.counts["skipped"] - len(skipped):
         sys.exit(1)
     sys.exit(3 if outputs.counts["pending"] else 0)
@@ -172,10 +172,14 @@ def _files_or_exit(paths, recursive, include, exclude) -> list[Path]:
     return files
 
 
-def _run_batch(records, total: int, outputs, *, as_json: bool) -> None:
-    """Write each record as it arrives (outputs, a line or the progress bar); the summary at
-    the end; on Ctrl-C keep what was done and exit 130."""
-    progress = progress_bar(total, sys.stderr.isatty() and not as_json)
+def _run_batch(records, total: int, outputs, *, fmt: str) -> None:
+    """Write each record as it arrives (outputs, a line, a JSON or CSV record on stdout, or the
+    progress bar); the summary at the end; on Ctrl-C keep what was done and exit 130."""
+    from skygate.cli._common import quiet
+
+    lines = fmt == "table" and not quiet()
+    progress = progress_bar(total, sys.stderr.isatty() and lines)
+    rows = _csv_rows() if fmt == "csv" else None
     started = time.monotonic()
     interrupted = False
     try:
@@ -184,8 +188,12 @@ def _run_batch(records, total: int, outputs, *, as_json: bool) -> None:
             line = f"{record_word(record):<22} {record['path']}"
             if record.get("error"):
                 line += f"  ({record['error']})"
-            if as_json:
+            if fmt == "json":
                 click.echo(json.dumps(record, default=str))
+            elif rows is not None:
+                rows(record)
+            elif not lines:  # --quiet: the outputs (--out, --csv) and the exit code say it
+                continue
             elif progress is not None:
                 rate = i / max(time.monotonic() - started, 1e-6)
                 progress.update(progress.task_ids[0], advance=1, rate=f"{rate:.2f} img/s")
@@ -200,11 +208,32 @@ def _run_batch(records, total: int, outputs, *, as_json: bool) -> None:
         if progress is not None:
             progress.stop()
         outputs.close()
-    click.echo(_summary(outputs, time.monotonic() - started), err=as_json)
+    say(_summary(outputs, time.monotonic() - started), err=fmt != "table")
     if interrupted:
         click.echo(f"interrupted after {len(outputs.records)} of {total} files; run the same "
                    "command again to finish the rest", err=True)
         sys.exit(130)
+
+
+def _csv_rows():
+    """``--format csv``: the CSV columns of ``--csv F``, on stdout."""
+    import csv
+
+    from skygate.batch import CSV_FIELDS, flatten
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    return lambda record: writer.writerow(flatten(record))
+
+
+def _scan_exit_code(counts: dict, fail_on: str | None, *, expected_skips: int = 0) -> int:
+    """1 when a file failed or could not be read (skipped sidecars, RAW files and links,
+    ``expected_skips``, are normal in a photo folder); else 4 when --fail-on matched an
+    image; else 0."""
+    if counts["failed"] or counts["skipped"] - expected_skips:
+        return 1
+    matched = counts["ai"] + (counts["uncertain"] if fail_on == "uncertain" else 0)
+    return 4 if fail_on and matched else 0
 
 
 def _summary(outputs, elapsed: float) -> str:

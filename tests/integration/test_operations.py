@@ -57,6 +57,9 @@ def test_flower_shows_workers_tasks_and_metrics(cluster, tmp_path):
         assert record["status"] == "done", result.stderr
 
         assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
+        # The metrics are behind the same basic auth; the health probe is not.
+        assert httpx.get(f"{base}/metrics", timeout=10).status_code == 401
+        assert httpx.get(f"{base}/healthcheck", timeout=10).status_code == 200
         with httpx.Client(base_url=base, auth=FLOWER_AUTH, timeout=30) as c:
             workers = c.get("/api/workers", params={"refresh": "true"}).json()
             assert workers, "no worker listed"
@@ -85,6 +88,10 @@ def test_flower_shows_workers_tasks_and_metrics(cluster, tmp_path):
             assert metrics.status_code == 200
             assert 'flower_events_total{task="skygate.detect.prnu"' in metrics.text
             assert "flower_task_runtime_seconds" in metrics.text
+            # What waits, per queue, read from the broker at the scrape (all drained here).
+            for queue in ("ingest", "detect", "model", "aggregate"):
+                assert f'skygate_queue_depth{{queue="{queue}"}} 0.0' in metrics.text, queue
+            assert "skygate_queue_depth_up 1.0" in metrics.text
     assert FLOWER_AUTH[1] not in log_path.read_text()
 
 
