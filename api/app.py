@@ -32,7 +32,8 @@ ISO 8601 in UTC with `Z`.
 OPERATION_IDS = {
     "create_key": "keys_create", "list_uploads": "uploads_list", "get_upload": "uploads_get",
     "delete_upload": "uploads_delete", "get_ela": "pictures_ela_get",
-    "get_heatmap": "pictures_heatmap_get", "give_feedback": "feedback_give",
+    "get_heatmap": "pictures_heatmap_get", "get_forensic_heatmap": "pictures_forensic_heatmap_get",
+    "give_feedback": "feedback_give",
     "read_feedback": "feedback_get", "list_users": "users_list", "create_user": "users_create",
     "suspend_user": "users_suspend", "read_audit": "audit_list", "healthz": "health_live",
     "readyz": "health_ready",
