@@ -16,9 +16,10 @@ last rows are gathered copies.
 
 The kernel matrices (:mod:`pipeline.wavelet_kernels`) are slices of pywt's own operators
 (``pywt.dwt`` / ``pywt.idwt`` of unit impulses), checked to be shift-invariant (two samples
-in, one coefficient out), so the index conventions are pywt's by construction. Odd lengths are extended by their last sample, as
-pywt does. Whatever the fast path does not cover (other modes are not offered; other dtypes,
-``Wavelet`` objects, other dimensions, signals shorter than a few blocks) is pywt's own.
+in, one coefficient out), so the index conventions are pywt's by construction. Odd lengths
+are extended by their last sample, as pywt does. Whatever the fast path does not cover
+(other modes are not offered; other dtypes, ``Wavelet`` objects, other dimensions, signals
+shorter than a few blocks) is pywt's own.
 """
 
 from __future__ import annotations
