@@ -68,25 +68,36 @@ def skygate(args: list[str], data_dir: Path) -> float:
     return child_cpu() - before
 
 
+#: Writes ``attribution_grid`` = argv[1] into the active default model configuration.
+GRID_CODE = """\
+import asyncio, sys
+from schemas.settings import Settings
+from storage.context import open_storage
+from storage.seed import DEFAULT_MODEL_CONFIG
+async def main():
+    async with open_storage(Settings()) as s:
+        cfg = await s.documents.get_configuration(DEFAULT_MODEL_CONFIG)
+        params = {**cfg.parameters.model_dump(), "attribution_grid": int(sys.argv[1])}
+        cfg.parameters = type(cfg.parameters)(**params)
+        await s.documents.upsert_configuration(cfg)
+asyncio.run(main())
+"""
+
+
+def configure_grid(env: dict, grid: str) -> None:
+    """The database of ``env`` upgraded, its model configuration's ``attribution_grid`` set
+    (``default``: left as shipped)."""
+    for command in (["-m", "skygate.cli", "db", "upgrade"],
+                    *([] if grid == "default" else [["-c", GRID_CODE, grid]])):
+        done = subprocess.run([sys.executable, *command], env=env, cwd=ROOT,
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"configuring the database failed: {done.stderr[-2000:]}")
+
+
 def set_grid(data_dir: Path, grid: str) -> None:
     """A fresh data folder whose active model configuration has ``attribution_grid`` = grid."""
-    skygate(["db", "upgrade"], data_dir)
-    if grid == "default":
-        return
-    code = ("import asyncio, sys\n"
-            "from schemas.settings import Settings\n"
-            "from storage.context import open_storage\n"
-            "from storage.seed import DEFAULT_MODEL_CONFIG\n"
-            "async def main():\n"
-            "    async with open_storage(Settings()) as s:\n"
-            "        cfg = await s.documents.get_configuration(DEFAULT_MODEL_CONFIG)\n"
-            "        params = cfg.parameters.model_dump()\n"
-            "        params['attribution_grid'] = int(sys.argv[1])\n"
-            "        cfg.parameters = type(cfg.parameters)(**params)\n"
-            "        await s.documents.upsert_configuration(cfg)\n"
-            "asyncio.run(main())\n")
-    subprocess.run([sys.executable, "-c", code, grid], env=clean_env(data_dir), cwd=ROOT,
-                   check=True)
+    configure_grid(clean_env(data_dir), grid)
 
 
 def scan_cpu_per_image(tmp: Path, warm: Path, images: Path, n: int, grid: str,
