@@ -97,7 +97,8 @@ def block_std(image: np.ndarray, block: int) -> np.ndarray:
 #: The longest side of the view an evidence-only method reads (a method whose calibration
 #: does not vote: its findings decide nothing, its pictures are looked at on a screen). The
 #: central MAX_SIDE window is box-reduced by a power of two until it fits: at most 2 for
-#: MAX_SIDE 1024, a quarter of the pixels, a quarter to a sixth of the CPU (issue 30).
+#: MAX_SIDE 1024, a quarter of the pixels (measured at 1 MP: prnu 57 → 16 ms, texture 55 →
+#: 11 ms, ela with its picture 41 → 12 ms).
 EVIDENCE_SIDE = 512
 
 
