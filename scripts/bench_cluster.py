@@ -1,7 +1,7 @@
 """Benchmark the distributed pipeline against the in-process loop, and 2 worker processes vs 1.
 
     .venv/bin/python scripts/bench_cluster.py [--images 16] [--size 1024] [--rounds 8]
-                                              [--redis-db 13]
+                                              [--redis-db 13] [--grid default|N]
 
 Each round generates new camera-like JPEGs and runs them through:
 
@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from bench_cpu import configure_grid  # noqa: E402
 from bench_methods import camera_jpeg  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("SKYGATE_TEST_PG_URL",
@@ -55,6 +56,8 @@ PG_ADMIN_URL = os.environ.get("SKYGATE_TEST_PG_URL",
 REDIS_URL = os.environ.get("SKYGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 TICKS = os.sysconf("SC_CLK_TCK")
 CLAIM_KEY = "skygate:test:claimed-by"  # the test sessions' claim on a Redis DB
+#: The model configuration's attribution_grid in every run (--grid; "default": as shipped).
+GRID = {"value": "default"}
 
 
 def clean_env(**settings: str) -> dict:
@@ -150,7 +153,7 @@ class ClusterWorker:
                              SKYGATE_DATA_DIR=str(tmp / f"cluster{concurrency}"))
         self.pg_url = self.env["SKYGATE_DATABASE_URL"]
         try:
-            skygate(["db", "upgrade"], self.env)
+            configure_grid(self.env, GRID["value"])  # skygate db upgrade, then the grid
             log_path = tmp / f"worker{concurrency}.log"
             with open(log_path, "w") as log:
                 self.worker = subprocess.Popen(
@@ -195,6 +198,7 @@ def run_scan(folder: Path, tmp: Path) -> tuple[float, float, float]:
     then the round's: the span is the round's images only, as warm as a worker's."""
     scan_dir = tmp / "scan"
     shutil.rmtree(scan_dir, ignore_errors=True)
+    configure_grid(clean_env(SKYGATE_DATA_DIR=str(scan_dir)), GRID["value"])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     warm_up = tmp / "warm-up"
     local = skygate(["scan", str(warm_up), str(folder), "--workers", "1",
@@ -233,7 +237,11 @@ def main() -> None:
                              "(scan judges them first in each of its runs, outside its span)")
     parser.add_argument("--redis-db", type=int, default=13,
                         help="the -c 1 worker's Redis DB; the -c 2 worker's is the next one")
+    parser.add_argument("--grid", default="default",
+                        help="the model configuration's attribution_grid (0: no occlusion "
+                             "map; default: as shipped)")
     args = parser.parse_args()
+    GRID["value"] = args.grid
     n = args.images
     rounds = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -13,6 +13,7 @@ import time
 import numpy as np
 from PIL import Image, ImageChops
 
+from pipeline.calibration import calibration_usable
 from pipeline.imaging import (
     MAX_SIDE,
     NEUTRAL_QUALITY,
@@ -20,8 +21,11 @@ from pipeline.imaging import (
     RGB_CHANNELS,
     block_mean,
     center_crop,
+    evidence_factor,
+    reduce_by,
     to_png,
     too_small,
+    view_details,
 )
 from pipeline.methods.base import (
     NATIVE_PIXELS,
@@ -48,6 +52,8 @@ FEATURES = ["error_level_mean", "block_uniformity", "blockiness"]
 IMAGE_KEY = "ela_image_path"
 JPEG_GRID = 8  # JPEG's block size: an earlier save leaves edges on this grid
 MAX_QUALITY = 100
+#: The side of a block_map cell, in native pixels (a smaller view's cells cover as many).
+MAP_BLOCK = 32
 
 
 def ela(image: np.ndarray, *, quality: int = 90, scale: float | None = None) -> np.ndarray:
@@ -139,7 +145,7 @@ def _channel_sum(rgb: np.ndarray) -> np.ndarray:
 
 
 def ela_statistics(image: np.ndarray, *, quality: int = 90, block: int = 32,
-                   levels: np.ndarray | None = None) -> dict:
+                   levels: np.ndarray | None = None, grid: int = JPEG_GRID) -> dict:
     """Error-level statistics and block uniformity.
 
     ``error_level_mean`` / ``error_level_std`` / ``error_level_p99`` (grey levels),
@@ -147,6 +153,7 @@ def ela_statistics(image: np.ndarray, *, quality: int = 90, block: int = 32,
     block recompresses alike), ``blockiness`` (energy on the 8×8 grid vs elsewhere: the
     trace of an earlier JPEG save) and ``block_map`` (per-block mean error, scaled to [0, 1]).
     ``levels``: :func:`error_levels` of ``image`` at ``quality`` when already computed.
+    ``grid``: JPEG's 8 × 8 grid as ``image`` shows it (4 in a view reduced by 2).
     """
     if levels is None:
         levels = error_levels(image, quality=quality)
@@ -161,12 +168,12 @@ def ela_statistics(image: np.ndarray, *, quality: int = 90, block: int = 32,
     cv = float(blocks.std() / (blocks.mean() + 1e-6))
     gray_total = _channel_sum(image).astype(np.int16)  # 3 × the grey level, exact
     dcol = np.abs(np.diff(gray_total, axis=1))
-    grid = np.s_[:, JPEG_GRID - 1::JPEG_GRID]
-    wide = dcol.shape[1] > JPEG_GRID
+    edges = np.s_[:, grid - 1::grid]
+    wide = dcol.shape[1] > grid
     on_grid, off_grid = 0.0, 1.0
     if wide:  # the off-grid mean from the totals: no copy of the off-grid columns
-        on_sum, all_sum = int(dcol[grid].sum(dtype=np.int64)), int(dcol.sum(dtype=np.int64))
-        on_count = dcol[grid].size
+        on_sum, all_sum = int(dcol[edges].sum(dtype=np.int64)), int(dcol.sum(dtype=np.int64))
+        on_count = dcol[edges].size
         on_grid = on_sum / on_count / RGB_CHANNELS
         off_grid = (all_sum - on_sum) / (dcol.size - on_count) / RGB_CHANNELS
     top = np.percentile(blocks, 99) if blocks.size else 1.0
@@ -196,11 +203,16 @@ def features(rgb: np.ndarray, gray: np.ndarray | None) -> tuple[dict[str, float]
 
 def detect_ela(native: np.ndarray, neutral: np.ndarray | None, *, quality: int = 90,
                calibration: dict | None = None, found: dict | None = None,
-               resaved: np.ndarray | None = None) -> tuple[MethodResult, np.ndarray]:
+               resaved: np.ndarray | None = None,
+               full_resolution: bool = True) -> tuple[MethodResult, np.ndarray]:
     """ELA statistics of the original's central ``MAX_SIDE`` window and its ELA image
     (returned for the blob store; at most MAX_SIDE squared); the vote reads the neutral view's
     features (``found``, or computed from ``neutral``). ``resaved``: that window's JPEG
-    re-save at ``quality``, decoded, if the caller has it (see :func:`_run`)."""
+    re-save at ``quality``, decoded, if the caller has it (see :func:`_run`).
+    ``full_resolution`` False (evidence only): the error levels, still of the native window,
+    are box-reduced to the screen-size view (:func:`pipeline.imaging.evidence_view`'s
+    factor: each view pixel is the mean error of the native pixels it covers) before the
+    picture and the statistics are made from them (``details.view`` says which)."""
     started = time.perf_counter()
     if not 1 <= quality <= MAX_QUALITY:
         raise ValueError("quality must be in 1..100")
@@ -209,8 +221,12 @@ def detect_ela(native: np.ndarray, neutral: np.ndarray | None, *, quality: int =
     levels = error_levels(view, quality=quality,
                           resaved=resaved if resaved is not None and resaved.shape == view.shape
                           else None)
+    factor = evidence_factor(view.shape, full_resolution=full_resolution)
+    if factor > 1:
+        levels, view = reduce_by(levels, factor), reduce_by(view, factor)
     image = amplified(levels)
-    raw = ela_statistics(view, quality=quality, levels=levels)
+    raw = ela_statistics(view, quality=quality, levels=levels,
+                         block=max(8, MAP_BLOCK // factor), grid=max(1, JPEG_GRID // factor))
     del levels
     if too_small(native):
         p, verdict, confidence, reason = None, None, 0.0, too_small_reason()
@@ -225,6 +241,7 @@ def detect_ela(native: np.ndarray, neutral: np.ndarray | None, *, quality: int =
         "is_suspicious": bool(verdict),
         "quality": quality,
         "native": rounded(raw),
+        "view": view_details(view, factor),
         "features": {k: round(found[k], 5) for k in FEATURES if k in found},
     }
     if reason:
@@ -244,7 +261,9 @@ def _run(*, native_pixels: np.ndarray, neutral_pixels: np.ndarray, neutral_featu
     same = settings.ela_quality == NEUTRAL_QUALITY and NEUTRAL_SIDE == MAX_SIDE
     result, image = detect_ela(native_pixels, None, quality=settings.ela_quality,
                                found=group_features(neutral_features, "ela"),
-                               resaved=neutral_pixels if same else None)
+                               resaved=neutral_pixels if same else None,
+                               # Native resolution only while the calibration votes.
+                               full_resolution=calibration_usable("ela"))
     return Finding(result, {"ela": Picture(to_png(image), ".png")})
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pywt
 
 from pipeline import wavelets
-from pipeline.imaging import MAX_SIDE, block_std, center_crop, luminance, too_small
+from pipeline.calibration import calibration_usable
+from pipeline.imaging import block_std, evidence_view, luminance, too_small, view_details
 from pipeline.methods.base import (
     NATIVE_PIXELS,
     NEUTRAL_FEATURES,
@@ -36,6 +37,9 @@ from schemas.results import MethodResult
 FEATURES = ["log_flat_noise", "log_noise_ratio", "residual_kurtosis", "peak_max"]
 GRAY_NDIM = 2
 
+
+#: The side of a block_map cell, in native pixels (a smaller view's cells cover as many).
+MAP_BLOCK = 32
 
 #: The local windows of the Wiener filter: 3×3, 5×5, 7×7 and 9×9.
 WINDOW_RADII = (1, 2, 3, 4)
@@ -252,7 +256,8 @@ def features(rgb: np.ndarray, gray: np.ndarray) -> tuple[dict[str, float], dict]
 
 
 def detect_prnu(native: np.ndarray, neutral: np.ndarray | None, *,
-                calibration: dict | None = None, found: dict | None = None) -> MethodResult:
+                calibration: dict | None = None, found: dict | None = None,
+                full_resolution: bool = True) -> MethodResult:
     """Noise-residual evidence: native-resolution statistics, calibrated vote on the neutral view.
 
     Parameters
@@ -262,11 +267,16 @@ def detect_prnu(native: np.ndarray, neutral: np.ndarray | None, *,
     neutral : (K, L, 3) uint8 ndarray
         Its neutralised view (:func:`pipeline.imaging.neutralise`); not read when ``found``
         (its features, computed once per canvas) is given.
+    full_resolution : bool
+        False for evidence only (no usable calibration): the statistics and the block map
+        read :func:`pipeline.imaging.evidence_view`, the screen-size view (``details.view``
+        says which); the map keeps its cells of :data:`MAP_BLOCK` native pixels.
     """
     started = time.perf_counter()
     if too_small(native):
         return abstain("prnu", too_small_reason(), started)
-    raw = residual_statistics(luminance(center_crop(native, max_side=MAX_SIDE)))
+    view, factor = evidence_view(native, full_resolution=full_resolution)
+    raw = residual_statistics(luminance(view), block=max(8, MAP_BLOCK // factor))
     peaks = raw["peaks"]
     # The seed's pattern_score: the strongest periodic residual peak (log10 power ratio).
     pattern = max([v for k, v in peaks.items()] or [0.0])
@@ -274,6 +284,7 @@ def detect_prnu(native: np.ndarray, neutral: np.ndarray | None, *,
         "pattern_score": round(pattern, 4),
         "native": {**rounded({k: v for k, v in raw.items() if k != "peaks"}),
                    "peaks": {k: round(v, 4) for k, v in peaks.items()}},
+        "view": view_details(view, factor),
     }
     if found is None:
         found, _ = features(neutral, luminance(neutral))
@@ -281,7 +292,10 @@ def detect_prnu(native: np.ndarray, neutral: np.ndarray | None, *,
 
 
 def _run(*, native_pixels: np.ndarray, neutral_features: dict) -> MethodResult:
-    return detect_prnu(native_pixels, None, found=group_features(neutral_features, "prnu"))
+    # Native resolution only while the calibration votes (METHOD.votes_with_features): a
+    # usable calibration brings the full path back with no code change.
+    return detect_prnu(native_pixels, None, found=group_features(neutral_features, "prnu"),
+                       full_resolution=calibration_usable("prnu"))
 
 
 def _section(r: MethodResult | None) -> dict:

@@ -13,7 +13,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.imaging import MAX_SIDE, block_mean, block_std, center_crop, luminance, too_small
+from pipeline.calibration import calibration_usable
+from pipeline.imaging import (
+    block_mean,
+    block_std,
+    evidence_view,
+    luminance,
+    too_small,
+    view_details,
+)
 from pipeline.methods.base import (
     NATIVE_PIXELS,
     NEUTRAL_FEATURES,
@@ -38,6 +46,8 @@ MIN_GRAY_SIDE = 16
 MAX_UNIFORM_TRANSITIONS = 2  # "uniform" LBP patterns (Ojala 2002)
 MIN_SLOPE_POINTS = 4  # radial frequencies needed to fit a slope
 FREQ_START = 2  # the lowest radial frequencies are the window's, not the image's
+#: The side of a block_map cell, in native pixels (a smaller view's cells cover as many).
+MAP_BLOCK = 32
 
 
 def lbp_codes(gray: np.ndarray) -> np.ndarray:
@@ -174,22 +184,29 @@ def features(rgb: np.ndarray, gray: np.ndarray) -> tuple[dict[str, float], dict]
 
 
 def detect_texture(native: np.ndarray, neutral: np.ndarray | None, *,
-                   calibration: dict | None = None, found: dict | None = None) -> MethodResult:
+                   calibration: dict | None = None, found: dict | None = None,
+                   full_resolution: bool = True) -> MethodResult:
     """Smoothness and micro-texture evidence: native statistics (central ``MAX_SIDE`` window),
-    calibrated vote on the neutral view's features (``found``, or computed from ``neutral``)."""
+    calibrated vote on the neutral view's features (``found``, or computed from ``neutral``).
+    ``full_resolution`` False (evidence only): the statistics read the screen-size
+    :func:`pipeline.imaging.evidence_view` instead (``details.view`` says which)."""
     started = time.perf_counter()
     if too_small(native):
         return abstain("texture", too_small_reason(), started)
-    raw = texture_statistics(luminance(center_crop(native, max_side=MAX_SIDE)))
-    details = {"smoothness_score": round(raw["smooth_share"], 4), "native": rounded(raw)}
+    view, factor = evidence_view(native, full_resolution=full_resolution)
+    raw = texture_statistics(luminance(view), block=max(8, MAP_BLOCK // factor))
+    details = {"smoothness_score": round(raw["smooth_share"], 4), "native": rounded(raw),
+               "view": view_details(view, factor)}
     if found is None:
         found, _ = features(neutral, luminance(neutral))
     return scored("texture", found, FEATURES, calibration, started, details, raw["block_map"])
 
 
 def _run(*, native_pixels: np.ndarray, neutral_features: dict) -> MethodResult:
+    # Native resolution only while the calibration votes (METHOD.votes_with_features).
     return detect_texture(native_pixels, None,
-                          found=group_features(neutral_features, "texture"))
+                          found=group_features(neutral_features, "texture"),
+                          full_resolution=calibration_usable("texture"))
 
 
 def _section(r: MethodResult | None) -> dict:
