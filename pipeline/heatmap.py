@@ -9,7 +9,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.imaging import gaussian_blur, to_png
+from pipeline.imaging import RGB_PNG_LEVEL, gaussian_blur, to_png
 
 _GRID_DIMS = 2  # a block map is a (rows, cols) grid
 
@@ -128,7 +128,9 @@ def render_attribution(delta: np.ndarray, rgb: np.ndarray, box: dict) -> bytes:
     canvas.paste(Image.fromarray(np.clip(base, 0, 255).astype(np.uint8)), (0, 0))
     draw_legend(ImageDraw.Draw(canvas), (0, rows), canvas.width, attribution_scale(delta))
     buf = io.BytesIO()
-    canvas.save(buf, format="PNG", optimize=True)
+    # The methods' pictures' zlib level: optimize=True took 81 ms of CPU on a 256 px photo
+    # thumbnail (5.8 ms at level 3) to save 6 % of its bytes.
+    canvas.save(buf, format="PNG", compress_level=RGB_PNG_LEVEL)
     return buf.getvalue()
 
 
