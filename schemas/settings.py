@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     # 80 MP covers full-frame and medium-format cameras; anything larger is treated as a bomb.
     max_image_pixels: int = 80_000_000
     max_deliveries: int = 3
+    # The voting model's occlusion map (pipeline/attribution.py) costs ~9 encoder runs an image
+    # (~8x the model): drawn only where asked (`skygate scan --report` turns it on for its run).
+    model_heatmap: bool = Field(default=False, description="draw the voting model's map for "
+                                "every image (about 8x the model's CPU)")
     ela_quality: int = 90
     method_soft_time_limit: int = 120
     method_time_limit: int = 150

@@ -40,6 +40,7 @@ from pipeline.methods.base import (
     CONFIG,
     NEUTRAL_FEATURES,
     NEUTRAL_PIXELS,
+    SETTINGS,
     Method,
     confidence_of,
     group_features,
@@ -115,7 +116,7 @@ def _abstain(started: float, reason: str) -> MethodResult:
 
 
 def detect_model(neutral: np.ndarray, parameters: dict, *,
-                 shared: dict | None = None) -> MethodResult:
+                 shared: dict | None = None, heatmap: bool = False) -> MethodResult:
     """Run the configured model on one image's neutral view.
 
     Parameters
@@ -129,6 +130,9 @@ def detect_model(neutral: np.ndarray, parameters: dict, *,
     shared : dict, optional
         The canvas's ``neutral_features`` (computed once in prepare): the forensic variant
         reads its features there instead of computing them again.
+    heatmap : bool
+        Also draw the probe's occlusion map (``details["attribution"]``, ``attribution_grid``
+        cells per side): about ``grid²`` more encoder runs, so only where it is shown.
     """
     started = time.perf_counter()
     path, session = _session(parameters, "model_path")
@@ -163,7 +167,7 @@ def detect_model(neutral: np.ndarray, parameters: dict, *,
     else:
         raise ValueError(f"unsupported model input shape {model_input.shape}")
     p = _probability(session.run(None, {model_input.name: x.astype(np.float32)})[0])
-    grid = int(parameters.get("attribution_grid", DEFAULT_GRID) or 0)
+    grid = int(parameters.get("attribution_grid", DEFAULT_GRID) or 0) if heatmap else 0
     if probe is not None and grid > 0:
         # The picture of what the voting model saw (pipeline/attribution.py).
         details["attribution"] = occlusion_map(view, probe, grid=grid, base=p)
@@ -197,8 +201,11 @@ def _probability(output) -> float:
     return p
 
 
-def _run(*, neutral_pixels: np.ndarray, config: dict, neutral_features: dict) -> MethodResult:
-    return detect_model(neutral_pixels, config, shared=neutral_features)
+def _run(*, neutral_pixels: np.ndarray, config: dict, neutral_features: dict,
+         settings) -> MethodResult:
+    # The map costs ~8x the model: drawn where it is shown (SKYGATE_MODEL_HEATMAP).
+    return detect_model(neutral_pixels, config, shared=neutral_features,
+                        heatmap=settings.model_heatmap)
 
 
 def _section(r: MethodResult | None) -> dict:
@@ -215,7 +222,8 @@ def _section(r: MethodResult | None) -> dict:
 
 
 # The forensic variant reads the prnu and texture features those methods read: computed once.
-METHOD = Method(name="model", needs=frozenset({NEUTRAL_PIXELS, CONFIG, NEUTRAL_FEATURES}),
+METHOD = Method(name="model",
+                needs=frozenset({NEUTRAL_PIXELS, CONFIG, NEUTRAL_FEATURES, SETTINGS}),
                 run=_run, document_section=_section, config_type="model",
                 feature_groups=("prnu", "texture"),
                 # Only the forensic variant reads them; the CLIP probe reads pixels.

@@ -64,7 +64,7 @@ def scan(paths, out, csv_path, recursive, include, exclude, fmt, report, workers
 
     files = _files_or_exit(paths, recursive, include, exclude)
     judge, skipped = skipped_records(files)
-    with store_for_scan(data_dir, no_store=no_store) as settings:
+    with store_for_scan(data_dir, no_store=no_store, model_heatmap=bool(report)) as settings:
         if settings.broker_url:
             click.echo("note: SKYGATE_BROKER_URL is set; scan still runs here "
                        "(use `skygate submit` for the cluster)", err=True)
@@ -86,29 +86,48 @@ _STORE_VARIABLES = ("SKYGATE_DATABASE_URL", "SKYGATE_MONGO_URL", "SKYGATE_BLOB_U
 
 
 @contextlib.contextmanager
-def store_for_scan(data_dir: Path | None, *, no_store: bool):
+def store_for_scan(data_dir: Path | None, *, no_store: bool, model_heatmap: bool = False):
     """The settings a scan runs with. ``--data-dir`` names the embedded store's folder;
     ``--no-store`` uses a temporary embedded store (whatever servers are configured) and
-    removes it afterwards. Set in the environment, so that worker processes use it too."""
+    removes it afterwards; ``model_heatmap`` (a scan with --report) draws the voting model's
+    map, which the report shows. Set in the environment, so that worker processes use it too."""
+    with (_environment({"SKYGATE_MODEL_HEATMAP": "1"} if model_heatmap else {}),
+          _store(data_dir, no_store=no_store) as settings):
+        yield settings
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str | None]):
+    """os.environ with ``values`` (None: unset) for the block, then as it was."""
+    saved = {k: os.environ.get(k) for k in values}
+
+    def put(pairs):
+        for key, value in pairs.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    put(values)
+    try:
+        yield
+    finally:
+        put(saved)
+
+
+@contextlib.contextmanager
+def _store(data_dir: Path | None, *, no_store: bool):
     if not no_store:
         if data_dir is not None:
             os.environ["SKYGATE_DATA_DIR"] = str(data_dir.expanduser().absolute())
         yield Settings()
         return
     tmp = tempfile.mkdtemp(prefix="skygate-scan-")
-    saved = {k: os.environ.get(k) for k in (*_STORE_VARIABLES, "SKYGATE_DATA_DIR")}
-    for key in _STORE_VARIABLES:
-        os.environ.pop(key, None)
-    os.environ["SKYGATE_DATA_DIR"] = tmp
     try:
-        yield Settings()
+        with _environment({**dict.fromkeys(_STORE_VARIABLES), "SKYGATE_DATA_DIR": tmp}):
+            yield Settings()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @click.command(epilog="Exit codes: 0 every upload done (or sent, without --wait); 1 one "

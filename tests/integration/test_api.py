@@ -22,7 +22,8 @@ MAX_FILES = 3
 def stack(pg_url, mongo_url, tmp_path_factory):
     with api_cluster(pg_url, mongo_url, tmp_path_factory, "api",
                      SKYGATE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-                     SKYGATE_API_MAX_FILES=str(MAX_FILES)) as cluster:
+                     SKYGATE_API_MAX_FILES=str(MAX_FILES),
+                     SKYGATE_MODEL_HEATMAP="1") as cluster:  # results with the model's map
         yield cluster
 
 

@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def cluster(pg_url, mongo_url, tmp_path_factory):
-    with start_cluster(pg_url, mongo_url, tmp_path_factory, "pipe") as c:
+    # Workers that draw the voting model's map: the cluster report shows it.
+    with start_cluster(pg_url, mongo_url, tmp_path_factory, "pipe",
+                       SKYGATE_MODEL_HEATMAP="1") as c:
         yield c
 
 

@@ -76,7 +76,7 @@ def test_the_rendered_map_has_a_legend_and_dims_what_the_model_did_not_see():
 def _model(path) -> tuple[float, np.ndarray]:
     params = default_model_configuration().parameters.model_dump()
     rgb = np.asarray(Image.open(path).convert("RGB"))
-    r = detect_model(neutralise(rgb), params)
+    r = detect_model(neutralise(rgb), params, heatmap=True)
     return r.details["raw_probability"], np.asarray(r.details["attribution"]["delta_log_odds"])
 
 

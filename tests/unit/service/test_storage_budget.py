@@ -59,6 +59,7 @@ def test_a_camera_jpeg_leaves_the_original_and_a_small_budget(embedded):
 
     data = camera_jpeg()
     assert Image.open(io.BytesIO(data)).size[0] * Image.open(io.BytesIO(data)).size[1] >= 12e6
+    embedded = embedded.model_copy(update={"model_heatmap": True})  # every picture stored
 
     async def go():
         async with open_storage(embedded) as storage:
