@@ -62,7 +62,8 @@ GRID = {"value": "default"}
 
 def clean_env(**settings: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")}
-    return {**env, "SKYGATE_SWEEP_INTERVAL": "0", **settings}
+    # SKYGATE_MODEL_HEATMAP: the model configuration's attribution_grid decides (0: no map).
+    return {**env, "SKYGATE_SWEEP_INTERVAL": "0", "SKYGATE_MODEL_HEATMAP": "1", **settings}
 
 
 def skygate(args: list[str], env: dict) -> float:

@@ -49,6 +49,7 @@ from bench_methods import camera_jpeg  # noqa: E402
 def clean_env(data_dir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")}
     env["SKYGATE_DATA_DIR"] = str(data_dir)
+    env["SKYGATE_MODEL_HEATMAP"] = "1"  # the configuration's attribution_grid decides
     env["PYTHONPATH"] = str(ROOT)
     return env
 

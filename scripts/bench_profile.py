@@ -88,6 +88,7 @@ def main() -> None:
         for key in [k for k in os.environ if k.startswith("SKYGATE_")]:
             del os.environ[key]
         os.environ["SKYGATE_DATA_DIR"] = str(data)
+        os.environ["SKYGATE_MODEL_HEATMAP"] = "1"  # attribution_grid decides
         sys.argv = ["skygate", "scan", str(folder), "--workers", "1",
                     "--out", str(tmp / "out.jsonl")]
         profile = cProfile.Profile(time.process_time)
