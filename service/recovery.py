@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 from schemas.settings import Settings
+from service.dispatch import Dispatcher, QueueUnavailable
 from service.queues import queue_depths
 from storage import blobrefs, faults
 
@@ -62,6 +63,7 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
         return []
     depths = await asyncio.to_thread(queue_depths, app)
     busy = depths is None or sum(depths.values()) > 0
+    dispatcher, handle = Dispatcher.with_app(settings, app), _SweepStorage(engine, settings)
     resent = []
     for row in candidates:
         touched = row["touched"]
@@ -79,10 +81,10 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
                                         at=now):
             continue  # touched meanwhile, or another sweeper claimed it
         try:
-            await asyncio.to_thread(app.send_task, "skygate.prepare",
-                                    args=(row["upload_id"],), kwargs={"recovered": True})
-        except Exception as exc:  # noqa: BLE001 - the broker is down: the next sweep retries
-            log.warning("recovery could not re-send upload %s: %s", row["upload_id"], exc)
+            await dispatcher.start_detection(handle, row["upload_id"], recovered=True)
+        except QueueUnavailable as exc:  # the broker is down: the next sweep retries
+            log.warning("recovery could not re-send upload %s: %s", row["upload_id"],
+                        exc.reason)
             continue
         log.warning("recovered stuck upload %s (%s/%s, idle %.0fs)", row["upload_id"],
                     row["status"], row["stage"], age, extra={"upload_id": row["upload_id"]})
@@ -125,8 +127,9 @@ async def _purge_idempotency_keys(engine, settings: Settings) -> None:
                     type(exc).__name__, str(exc)[:300])
 
 
-class _Blobs:
-    """The engine and, only if a blob is really released, the blob store (storage's shape)."""
+class _SweepStorage:
+    """The part of a Storage the sweep uses: the engine and, only if a blob is really
+    released, the blob store."""
 
     def __init__(self, engine, settings: Settings):
         self.engine, self._settings = engine, settings
@@ -143,7 +146,7 @@ async def release_abandoned(engine, settings: Settings, *, now: datetime) -> lis
     (the next sweep tries again)."""
     before = now - timedelta(seconds=settings.intermediate_ttl)
     try:
-        return await blobrefs.release_stale_intermediates(_Blobs(engine, settings),
+        return await blobrefs.release_stale_intermediates(_SweepStorage(engine, settings),
                                                           touched_before=before)
     except Exception as exc:  # noqa: BLE001 - cleanup never stops the re-sends
         log.warning("could not release abandoned intermediates: %s: %s",

@@ -157,7 +157,8 @@ async def read_or_skip(storage, path: str) -> bytes | FileRecord:
 
 
 async def _scan_one(storage, settings, path: str) -> FileRecord:
-    from service import detection, ingest
+    from service import ingest
+    from service.dispatch import Dispatcher
 
     data = await read_or_skip(storage, path)
     if not isinstance(data, bytes):
@@ -165,7 +166,8 @@ async def _scan_one(storage, settings, path: str) -> FileRecord:
     outcome = await ingest.ingest_bytes(storage, settings, data=data,
                                        original_file_name=Path(path).name, user_id=None)
     if outcome.needs_processing:
-        await detection.run_all_or_fail(storage, settings, outcome.upload_id)
+        await Dispatcher.in_process(settings).start_detection(
+            storage, outcome.upload_id, was_undispatched=outcome.redispatch)
     return await record_for(storage, path=path, sha256=outcome.sha256,
                             upload_id=outcome.upload_id, status=outcome.status,
                             error=outcome.error)

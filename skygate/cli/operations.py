@@ -127,32 +127,40 @@ def _requeue(settings: Settings, upload_ids: list[int], *, what: str,
 
 
 def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int:
-    """Dispatch ``upload_ids``; returns how many failed (embedded runs only)."""
-    from service import dispatch
+    """Start each upload's detection (``Dispatcher.start_detection``); returns how many
+    failed (embedded runs only). A broker that does not take a message stops the run with
+    its reason: that upload and the rest stay queued for the recovery sweep."""
+    from service import runtime
+    from service.dispatch import Dispatcher, QueueUnavailable
+    from storage import repository as repo
 
     if not upload_ids:
         click.echo(f"nothing to {what}")
         return 0
-    if settings.broker_url:
-        for upload_id in upload_ids:
-            dispatch.send_prepare(upload_id)
-        click.echo(f"{what}: sent {len(upload_ids)} upload(s) to the cluster: "
-                   f"{', '.join(map(str, upload_ids))}")
-        return 0
-    from service import runtime
-    from storage import repository as repo
+    dispatcher = Dispatcher.for_command(settings)
 
-    async def get_upload(storage, _settings, upload_id):
-        return await repo.get_upload(storage.engine, upload_id)
+    async def start(storage, _settings, upload_id):
+        await dispatcher.start_detection(storage, upload_id)
+        return None if dispatcher.mode == "celery" else await repo.get_upload(storage.engine,
+                                                                               upload_id)
 
     failed = 0
-    for upload_id in upload_ids:
-        dispatch.run_here(upload_id)
-        upload = runtime.run(get_upload, upload_id)
-        failed += upload["status"] == "failed"
-        click.echo(f"{what}: upload {upload_id} ({upload['original_file_name']}): "
-                   f"{upload['status']}{' - ' + upload['error'] if upload['error'] else ''}")
-    runtime.shutdown()
+    try:
+        for upload_id in upload_ids:
+            upload = runtime.run(start, upload_id)
+            if upload is None:
+                continue
+            failed += upload["status"] == "failed"
+            click.echo(f"{what}: upload {upload_id} ({upload['original_file_name']}): "
+                       f"{upload['status']}{' - ' + upload['error'] if upload['error'] else ''}")
+    except QueueUnavailable as exc:
+        raise click.ClickException(f"{what}: {exc}; it and the uploads after it stay queued "
+                                   "(the recovery sweep re-sends them)") from None
+    finally:
+        runtime.shutdown()
+    if dispatcher.mode == "celery":
+        click.echo(f"{what}: sent {len(upload_ids)} upload(s) to the cluster: "
+                   f"{', '.join(map(str, upload_ids))}")
     return failed
 
 

@@ -125,7 +125,7 @@ def test_sweep_resends_only_overdue_uploads_once_and_dry_run_sends_nothing(tmp_p
         class conf:
             task_queues = ()
 
-        def send_task(self, name, args=(), kwargs=None):
+        def send_task(self, name, args=(), kwargs=None, **options):
             sent.append((name, tuple(args), kwargs))
 
         def connection_for_write(self):
