@@ -39,5 +39,5 @@ def test_a_blob_that_is_not_a_manifest_is_a_value_error():
         Manifest.from_json(b"[1, 2]")
     with pytest.raises(ValueError, match="not a canvas manifest"):
         Manifest.from_json(b'{"upload_id": 1}')
-    with pytest.raises(ValueError):
+    with pytest.raises(json.JSONDecodeError):
         Manifest.from_json(b"not json")
