@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from testkit.images import encode, noisy_photo
 from tests.conftest import module_settings, run
-from tests.images import encode, noisy_photo
 
 pytestmark = [pytest.mark.integration]
 

@@ -23,8 +23,8 @@ from pipeline.methods.prnu import (
 from pipeline.methods.texture import detect_texture, texture_statistics
 from schemas.results import MethodResult
 from storage.seed import default_model_configuration, forensic_model_configuration
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import ROOT, corpus_dir
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 # --- exif -----------------------------------------------------------------------------------
 

@@ -20,8 +20,8 @@ from pipeline.methods.registry import (
     needs_of,
 )
 from schemas.results import UNCERTAIN_BAND, MethodResult, verdict_from_probability
+from testkit.images import encode, noisy_photo
 from tests.conftest import migrated, run
-from tests.images import encode, noisy_photo
 
 
 def test_registry_matches_the_seeded_method_rows(embedded):

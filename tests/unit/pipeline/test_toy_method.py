@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import sqlalchemy as sa
 
+from testkit.images import encode, noisy_photo
 from tests.conftest import migrated, run
-from tests.images import encode, noisy_photo
 
 TOY_MODULE = '''
 """A toy voting method: the mean grey level of the neutral view as P(AI)."""
