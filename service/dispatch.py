@@ -20,6 +20,11 @@ from schemas.settings import Settings
 from schemas.text import public_reason
 from service.logs import bind_request, current_request_id, unbind_request
 from storage import repository as repo
+from storage.context import build_storage
+
+# Deferred imports, each where it is first needed: Celery (only a process that publishes
+# loads it) and service.detection (every method's module and model: only a process that
+# runs a canvas loads them).
 
 PREPARE_TASK = "skygate.prepare"
 
@@ -42,7 +47,7 @@ def send_prepare(upload_id: int, *, recovered: bool = False, fail_fast: bool = F
     ``fail_fast``: give up after two quick publish retries (an HTTP request must not hang on
     a broker that is down); ``app``: the Celery app to publish with (default: the client).
     """
-    from service.celery_client import celery_client  # celery loads only where it publishes
+    from service.celery_client import celery_client
 
     options = {"ignore_result": True}
     if recovered:
@@ -112,7 +117,7 @@ class Dispatcher:
         be published; an inline run records its own failure and never raises.
         """
         if self.mode == "inline":
-            from service import detection  # the methods' modules load on the first run
+            from service import detection
 
             if was_undispatched:
                 await repo.mark_dispatched(storage.engine, upload_id)
@@ -146,7 +151,6 @@ class Dispatcher:
         """The whole canvas on this dispatcher's settings, in its one thread; a crash is
         recorded on the upload, never raised."""
         from service import detection
-        from storage.context import build_storage
 
         if self._loop is None:
             self._loop = asyncio.new_event_loop()

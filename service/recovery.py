@@ -34,10 +34,16 @@ import time
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
+import sqlalchemy as sa
+
 from schemas.settings import Settings
+from service import webhooks
 from service.dispatch import Dispatcher, QueueUnavailable
 from service.queues import queue_depths
 from storage import blobrefs, faults
+from storage import repository as repo
+from storage.blobs import blob_store_for
+from storage.db import create_engine
 
 log = logging.getLogger("skygate.recovery")
 
@@ -49,8 +55,6 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
                 now: datetime | None = None) -> list[dict]:
     """Find stuck uploads and re-send them; returns what was (or, dry, would be) re-sent.
     Also releases the intermediates of abandoned canvases (:func:`release_abandoned`)."""
-    from storage import repository as repo
-
     now = now or datetime.now(UTC)
     if not dry_run:
         await release_abandoned(engine, settings, now=now)
@@ -95,8 +99,6 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
 async def _enqueue_webhooks(engine, app) -> None:
     """Webhook deliveries that are due and held by nobody: a message lost with a killed
     worker or a broker outage, or a retry hours away (service/webhooks.py)."""
-    from service import webhooks
-
     try:
         sent = await webhooks.enqueue_due(engine, app)
     except Exception as exc:  # noqa: BLE001 - the next sweep tries again
@@ -114,8 +116,6 @@ _tidied = {"at": float("-inf")}
 async def _purge_idempotency_keys(engine, settings: Settings) -> None:
     """Idempotency keys past their time to live, and webhook events (with their delivery
     log) past SKYGATE_WEBHOOK_LOG_DAYS: at most every HOUSEKEEPING_SECONDS per worker."""
-    from service import webhooks
-
     now = time.monotonic()
     if now - _tidied["at"] < HOUSEKEEPING_SECONDS:
         return
@@ -136,8 +136,6 @@ class _SweepStorage:
 
     @cached_property
     def blobs(self):
-        from storage.blobs import blob_store_for
-
         return blob_store_for(self._settings)
 
 
@@ -179,8 +177,6 @@ def stop_sweeper() -> None:
 
 
 def _sweep_forever(app, settings: Settings, stop: threading.Event) -> None:
-    from storage.db import create_engine
-
     loop = asyncio.new_event_loop()
     engine = create_engine(settings.sqlalchemy_url)
     try:
@@ -206,10 +202,6 @@ def wait_for_services(settings: Settings) -> None:
     with backoff for up to ``settings.startup_wait`` seconds; then raise the last error."""
 
     async def check():
-        import sqlalchemy as sa
-
-        from storage.db import create_engine
-
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.startup_wait
         engine = create_engine(settings.sqlalchemy_url)
@@ -223,7 +215,7 @@ def wait_for_services(settings: Settings) -> None:
         finally:
             await engine.dispose()
         if settings.mongo_url:
-            from pymongo import AsyncMongoClient
+            from pymongo import AsyncMongoClient  # only where Mongo is configured
 
             client = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
             try:
