@@ -32,7 +32,6 @@ import random
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 
 import sqlalchemy as sa
 
@@ -42,7 +41,7 @@ from service.dispatch import Dispatcher, QueueUnavailable
 from service.queues import queue_depths
 from storage import blobrefs, faults
 from storage import repository as repo
-from storage.blobs import blob_store_for
+from storage.context import Storage, build_storage
 from storage.db import create_engine
 
 log = logging.getLogger("skygate.recovery")
@@ -51,13 +50,14 @@ BUSY_FACTOR = 6
 _sweeper: dict = {}
 
 
-async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
+async def sweep(storage: Storage, settings: Settings, app, *, dry_run: bool = False,
                 now: datetime | None = None) -> list[dict]:
     """Find stuck uploads and re-send them; returns what was (or, dry, would be) re-sent.
     Also releases the intermediates of abandoned canvases (:func:`release_abandoned`)."""
     now = now or datetime.now(UTC)
+    engine = storage.engine
     if not dry_run:
-        await release_abandoned(engine, settings, now=now)
+        await release_abandoned(storage, settings, now=now)
         await _enqueue_webhooks(engine, app)
         await _purge_idempotency_keys(engine, settings)
     stuck_after = settings.stuck_after_seconds
@@ -67,7 +67,7 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
         return []
     depths = await asyncio.to_thread(queue_depths, app)
     busy = depths is None or sum(depths.values()) > 0
-    dispatcher, handle = Dispatcher.with_app(settings, app), _SweepStorage(engine, settings)
+    dispatcher = Dispatcher.with_app(settings, app)
     resent = []
     for row in candidates:
         touched = row["touched"]
@@ -85,7 +85,7 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
                                         at=now):
             continue  # touched meanwhile, or another sweeper claimed it
         try:
-            await dispatcher.start_detection(handle, row["upload_id"], recovered=True)
+            await dispatcher.start_detection(storage, row["upload_id"], recovered=True)
         except QueueUnavailable as exc:  # the broker is down: the next sweep retries
             log.warning("recovery could not re-send upload %s: %s", row["upload_id"],
                         exc.reason)
@@ -127,25 +127,13 @@ async def _purge_idempotency_keys(engine, settings: Settings) -> None:
                     type(exc).__name__, str(exc)[:300])
 
 
-class _SweepStorage:
-    """The part of a Storage the sweep uses: the engine and, only if a blob is really
-    released, the blob store."""
-
-    def __init__(self, engine, settings: Settings):
-        self.engine, self._settings = engine, settings
-
-    @cached_property
-    def blobs(self):
-        return blob_store_for(self._settings)
-
-
-async def release_abandoned(engine, settings: Settings, *, now: datetime) -> list[str]:
+async def release_abandoned(storage: Storage, settings: Settings, *, now: datetime
+                            ) -> list[str]:
     """Release the intermediates of abandoned canvases; a failure is logged, never raised
     (the next sweep tries again)."""
     before = now - timedelta(seconds=settings.intermediate_ttl)
     try:
-        return await blobrefs.release_stale_intermediates(_SweepStorage(engine, settings),
-                                                          touched_before=before)
+        return await blobrefs.release_stale_intermediates(storage, touched_before=before)
     except Exception as exc:  # noqa: BLE001 - cleanup never stops the re-sends
         log.warning("could not release abandoned intermediates: %s: %s",
                     type(exc).__name__, str(exc)[:300])
@@ -178,18 +166,22 @@ def stop_sweeper() -> None:
 
 def _sweep_forever(app, settings: Settings, stop: threading.Event) -> None:
     loop = asyncio.new_event_loop()
-    engine = create_engine(settings.sqlalchemy_url)
+
+    async def build():  # storage is bound to the loop that builds it
+        return build_storage(settings)
+
+    storage = loop.run_until_complete(build())
     try:
         while not stop.wait(settings.sweep_interval * random.uniform(0.8, 1.2)):  # noqa: S311 - jitter
             try:
-                loop.run_until_complete(sweep(engine, settings, app))
+                loop.run_until_complete(sweep(storage, settings, app))
             except Exception as exc:  # noqa: BLE001 - a sweep never kills the worker
                 log.warning("recovery sweep failed (%s): %s: %s",
                             "transient" if faults.is_transient(exc) else "error",
                             type(exc).__name__, str(exc)[:300])
     finally:
         try:
-            loop.run_until_complete(engine.dispose())
+            loop.run_until_complete(storage.close())
         finally:
             loop.close()
 

@@ -173,7 +173,6 @@ def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int
 def recover(dry_run, stuck_after, as_json):
     """Re-send uploads stuck queued or processing (the sweep every worker runs, by hand)."""
     from service.celery_client import celery_client
-    from service.recovery import sweep  # the workers' own sweep, run once from here
 
     settings = Settings()
     if not settings.broker_url:
@@ -184,7 +183,7 @@ def recover(dry_run, stuck_after, as_json):
     app = celery_client()
     run = {"dry_run": dry_run, "stuck_after": settings.stuck_after_seconds}
     try:
-        resent = engine_call(lambda engine: sweep(engine, settings, app, dry_run=dry_run))
+        resent = asyncio.run(_sweep_once(settings, app, dry_run=dry_run))
     except Exception as exc:
         _audit("uploads.recover", outcome="failed",
                detail={**run, "error": f"{type(exc).__name__}: {exc}"})
@@ -199,6 +198,14 @@ def recover(dry_run, stuck_after, as_json):
             click.echo(f"{verb} upload {item['upload_id']} ({item['status']}, stage "
                        f"{item['stage']}, idle {item['idle_seconds']:.0f}s)")
     click.echo(f"{verb} {len(resent)} stuck upload(s)", err=as_json)
+
+
+async def _sweep_once(settings: Settings, app, *, dry_run: bool) -> list[dict]:
+    from service.recovery import sweep  # the workers' own sweep, run once from here
+    from storage.context import open_storage
+
+    async with open_storage(settings) as storage:
+        return await sweep(storage, settings, app, dry_run=dry_run)
 
 
 # --- the blob store ---------------------------------------------------------------------------

@@ -145,7 +145,7 @@ def test_the_sweep_releases_intermediates_of_abandoned_canvases(embedded):
             before = {u: await _refs(storage, u) for u in ids}
             now = datetime.now(UTC)
             # What the recovery sweep runs (its blob store built from the settings).
-            released = await recovery.release_abandoned(storage.engine, embedded, now=now)
+            released = await recovery.release_abandoned(storage, embedded, now=now)
             after = {u: await _refs(storage, u) for u in ids}
             # Past the TTL even an unfinished canvas counts as abandoned.
             later = await blobrefs.release_stale_intermediates(
