@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             configure(settings)
         app.state.storage = build_storage(settings)
-        app.state.dispatcher = Dispatcher(settings)
+        app.state.dispatcher = Dispatcher.for_server(settings)
         # Embedded (no broker): the verdicts are made in this process, and so are the
         # webhook calls; a cluster's workers make both.
         pump = None

@@ -9,26 +9,40 @@ itself is :func:`pipeline.imaging.neutralise`.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 
 from pipeline.imaging import luminance, too_small
-from pipeline.methods import ela, prnu, texture
+from pipeline.methods import prnu, texture
 
-_GROUPS = {"prnu": prnu, "texture": texture, "ela": ela}
+# The forensic LR's inputs, in the order its shipped ONNX reads them: a trained artefact's
+# layout (the model method's feature groups), not a list of the methods.
+MODEL_FEATURES = prnu.FEATURES + texture.FEATURES
 
-METHOD_FEATURES = {name: module.FEATURES for name, module in _GROUPS.items()}
-MODEL_FEATURES = METHOD_FEATURES["prnu"] + METHOD_FEATURES["texture"]
+
+def feature_groups() -> dict[str, ModuleType]:
+    """Every feature group (the registry's methods that own one), in registry order."""
+    # Deferred: the registry imports every method module, and the model's imports this one.
+    from pipeline.methods.registry import feature_modules
+
+    return feature_modules()
 
 
-def compute_features(rgb: np.ndarray, *, groups=("prnu", "texture", "ela")) -> tuple[
-        dict[str, float], dict]:
-    """Scalar features of an (already neutralised) image for the named method groups, and
-    each group's raw statistics."""
+def method_features() -> dict[str, list[str]]:
+    """Each feature group's feature names (what scripts/train_model.py calibrates)."""
+    return {name: module.FEATURES for name, module in feature_groups().items()}
+
+
+def compute_features(rgb: np.ndarray, *, groups=None) -> tuple[dict[str, float], dict]:
+    """Scalar features of an (already neutralised) image for the named method groups (None:
+    every group), and each group's raw statistics."""
+    modules = feature_groups()
     gray = luminance(rgb)
     features: dict[str, float] = {}
     raw: dict = {}
-    for group in groups:
-        found, raw[group] = _GROUPS[group].features(rgb, gray)
+    for group in modules if groups is None else groups:
+        found, raw[group] = modules[group].features(rgb, gray)
         features.update(found)
     return features, raw
 
@@ -38,7 +52,8 @@ def shared_features(neutral: np.ndarray | None, groups) -> dict:
     ``neutral_features`` input): ``{"features": {...}, "groups": [the named groups],
     "errors": {group: reason}, "abstain": reason or None}``. A group that fails is recorded,
     not raised: only the methods that read it fail (as they did when each computed its own)."""
-    groups = [g for g in _GROUPS if g in set(groups)]  # a stable order
+    modules = feature_groups()
+    groups = [g for g in modules if g in set(groups)]  # a stable order
     out: dict = {"features": {}, "groups": groups, "errors": {}, "abstain": None}
     if not groups:  # nothing votes with them: ``neutral`` is not even read (may be None)
         return out
@@ -48,7 +63,7 @@ def shared_features(neutral: np.ndarray | None, groups) -> dict:
     gray = luminance(neutral)
     for group in groups:
         try:
-            found, _ = _GROUPS[group].features(neutral, gray)
+            found, _ = modules[group].features(neutral, gray)
         except Exception as exc:  # noqa: BLE001 - recorded for the methods that read it
             out["errors"][group] = f"{type(exc).__name__}: {exc}"[:500]
             continue

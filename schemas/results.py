@@ -6,11 +6,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-# The registered methods' names, in registry order: the source of truth is
-# pipeline.methods.registry (schemas never import pipeline); kept here for skygate/batch.py's
-# CSV columns, and tests/test_registry.py checks that the two agree.
-METHOD_NAMES = ("exif", "prnu", "ela", "texture", "model")
-
 #: |p − 0.5| below this is "uncertain": no verdict (a calibration or configuration may
 #: override it per method).
 UNCERTAIN_BAND = 0.15

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests import faultrig as rig  # noqa: E402
+from testkit import faultrig as rig  # noqa: E402
 
 FAULTS = ["none", "worker_sigkill", "redis_restart", "pg_restart", "rabbit_worker_sigkill",
           "rabbit_restart", "poison1", "poison2"]

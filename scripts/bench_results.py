@@ -78,7 +78,7 @@ async def prepare(settings, uploads: int) -> tuple[str, list[int]]:
     from service import detection, ingest
     from storage import accounts
     from storage.context import open_storage
-    from tests.images import encode, noisy_photo
+    from testkit.images import encode, noisy_photo
 
     async with open_storage(settings) as storage:
         user_id = await accounts.create_user(storage.engine, username="bench",

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.images import encode, noisy_photo  # noqa: E402
+from testkit.images import encode, noisy_photo  # noqa: E402
 
 
 def timed_scan(folder: Path, data_dir: Path, *extra: str) -> float:

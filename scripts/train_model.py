@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.calibration import ASSETS  # noqa: E402
 from pipeline.clip import sha256_of  # noqa: E402
-from pipeline.features import METHOD_FEATURES, MODEL_FEATURES  # noqa: E402
+from pipeline.features import MODEL_FEATURES, method_features  # noqa: E402
+from pipeline.methods.registry import stacked_methods  # noqa: E402
 from pipeline.metrics import expected_calibration_error, roc_auc, tpr_at_fpr  # noqa: E402
 from scripts.build_clip_encoder import SHIPPED_BLOCKS, encoder_file_name  # noqa: E402
 from scripts.training import clip_features, forensic, stacking  # noqa: E402
@@ -56,7 +57,6 @@ CANDIDATE_BLOCKS = list(TRAIN_VIEWS)
 PROBE_GRID = [("lr", 0.005), ("lr", 0.02), ("svm", 0.0001), ("svm", 0.0003), ("svm", 0.001)]
 N_AUGMENTED = 3  # crop, downscale, JPEG (scripts/training/views.augment)
 N_EDITED = 3  # tone curve, saturation, clarity or noise reduction, downscale, JPEG (views.edit)
-STACK_METHODS = ["model", "prnu", "texture", "ela"]
 MODEL_VERSION = "4"  # bump by hand when the method changes; the hash below tracks the fit
 
 
@@ -244,7 +244,7 @@ def main() -> None:  # noqa: PLR0915 - one linear recipe (probe, forensic, ensem
                    "n_images": int(okf.sum()), "n_ai": int(y[okf].sum()), "methods": {}}
     oof = {"model": model_oof}
     forensic_report = {}
-    for method, names in METHOD_FEATURES.items():
+    for method, names in method_features().items():
         Xm = forensic.columns(Xf, names)
         p = forensic.held_out_probabilities(Xm, y, sources, okf)
         auc = roc_auc(y[okf], p[okf])
@@ -263,14 +263,19 @@ def main() -> None:  # noqa: PLR0915 - one linear recipe (probe, forensic, ensem
 
     # --- 3. Ensemble: stacking, thresholds, calibration -------------------------------------
     keep = ok & okf
-    X = stacking.design(oof, STACK_METHODS)
+    stack_methods = stacked_methods()  # the registry's (Method.stacked)
+    missing = [m for m in stack_methods if m not in oof]
+    if missing:
+        sys.exit(f"no held-out probabilities for the stacked method(s) {missing}: teach "
+                 "this script to score them (section 2) or set stacked=False")
+    X = stacking.design(oof, stack_methods)
     # The stack has a handful of parameters over held-out (leave-one-source-out) method
     # outputs, so it is fitted and judged on all of them: a second grouped split would put
     # one-class sources in its folds, whose shifted intercepts scramble pooled figures.
-    weights, intercept = stacking.fit_stack(X[keep], y[keep], STACK_METHODS)
+    weights, intercept = stacking.fit_stack(X[keep], y[keep], stack_methods)
     weights = {m: round(w, 2) for m, w in weights.items()}
     stacked = np.full(len(y), np.nan)
-    stacked[keep] = stacking.stacked_probability(X[keep], STACK_METHODS, weights, intercept)
+    stacked[keep] = stacking.stacked_probability(X[keep], stack_methods, weights, intercept)
     _, real_at = stacking.thresholds(y[keep], stacked[keep])
     ai_at = stacking.ai_threshold_by_source(stacked[keep], y[keep], groups[keep])
     real_at = min(real_at, ai_at - 0.01)

@@ -5,7 +5,6 @@ the stored outcome), and clean when the upload was deleted while it was in fligh
 from __future__ import annotations
 
 import io
-import json
 import logging
 
 import numpy as np
@@ -28,6 +27,7 @@ from schemas.records import verdict_word
 from schemas.results import MethodResult
 from schemas.settings import Settings
 from service import canvas, results, webhooks
+from service.manifest import Manifest
 from service.method_results import picture_keys, unimplemented
 from storage import blobrefs
 from storage import repository as repo
@@ -66,8 +66,8 @@ async def _abandon(storage: Storage, upload_id: int, manifest_key: str, raw_resu
                for raw in raw_results if isinstance(raw, dict)}
     keys |= set(picture_keys(details).values())
     try:
-        manifest = json.loads(storage.blobs.get(manifest_key))
-        keys |= {manifest.get(k) for k in ("native_key", "neutral_key", "thumbnail_key")}
+        manifest = Manifest.from_json(storage.blobs.get(manifest_key))
+        keys |= {manifest.native_key, manifest.thumbnail_key}
     except (BlobNotFound, ValueError):
         pass
     for doc in await storage.documents.find_detection_metadata(upload_id=upload_id):
@@ -80,11 +80,11 @@ async def _abandon(storage: Storage, upload_id: int, manifest_key: str, raw_resu
 
 
 async def _manifest_or_outcome(storage: Storage, upload_id: int, manifest_key: str
-                               ) -> tuple[dict | None, dict | None]:
+                               ) -> tuple[Manifest | None, dict | None]:
     """(the manifest, None), or (None, the stored outcome) for an aggregate redelivered after
     the first one finished and released the manifest; a manifest missing otherwise raises."""
     try:
-        return json.loads(storage.blobs.get(manifest_key)), None
+        return Manifest.from_json(storage.blobs.get(manifest_key)), None
     except BlobNotFound:
         finished = await _finished(storage, upload_id)
         if finished is None:
@@ -162,12 +162,12 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
         algorithm_version=verdict.algorithm_version, summary=verdict.summary, methods=rows)
     doc = build_metadata_document(
         result_id=result_id, upload_id=upload_id, user_id=upload["user_id"],
-        file_info=manifest["file_info"], results=by_method, verdict=verdict,
+        file_info=manifest.file_info, results=by_method, verdict=verdict,
         heatmap_path=pictures["heatmap"], anomalies=pictures["anomalies"],
         heatmap_source=pictures["source"], forensic_heatmap_path=pictures["forensic_heatmap"])
     # Only what stays: the intermediates (crop, manifest) are released below.
     doc.blob_keys = {k: v for k, v in {
-        "original": manifest["original_key"], "thumbnail": manifest["thumbnail_key"],
+        "original": manifest.original_key, "thumbnail": manifest.thumbnail_key,
         "heatmap": pictures["heatmap"], "forensic_heatmap": pictures["forensic_heatmap"],
         **picture_keys({m: r.details for m, r in by_method.items()}),
     }.items() if v}
@@ -196,13 +196,13 @@ def _event(result_id: int, verdict: ensemble.Verdict) -> dict:
             "algorithm_version": verdict.algorithm_version}
 
 
-async def _heatmaps(storage: Storage, upload_id: int, manifest: dict,
+async def _heatmaps(storage: Storage, upload_id: int, manifest: Manifest,
                     by_method: dict[str, MethodResult], weights: dict[str, float]) -> dict:
     """The pictures of why: the voting model's map as ``heatmap`` (when the model voted and
     drew one), the forensic methods' combined map as ``forensic_heatmap`` (evidence only:
     their weight may be 0), and ``anomalies`` from the forensic methods that vote with a
     usable calibration only, at the confidence that calibration gives."""
-    info = manifest["file_info"]
+    info = manifest.file_info
     out: dict = {"heatmap": None, "forensic_heatmap": None, "source": None, "anomalies": []}
     thumb = None
     model = by_method.get("model")
@@ -237,8 +237,8 @@ async def _heatmaps(storage: Storage, upload_id: int, manifest: dict,
     return out
 
 
-def _thumbnail(storage: Storage, manifest: dict) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(storage.blobs.get(manifest["thumbnail_key"])))
+def _thumbnail(storage: Storage, manifest: Manifest) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(storage.blobs.get(manifest.thumbnail_key)))
                       .convert("RGB"))
 
 

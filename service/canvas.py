@@ -10,7 +10,6 @@ releases those of abandoned canvases."""
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -30,6 +29,7 @@ from pipeline.methods.registry import (
 )
 from schemas.settings import Settings
 from service import shared_pixels
+from service.manifest import Manifest
 from service.shared_pixels import SharedPixels
 from storage import blobrefs
 from storage import repository as repo
@@ -75,25 +75,19 @@ def _shared_in(folder: str) -> SharedPixels | None:
     return SharedPixels(root) if root is not None else None
 
 
-def _shared(settings: Settings, manifest: dict) -> SharedPixels | None:
+def _shared(settings: Settings, manifest: Manifest) -> SharedPixels | None:
     """The host's shared pixels, for a canvas whose methods may run in several processes
     (prepare says so in the manifest; not for the embedded default's one-process canvas)."""
-    return _shared_in(settings.shared_pixels_dir) if manifest.get("shared_pixels") else None
+    return _shared_in(settings.shared_pixels_dir) if manifest.shared_pixels else None
 
 
-def _pixels_key(manifest: dict) -> str | None:
-    """The key a canvas's crop and neutral view are looked up by (None: no pixel input)."""
-    return manifest.get("native_key") or (
-        manifest["original_key"] if manifest.get("native_from_original") else None)
-
-
-def remember(settings: Settings, manifest: dict, crop: np.ndarray,
+def remember(settings: Settings, manifest: Manifest, crop: np.ndarray,
              neutral: np.ndarray | None) -> None:
     """Seed this process's recent crops with prepare's own decode (and neutral view, when it
     made one), under the key the methods look them up by, and share them with the other
     processes of this host: the methods of the canvas decode nothing (measured: 8 ms of
     decode and 12 ms of neutral view per canvas on a 1 MP JPEG)."""
-    key = _pixels_key(manifest)
+    key = manifest.pixels_key
     if key is None:
         return
     shared = _shared(settings, manifest)
@@ -104,7 +98,7 @@ def remember(settings: Settings, manifest: dict, crop: np.ndarray,
                 shared.put(kind, key, pixels)
 
 
-def _from_host(settings: Settings, manifest: dict, kind: str, key: str, make, *,
+def _from_host(settings: Settings, manifest: Manifest, kind: str, key: str, make, *,
                share: bool = False):
     """What another process of this host left (:mod:`service.shared_pixels`), else make()
     (and, ``share``, leave it for them: a neutral view prepare did not need itself)."""
@@ -117,10 +111,10 @@ def _from_host(settings: Settings, manifest: dict, kind: str, key: str, make, *,
     return pixels
 
 
-def _native(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray | None:
+def _native(storage: Storage, settings: Settings, manifest: Manifest) -> np.ndarray | None:
     """The central crop: the cached PNG, or (a small image) the original decoded again."""
-    if manifest.get("native_key"):
-        key = manifest["native_key"]
+    if manifest.native_key:
+        key = manifest.native_key
         try:
             return _cached(NATIVE_PIXELS, key, lambda: _from_host(
                 settings, manifest, NATIVE_PIXELS, key,
@@ -129,32 +123,33 @@ def _native(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray 
             # Released by an earlier run's aggregate (a recovered canvas racing the one it
             # replaced): the original still has the pixels.
             log.info("crop %s is gone: decoding the original again", key)
-    if manifest.get("native_key") or manifest.get("native_from_original"):
-        key = manifest["original_key"]
+    if manifest.native_key or manifest.native_from_original:
+        key = manifest.original_key
         return _cached(NATIVE_PIXELS, key, lambda: _from_host(
             settings, manifest, NATIVE_PIXELS, key, lambda: decode_crop(
                 storage.blobs.get(key), max_pixels=settings.max_image_pixels, side=MAX_SIDE)))
     return None
 
 
-def _neutral(storage: Storage, settings: Settings, manifest: dict) -> np.ndarray | None:
+def _neutral(storage: Storage, settings: Settings, manifest: Manifest) -> np.ndarray | None:
     crop = _native(storage, settings, manifest)
     if crop is None:
         return None
-    key = _pixels_key(manifest)
+    key = manifest.pixels_key
     return _cached(NEUTRAL_PIXELS, key, lambda: _from_host(
         settings, manifest, NEUTRAL_PIXELS, key, lambda: neutralise(crop), share=True))
 
 
-def load_input(storage: Storage, settings: Settings, need: str, manifest: dict, name: str):
+def load_input(storage: Storage, settings: Settings, need: str, manifest: Manifest,
+               name: str):
     if need == ORIGINAL_BYTES:
-        return storage.blobs.get(manifest["original_key"])
+        return storage.blobs.get(manifest.original_key)
     if need == SETTINGS:
         return settings
     if need not in _PIXEL_NEEDS:
         raise LookupError(f"method {name!r} needs {need}, which the service cannot provide")
-    if need == NEUTRAL_FEATURES and manifest.get(NEUTRAL_FEATURES) is not None:
-        return manifest[NEUTRAL_FEATURES]
+    if need == NEUTRAL_FEATURES and manifest.neutral_features is not None:
+        return manifest.neutral_features
     pixels = (_native if need == NATIVE_PIXELS else _neutral)(storage, settings, manifest)
     if pixels is None:
         raise LookupError(f"method {name!r} needs {need}, which prepare did not cache "
@@ -165,36 +160,36 @@ def load_input(storage: Storage, settings: Settings, need: str, manifest: dict, 
     return pixels
 
 
-async def read_manifest(storage: Storage, manifest_key: str, upload_id: int) -> dict:
+async def read_manifest(storage: Storage, manifest_key: str, upload_id: int) -> Manifest:
     """The canvas's manifest; if an earlier run of the same upload already released it (a
     recovered canvas racing the one it replaced), a manifest rebuilt from the upload row:
     every pixel input is then decoded again from the original."""
     try:
-        return json.loads(storage.blobs.get(manifest_key))
+        return Manifest.from_json(storage.blobs.get(manifest_key))
     except BlobNotFound:
         upload = await repo.get_upload(storage.engine, upload_id)
         if upload is None:
             raise
         log.info("manifest %s is gone: the methods read the original", manifest_key,
                  extra={"upload_id": upload_id})
-        return {"upload_id": upload_id, "user_id": upload["user_id"],
-                "file_name": upload["original_file_name"],
-                "original_key": upload["file_path"], "native_from_original": True,
-                "thumbnail_key": upload["thumbnail_path"]}
+        return Manifest(upload_id=upload_id, user_id=upload["user_id"],
+                        file_name=upload["original_file_name"],
+                        original_key=upload["file_path"], native_from_original=True,
+                        thumbnail_key=upload["thumbnail_path"])
 
 
-async def our_upload(storage: Storage, upload_id: int, manifest: dict) -> dict | None:
+async def our_upload(storage: Storage, upload_id: int, manifest: Manifest) -> dict | None:
     """The upload row, if it still is the one this canvas was prepared for, else None: on
     SQLite a deleted newest upload's id is given to the next upload, so an id alone is not
     enough for a run that outlived its upload (same original, same owner: the same upload)."""
     upload = await repo.get_upload(storage.engine, upload_id)
-    if (upload is not None and upload["file_path"] == manifest.get("original_key")
-            and upload["user_id"] == manifest.get("user_id")):
+    if (upload is not None and upload["file_path"] == manifest.original_key
+            and upload["user_id"] == manifest.user_id):
         return upload
     return None
 
 
-async def still_ours(storage: Storage, upload_id: int, manifest: dict, *,
+async def still_ours(storage: Storage, upload_id: int, manifest: Manifest, *,
                      touch: bool = False) -> bool:
     """Whether the upload row still is the one this canvas was prepared for (:func:`our_upload`).
 
@@ -202,18 +197,18 @@ async def still_ours(storage: Storage, upload_id: int, manifest: dict, *,
     reads), in the same statement when it is in flight.
     """
     if touch and await repo.touch_if_same(storage.engine, upload_id,
-                                          file_path=manifest.get("original_key"),
-                                          user_id=manifest.get("user_id")):
+                                          file_path=manifest.original_key,
+                                          user_id=manifest.user_id):
         return True
     # Not in flight any more (or not ours): nothing to touch; whether it is ours decides.
     return await our_upload(storage, upload_id, manifest) is not None
 
 
 async def release(storage: Storage, upload_id: int, *, settings: Settings | None = None,
-                  manifest: dict | None = None) -> None:
+                  manifest: Manifest | None = None) -> None:
     """The canvas is over: its intermediates go (a failure leaves them to the sweep), and
     with ``manifest``, its pixels shared on this host (else they age out)."""
-    key = _pixels_key(manifest) if manifest else None
+    key = manifest.pixels_key if manifest else None
     shared = _shared(settings, manifest) if settings is not None and key else None
     if shared is not None:
         shared.discard([(NATIVE_PIXELS, key), (NEUTRAL_PIXELS, key)])

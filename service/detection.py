@@ -6,7 +6,6 @@ time."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -29,6 +28,7 @@ from schemas.settings import Settings
 from schemas.text import public_reason
 from service import canvas, deliveries
 from service.aggregate import aggregate
+from service.manifest import Manifest
 from service.method_results import error_result, unimplemented
 from storage import blobrefs, faults
 from storage import repository as repo
@@ -116,14 +116,11 @@ async def _prepare_decoded(storage: Storage, settings: Settings, upload_id: int,
     await repo.set_thumbnail(storage.engine, upload_id, thumb_key)
     if share_pixels and (needs & {NATIVE_PIXELS, NEUTRAL_PIXELS}):
         caches["shared_pixels"] = True  # see canvas.remember
-    manifest = {
-        "upload_id": upload_id, "user_id": upload["user_id"],
-        "file_name": upload["original_file_name"],
-        "original_key": upload["file_path"], **caches, "thumbnail_key": thumb_key,
-        "file_info": asdict(views.info),
-    }
-    manifest_key = await blobrefs.store(storage, upload_id,
-                                        json.dumps(manifest, sort_keys=True).encode(),
+    manifest = Manifest(upload_id=upload_id, user_id=upload["user_id"],
+                        file_name=upload["original_file_name"],
+                        original_key=upload["file_path"], thumbnail_key=thumb_key,
+                        file_info=asdict(views.info), **caches)
+    manifest_key = await blobrefs.store(storage, upload_id, manifest.to_json(),
                                         suffix=".json", kind="manifest")
     await repo.touch(storage.engine, upload_id, "detecting")
     # The methods this process runs next read this decode, not the original again.
@@ -218,15 +215,15 @@ async def _detect(storage: Storage, settings: Settings, upload_id: int, method: 
     try:
         result = await _run_method(storage, settings, method, manifest)
     except Exception as exc:
-        log.error("method %s failed on %s: %s: %s", method, manifest.get("file_name"),
+        log.error("method %s failed on %s: %s: %s", method, manifest.file_name,
                   type(exc).__name__, exc, exc_info=True,
                   extra={"upload_id": upload_id, "method": method,
-                         "file": manifest.get("file_name"), "reason": str(exc)[:500]})
+                         "file": manifest.file_name, "reason": str(exc)[:500]})
         raise
     if result.status == "error":
-        log.warning("method %s failed on %s: %s", method, manifest.get("file_name"),
+        log.warning("method %s failed on %s: %s", method, manifest.file_name,
                     result.error, extra={"upload_id": upload_id, "method": method,
-                                         "file": manifest.get("file_name"),
+                                         "file": manifest.file_name,
                                          "reason": result.error})
     return result
 
@@ -253,7 +250,7 @@ async def aggregate_counted(storage: Storage, settings: Settings, upload_id: int
 
 
 async def _run_method(storage: Storage, settings: Settings, name: str,
-                      manifest: dict) -> MethodResult:
+                      manifest: Manifest) -> MethodResult:
     method = REGISTRY.get(name)
     if method is None:
         return unimplemented(name)
@@ -272,7 +269,7 @@ async def _run_method(storage: Storage, settings: Settings, name: str,
     result = finding.result
     if config_name is not None:
         result.details["config_name"] = config_name
-    await _store_pictures(storage, manifest["upload_id"], method, finding, result)
+    await _store_pictures(storage, manifest.upload_id, method, finding, result)
     return result
 
 

@@ -32,11 +32,17 @@ import random
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+
+import sqlalchemy as sa
 
 from schemas.settings import Settings
+from service import webhooks
+from service.dispatch import Dispatcher, QueueUnavailable
 from service.queues import queue_depths
 from storage import blobrefs, faults
+from storage import repository as repo
+from storage.context import Storage, build_storage
+from storage.db import create_engine
 
 log = logging.getLogger("skygate.recovery")
 
@@ -44,15 +50,14 @@ BUSY_FACTOR = 6
 _sweeper: dict = {}
 
 
-async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
+async def sweep(storage: Storage, settings: Settings, app, *, dry_run: bool = False,
                 now: datetime | None = None) -> list[dict]:
     """Find stuck uploads and re-send them; returns what was (or, dry, would be) re-sent.
     Also releases the intermediates of abandoned canvases (:func:`release_abandoned`)."""
-    from storage import repository as repo
-
     now = now or datetime.now(UTC)
+    engine = storage.engine
     if not dry_run:
-        await release_abandoned(engine, settings, now=now)
+        await release_abandoned(storage, settings, now=now)
         await _enqueue_webhooks(engine, app)
         await _purge_idempotency_keys(engine, settings)
     stuck_after = settings.stuck_after_seconds
@@ -62,6 +67,7 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
         return []
     depths = await asyncio.to_thread(queue_depths, app)
     busy = depths is None or sum(depths.values()) > 0
+    dispatcher = Dispatcher.with_app(settings, app)
     resent = []
     for row in candidates:
         touched = row["touched"]
@@ -79,10 +85,10 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
                                         at=now):
             continue  # touched meanwhile, or another sweeper claimed it
         try:
-            await asyncio.to_thread(app.send_task, "skygate.prepare",
-                                    args=(row["upload_id"],), kwargs={"recovered": True})
-        except Exception as exc:  # noqa: BLE001 - the broker is down: the next sweep retries
-            log.warning("recovery could not re-send upload %s: %s", row["upload_id"], exc)
+            await dispatcher.start_detection(storage, row["upload_id"], recovered=True)
+        except QueueUnavailable as exc:  # the broker is down: the next sweep retries
+            log.warning("recovery could not re-send upload %s: %s", row["upload_id"],
+                        exc.reason)
             continue
         log.warning("recovered stuck upload %s (%s/%s, idle %.0fs)", row["upload_id"],
                     row["status"], row["stage"], age, extra={"upload_id": row["upload_id"]})
@@ -93,8 +99,6 @@ async def sweep(engine, settings: Settings, app, *, dry_run: bool = False,
 async def _enqueue_webhooks(engine, app) -> None:
     """Webhook deliveries that are due and held by nobody: a message lost with a killed
     worker or a broker outage, or a retry hours away (service/webhooks.py)."""
-    from service import webhooks
-
     try:
         sent = await webhooks.enqueue_due(engine, app)
     except Exception as exc:  # noqa: BLE001 - the next sweep tries again
@@ -112,8 +116,6 @@ _tidied = {"at": float("-inf")}
 async def _purge_idempotency_keys(engine, settings: Settings) -> None:
     """Idempotency keys past their time to live, and webhook events (with their delivery
     log) past SKYGATE_WEBHOOK_LOG_DAYS: at most every HOUSEKEEPING_SECONDS per worker."""
-    from service import webhooks
-
     now = time.monotonic()
     if now - _tidied["at"] < HOUSEKEEPING_SECONDS:
         return
@@ -125,26 +127,13 @@ async def _purge_idempotency_keys(engine, settings: Settings) -> None:
                     type(exc).__name__, str(exc)[:300])
 
 
-class _Blobs:
-    """The engine and, only if a blob is really released, the blob store (storage's shape)."""
-
-    def __init__(self, engine, settings: Settings):
-        self.engine, self._settings = engine, settings
-
-    @cached_property
-    def blobs(self):
-        from storage.blobs import blob_store_for
-
-        return blob_store_for(self._settings)
-
-
-async def release_abandoned(engine, settings: Settings, *, now: datetime) -> list[str]:
+async def release_abandoned(storage: Storage, settings: Settings, *, now: datetime
+                            ) -> list[str]:
     """Release the intermediates of abandoned canvases; a failure is logged, never raised
     (the next sweep tries again)."""
     before = now - timedelta(seconds=settings.intermediate_ttl)
     try:
-        return await blobrefs.release_stale_intermediates(_Blobs(engine, settings),
-                                                          touched_before=before)
+        return await blobrefs.release_stale_intermediates(storage, touched_before=before)
     except Exception as exc:  # noqa: BLE001 - cleanup never stops the re-sends
         log.warning("could not release abandoned intermediates: %s: %s",
                     type(exc).__name__, str(exc)[:300])
@@ -176,21 +165,23 @@ def stop_sweeper() -> None:
 
 
 def _sweep_forever(app, settings: Settings, stop: threading.Event) -> None:
-    from storage.db import create_engine
-
     loop = asyncio.new_event_loop()
-    engine = create_engine(settings.sqlalchemy_url)
+
+    async def build():  # storage is bound to the loop that builds it
+        return build_storage(settings)
+
+    storage = loop.run_until_complete(build())
     try:
         while not stop.wait(settings.sweep_interval * random.uniform(0.8, 1.2)):  # noqa: S311 - jitter
             try:
-                loop.run_until_complete(sweep(engine, settings, app))
+                loop.run_until_complete(sweep(storage, settings, app))
             except Exception as exc:  # noqa: BLE001 - a sweep never kills the worker
                 log.warning("recovery sweep failed (%s): %s: %s",
                             "transient" if faults.is_transient(exc) else "error",
                             type(exc).__name__, str(exc)[:300])
     finally:
         try:
-            loop.run_until_complete(engine.dispose())
+            loop.run_until_complete(storage.close())
         finally:
             loop.close()
 
@@ -203,10 +194,6 @@ def wait_for_services(settings: Settings) -> None:
     with backoff for up to ``settings.startup_wait`` seconds; then raise the last error."""
 
     async def check():
-        import sqlalchemy as sa
-
-        from storage.db import create_engine
-
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.startup_wait
         engine = create_engine(settings.sqlalchemy_url)
@@ -220,7 +207,7 @@ def wait_for_services(settings: Settings) -> None:
         finally:
             await engine.dispose()
         if settings.mongo_url:
-            from pymongo import AsyncMongoClient
+            from pymongo import AsyncMongoClient  # only where Mongo is configured
 
             client = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=3000)
             try:

@@ -14,14 +14,17 @@ from pathlib import Path
 
 from pipeline.decode import SUPPORTED_TYPES
 from pipeline.explanation import explain
+from pipeline.methods.registry import method_names
 from schemas.records import JUDGED_STATUSES, RECORD_FIELDS, FileRecord, file_record, verdict_word
-from schemas.results import METHOD_NAMES
 
-# The verdict first, as a person reads it; then the record's fields; then each method's.
-CSV_FIELDS = ["path", "status", "verdict", "ai_probability", "confidence", "summary",
-              *(f for f in RECORD_FIELDS if f not in ("path", "status", "confidence")),
-              *(f"{m}_{k}" for m in METHOD_NAMES
-                for k in ("is_ai_generated", "confidence", "status"))]
+
+def csv_fields() -> list[str]:
+    """The verdict first, as a person reads it; then the record's fields; then each
+    registered method's."""
+    return ["path", "status", "verdict", "ai_probability", "confidence", "summary",
+            *(f for f in RECORD_FIELDS if f not in ("path", "status", "confidence")),
+            *(f"{m}_{k}" for m in method_names()
+              for k in ("is_ai_generated", "confidence", "status"))]
 
 
 def _cell(value):
@@ -157,7 +160,8 @@ async def read_or_skip(storage, path: str) -> bytes | FileRecord:
 
 
 async def _scan_one(storage, settings, path: str) -> FileRecord:
-    from service import detection, ingest
+    from service import ingest
+    from service.dispatch import Dispatcher
 
     data = await read_or_skip(storage, path)
     if not isinstance(data, bytes):
@@ -165,7 +169,8 @@ async def _scan_one(storage, settings, path: str) -> FileRecord:
     outcome = await ingest.ingest_bytes(storage, settings, data=data,
                                        original_file_name=Path(path).name, user_id=None)
     if outcome.needs_processing:
-        await detection.run_all_or_fail(storage, settings, outcome.upload_id)
+        await Dispatcher.in_process(settings).start_detection(
+            storage, outcome.upload_id, was_undispatched=outcome.redispatch)
     return await record_for(storage, path=path, sha256=outcome.sha256,
                             upload_id=outcome.upload_id, status=outcome.status,
                             error=outcome.error)
@@ -237,7 +242,7 @@ class Outputs:
         self._csv_file = open(csv_path, "w", newline="") if csv_path else None  # noqa: SIM115
         self._csv = None
         if self._csv_file:
-            self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_FIELDS,
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=csv_fields(),
                                        extrasaction="ignore")
             self._csv.writeheader()
         self.counts: Counter = Counter()

@@ -332,7 +332,7 @@ def api_cluster(pg_url: str, mongo_url: str, tmp_path_factory, tag: str, **extra
 
 def cluster_sql(db_url: str, query: str, **params):
     """Run one SQL statement on a cluster's PostgreSQL database; rows when it returns any."""
-    from tests import faultrig
+    from testkit import faultrig
 
     # asyncpg's own connect timeout: a cluster's database is expected to be up.
     return faultrig.sql(db_url, query, connect_timeout=60, **params)
@@ -342,7 +342,7 @@ def cluster_sql(db_url: str, query: str, **params):
 def worker_env(pg_url: str, mongo_url: str, data_dir: Path, tag: str, **extra_env):
     """The SKYGATE_* environment of a cluster on the shared services — its own PostgreSQL
     database and Mongo database, a claimed Redis db index — with small recovery limits, for
-    tests that start their own workers (tests/faultrig.py's Worker); not yet migrated."""
+    tests that start their own workers (testkit/faultrig.py's Worker); not yet migrated."""
     name = pg_url.rsplit("/", 1)[1] + "_" + tag
     run(_pg_admin(f'CREATE DATABASE "{name}"'))
     try:

@@ -17,7 +17,7 @@ _run_method = detection._run_method
 
 
 async def _poisoned_run_method(storage, settings, name, manifest):
-    file_name = manifest.get("file_name") or ""
+    file_name = manifest.file_name or ""
     if any(name == method and part in file_name for method, part in POISON):
         # Written before the kill, synchronously: the kill is the next statement.
         with open(os.environ["FAULTRIG_POISON_LOG"], "a") as log:  # noqa: ASYNC230

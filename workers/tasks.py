@@ -24,6 +24,7 @@ from schemas.settings import Settings
 from schemas.text import public_reason
 from service import detection, recovery, runtime, webhooks
 from service import ingest as ingest_step
+from service.dispatch import Dispatcher
 from service.logs import bind_upload
 from storage import faults
 from workers import app
@@ -157,10 +158,16 @@ def ingest(**kwargs) -> dict:
     log.info("ingested %s as upload %s: %s", request.original_file_name, outcome.upload_id,
              outcome.status)
     if outcome.needs_processing:
-        # The row is committed (ingest_request returned): only now enqueue.
-        prepare.delay(outcome.upload_id)
+        # The row is committed (ingest_request returned): only now enqueue. A broker that
+        # does not take it (QueueUnavailable, transient) retries this ingest: the same upload.
+        runtime.run(_start_detection, outcome.upload_id, outcome.redispatch)
     return {"upload_id": outcome.upload_id, "sha256": outcome.sha256, "status": outcome.status,
             "error": outcome.error}
+
+
+async def _start_detection(storage, settings, upload_id: int, was_undispatched: bool) -> None:
+    await Dispatcher.with_app(settings, app).start_detection(
+        storage, upload_id, was_undispatched=was_undispatched)
 
 
 @app.task(name="skygate.prepare", bind=True, **RELIABLE)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -21,14 +20,14 @@ from api.routes.common import NOT_FOUND, UploadId, own_upload
 from api.waiting import Wait, until_finished
 from schemas.clock import aware
 from schemas.records import verdict_word
-from schemas.text import clean_file_name, clean_text, public_reason
+from schemas.text import clean_file_name, clean_text
 from service import ingest
+from service.dispatch import QueueUnavailable
 from service.results import delete_upload as remove_upload
 from storage import accounts, audit, feedback, idempotency
 from storage import repository as repo
 from storage.removal import deletion_detail
 
-log = logging.getLogger("skygate.api")
 router = APIRouter(tags=["uploads"])
 
 # ingest.ImageRejected codes as HTTP statuses.
@@ -173,9 +172,8 @@ async def _take(request: Request, who, parts: list[FilePart], wait: int) -> tupl
         if outcome.upload_id in dispatched:
             status = "duplicate"  # the same bytes twice in one request: one upload
         elif outcome.needs_processing:
-            await _dispatch(request, outcome.upload_id, name)
-            if outcome.redispatch:
-                await repo.mark_dispatched(storage.engine, outcome.upload_id)
+            await _dispatch(request, outcome.upload_id, name,
+                            was_undispatched=outcome.redispatch)
         dispatched.add(outcome.upload_id)
         entries.append(Accepted(
             upload_id=outcome.upload_id, file_name=name, status=status,
@@ -228,18 +226,14 @@ async def _check_part(part: FilePart, settings) -> ingest.CheckedImage:
         return await asyncio.to_thread(ingest.check_image, part.staged, settings)
 
 
-async def _dispatch(request: Request, upload_id: int, name: str) -> None:
-    storage = request.app.state.storage
+async def _dispatch(request: Request, upload_id: int, name: str, *,
+                    was_undispatched: bool) -> None:
     try:
-        await request.app.state.dispatcher.dispatch(upload_id)
-    except Exception as exc:  # noqa: BLE001 - the broker is down: say so, keep a trace
+        await request.app.state.dispatcher.start_detection(
+            request.app.state.storage, upload_id, was_undispatched=was_undispatched)
+    except QueueUnavailable:
         # Not failed: it stays queued. Sending the same bytes again queues this upload, and
         # the workers' recovery sweep re-sends it once it is overdue.
-        await repo.mark_undispatched(
-            storage.engine, upload_id,
-            f"not queued yet, the queue was unavailable ({public_reason(exc)})")
-        log.error("upload %s not enqueued: %s", upload_id, public_reason(exc),
-                  extra={"upload_id": upload_id})
         raise ApiError(503, "queue_unavailable",
                        f"{name} was stored as upload {upload_id} but could not be queued; "
                        "send it again later (the same upload is queued then)",

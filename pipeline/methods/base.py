@@ -100,6 +100,8 @@ class Method:
     warm_up : ``(config parameters or None) -> None``: loads what ``run`` would load on its
         first call (a model file), so a worker pays it when it starts, not on its first
         image; raises what that first call would raise.
+    stacked : its log-odds are a term of the ensemble's stacking fit (scripts/train_model.py
+        fits its weight); False for a method that votes otherwise (exif: declared provenance).
     """
 
     name: str
@@ -112,6 +114,7 @@ class Method:
     feature_groups: tuple[str, ...] = ()
     votes_with_features: Callable[[dict | None], bool] | None = None
     warm_up: Callable[[dict | None], None] | None = None
+    stacked: bool = True
 
     def __post_init__(self) -> None:
         unknown = set(self.needs) - INPUTS

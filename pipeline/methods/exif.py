@@ -340,5 +340,7 @@ def _run(*, original_bytes: bytes) -> MethodResult:
     return analyze_metadata(original_bytes)
 
 
+# Camera tags are evidence only; declared provenance decides (see pipeline/assets/
+# ensemble.json): not a term of the stacking fit.
 METHOD = Method(name="exif", needs=frozenset({ORIGINAL_BYTES}), run=_run,
-                document_section=_section)
+                document_section=_section, stacked=False)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import pkgutil
 from collections.abc import Mapping
+from types import ModuleType
 
 import pipeline.methods as _package
 from pipeline.methods.base import (
@@ -29,7 +31,8 @@ from pipeline.methods.base import (
 
 __all__ = ["CONFIG", "INPUTS", "METHOD_NAMES", "NATIVE_PIXELS", "NEUTRAL_FEATURES",
            "NEUTRAL_PIXELS", "ORIGINAL_BYTES", "REGISTRY", "SETTINGS", "Finding", "Method",
-           "Picture", "feature_groups_of", "needs_of"]
+           "Picture", "feature_groups_of", "feature_modules", "method_names", "needs_of",
+           "stacked_methods"]
 
 # The seed's methods first, in this order (the order of CSV columns and of the document's
 # sections); any other method after them, by name.
@@ -64,6 +67,29 @@ def _load(info):
 
 REGISTRY: dict[str, Method] = discover()
 METHOD_NAMES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered methods now, in registry order (the CSV columns, the document's
+    sections): :data:`METHOD_NAMES` read at call time."""
+    return tuple(REGISTRY)
+
+
+def stacked_methods() -> list[str]:
+    """The methods whose weights the ensemble's stacking fit learns (``Method.stacked``), in
+    registry order: scripts/train_model.py fits them, ensemble.json holds their weights."""
+    return [name for name, method in REGISTRY.items() if method.stacked]
+
+
+def feature_modules() -> dict[str, ModuleType]:
+    """The method modules that own a ``neutral_features`` group (``FEATURES`` and
+    ``features(rgb, gray)``), by their method's name, in registry order."""
+    found = {}
+    for name, method in REGISTRY.items():
+        module = inspect.getmodule(method.run)
+        if hasattr(module, "FEATURES") and callable(getattr(module, "features", None)):
+            found[name] = module
+    return found
 
 
 def needs_of(names) -> frozenset[str]:

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.decode import InvalidImage, decode_image
-from pipeline.features import METHOD_FEATURES, MODEL_FEATURES, compute_features
+from pipeline.features import MODEL_FEATURES, compute_features, method_features
 from pipeline.imaging import neutralise
 from scripts.training.probe import fit_probe, probe_logit
 
 C = 0.3
 MIN_USABLE_AUC = 0.65
-ALL_FEATURES = sorted({n for names in METHOD_FEATURES.values() for n in names})
+ALL_FEATURES = sorted({n for names in method_features().values() for n in names})
 
 
 def _featurise(path: str):

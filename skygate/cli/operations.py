@@ -125,32 +125,40 @@ def _requeue(settings: Settings, upload_ids: list[int], *, what: str,
 
 
 def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int:
-    """Dispatch ``upload_ids``; returns how many failed (embedded runs only)."""
-    from service import dispatch
+    """Start each upload's detection (``Dispatcher.start_detection``); returns how many
+    failed (embedded runs only). A broker that does not take a message stops the run with
+    its reason: that upload and the rest stay queued for the recovery sweep."""
+    from service import runtime
+    from service.dispatch import Dispatcher, QueueUnavailable
+    from storage import repository as repo
 
     if not upload_ids:
         click.echo(f"nothing to {what}")
         return 0
-    if settings.broker_url:
-        for upload_id in upload_ids:
-            dispatch.send_prepare(upload_id)
-        click.echo(f"{what}: sent {len(upload_ids)} upload(s) to the cluster: "
-                   f"{', '.join(map(str, upload_ids))}")
-        return 0
-    from service import runtime
-    from storage import repository as repo
+    dispatcher = Dispatcher.for_command(settings)
 
-    async def get_upload(storage, _settings, upload_id):
-        return await repo.get_upload(storage.engine, upload_id)
+    async def start(storage, _settings, upload_id):
+        await dispatcher.start_detection(storage, upload_id)
+        return None if dispatcher.mode == "celery" else await repo.get_upload(storage.engine,
+                                                                               upload_id)
 
     failed = 0
-    for upload_id in upload_ids:
-        dispatch.run_here(upload_id)
-        upload = runtime.run(get_upload, upload_id)
-        failed += upload["status"] == "failed"
-        click.echo(f"{what}: upload {upload_id} ({upload['original_file_name']}): "
-                   f"{upload['status']}{' - ' + upload['error'] if upload['error'] else ''}")
-    runtime.shutdown()
+    try:
+        for upload_id in upload_ids:
+            upload = runtime.run(start, upload_id)
+            if upload is None:
+                continue
+            failed += upload["status"] == "failed"
+            click.echo(f"{what}: upload {upload_id} ({upload['original_file_name']}): "
+                       f"{upload['status']}{' - ' + upload['error'] if upload['error'] else ''}")
+    except QueueUnavailable as exc:
+        raise click.ClickException(f"{what}: {exc}; it and the uploads after it stay queued "
+                                   "(the recovery sweep re-sends them)") from None
+    finally:
+        runtime.shutdown()
+    if dispatcher.mode == "celery":
+        click.echo(f"{what}: sent {len(upload_ids)} upload(s) to the cluster: "
+                   f"{', '.join(map(str, upload_ids))}")
     return failed
 
 
@@ -164,7 +172,6 @@ def recover(dry_run, stuck_after, fmt):
     """Re-send uploads stuck queued or processing (the sweep every worker runs, by hand)."""
     as_json = fmt == "json"
     from service.celery_client import celery_client
-    from service.recovery import sweep  # the workers' own sweep, run once from here
 
     settings = Settings()
     if not settings.broker_url:
@@ -175,7 +182,7 @@ def recover(dry_run, stuck_after, fmt):
     app = celery_client()
     run = {"dry_run": dry_run, "stuck_after": settings.stuck_after_seconds}
     try:
-        resent = engine_call(lambda engine: sweep(engine, settings, app, dry_run=dry_run))
+        resent = asyncio.run(_sweep_once(settings, app, dry_run=dry_run))
     except Exception as exc:
         _audit("uploads.recover", outcome="failed",
                detail={**run, "error": f"{type(exc).__name__}: {exc}"})
@@ -190,6 +197,14 @@ def recover(dry_run, stuck_after, fmt):
             click.echo(f"{verb} upload {item['upload_id']} ({item['status']}, stage "
                        f"{item['stage']}, idle {item['idle_seconds']:.0f}s)")
     click.echo(f"{verb} {len(resent)} stuck upload(s)", err=as_json)
+
+
+async def _sweep_once(settings: Settings, app, *, dry_run: bool) -> list[dict]:
+    from service.recovery import sweep  # the workers' own sweep, run once from here
+    from storage.context import open_storage
+
+    async with open_storage(settings) as storage:
+        return await sweep(storage, settings, app, dry_run=dry_run)
 
 
 # --- the blob store ---------------------------------------------------------------------------

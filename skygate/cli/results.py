@@ -50,9 +50,9 @@ def results(upload_id, since, fmt, limit):
 def _print_csv(records) -> None:
     import csv
 
-    from skygate.batch import CSV_FIELDS, flatten
+    from skygate.batch import csv_fields, flatten
 
-    writer = csv.DictWriter(sys.stdout, fieldnames=[*CSV_FIELDS, "upload_date"],
+    writer = csv.DictWriter(sys.stdout, fieldnames=[*csv_fields(), "upload_date"],
                             extrasaction="ignore")
     writer.writeheader()
     for record in records:

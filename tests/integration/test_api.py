@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import api_cluster, cluster_sql, free_port, run, serve, wait_for
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

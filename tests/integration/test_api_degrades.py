@@ -1,4 +1,4 @@
-"""An API that degrades politely, on its own PostgreSQL cluster (tests/faultrig.py): slow
+"""An API that degrades politely, on its own PostgreSQL cluster (testkit/faultrig.py): slow
 uploaders from one address hold at most SKYGATE_API_MAX_CONNECTIONS_PER_CLIENT connections
 and no body outlives SKYGATE_API_BODY_DEADLINE, so a legitimate client still gets 200;
 uvicorn's own answers (400, 503) carry the security headers; with PostgreSQL stopped an
@@ -16,7 +16,7 @@ import time
 import httpx
 import pytest
 
-from tests import faultrig as rig
+from testkit import faultrig as rig
 from tests.conftest import free_port, run, serve, unavailable
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from testkit.images import encode, noisy_photo, smooth_scene
 from tests.conftest import api_cluster, corpus_dir, free_port, run, serve, wait_for
-from tests.images import encode, noisy_photo, smooth_scene
 from tests.integration.test_api import client, new_user, sql, upload, wait_done
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

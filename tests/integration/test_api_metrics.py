@@ -9,8 +9,8 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from testkit.images import SD_PARAMETERS, encode, smooth_scene
 from tests.conftest import module_settings, run
-from tests.images import SD_PARAMETERS, encode, smooth_scene
 from tests.inprocess import api, new_user
 
 pytestmark = [pytest.mark.integration]

@@ -23,8 +23,8 @@ from storage.backup import (
 )
 from storage.blobs import blob_store_for
 from storage.migrate import head_revision
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import _pg_admin, run
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.integration.test_blob_store import aws_env, s3_endpoint, s3_settings  # noqa: F401 - fixtures
 
 TABLES = ("uploads", "detection_results", "method_results", "blob_refs", "detection_methods",

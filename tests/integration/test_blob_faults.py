@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests import faultrig as rig
+from testkit import faultrig as rig
 from tests.conftest import worker_env
 
 pytestmark = pytest.mark.slow

@@ -26,6 +26,7 @@ from storage.blobs import (
     blob_store_for,
     parse_blob_url,
 )
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import (
     REDIS_URL,
     ROOT,
@@ -38,7 +39,6 @@ from tests.conftest import (
     unavailable,
     wait_for,
 )
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}

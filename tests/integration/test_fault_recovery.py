@@ -1,6 +1,6 @@
 """Nothing stuck, nothing lost: a batch survives a worker SIGKILL, a Redis restart, a
 PostgreSQL restart, and on RabbitMQ a worker SIGKILL and a broker restart — each fault
-mid-batch, on private services (tests/faultrig.py), with no manual command afterwards.
+mid-batch, on private services (testkit/faultrig.py), with no manual command afterwards.
 
 Each test: 40 images through ``skygate submit --wait``; the fault while the batch runs; then
 every upload done within a bounded time (the worker's recovery sweep re-sends what was lost),
@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests import faultrig as rig
+from testkit import faultrig as rig
 from tests.conftest import unavailable
 
 pytestmark = pytest.mark.slow

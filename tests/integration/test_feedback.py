@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import ROOT, module_settings, run
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.inprocess import api, new_user
 
 pytestmark = [pytest.mark.integration]

@@ -15,8 +15,8 @@ import sys
 import httpx
 import pytest
 
+from testkit.images import SD_PARAMETERS, encode, smooth_scene
 from tests.conftest import module_settings, run, wait_for
-from tests.images import SD_PARAMETERS, encode, smooth_scene
 from tests.inprocess import new_user
 from tests.webhook_receiver import receiver
 

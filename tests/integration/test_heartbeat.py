@@ -5,13 +5,14 @@ of a finished or replaced upload still gets the right answer."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from testkit.images import encode, noisy_photo
 from tests.conftest import module_settings, run
-from tests.images import encode, noisy_photo
 
 pytestmark = [pytest.mark.integration]
 
@@ -69,9 +70,9 @@ def test_a_method_task_touches_its_upload_once_it_knows_it_is_its_own(settings):
             assert aware(await _touched_at(storage, uid)) < stale
 
             # Another original or another owner under the same id: not ours, not touched.
-            other = {**manifest, "original_key": "someone/else.jpg"}
+            other = replace(manifest, original_key="someone/else.jpg")
             assert not await canvas.still_ours(storage, uid, other, touch=True)
-            assert not await canvas.still_ours(storage, uid, {**manifest, "user_id": 999},
+            assert not await canvas.still_ours(storage, uid, replace(manifest, user_id=999),
                                                touch=True)
             assert aware(await _touched_at(storage, uid)) < stale
 

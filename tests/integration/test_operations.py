@@ -13,8 +13,8 @@ import pytest
 from pymongo import MongoClient
 
 from pipeline.ensemble import ALGORITHM_VERSION
+from testkit.images import encode, noisy_photo
 from tests.conftest import ROOT, cluster_sql, free_port, run, serve, start_cluster, wait_for
-from tests.images import encode, noisy_photo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

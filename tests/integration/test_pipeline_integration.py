@@ -13,8 +13,8 @@ import time
 import pytest
 from pymongo import MongoClient
 
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import ROOT, cluster_sql, corpus_dir, start_cluster
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

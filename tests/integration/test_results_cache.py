@@ -14,6 +14,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from testkit.images import encode, noisy_photo
 from tests.conftest import (
     REDIS_URL,
     ROOT,
@@ -23,7 +24,6 @@ from tests.conftest import (
     run,
     unavailable,
 )
-from tests.images import encode, noisy_photo
 from tests.inprocess import api, new_user
 
 pytestmark = [pytest.mark.integration]

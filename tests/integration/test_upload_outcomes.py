@@ -12,8 +12,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import module_settings, run
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.inprocess import api, new_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
+from testkit.images import SD_PARAMETERS, encode, smooth_scene
 from tests.conftest import module_settings, run
-from tests.images import SD_PARAMETERS, encode, smooth_scene
 from tests.inprocess import api, new_user
 from tests.webhook_receiver import receiver
 

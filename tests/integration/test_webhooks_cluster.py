@@ -14,9 +14,9 @@ import uuid
 import httpx
 import pytest
 
-from tests import faultrig as rig
+from testkit import faultrig as rig
+from testkit.images import encode, noisy_photo, smooth_scene
 from tests.conftest import _pg_admin, claimed_redis_db, free_port, run, serve, unavailable
-from tests.images import encode, noisy_photo, smooth_scene
 from tests.webhook_receiver import receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -7,8 +7,8 @@ import subprocess
 import sys
 import tomllib
 
+from testkit.images import encode, noisy_photo
 from tests.conftest import ROOT
-from tests.images import encode, noisy_photo
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # Heavy packages the main job does not use: each lives in the extra that names its use.

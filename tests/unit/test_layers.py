@@ -1,6 +1,8 @@
 """The import rule of the architecture: schemas ← pipeline ← storage ← service ← the front
 doors (workers, api, skygate). A lower layer never imports a higher one, and a front door
-never imports another front door — function-level (deferred) imports included."""
+never imports another front door — function-level (deferred) imports included. Outside the
+product: nothing but the tests imports ``tests``, the scripts import ``testkit`` (the helpers
+both share), never ``tests``."""
 
 from __future__ import annotations
 
@@ -43,6 +45,34 @@ def test_imports_only_flow_down_the_layers():
     assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
 
 
+# Outside the product: who may not import whom. The shared test and benchmark helpers live in
+# testkit, which both the tests and the scripts may import.
+NEVER = {
+    "scripts": {"tests"},
+    "testkit": {"tests", "scripts"},
+    **{package: {"tests", "scripts", "testkit"} for package in LAYER},
+}
+
+
+def test_nothing_imports_the_tests_but_the_tests():
+    wrong = []
+    for package, forbidden in NEVER.items():
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for line, module in _imports(path):
+                if module.split(".")[0] in forbidden:
+                    wrong.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert not wrong, "imports of tests or scripts:\n" + "\n".join(wrong)
+
+
+def test_storage_never_imports_service():
+    # The layer rule says it already; said once more because account and removal rules
+    # belong to service, over storage's repositories, never the other way round.
+    wrong = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+             for path in sorted((ROOT / "storage").rglob("*.py"))
+             for line, module in _imports(path) if module.split(".")[0] == "service"]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_layer_table_names_every_package():
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
-    assert packages - {"tests", "scripts"} == set(LAYER)
+    assert packages - {"tests", "testkit"} == set(LAYER)

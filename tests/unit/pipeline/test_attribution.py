@@ -16,8 +16,8 @@ from pipeline.heatmap import LEGEND_PX, render_attribution
 from pipeline.imaging import neutralise
 from pipeline.methods.model import detect_model
 from storage.seed import default_model_configuration
+from testkit.images import noisy_photo, smooth_scene
 from tests.conftest import corpus_dir
-from tests.images import noisy_photo, smooth_scene
 
 
 def _detail_probability(rows: slice, cols: slice):

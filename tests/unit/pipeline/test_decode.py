@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pipeline.decode import InvalidImage, decode_image, sniff_format, validate_image
-from tests.images import encode, noisy_photo
+from testkit.images import encode, noisy_photo
 
 LIMITS = {"max_bytes": 10_000_000, "max_pixels": 20_000_000}
 

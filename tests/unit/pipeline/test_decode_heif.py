@@ -17,8 +17,8 @@ from PIL import Image
 
 from pipeline.decode import InvalidImage, decode_image, sniff_format, validate_image
 from pipeline.methods.exif import analyze_metadata
+from testkit.images import noisy_photo
 from tests.conftest import ROOT, corpus_dir
-from tests.images import noisy_photo
 
 LIMITS = {"max_bytes": 50_000_000, "max_pixels": 50_000_000}
 MAKE, MODEL = "TestCam", "Model X"

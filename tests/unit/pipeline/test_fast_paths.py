@@ -13,7 +13,7 @@ from pipeline.methods.ela import amplified, error_levels, integer_percentile
 from pipeline.methods.prnu import _mean_power, smallest_local_mean
 from pipeline.methods.texture import lbp_codes, spectral_slope
 from pipeline.order_stats import order_statistics, percentiles
-from tests.images import noisy_photo, smooth_scene
+from testkit.images import noisy_photo, smooth_scene
 
 
 def test_smallest_local_mean_is_the_minimum_of_the_uniform_filters():

@@ -11,7 +11,7 @@ from pipeline.clip import ModelFileError, encoder_session, known_answer_result
 from pipeline.imaging import neutralise
 from pipeline.methods.model import detect_model, known_answers, resolve_model_path
 from storage.seed import default_model_configuration
-from tests.images import noisy_photo
+from testkit.images import noisy_photo
 
 PARAMS = default_model_configuration().parameters.model_dump()
 ENCODER = resolve_model_path(PARAMS["encoder_path"])

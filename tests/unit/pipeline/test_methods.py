@@ -23,8 +23,8 @@ from pipeline.methods.prnu import (
 from pipeline.methods.texture import detect_texture, texture_statistics
 from schemas.results import MethodResult
 from storage.seed import default_model_configuration, forensic_model_configuration
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import ROOT, corpus_dir
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 # --- exif -----------------------------------------------------------------------------------
 
@@ -300,13 +300,18 @@ def test_shipped_ensemble_matches_the_weights_migration():
     import json
 
     from pipeline.ensemble import ASSETS
+    from pipeline.methods.registry import stacked_methods
+
     # The newest migration that sets fitted weights (0008, then each retrain's own).
     path = sorted((ROOT / "storage" / "migrations" / "versions").glob("*_weights*.py"))[-1]
     spec = importlib.util.spec_from_file_location("fitted_weights", path)
     migration = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migration)
     shipped = json.loads((ASSETS / "ensemble.json").read_text())
-    assert {m: w for m, w in migration.WEIGHTS.items() if m != "exif"} == shipped["weights"]
+    # The stacked methods are the registry's (Method.stacked), in any order.
+    stacked = stacked_methods()
+    assert {m: w for m, w in migration.WEIGHTS.items() if m in stacked} == shipped["weights"]
+    assert set(shipped["weights"]) == set(stacked)
     assert shipped["real_at"] < 0.5 <= shipped["ai_at"]
     assert shipped["algorithm_version"] == ensemble.ALGORITHM_VERSION
 

@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline import wavelets
 from pipeline.imaging import luminance
 from pipeline.methods import prnu
-from tests.images import encode, noisy_photo
+from testkit.images import encode, noisy_photo
 
 SHAPES = [(1024, 1024), (1000, 1000), (999, 1001), (517, 300), (64, 64), (17, 33), (63, 65),
           (130, 129), (40, 1000), (1000, 45), (2, 3), (1, 200), (1, 1)]

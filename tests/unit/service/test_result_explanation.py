@@ -4,8 +4,8 @@ the scan records carry the explanation built from the stored document (issue 25)
 from __future__ import annotations
 
 from pipeline.explanation import explanation_lines
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import corpus_dir, migrated, run
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 
 def _judge(settings, data: bytes, name: str) -> tuple[dict, dict]:

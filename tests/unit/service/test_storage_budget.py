@@ -98,7 +98,7 @@ def test_a_redelivered_aggregate_after_release_returns_the_stored_verdict(embedd
     stored result instead of failing on the missing manifest."""
     from service import detection, ingest
     from storage.context import open_storage
-    from tests.images import encode, noisy_photo
+    from testkit.images import encode, noisy_photo
 
     async def go():
         async with open_storage(embedded) as storage:
@@ -129,7 +129,7 @@ def test_the_sweep_releases_intermediates_of_abandoned_canvases(embedded):
     from storage import blobrefs
     from storage import repository as repo
     from storage.context import open_storage
-    from tests.images import encode, noisy_photo
+    from testkit.images import encode, noisy_photo
 
     async def go():
         async with open_storage(embedded) as storage:
@@ -146,7 +146,7 @@ def test_the_sweep_releases_intermediates_of_abandoned_canvases(embedded):
             before = {u: await _refs(storage, u) for u in ids}
             now = datetime.now(UTC)
             # What the recovery sweep runs (its blob store built from the settings).
-            released = await recovery.release_abandoned(storage.engine, embedded, now=now)
+            released = await recovery.release_abandoned(storage, embedded, now=now)
             after = {u: await _refs(storage, u) for u in ids}
             # Past the TTL even an unfinished canvas counts as abandoned.
             later = await blobrefs.release_stale_intermediates(
@@ -174,7 +174,7 @@ def test_an_oversized_image_fails_at_prepare_with_the_reason_and_caches_nothing(
     from service import detection, ingest
     from storage import repository as repo
     from storage.context import open_storage
-    from tests.images import encode, noisy_photo
+    from testkit.images import encode, noisy_photo
 
     data = encode(noisy_photo(rows=1200, cols=1000, seed=5), fmt="JPEG")
     strict = embedded.model_copy(update={"max_image_pixels": 1_000_000})

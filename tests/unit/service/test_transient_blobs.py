@@ -7,8 +7,8 @@ from __future__ import annotations
 import errno
 import os
 
+from testkit.images import encode, noisy_photo
 from tests.conftest import run
-from tests.images import encode, noisy_photo
 
 
 def _judge(settings, monkeypatch, fail_with: OSError, times: int):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import ROOT, corpus_dir
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 CAMERA_EXIF = {0x010F: "SkyGate Test Camera Co.", 0x0110: "TC-1",
                0x0132: "2024:05:04 10:30:00"}

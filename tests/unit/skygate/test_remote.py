@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from schemas.settings import Settings
-from tests.images import encode, noisy_photo
+from testkit.images import encode, noisy_photo
 
 
 def test_an_oversized_file_is_refused_before_it_is_read_or_uploaded(tmp_path, monkeypatch):

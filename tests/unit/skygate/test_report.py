@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import ROOT
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 HOSTILE_DIR = "evil<"
 HOSTILE_FILE = "script>alert(1)<img src=x onerror=alert(2)>.png"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import ROOT, corpus_dir
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.unit.skygate.test_report import _open, browser, page_data  # noqa: F401 - fixture
 
 BUDGET = 150 * 1024

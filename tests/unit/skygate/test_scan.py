@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import ROOT, run
-from tests.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 
 
 def skygate(command, *args, data_dir):

@@ -116,7 +116,7 @@ def test_sweep_resends_only_overdue_uploads_once_and_dry_run_sends_nothing(tmp_p
     from service.recovery import sweep
     from storage import migrate
     from storage import repository as repo
-    from storage.db import create_engine
+    from storage.context import build_storage
 
     settings = Settings(data_dir=tmp_path, stuck_after=60)
     sent = []
@@ -125,14 +125,15 @@ def test_sweep_resends_only_overdue_uploads_once_and_dry_run_sends_nothing(tmp_p
         class conf:
             task_queues = ()
 
-        def send_task(self, name, args=(), kwargs=None):
+        def send_task(self, name, args=(), kwargs=None, **options):
             sent.append((name, tuple(args), kwargs))
 
         def connection_for_write(self):
             raise ConnectionRefusedError("no broker here")
 
     async def go():
-        engine = create_engine(settings.sqlalchemy_url)
+        storage = build_storage(settings)
+        engine = storage.engine
         try:
             await migrate.upgrade(engine)
             ids = []
@@ -147,19 +148,19 @@ def test_sweep_resends_only_overdue_uploads_once_and_dry_run_sends_nothing(tmp_p
             await repo.start_processing(engine, ids[1])
             await repo.finish(engine, upload_id=ids[2], result_id=0, metadata_id="x")
             # Not overdue yet at "now".
-            assert await sweep(engine, settings, FakeApp()) == []
+            assert await sweep(storage, settings, FakeApp()) == []
             # Two minutes later, upload 0 and 1 are overdue; the broker cannot be asked, so
             # the sweep waits for 6 x stuck_after unless it is that late.
-            assert await sweep(engine, settings, FakeApp(), now=later) == []
+            assert await sweep(storage, settings, FakeApp(), now=later) == []
             much_later = datetime.now(UTC) + timedelta(seconds=7 * 60)
-            dry = await sweep(engine, settings, FakeApp(), dry_run=True, now=much_later)
+            dry = await sweep(storage, settings, FakeApp(), dry_run=True, now=much_later)
             assert [d["upload_id"] for d in dry] == ids[:2] and sent == []
-            done = await sweep(engine, settings, FakeApp(), now=much_later)
+            done = await sweep(storage, settings, FakeApp(), now=much_later)
             assert [d["upload_id"] for d in done] == ids[:2]
             assert sent == [("skygate.prepare", (ids[0],), {"recovered": True}),
                             ("skygate.prepare", (ids[1],), {"recovered": True})]
             # Claimed: a second sweeper at the same moment re-sends nothing.
-            assert await sweep(engine, settings, FakeApp(), now=much_later) == []
+            assert await sweep(storage, settings, FakeApp(), now=much_later) == []
             row = await repo.get_upload(engine, ids[0])
             assert row["recoveries"] == 1
             # Delivery counting: a recovery re-dispatch never counts; a redelivery after a
@@ -167,7 +168,7 @@ def test_sweep_resends_only_overdue_uploads_once_and_dry_run_sends_nothing(tmp_p
             assert await repo.start_processing(engine, ids[1], may_count=False) == 1
             assert await repo.start_processing(engine, ids[1], may_count=True) == 2
         finally:
-            await engine.dispose()
+            await storage.close()
 
     run(go())
 

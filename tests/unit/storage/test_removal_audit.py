@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from testkit.images import encode, noisy_photo
 from tests.conftest import run
-from tests.images import encode, noisy_photo
 
 
 async def _one_upload(storage, settings):

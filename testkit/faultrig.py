@@ -259,7 +259,7 @@ class Worker:
 
 
 def make_images(folder: Path, count: int, seed: int) -> list[Path]:
-    from tests.images import encode, noisy_photo, smooth_scene
+    from testkit.images import encode, noisy_photo, smooth_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
