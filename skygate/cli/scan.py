@@ -238,9 +238,9 @@ def _csv_rows():
     """``--format csv``: the CSV columns of ``--csv F``, on stdout."""
     import csv
 
-    from skygate.batch import CSV_FIELDS, flatten
+    from skygate.batch import csv_fields, flatten
 
-    writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(sys.stdout, fieldnames=csv_fields(), extrasaction="ignore")
     writer.writeheader()
     return lambda record: writer.writerow(flatten(record))
 

@@ -20,7 +20,7 @@ from pipeline.imaging import (
 from pipeline.methods import ela, prnu, texture
 from pipeline.methods.registry import REGISTRY
 from schemas.settings import Settings
-from tests.images import noisy_photo
+from testkit.images import noisy_photo
 
 NO_FEATURES = {"features": {}, "groups": [], "errors": {}, "abstain": None}
 

@@ -13,7 +13,7 @@ from importlib.metadata import version
 
 import pytest
 
-from skygate.batch import CSV_FIELDS
+from skygate.batch import csv_fields
 from skygate.sample import make_sample
 from tests.conftest import ROOT
 
@@ -75,7 +75,7 @@ def test_formats_json_alias_csv_and_quiet(judged):
     assert as_json.stdout == as_format.stdout and len(as_json.stdout.splitlines()) == 3
     rows = list(csv.DictReader(io.StringIO(skygate("scan", folder, "--format", "csv",
                                                    data_dir=data_dir).stdout)))
-    assert [list(rows[0])] == [list(CSV_FIELDS)]
+    assert [list(rows[0])] == [list(csv_fields())]
     assert {os.path.basename(r["path"]) for r in rows} == set(records)
     quiet = skygate("--quiet", "scan", folder, data_dir=data_dir)
     assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
