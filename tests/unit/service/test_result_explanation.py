@@ -55,6 +55,7 @@ def test_a_declared_ai_png_names_its_chunks_and_the_methods_that_did_not_vote(em
 
 
 def test_a_photo_lists_the_voting_model_and_the_evidence_only_methods(embedded):
+    embedded = embedded.model_copy(update={"model_heatmap": True})  # the model draws its map
     body, _ = _judge(embedded, encode(noisy_photo(seed=5, rows=512, cols=512), fmt="JPEG"),
                      "photo.jpg")
     why = body["explanation"]
