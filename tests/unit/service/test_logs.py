@@ -30,12 +30,15 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 def json_lines():
     root = logging.getLogger()
     saved = root.handlers[:], root.level
-    # An in-process uvicorn of an earlier test (log_level="warning") leaves its logger's level
-    # set; the line under test is uvicorn's own INFO line.
-    uvicorn_error = logging.getLogger("uvicorn.error")
-    saved_uvicorn = uvicorn_error.level, uvicorn_error.disabled
-    uvicorn_error.setLevel(logging.NOTSET)
-    uvicorn_error.disabled = False
+    # An in-process uvicorn of an earlier test configures its loggers (uvicorn's default
+    # log_config: its own handler, no propagation, a level): the line under test is uvicorn's
+    # own INFO line as `skygate api` leaves it, reaching the root handler.
+    uvicorn_loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error")]
+    saved_uvicorn = [(lg.level, lg.disabled, lg.propagate, lg.handlers[:])
+                     for lg in uvicorn_loggers]
+    for lg in uvicorn_loggers:
+        lg.setLevel(logging.NOTSET)
+        lg.disabled, lg.propagate, lg.handlers[:] = False, True, []
     stream = io.StringIO()
     configure(Settings(log_format="json"), stream=stream, level="INFO")
     try:
@@ -43,8 +46,10 @@ def json_lines():
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
-        uvicorn_error.setLevel(saved_uvicorn[0])
-        uvicorn_error.disabled = saved_uvicorn[1]
+        for lg, (level, disabled, propagate, handlers) in zip(uvicorn_loggers, saved_uvicorn,
+                                                              strict=True):
+            lg.setLevel(level)
+            lg.disabled, lg.propagate, lg.handlers[:] = disabled, propagate, handlers
 
 
 def test_every_line_has_the_schema_an_iso_utc_time_and_no_ansi(json_lines):
