@@ -66,7 +66,7 @@ async def _abandon(storage: Storage, upload_id: int, manifest_key: str, raw_resu
                for raw in raw_results if isinstance(raw, dict)}
     keys |= set(picture_keys(details).values())
     try:
-        manifest = Manifest.from_json(storage.blobs.get(manifest_key))
+        manifest = Manifest.from_json(await storage.blobs.aget(manifest_key))
         keys |= {manifest.native_key, manifest.thumbnail_key}
     except (BlobNotFound, ValueError):
         pass
@@ -84,7 +84,7 @@ async def _manifest_or_outcome(storage: Storage, upload_id: int, manifest_key: s
     """(the manifest, None), or (None, the stored outcome) for an aggregate redelivered after
     the first one finished and released the manifest; a manifest missing otherwise raises."""
     try:
-        return Manifest.from_json(storage.blobs.get(manifest_key)), None
+        return Manifest.from_json(await storage.blobs.aget(manifest_key)), None
     except BlobNotFound:
         finished = await _finished(storage, upload_id)
         if finished is None:

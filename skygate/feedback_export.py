@@ -83,7 +83,7 @@ async def _copy_image(blobs, rows: list[dict], dest_dir: Path, key: str) -> str 
         if dest.is_file():
             return f"{IMAGES}/{name}"
         try:
-            data = await asyncio.to_thread(blobs.get, row["file_path"])
+            data = await blobs.aget(row["file_path"])
         except BlobNotFound:  # a store that does not answer is an error, not a gap
             continue
         tmp = dest.with_name(dest.name + ".part")
