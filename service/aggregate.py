@@ -26,12 +26,13 @@ from schemas.clock import aware, utcnow
 from schemas.records import verdict_word
 from schemas.results import MethodResult
 from schemas.settings import Settings
-from service import canvas, results, webhooks
+from service import canvas, webhooks
 from service.manifest import Manifest
 from service.method_results import picture_keys, unimplemented
 from storage import blobrefs
 from storage import repository as repo
 from storage.blobs import BlobNotFound
+from storage.cache import forget_result
 from storage.context import Storage
 
 log = logging.getLogger("skygate.pipeline")
@@ -182,7 +183,7 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
                       metadata_id=metadata_id, event=_event(result_id, verdict))
     await webhooks.announce(storage, settings, upload_id)  # after the verdict committed
-    await results.invalidate(storage, upload_id)  # a new result: drop the cached one
+    await forget_result(storage.cache, upload_id)  # a new result: drop the cached one
     await canvas.release(storage, upload_id, settings=settings, manifest=manifest)
     return {"upload_id": upload_id, "result_id": result_id,
             "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}
