@@ -168,10 +168,12 @@ async def _stored_record(storage, settings, path: str) -> dict:
     sha = hashlib.sha256(data).hexdigest()
     upload = await repo.find_upload_by_sha(storage.engine, sha256=sha, user_id=None)
     if upload is None:
-        return await record_for(storage, path=path, sha256=sha, upload_id=None,
+        return await record_for(storage.engine, storage.documents, path=path, sha256=sha,
+                                upload_id=None,
                                 status="missing", error="no stored verdict for this SHA-256")
     status = upload["status"]
-    record = await record_for(storage, path=path, sha256=sha, upload_id=upload["upload_id"],
+    record = await record_for(storage.engine, storage.documents, path=path, sha256=sha,
+                              upload_id=upload["upload_id"],
                               status="duplicate" if status == "done" else status,
                               error=upload["error"])
     if record["status"] not in (*JUDGED, "failed"):
