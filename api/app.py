@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         import logging
 
         if not logging.getLogger().handlers:  # a uvicorn worker process starts unconfigured
-            from service.logs import configure
+            from service.runtime.logs import configure
 
             configure(settings)
         app.state.storage = build_storage(settings)
@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", tags=["health"], summary="Every dependency answers",
              responses={503: {"description": "a dependency is down"}})
     async def readyz(request: Request):
-        from service.health import run_checks
+        from service.runtime.health import run_checks
 
         checks = await run_checks(settings, storage=request.app.state.storage,
                                   include_workers=False)

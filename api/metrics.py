@@ -105,8 +105,8 @@ async def _snapshot(request: Request, metrics: ApiMetrics) -> None:
     for status, count in (await webhook_store.status_counts(engine)).items():
         metrics.deliveries.labels(status).set(count)
     if request.app.state.settings.broker_url:
-        from service.celery_client import celery_client
-        from service.queues import queue_depths
+        from service.runtime.celery_client import celery_client
+        from service.runtime.queues import queue_depths
 
         depths = await asyncio.to_thread(queue_depths, celery_client())
         for queue, depth in (depths or {}).items():

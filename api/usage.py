@@ -14,7 +14,7 @@ import time
 import uuid
 
 from api.errors import BodyTimeout, BodyTooLarge
-from service.logs import bind_request, unbind_request
+from service.runtime.logs import bind_request, unbind_request
 from storage import faults
 from storage.accounts import log_usage
 

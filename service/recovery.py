@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from schemas.settings import Settings
 from service import webhooks
 from service.dispatch import Dispatcher, QueueUnavailable
-from service.queues import queue_depths
+from service.runtime.queues import queue_depths
 from storage import blobrefs, faults
 from storage import repository as repo
 from storage.context import Storage, build_storage

@@ -167,7 +167,7 @@ async def enqueue(ids: list[int], app=None) -> int:
     if not ids:
         return 0
     if app is None:
-        from service.celery_client import celery_client
+        from service.runtime.celery_client import celery_client
 
         app = celery_client()
     sent = 0

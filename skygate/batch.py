@@ -184,9 +184,9 @@ async def _scan_one(storage, settings, path: str) -> FileRecord:
 
 def scan_file(path: str) -> FileRecord:
     """Process one file in this process (a pool worker), on the embedded storage."""
-    from service import runtime
+    from service.runtime import process_loop
 
-    return runtime.run(_scan_one, path)
+    return process_loop.run(_scan_one, path)
 
 
 def run_embedded(files: list[Path], *, workers: int):
@@ -215,10 +215,11 @@ def run_embedded(files: list[Path], *, workers: int):
 def warm_up() -> None:
     """Load the active methods' models in this process before its first file (as a worker
     does when it starts); what fails is logged and left to the first file."""
-    from service import detection, runtime
+    from service import detection
+    from service.runtime import process_loop
 
     try:
-        runtime.run(detection.warm_up)
+        process_loop.run(detection.warm_up)
     except Exception as exc:  # noqa: BLE001 - storage could not even be built: first use says
         detection.startup_log.warning("methods not loaded ahead (%s: %s)",
                                       type(exc).__name__, exc)

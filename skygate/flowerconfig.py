@@ -52,8 +52,8 @@ class _QueueDepths:
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        from service.celery_client import celery_client
-        from service.queues import queue_depths
+        from service.runtime.celery_client import celery_client
+        from service.runtime.queues import queue_depths
 
         app = celery_client()
         try:

@@ -16,9 +16,9 @@ from pipeline.decode import InvalidImage, sniff_format
 from schemas.clock import aware, utcnow
 from schemas.records import FileRecord, file_record
 from schemas.settings import Settings
-from service.celery_client import celery_client
 from service.ingest import size_refusal
-from service.queues import queue_depths
+from service.runtime.celery_client import celery_client
+from service.runtime.queues import queue_depths
 from skygate.batch import record_for
 from storage import faults
 from storage.blobs import blob_store_for

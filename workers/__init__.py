@@ -19,7 +19,7 @@ def _json_from_the_start(instance=None, **_):
     import sys
 
     from schemas.settings import Settings
-    from service.logs import configure, json_notice, use_json
+    from service.runtime.logs import configure, json_notice, use_json
 
     settings = Settings()
     if instance is None or not use_json(settings, sys.stderr):
@@ -34,6 +34,6 @@ def _json_from_the_start(instance=None, **_):
 @setup_logging.connect
 def _configure_logging(loglevel=None, **_):
     # Connected, so Celery leaves logging to us: JSON lines with upload_id and task id.
-    from service.logs import configure
+    from service.runtime.logs import configure
 
     configure(level=loglevel)

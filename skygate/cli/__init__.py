@@ -50,7 +50,7 @@ from skygate.cli import (
               help="only errors and the records asked for (no progress, summaries or notes)")
 def main(quiet: bool) -> None:
     """SkyGate: tell AI-generated images from real photographs."""
-    from service.logs import configure
+    from service.runtime.logs import configure
 
     configure(level="WARNING" if quiet else None)
 

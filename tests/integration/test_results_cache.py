@@ -232,7 +232,7 @@ def test_cache_url_defaults_to_a_redis_result_backend_or_broker():
 
 
 def test_pool_settings_reach_the_engine_and_the_mongo_client(settings):
-    from service.health import run_checks
+    from service.runtime.health import run_checks
     from storage.context import open_storage
 
     sized = settings.model_copy(update={

@@ -155,7 +155,7 @@ def _check_result_backend(settings: Settings) -> Check:
 
             redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
         else:
-            from service.celery_client import celery_client
+            from service.runtime.celery_client import celery_client
 
             celery_client().backend.client  # noqa: B018 - touching it connects
     except Exception as exc:  # noqa: BLE001
@@ -167,7 +167,7 @@ def _check_result_backend(settings: Settings) -> Check:
 def _check_workers(settings: Settings) -> Check:
     if not settings.broker_url:
         return Check("workers", True, "embedded mode: `skygate scan` runs the pipeline itself")
-    from service.celery_client import celery_client
+    from service.runtime.celery_client import celery_client
 
     try:
         replies = celery_client().control.inspect(timeout=2.0).active_queues() or {}
