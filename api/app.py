@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,9 @@ from schemas.settings import Settings
 from service.dispatch import Dispatcher
 from service.webhooks import EmbeddedPump
 from storage.context import build_storage
+
+# Deferred imports: logging's set-up and the health checks load in the lifespan and route that
+# use them.
 
 DESCRIPTION = """
 Send images; get the verdicts by webhook (`/v1/webhooks`, signed like Standard Webhooks),
@@ -51,8 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        import logging
-
         if not logging.getLogger().handlers:  # a uvicorn worker process starts unconfigured
             from service.runtime.logs import configure
 

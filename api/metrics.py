@@ -26,6 +26,8 @@ from api.auth import caller, forbid
 from storage import repository as repo
 from storage import webhooks as webhook_store
 
+# Deferred imports: the Celery client loads only when /metrics asks the broker for queue depths.
+
 router = APIRouter()
 
 

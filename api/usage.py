@@ -8,6 +8,7 @@ enforced while they stream in."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -147,8 +148,6 @@ class UsageAndLimits:
 
     @staticmethod
     async def _reject(send, status, limit, echo):
-        import json
-
         body = json.dumps({"code": "request_too_large",
                            "message": f"request body is over the limit of {limit:,} bytes"}
                           ).encode()

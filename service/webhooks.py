@@ -25,7 +25,10 @@ import httpx
 from schemas.clock import aware, iso_z, utcnow
 from schemas.settings import Settings
 from service import webhook_signing, webhook_targets
+from storage import idempotency
 from storage import webhooks as store
+
+# Deferred imports: certifi and the Celery client load only where webhooks are sent.
 
 log = logging.getLogger("skygate.webhooks")
 
@@ -206,8 +209,6 @@ async def enqueue_due(storage, app) -> int:
 async def housekeeping(storage, settings: Settings) -> None:
     """Expired idempotency keys and old webhook events go (what the recovery sweep does in a
     cluster; the embedded API has no sweep, so its pump does it)."""
-    from storage import idempotency
-
     await idempotency.purge(storage.engine, ttl=timedelta(seconds=settings.idempotency_ttl))
     await store.purge_log(storage.engine,
                           before=utcnow() - timedelta(days=settings.webhook_log_days))

@@ -8,14 +8,18 @@ import csv
 import fnmatch
 import json
 import os
+import signal
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from pipeline.decode import SUPPORTED_TYPES
 from pipeline.explanation import explain
 from pipeline.methods.registry import method_names
 from schemas.records import JUDGED_STATUSES, RECORD_FIELDS, FileRecord, file_record, verdict_word
+
+# Deferred imports: service and storage load when a scan runs, not when the CLI parses its
+# options.
 
 
 def csv_fields() -> list[str]:
@@ -199,8 +203,6 @@ def run_embedded(files: list[Path], *, workers: int):
         for name in names:
             yield scan_file(name)
         return
-    from concurrent.futures import as_completed
-
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_process)
     try:
         futures = [pool.submit(scan_file, n) for n in names]
@@ -227,8 +229,6 @@ def warm_up() -> None:
 
 def _start_process() -> None:
     # Ctrl-C reaches the whole process group; only the parent decides what to do with it.
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     warm_up()
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from schemas.records import JUDGED_STATUSES as JUDGED
 from schemas.records import verdict_word
 
+# Deferred imports: service, storage and the batch runner load when an evaluation runs.
+
 LABELS = {"ai": 1, "real": 0}
 LABEL_NAMES = {1: "ai", 0: "real"}
 

@@ -15,6 +15,8 @@ import contextlib
 import logging
 import time
 
+# Deferred imports: redis.asyncio loads only where a results cache is configured.
+
 log = logging.getLogger("skygate.cache")
 
 

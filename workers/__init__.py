@@ -1,6 +1,11 @@
 """The Celery app: a shim over celeryconfig.py (``celery -A workers worker``)."""
 
+import sys
+
 from celery import Celery
+
+# Deferred imports: the signal handlers load settings and logging when a worker starts, not on
+# `import workers`.
 
 app = Celery("skygate")
 app.config_from_object("celeryconfig")
@@ -16,8 +21,6 @@ def _json_from_the_start(instance=None, **_):
     # Where logs are JSON lines, every line must parse: logging is set up before Celery checks
     # its privileges (its warning becomes a record), the ASCII-art banner is off (`celery -q`),
     # and the shutdown notices Celery writes from its signal handlers become JSON lines.
-    import sys
-
     from schemas.settings import Settings
     from service.runtime.logs import configure, json_notice, use_json
 

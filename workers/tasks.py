@@ -30,6 +30,9 @@ from service.runtime.logs import bind_upload
 from storage import faults
 from workers import app
 
+# Deferred imports: logging's set-up and the repository load in the signal handlers that use
+# them.
+
 log = logging.getLogger("skygate.tasks")
 
 

@@ -11,8 +11,11 @@ import asyncio
 import os
 import tempfile
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from schemas.settings import Settings
+
+# Deferred imports: each check imports its client (kombu, redis, the model) only when it runs.
 
 QUEUES = ("ingest", "detect", "model", "aggregate", "webhooks")
 
@@ -49,8 +52,6 @@ def _short(exc: BaseException) -> str:
 
 def _where(url: str) -> str:
     """A URL without its credentials, for messages."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""

@@ -40,6 +40,9 @@ from skygate.cli import (
     serve,
 )
 
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Exit codes: 0 success; 1 a failure (a file, a check, an upload); 2 a "

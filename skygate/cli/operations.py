@@ -11,6 +11,9 @@ import click
 from schemas.settings import Settings
 from skygate.cli._common import engine_call, format_options, parse_since
 
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
+
 
 @click.command(epilog="Exit codes: 0 every check passed; 1 a check failed (the checks that "
                       "needed it are skipped and name it); 2 a usage error.")
