@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,9 @@ from schemas.settings import Settings
 from service.dispatch import Dispatcher
 from service.webhooks import EmbeddedPump
 from storage.context import build_storage
+
+# Deferred imports: logging's set-up and the health checks load in the lifespan and route that
+# use them.
 
 DESCRIPTION = """
 Send images; get the verdicts by webhook (`/v1/webhooks`, signed like Standard Webhooks),
@@ -51,10 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        import logging
-
         if not logging.getLogger().handlers:  # a uvicorn worker process starts unconfigured
-            from service.logs import configure
+            from service.runtime.logs import configure
 
             configure(settings)
         app.state.storage = build_storage(settings)
@@ -104,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", tags=["health"], summary="Every dependency answers",
              responses={503: {"description": "a dependency is down"}})
     async def readyz(request: Request):
-        from service.health import run_checks
+        from service.runtime.health import run_checks
 
         checks = await run_checks(settings, storage=request.app.state.storage,
                                   include_workers=False)

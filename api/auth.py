@@ -1,7 +1,7 @@
 """Who is calling: the ``X-API-Key`` dependency every ``/v1`` route but login uses, the
 HTTP Basic credentials the login route (``POST /v1/keys``) reads, and the roles.
 
-Roles, least to most powerful (storage/accounts.py): ``member`` (own uploads only),
+Roles, least to most powerful (service/accounts.py): ``member`` (own uploads only),
 ``operator`` (reads every upload), ``admin`` (also deletes any upload, manages users, reads
 the audit trail). A route states the least role it needs with :func:`needs` (its OpenAPI
 description, an ``x-required-role`` extension and the 403 answer) and enforces it with

@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.docs import security_headers
 from storage import faults
 
+# Deferred imports: each client library's error types are imported only where it is installed.
+
 log = logging.getLogger("skygate.api")
 
 RETRY_AFTER_SECONDS = 10

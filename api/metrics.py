@@ -26,6 +26,8 @@ from api.auth import caller, forbid
 from storage import repository as repo
 from storage import webhooks as webhook_store
 
+# Deferred imports: the Celery client loads only when /metrics asks the broker for queue depths.
+
 router = APIRouter()
 
 
@@ -105,8 +107,8 @@ async def _snapshot(request: Request, metrics: ApiMetrics) -> None:
     for status, count in (await webhook_store.status_counts(engine)).items():
         metrics.deliveries.labels(status).set(count)
     if request.app.state.settings.broker_url:
-        from service.celery_client import celery_client
-        from service.queues import queue_depths
+        from service.runtime.celery_client import celery_client
+        from service.runtime.queues import queue_depths
 
         depths = await asyncio.to_thread(queue_depths, celery_client())
         for queue, depth in (depths or {}).items():

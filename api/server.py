@@ -31,6 +31,8 @@ from api.docs import security_headers
 from api.errors import RETRY_AFTER_SECONDS
 from schemas.settings import Settings
 
+# Deferred imports: uvicorn loads only when the server runs (`skygate api`).
+
 
 def _raw_response(status: int, reason: str, code: str, message: str,
                   extra: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:

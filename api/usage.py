@@ -8,13 +8,14 @@ enforced while they stream in."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
 import uuid
 
 from api.errors import BodyTimeout, BodyTooLarge
-from service.logs import bind_request, unbind_request
+from service.runtime.logs import bind_request, unbind_request
 from storage import faults
 from storage.accounts import log_usage
 
@@ -147,8 +148,6 @@ class UsageAndLimits:
 
     @staticmethod
     async def _reject(send, status, limit, echo):
-        import json
-
         body = json.dumps({"code": "request_too_large",
                            "message": f"request body is over the limit of {limit:,} bytes"}
                           ).encode()

@@ -26,6 +26,8 @@ from PIL import Image
 
 from pipeline import known_answer
 
+# Deferred imports: onnxruntime loads when the first session is built, not on import.
+
 CLIP_SIDE = 224
 # CLIP's own normalisation constants (openai/CLIP, preprocess).
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)

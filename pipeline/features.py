@@ -23,7 +23,8 @@ MODEL_FEATURES = prnu.FEATURES + texture.FEATURES
 
 def feature_groups() -> dict[str, ModuleType]:
     """Every feature group (the registry's methods that own one), in registry order."""
-    # Deferred: the registry imports every method module, and the model's imports this one.
+    # Deferred imports: the registry imports every method module, and the model's imports
+    # this one (a cycle at import time).
     from pipeline.methods.registry import feature_modules
 
     return feature_modules()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from pipeline.imaging import RGB_PNG_LEVEL, gaussian_blur, to_png
 
@@ -113,8 +113,6 @@ def render_attribution(delta: np.ndarray, rgb: np.ndarray, box: dict) -> bytes:
     ``box`` is the region the model saw in ``rgb``'s pixels (x, y, width, height): outside it
     the picture is dimmed (the model did not see it).
     """
-    from PIL import ImageDraw
-
     rows, cols = rgb.shape[:2]
     base = rgb.astype(np.float64) * 0.4 + 255 * 0.35  # washed out outside the model's view
     x0, y0 = max(0, int(box["x"])), max(0, int(box["y"]))

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+# Deferred imports: onnx (a build-time tool) loads only when a graph is checked.
+
 KAT_SUFFIX = ".kat.npz"
 _INPUT, _OUTPUT = "input.", "output."
 _SEVEN_BIT = 64  # |s8 weight| ≤ 64: 2 × 255 × 64 = 32,640 fits int16 (onnxruntime's reduce_range)

@@ -8,6 +8,7 @@ tags). Every value written goes through :func:`clean_text` or :func:`clean_json`
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import PurePosixPath
 
@@ -77,8 +78,6 @@ def without_paths(text: str) -> str:
 def public_reason(exc: BaseException) -> str:
     """A failure's reason as stored and shown: its kind and message, no server path, no
     errno tag (an OSError says what happened: "OSError: No space left on device")."""
-    import os
-
     if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
         message = exc.strerror or os.strerror(exc.errno)
     else:

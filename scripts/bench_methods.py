@@ -17,7 +17,7 @@ corpus is absent) and a generated 1 MP camera-like JPEG:
 - ``ratio``: (prepare+ + every method) / decode, of the best times; and the median of the
   rounds' own ratios. Targets (issue 13): <= 8 on a 12-16 MP camera JPEG, <= 100 on a 1 MP
   image. The process keeps freed buffers, as every worker and scan process does
-  (``service.allocator``).
+  (``service.runtime.allocator``).
 
 ``--rss``: peak RSS (VmHWM: ``ru_maxrss`` but reset by exec) of a child process that
 ingests and runs the whole embedded pipeline (``service.ingest`` +
@@ -43,6 +43,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+# Deferred imports: heavy libraries (onnx, onnxruntime, scikit-learn, the clients) load only in
+# the mode or child process that uses them.
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -268,8 +271,9 @@ def main() -> None:
     parser.add_argument("--rss", action="store_true", help="also measure peak RSS by size")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    # As every worker and scan process does (service.runtime): freed buffers are reused.
-    from service.allocator import keep_freed_buffers
+    # As every worker and scan process does (service.runtime.process_loop): freed buffers
+    # are reused.
+    from service.runtime.allocator import keep_freed_buffers
 
     keep_freed_buffers()
     if args.child is not None:

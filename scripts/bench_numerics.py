@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Deferred imports: heavy libraries (onnx, onnxruntime, scikit-learn, the clients) load only in
+# the mode or child process that uses them.
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

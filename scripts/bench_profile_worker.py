@@ -29,6 +29,9 @@ import time
 import uuid
 from pathlib import Path
 
+# Deferred imports: heavy libraries (onnx, onnxruntime, scikit-learn, the clients) load only in
+# the mode or child process that uses them.
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))

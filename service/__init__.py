@@ -1,4 +1,4 @@
 """The upload lifecycle, below every front door (Celery tasks, the HTTP API, the CLI):
 ingest (validate once, store, record), dispatch (Celery or in-process behind one
-interface), detection steps, removal; plus logging, health checks and the per-process
-runtime they share."""
+interface), detection steps, recovery, webhooks. The process plumbing they share (the
+worker's event loop, logging, health checks, the Celery client) is in ``service.runtime``."""

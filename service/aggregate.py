@@ -26,12 +26,13 @@ from schemas.clock import aware, utcnow
 from schemas.records import verdict_word
 from schemas.results import MethodResult
 from schemas.settings import Settings
-from service import canvas, results, webhooks
+from service import canvas, webhooks
 from service.manifest import Manifest
 from service.method_results import picture_keys, unimplemented
 from storage import blobrefs
 from storage import repository as repo
 from storage.blobs import BlobNotFound
+from storage.cache import forget_result
 from storage.context import Storage
 
 log = logging.getLogger("skygate.pipeline")
@@ -66,7 +67,7 @@ async def _abandon(storage: Storage, upload_id: int, manifest_key: str, raw_resu
                for raw in raw_results if isinstance(raw, dict)}
     keys |= set(picture_keys(details).values())
     try:
-        manifest = Manifest.from_json(storage.blobs.get(manifest_key))
+        manifest = Manifest.from_json(await storage.blobs.aget(manifest_key))
         keys |= {manifest.native_key, manifest.thumbnail_key}
     except (BlobNotFound, ValueError):
         pass
@@ -84,7 +85,7 @@ async def _manifest_or_outcome(storage: Storage, upload_id: int, manifest_key: s
     """(the manifest, None), or (None, the stored outcome) for an aggregate redelivered after
     the first one finished and released the manifest; a manifest missing otherwise raises."""
     try:
-        return Manifest.from_json(storage.blobs.get(manifest_key)), None
+        return Manifest.from_json(await storage.blobs.aget(manifest_key)), None
     except BlobNotFound:
         finished = await _finished(storage, upload_id)
         if finished is None:
@@ -182,7 +183,7 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
                       metadata_id=metadata_id, event=_event(result_id, verdict))
     await webhooks.announce(storage, settings, upload_id)  # after the verdict committed
-    await results.invalidate(storage, upload_id)  # a new result: drop the cached one
+    await forget_result(storage.cache, upload_id)  # a new result: drop the cached one
     await canvas.release(storage, upload_id, settings=settings, manifest=manifest)
     return {"upload_id": upload_id, "result_id": result_id,
             "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}

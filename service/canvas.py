@@ -165,7 +165,7 @@ async def read_manifest(storage: Storage, manifest_key: str, upload_id: int) -> 
     recovered canvas racing the one it replaced), a manifest rebuilt from the upload row:
     every pixel input is then decoded again from the original."""
     try:
-        return Manifest.from_json(storage.blobs.get(manifest_key))
+        return Manifest.from_json(await storage.blobs.aget(manifest_key))
     except BlobNotFound:
         upload = await repo.get_upload(storage.engine, upload_id)
         if upload is None:

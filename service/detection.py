@@ -75,7 +75,7 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
         if upload is None:
             raise blobrefs.UploadGone(upload_id)
         # The pixel limit is checked on the header, before anything is allocated.
-        views = decode_views(storage.blobs.get(upload["file_path"]),
+        views = decode_views(await storage.blobs.aget(upload["file_path"]),
                              max_pixels=settings.max_image_pixels, side=MAX_SIDE)
         return await _prepare_decoded(storage, settings, upload_id, upload, views,
                                       share_pixels=share_pixels)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from schemas.settings import Settings
 from schemas.text import public_reason
-from service.logs import bind_request, current_request_id, unbind_request
+from service.runtime.logs import bind_request, current_request_id, unbind_request
 from storage import repository as repo
 from storage.context import build_storage
 
@@ -47,7 +47,7 @@ def send_prepare(upload_id: int, *, recovered: bool = False, fail_fast: bool = F
     ``fail_fast``: give up after two quick publish retries (an HTTP request must not hang on
     a broker that is down); ``app``: the Celery app to publish with (default: the client).
     """
-    from service.celery_client import celery_client
+    from service.runtime.celery_client import celery_client
 
     options = {"ignore_result": True}
     if recovered:

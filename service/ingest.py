@@ -190,7 +190,7 @@ def _read_at_most(path: str, size: int) -> bytes:
 async def ingest_request(storage: Storage, settings: Settings,
                          request: IngestRequest) -> IngestOutcome:
     if request.blob_key:
-        data = storage.blobs.get(request.blob_key)
+        data = await storage.blobs.aget(request.blob_key)
     else:
         # Read one byte past the limit at most: enough for validation to refuse it.
         data = await asyncio.to_thread(_read_at_most, request.path,

@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from schemas.settings import Settings
 from service import webhooks
 from service.dispatch import Dispatcher, QueueUnavailable
-from service.queues import queue_depths
+from service.runtime.queues import queue_depths
 from storage import blobrefs, faults
 from storage import repository as repo
 from storage.context import Storage, build_storage
@@ -58,8 +58,8 @@ async def sweep(storage: Storage, settings: Settings, app, *, dry_run: bool = Fa
     engine = storage.engine
     if not dry_run:
         await release_abandoned(storage, settings, now=now)
-        await _enqueue_webhooks(engine, app)
-        await _purge_idempotency_keys(engine, settings)
+        await _enqueue_webhooks(storage, app)
+        await _purge_idempotency_keys(storage, settings)
     stuck_after = settings.stuck_after_seconds
     candidates = await repo.unfinished_untouched(
         engine, before=now - timedelta(seconds=stuck_after))
@@ -96,11 +96,11 @@ async def sweep(storage: Storage, settings: Settings, app, *, dry_run: bool = Fa
     return resent
 
 
-async def _enqueue_webhooks(engine, app) -> None:
+async def _enqueue_webhooks(storage: Storage, app) -> None:
     """Webhook deliveries that are due and held by nobody: a message lost with a killed
     worker or a broker outage, or a retry hours away (service/webhooks.py)."""
     try:
-        sent = await webhooks.enqueue_due(engine, app)
+        sent = await webhooks.enqueue_due(storage, app)
     except Exception as exc:  # noqa: BLE001 - the next sweep tries again
         log.warning("could not enqueue due webhook deliveries: %s: %s",
                     type(exc).__name__, str(exc)[:300])
@@ -113,7 +113,7 @@ HOUSEKEEPING_SECONDS = 600.0
 _tidied = {"at": float("-inf")}
 
 
-async def _purge_idempotency_keys(engine, settings: Settings) -> None:
+async def _purge_idempotency_keys(storage: Storage, settings: Settings) -> None:
     """Idempotency keys past their time to live, and webhook events (with their delivery
     log) past SKYGATE_WEBHOOK_LOG_DAYS: at most every HOUSEKEEPING_SECONDS per worker."""
     now = time.monotonic()
@@ -121,7 +121,7 @@ async def _purge_idempotency_keys(engine, settings: Settings) -> None:
         return
     _tidied["at"] = now
     try:
-        await webhooks.housekeeping(engine, settings)
+        await webhooks.housekeeping(storage, settings)
     except Exception as exc:  # noqa: BLE001 - the next sweep tries again
         log.warning("could not purge expired idempotency keys or webhook events: %s: %s",
                     type(exc).__name__, str(exc)[:300])

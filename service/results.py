@@ -1,21 +1,22 @@
 """Finished results, read through the Redis cache when there is one (``Storage.cache``).
 
 ``read_result``: a done upload's verdict, per-method results and metadata document, from the
-cache, else from SQL + the document store (and then cached). ``invalidate``: forget an
-upload's entry; the aggregate calls it after saving a new result (rescore, retry, a
-redelivery), and ``delete_upload`` after removing an upload.
+cache, else from SQL + the document store (and then cached). ``storage.cache.forget_result``
+forgets an upload's entry; the aggregate calls it after saving a new result (rescore, retry, a
+redelivery), and ``storage.removal.delete_upload`` after removing an upload.
 
-Keys. One entry per upload, ``skygate:result:{upload_id}``, holding the body and its
-fingerprint: the upload id, result id, the result's algorithm version, the running code's
-algorithm version, the detection date, the metadata document id and the entry format. The
-caller passes the upload row it has just read from SQL (the owner check, which always runs
-first): an entry whose fingerprint differs from that row's is a miss. Every new aggregate
-writes a new detection date, so an entry can never outlive the result it was made from, even
-when an invalidation was lost (Redis down at that moment).
+Keys (``storage.cache.result_key``). One entry per upload, ``skygate:result:{upload_id}``,
+holding the body and its fingerprint: the upload id, result id, the result's algorithm
+version, the running code's algorithm version, the detection date, the metadata document id
+and the entry format. The caller passes the upload row it has just read from SQL (the owner
+check, which always runs first): an entry whose fingerprint differs from that row's is a
+miss. Every new aggregate writes a new detection date, so an entry can never outlive the
+result it was made from, even when an invalidation was lost (Redis down at that moment).
 
-Races. ``skygate:result-gen:{upload_id}`` counts invalidations. A reader notes it before
-reading the database and its write is undone if it moved meanwhile (``Cache.set_if``): a
-read that began before an aggregate finished never leaves its older document in the cache.
+Races. ``skygate:result-gen:{upload_id}`` (``result_generation_key``) counts invalidations.
+A reader notes it before reading the database and its write is undone if it moved meanwhile
+(``Cache.set_if``): a read that began before an aggregate finished never leaves its older
+document in the cache.
 
 Redis failures never fail a read: ``storage/cache.py`` answers "not cached", logs once, and
 the database answers. Without a cache (the embedded default) every read is the database's.
@@ -30,8 +31,8 @@ from datetime import datetime
 from pipeline.ensemble import ALGORITHM_VERSION
 from pipeline.explanation import explain
 from schemas.records import verdict_word
-from storage import removal
 from storage import repository as repo
+from storage.cache import result_generation_key, result_key
 from storage.context import Storage
 
 # Bump when the cached body's shape changes: older entries then miss.
@@ -47,14 +48,6 @@ class FinishedResult:
     has_ela: bool
     has_heatmap: bool
     cached: bool = False
-
-
-def _key(upload_id: int) -> str:
-    return f"skygate:result:{upload_id}"
-
-
-def _generation(upload_id: int) -> str:
-    return f"skygate:result-gen:{upload_id}"
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -111,7 +104,8 @@ async def read_result(storage: Storage, upload: dict) -> FinishedResult | None:
     expected = fingerprint(upload)
     cache, generation = storage.cache, None
     if cache is not None:
-        raw, generation = await cache.get(_key(upload_id), _generation(upload_id))
+        raw, generation = await cache.get(result_key(upload_id),
+                                          result_generation_key(upload_id))
         if raw is not None:
             entry = json.loads(raw)
             if entry.get("fingerprint") == expected:
@@ -127,20 +121,7 @@ async def read_result(storage: Storage, upload: dict) -> FinishedResult | None:
     if cache is not None and generation is not None and fingerprint(result) == expected:
         entry = {"fingerprint": expected, "body": found.body, "has_ela": found.has_ela,
                  "has_heatmap": found.has_heatmap}
-        await cache.set_if(_key(upload_id), json.dumps(entry).encode(),
-                           guard=_generation(upload_id), expected=generation)
+        await cache.set_if(result_key(upload_id), json.dumps(entry).encode(),
+                           guard=result_generation_key(upload_id), expected=generation)
     return found
 
-
-async def invalidate(storage: Storage, upload_id: int) -> None:
-    """Forget ``upload_id``'s cached result (no-op without a cache; never raises)."""
-    if storage.cache is not None:
-        await storage.cache.bump_and_delete(_generation(upload_id), _key(upload_id))
-
-
-async def delete_upload(storage: Storage, upload_id: int, *, actor=None) -> bool:
-    """``storage.removal.delete_upload`` (audited as ``actor`` in its transaction), then its
-    cached result is forgotten."""
-    removed = await removal.delete_upload(storage, upload_id, actor=actor)
-    await invalidate(storage, upload_id)
-    return removed

@@ -25,7 +25,10 @@ import httpx
 from schemas.clock import aware, iso_z, utcnow
 from schemas.settings import Settings
 from service import webhook_signing, webhook_targets
+from storage import idempotency
 from storage import webhooks as store
+
+# Deferred imports: certifi and the Celery client load only where webhooks are sent.
 
 log = logging.getLogger("skygate.webhooks")
 
@@ -167,7 +170,7 @@ async def enqueue(ids: list[int], app=None) -> int:
     if not ids:
         return 0
     if app is None:
-        from service.celery_client import celery_client
+        from service.runtime.celery_client import celery_client
 
         app = celery_client()
     sent = 0
@@ -198,18 +201,17 @@ async def announce(storage, settings: Settings, upload_id: int) -> None:
         await send_soon(settings, store.due(storage.engine, upload_id=upload_id))
 
 
-async def enqueue_due(engine, app) -> int:
+async def enqueue_due(storage, app) -> int:
     """For the recovery sweep: every due delivery nobody holds, enqueued."""
-    return await enqueue(await store.due(engine), app)
+    return await enqueue(await store.due(storage.engine), app)
 
 
-async def housekeeping(engine, settings: Settings) -> None:
+async def housekeeping(storage, settings: Settings) -> None:
     """Expired idempotency keys and old webhook events go (what the recovery sweep does in a
     cluster; the embedded API has no sweep, so its pump does it)."""
-    from storage import idempotency
-
-    await idempotency.purge(engine, ttl=timedelta(seconds=settings.idempotency_ttl))
-    await store.purge_log(engine, before=utcnow() - timedelta(days=settings.webhook_log_days))
+    await idempotency.purge(storage.engine, ttl=timedelta(seconds=settings.idempotency_ttl))
+    await store.purge_log(storage.engine,
+                          before=utcnow() - timedelta(days=settings.webhook_log_days))
 
 
 class EmbeddedPump:
@@ -248,7 +250,7 @@ class EmbeddedPump:
                 await self.once()
                 if loop.time() - tidied >= self.HOUSEKEEPING_SECONDS:
                     tidied = loop.time()
-                    await housekeeping(self.storage.engine, self.settings)
+                    await housekeeping(self.storage, self.settings)
             except Exception as exc:  # noqa: BLE001 - the next round tries again
                 log.warning("webhook pump: %s: %s", type(exc).__name__, str(exc)[:300])
             await asyncio.sleep(self.interval)

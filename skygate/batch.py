@@ -8,14 +8,18 @@ import csv
 import fnmatch
 import json
 import os
+import signal
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from pipeline.decode import SUPPORTED_TYPES
 from pipeline.explanation import explain
 from pipeline.methods.registry import method_names
 from schemas.records import JUDGED_STATUSES, RECORD_FIELDS, FileRecord, file_record, verdict_word
+
+# Deferred imports: service and storage load when a scan runs, not when the CLI parses its
+# options.
 
 
 def csv_fields() -> list[str]:
@@ -116,25 +120,29 @@ def _dangling(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
-async def record_for(storage, *, path: str, sha256: str | None, upload_id: int | None,
-                     status: str, error: str | None = None) -> FileRecord:
-    """The output record of one file, with the stored verdict when there is one."""
+async def record_for(engine, documents, *, path: str, sha256: str | None,
+                     upload_id: int | None, status: str, error: str | None = None
+                     ) -> FileRecord:
+    """The output record of one file, with the stored verdict when there is one: its rows
+    read through ``engine``, its explanation from the metadata document in ``documents`` (a
+    DocumentStore; None: from the rows alone, as ``skygate submit``'s follower, which reads
+    only SQL)."""
     from storage import repository as repo
 
     record = file_record(path=path, sha256=sha256, upload_id=upload_id, status=status,
                          error=error)
     if upload_id is None:
         return record
-    upload = await repo.get_upload(storage.engine, upload_id)
+    upload = await repo.get_upload(engine, upload_id)
     if upload and upload["status"] == "failed":
         record.update(status="failed", error=upload["error"])
         return record
-    result = await repo.result_for_upload(storage.engine, upload_id)
+    result = await repo.result_for_upload(engine, upload_id)
     if result:
         record.update(is_ai_generated=result["is_ai_generated"],
                       confidence=float(result["confidence_score"]), methods=result["methods"],
                       summary=result["result_summary"])
-        why = explain(await _document(storage, result["result_id"]),
+        why = explain(await _document(documents, result["result_id"]),
                       is_ai_generated=result["is_ai_generated"],
                       algorithm_version=result["algorithm_version"])
         record.update(ai_probability=why["ai_probability"], explanation=why)
@@ -143,9 +151,11 @@ async def record_for(storage, *, path: str, sha256: str | None, upload_id: int |
     return record
 
 
-async def _document(storage, result_id: int):
+async def _document(documents, result_id: int):
+    if documents is None:
+        return None
     try:
-        return await storage.documents.get_detection_metadata(result_id)
+        return await documents.get_detection_metadata(result_id)
     except Exception:  # noqa: BLE001 - a lost document leaves the record without the why
         return None
 
@@ -155,8 +165,8 @@ async def read_or_skip(storage, path: str) -> bytes | FileRecord:
     try:
         return await asyncio.to_thread(Path(path).read_bytes)
     except OSError as exc:
-        return await record_for(storage, path=path, sha256=None, upload_id=None,
-                                status="skipped", error=f"cannot read file: {exc}")
+        return await record_for(storage.engine, storage.documents, path=path, sha256=None,
+                                upload_id=None, status="skipped", error=f"cannot read file: {exc}")
 
 
 async def _scan_one(storage, settings, path: str) -> FileRecord:
@@ -171,16 +181,16 @@ async def _scan_one(storage, settings, path: str) -> FileRecord:
     if outcome.needs_processing:
         await Dispatcher.in_process(settings).start_detection(
             storage, outcome.upload_id, was_undispatched=outcome.redispatch)
-    return await record_for(storage, path=path, sha256=outcome.sha256,
+    return await record_for(storage.engine, storage.documents, path=path, sha256=outcome.sha256,
                             upload_id=outcome.upload_id, status=outcome.status,
                             error=outcome.error)
 
 
 def scan_file(path: str) -> FileRecord:
     """Process one file in this process (a pool worker), on the embedded storage."""
-    from service import runtime
+    from service.runtime import process_loop
 
-    return runtime.run(_scan_one, path)
+    return process_loop.run(_scan_one, path)
 
 
 def run_embedded(files: list[Path], *, workers: int):
@@ -193,8 +203,6 @@ def run_embedded(files: list[Path], *, workers: int):
         for name in names:
             yield scan_file(name)
         return
-    from concurrent.futures import as_completed
-
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_start_process)
     try:
         futures = [pool.submit(scan_file, n) for n in names]
@@ -209,10 +217,11 @@ def run_embedded(files: list[Path], *, workers: int):
 def warm_up() -> None:
     """Load the active methods' models in this process before its first file (as a worker
     does when it starts); what fails is logged and left to the first file."""
-    from service import detection, runtime
+    from service import detection
+    from service.runtime import process_loop
 
     try:
-        runtime.run(detection.warm_up)
+        process_loop.run(detection.warm_up)
     except Exception as exc:  # noqa: BLE001 - storage could not even be built: first use says
         detection.startup_log.warning("methods not loaded ahead (%s: %s)",
                                       type(exc).__name__, exc)
@@ -220,8 +229,6 @@ def warm_up() -> None:
 
 def _start_process() -> None:
     # Ctrl-C reaches the whole process group; only the parent decides what to do with it.
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     warm_up()
 
@@ -275,7 +282,8 @@ async def stored_records(storage, *, upload_id: int | None = None, since=None,
                                       limit=limit)
     records = []
     for row in rows:
-        record = await record_for(storage, path=row["original_file_name"], sha256=row["sha256"],
+        record = await record_for(storage.engine, storage.documents,
+                                  path=row["original_file_name"], sha256=row["sha256"],
                                   upload_id=row["upload_id"], status=row["status"],
                                   error=row["error"])
         record["upload_date"] = row["upload_date"]

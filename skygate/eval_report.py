@@ -14,6 +14,8 @@ from pipeline import metrics
 from schemas.records import JUDGED_STATUSES as JUDGED
 from skygate.evaluate import LABELS
 
+# Deferred imports: matplotlib (the [plot] extra) loads only for --plot.
+
 FPR_TARGET = 0.05
 BINS = 10
 

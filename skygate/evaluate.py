@@ -20,6 +20,8 @@ from pathlib import Path
 from schemas.records import JUDGED_STATUSES as JUDGED
 from schemas.records import verdict_word
 
+# Deferred imports: service, storage and the batch runner load when an evaluation runs.
+
 LABELS = {"ai": 1, "real": 0}
 LABEL_NAMES = {1: "ai", 0: "real"}
 
@@ -168,10 +170,12 @@ async def _stored_record(storage, settings, path: str) -> dict:
     sha = hashlib.sha256(data).hexdigest()
     upload = await repo.find_upload_by_sha(storage.engine, sha256=sha, user_id=None)
     if upload is None:
-        return await record_for(storage, path=path, sha256=sha, upload_id=None,
+        return await record_for(storage.engine, storage.documents, path=path, sha256=sha,
+                                upload_id=None,
                                 status="missing", error="no stored verdict for this SHA-256")
     status = upload["status"]
-    record = await record_for(storage, path=path, sha256=sha, upload_id=upload["upload_id"],
+    record = await record_for(storage.engine, storage.documents, path=path, sha256=sha,
+                              upload_id=upload["upload_id"],
                               status="duplicate" if status == "done" else status,
                               error=upload["error"])
     if record["status"] not in (*JUDGED, "failed"):
@@ -187,7 +191,7 @@ async def _schema_revision(storage, settings) -> str | None:
 
 def check_stored(settings) -> None:
     """Raise :class:`EvalError` when the configured database holds no SkyGate schema."""
-    from service import runtime
+    from service.runtime import process_loop
 
     where = settings.sqlalchemy_url.split("@")[-1]
     hint = "run `skygate eval` without --stored (or `skygate scan`) first"
@@ -197,21 +201,21 @@ def check_stored(settings) -> None:
         if not db_file.is_file():
             raise EvalError(f"no stored verdicts: {db_file} does not exist; {hint}")
     try:
-        revision = runtime.run(_schema_revision)
+        revision = process_loop.run(_schema_revision)
     except Exception as exc:  # noqa: BLE001 - any connection failure: say where and why
-        runtime.shutdown()
+        process_loop.shutdown()
         raise EvalError(f"cannot read stored verdicts from {where}: {exc}") from None
     if revision is None:
-        runtime.shutdown()
+        process_loop.shutdown()
         raise EvalError(f"no stored verdicts: {where} has no SkyGate schema; {hint}")
 
 
 def _records(files: list[LabelledFile], *, stored: bool, workers: int) -> Iterable[dict]:
-    from service import runtime
+    from service.runtime import process_loop
 
     if stored:
         for f in files:
-            yield runtime.run(_stored_record, str(f.path))
+            yield process_loop.run(_stored_record, str(f.path))
         return
     from skygate.batch import run_embedded
 
@@ -223,7 +227,7 @@ def run(files: list[LabelledFile], *, stored: bool = False, workers: int = 1,
         on_record: Callable[[dict], None] | None = None) -> list[dict]:
     """Per-file rows (path, label, group, ai_probability, verdict, status, error), in the
     order of ``files``. Runs the pipeline (or reads stored verdicts with ``stored``)."""
-    from service import runtime
+    from service.runtime import process_loop
 
     by_path = {str(f.path): f for f in files}
     records: dict[str, dict] = {}
@@ -243,7 +247,7 @@ def run(files: list[LabelledFile], *, stored: bool = False, workers: int = 1,
                                            "confidence": None, "upload_id": None,
                                            "error": "no result"}
             judged = record["status"] in JUDGED
-            p = runtime.run(_probability, record.get("upload_id")) if judged else None
+            p = process_loop.run(_probability, record.get("upload_id")) if judged else None
             if p is None and judged and record["is_ai_generated"] is not None:
                 # No document: a decided verdict's confidence is P(its side).
                 c = record["confidence"]
@@ -256,5 +260,5 @@ def run(files: list[LabelledFile], *, stored: bool = False, workers: int = 1,
                 "error": record.get("error"),
             })
     finally:
-        runtime.shutdown()
+        process_loop.shutdown()
     return rows

@@ -21,6 +21,9 @@ import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from storage import feedback
+from storage.blobs import BlobNotFound
+
 FIELDS = ["path", "label", "group", "source", "sha256", "upload_id", "verdict",
           "ai_probability", "model_wrong", "votes", "note", "feedback_at"]
 SOURCE = "feedback"
@@ -75,15 +78,13 @@ def _model_wrong(label: str, verdict: str | None) -> bool | None:
 
 async def _copy_image(blobs, rows: list[dict], dest_dir: Path, key: str) -> str | None:
     """Copy one of the rows' blobs to ``dest_dir``; its name relative to the export folder."""
-    from storage.blobs import BlobNotFound
-
     for row in reversed(rows):  # the latest upload's blob first
         name = f"{key}{_extension(row)}"
         dest = dest_dir / name
         if dest.is_file():
             return f"{IMAGES}/{name}"
         try:
-            data = await asyncio.to_thread(blobs.get, row["file_path"])
+            data = await blobs.aget(row["file_path"])
         except BlobNotFound:  # a store that does not answer is an error, not a gap
             continue
         tmp = dest.with_name(dest.name + ".part")
@@ -95,8 +96,6 @@ async def _copy_image(blobs, rows: list[dict], dest_dir: Path, key: str) -> str 
 
 async def collect(storage, out: Path, *, since=None, username: str | None = None) -> Summary:
     """Read the feedback, copy the images beside ``out`` and return the rows to write."""
-    from storage import feedback
-
     found = await feedback.for_export(storage.engine, since=since, username=username)
     by_image: dict[str, list[dict]] = {}
     for row in found:  # oldest change first: the last of a list is the latest

@@ -10,6 +10,8 @@ stays open for health probes. It also gains ``skygate_queue_depth{queue}``: the 
 waiting in each SkyGate queue, read from the broker at each scrape (Flower's own metrics
 count events, not what waits)."""
 
+# Deferred imports: Flower executes this file and reads its module-level names as options.
+
 purge_offline_workers = 600
 # Prometheus metrics at /metrics are always on in Flower 2; keep task history bounded.
 max_tasks = 10_000
@@ -52,8 +54,8 @@ class _QueueDepths:
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        from service.celery_client import celery_client
-        from service.queues import queue_depths
+        from service.runtime.celery_client import celery_client
+        from service.runtime.queues import queue_depths
 
         app = celery_client()
         try:
@@ -72,6 +74,8 @@ class _QueueDepths:
 
 
 def _register_queue_depths() -> None:
+    # Flower executes this file and reads its module-level names as options: imports stay in
+    # the functions that use them.
     import contextlib
 
     from prometheus_client import REGISTRY

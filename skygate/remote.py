@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import sqlalchemy as sa
 
@@ -17,9 +16,9 @@ from pipeline.decode import InvalidImage, sniff_format
 from schemas.clock import aware, utcnow
 from schemas.records import FileRecord, file_record
 from schemas.settings import Settings
-from service.celery_client import celery_client
 from service.ingest import size_refusal
-from service.queues import queue_depths
+from service.runtime.celery_client import celery_client
+from service.runtime.queues import queue_depths
 from skygate.batch import record_for
 from storage import faults
 from storage.blobs import blob_store_for
@@ -168,7 +167,6 @@ class _Follower:
         # database restart broke fails its read, which ``call`` retries like any transient
         # fault, on a fresh connection (SQLAlchemy drops the pool's stale ones at once).
         self.engine = create_engine(settings.sqlalchemy_url, pool_pre_ping=False)
-        self.storage = SimpleNamespace(engine=self.engine)
         self.left = {item.sha256: item for item in sent}
         self.last_ids: dict[str, int] = {}
         self.queue_idle: bool | None = None  # asked at most once per poll
@@ -239,7 +237,7 @@ class _Follower:
             return None
         status = _first_status(row, self.wall_started, _ingest_answer(item))
         try:
-            return self.call(record_for, self.storage, path=str(item.path), sha256=item.sha256,
+            return self.call(record_for, self.engine, None, path=str(item.path), sha256=item.sha256,
                              upload_id=row["upload_id"], status=status, error=row["error"])
         except Exception:  # noqa: BLE001 - the row said it: report it without extras
             return _record(item, row["upload_id"], "failed" if row["status"] == "failed"

@@ -1,32 +1,22 @@
-"""Users and API keys: creation, roles, revocation, and the per-request key check with its
-quota.
+"""Users and API keys as rows: the queries and transactions of account changes, each writing
+its ``audit_log`` row in the same transaction (storage/audit.py), and the per-request key
+check with its quota. The rules — argon2 hashing, which change may take the last admin away,
+key generation, login throttling, what a refusal audits — are service/accounts.py's; the
+front doors call that module for every change and read rows here.
 
-Roles (:data:`ROLES`): ``admin`` manages users and keys and may do everything an operator
-may; ``operator`` reads every upload and runs retry/rescore/recover; ``member`` (the default)
-sees only their own uploads. The last active admin can be neither demoted nor suspended.
-Every account change writes its ``audit_log`` row in its own transaction (storage/audit.py).
-
-Over 300 lines on purpose: one job, who may call and with what rights (users, roles, keys,
-logins and the per-request key check), sharing :class:`AccountError`'s codes and the audit of
-each change; the API, the CLI, scripts and tests all import these names from here.
-
-Passwords are hashed with argon2. API keys are random 256-bit secrets, so a plain SHA-256 of
-the key is enough to store (nothing to brute-force) and lets a request find its row by an
-indexed equality; the stored value is ``<public prefix>:<sha256 hex>`` in ``api_key``.
+API keys are random 256-bit secrets, so a plain SHA-256 of the key is enough to store
+(nothing to brute-force) and lets a request find its row by an indexed equality; the stored
+value is ``<public prefix>:<sha256 hex>`` in ``api_key`` (:func:`stored_key`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
+from decimal import Decimal
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,10 +24,9 @@ from schemas.clock import aware, utcnow
 from schemas.text import clean_text
 from storage import audit
 from storage.audit import Actor
-from storage.models import ACCOUNT_STATUSES, ROLES, api_keys, email_matches, users
+from storage.models import api_keys, usage_logs, users
 
 KEY_PREFIX = "sg_"
-_hasher = PasswordHasher()
 
 
 class AccountError(ValueError):
@@ -48,71 +37,27 @@ class AccountError(ValueError):
         self.code = code
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def verify_password(password_hash: str, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash, password)
-    except (VerifyMismatchError, InvalidHashError):
-        return False
-
-
-def new_api_key() -> tuple[str, str]:
-    """A fresh key and the value stored for it: (``sg_<prefix>_<secret>``, stored)."""
-    prefix = secrets.token_hex(4)
-    key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-    return key, stored_key(key)
-
-
 def stored_key(key: str) -> str:
     prefix = key[len(KEY_PREFIX):len(KEY_PREFIX) + 8] if key.startswith(KEY_PREFIX) else "?"
     return f"{prefix}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def check_role(role: str) -> str:
-    if role not in ROLES:
-        raise AccountError("bad_role", f"unknown role {role!r}: use one of {', '.join(ROLES)}")
-    return role
-
-
-async def _refused(engine: AsyncEngine, actor: Actor, action: str, target: str,
-                   exc: AccountError, detail: dict | None = None) -> AccountError:
-    """Audit a refused account change (its own transaction: the change's rolled back)."""
-    await audit.record_now(engine, actor, action, target=target,
-                           outcome="denied" if exc.code == "last_admin" else "failed",
-                           detail={**(detail or {}), "code": exc.code, "error": str(exc)})
-    return exc
-
-
-async def create_user(engine: AsyncEngine, *, username: str, email: str,
-                      password: str | None, role: str = "member",
-                      actor: Actor = audit.SYSTEM) -> int:
-    target = f"user:{username}"
-    try:
-        check_role(role)
-        if not email_matches(email):
-            raise AccountError("bad_email",
-                               f"{email!r} is not an email address (name@host.domain)")
-    except AccountError as exc:
-        raise await _refused(engine, actor, "user.create", target, exc, {"role": role}) from None
-    # Without a password the account can use keys only: store a hash nobody can match.
-    secret = password if password else secrets.token_urlsafe(32)
+async def insert_user(engine: AsyncEngine, *, username: str, email: str, role: str,
+                      password_hash: str, actor: Actor, has_password: bool) -> int:
+    """The new user's id; AccountError ``user_exists`` when the name or email is taken."""
     try:
         async with engine.begin() as conn:
             user_id = (await conn.execute(
                 users.insert().values(username=username, email=email, role=role,
-                                      password_hash=hash_password(secret))
+                                      password_hash=password_hash)
                 .returning(users.c.user_id))).scalar_one()
-            await audit.record(conn, actor, "user.create", target=target,
+            await audit.record(conn, actor, "user.create", target=f"user:{username}",
                                detail={"user_id": user_id, "email": email, "role": role,
-                                       "password": bool(password)})
+                                       "password": has_password})
             return user_id
     except IntegrityError:
-        exc = AccountError("user_exists",
-                           f"a user named {username!r} or with email {email!r} exists")
-        raise await _refused(engine, actor, "user.create", target, exc) from None
+        raise AccountError("user_exists",
+                           f"a user named {username!r} or with email {email!r} exists") from None
 
 
 async def list_users(engine: AsyncEngine) -> list[dict]:
@@ -176,91 +121,40 @@ def _keep_an_admin(user: dict, admins: list[int]):
                                     others.c.user_id != user["user_id"]))
 
 
-async def _change_user(engine: AsyncEngine, actor: Actor, action: str, username: str,
-                       values: dict, *, losing_admin: bool) -> dict:
-    target = f"user:{username}"
-    try:
-        async with engine.begin() as conn:
-            admins = await _lock_admins(conn) if losing_admin else []
-            user = await _locked_user(conn, username)
-            guard = _keep_an_admin(user, admins) if losing_admin else sa.true()
-            done = await conn.execute(users.update()
-                                      .where(users.c.user_id == user["user_id"], guard)
-                                      .values(**values, updated_at=utcnow()))
-            if done.rowcount == 0:
-                raise _last_admin(user)
-            before = {k: user[k] for k in values}
-            await audit.record(conn, actor, action, target=target,
-                               detail={"user_id": user["user_id"], "from": before,
-                                       "to": values})
-            return {**user, **values}
-    except AccountError as exc:
-        raise await _refused(engine, actor, action, target, exc, {"to": values}) from None
+async def change_user(engine: AsyncEngine, actor: Actor, action: str, username: str,
+                      values: dict, *, keep_an_admin: bool) -> dict:
+    """Update the user's ``values`` and audit it as ``action``, in one transaction; the user
+    row after. ``keep_an_admin``: the change may take an admin away, so it is refused
+    (AccountError ``last_admin``) when it would leave no active admin. AccountError
+    ``no_such_user`` for an unknown name."""
+    async with engine.begin() as conn:
+        admins = await _lock_admins(conn) if keep_an_admin else []
+        user = await _locked_user(conn, username)
+        guard = _keep_an_admin(user, admins) if keep_an_admin else sa.true()
+        done = await conn.execute(users.update()
+                                  .where(users.c.user_id == user["user_id"], guard)
+                                  .values(**values, updated_at=utcnow()))
+        if done.rowcount == 0:
+            raise _last_admin(user)
+        before = {k: user[k] for k in values}
+        await audit.record(conn, actor, action, target=f"user:{username}",
+                           detail={"user_id": user["user_id"], "from": before, "to": values})
+        return {**user, **values}
 
 
-async def set_account_status(engine: AsyncEngine, username: str, status: str, *,
-                             actor: Actor = audit.SYSTEM) -> dict:
-    if status not in ACCOUNT_STATUSES:
-        raise AccountError("bad_status", f"account status must be one of {ACCOUNT_STATUSES}")
-    action = "user.suspend" if status == "suspended" else "user.activate"
-    return await _change_user(engine, actor, action, username, {"account_status": status},
-                              losing_admin=status != "active")
-
-
-async def set_role(engine: AsyncEngine, username: str, role: str, *,
-                   actor: Actor = audit.SYSTEM) -> dict:
-    try:
-        check_role(role)
-    except AccountError as exc:
-        raise await _refused(engine, actor, "user.role", f"user:{username}", exc,
-                             {"to": {"role": role}}) from None
-    return await _change_user(engine, actor, "user.role", username, {"role": role},
-                              losing_admin=role != "admin")
-
-
-@lru_cache(maxsize=1)
-def _dummy_hash() -> str:
-    """A hash of a random secret: an unknown user costs the same argon2 verify as a real one,
-    so response times do not tell which usernames exist."""
-    return hash_password(secrets.token_urlsafe(32))
-
-
-async def login(engine: AsyncEngine, username: str, password: str, *,
-                source: str | None = None) -> dict | None:
-    """The active user whose password matches (recording last_login), else None.
-
-    argon2 runs in a worker thread, never on the event loop; an unknown username is verified
-    against a dummy hash so it takes as long as a wrong password. Success and failure are
-    audited (``login``, from ``source``: the client IP), the reason of a failure too."""
-    user = await get_user(engine, username)
-    stored = user["password_hash"] if user is not None else _dummy_hash()
-    matches = await asyncio.to_thread(verify_password, stored, password)
-    name = clean_text(username, limit=100)
-    reason = ("unknown_user" if user is None else "wrong_password" if not matches
-              else None if user["account_status"] == "active" else "account_suspended")
-    if reason is not None:
-        await audit.record_now(
-            engine, Actor(name="anonymous", source=source), "login", target=f"user:{name}",
-            outcome="denied", detail={"reason": reason})
-        return None
+async def record_login(engine: AsyncEngine, user: dict, *, source: str | None) -> None:
+    """A successful login: ``last_login`` and its audit row, in one transaction."""
     async with engine.begin() as conn:
         await conn.execute(users.update().where(users.c.user_id == user["user_id"])
                            .values(last_login=utcnow()))
         await audit.record(conn, Actor.user(user["username"], user_id=user["user_id"],
                                             source=source), "login",
                            target=f"user:{user['username']}")
-    return user
 
 
-async def create_key(engine: AsyncEngine, *, username: str, name: str, limit: int,
-                     expires_at: datetime | None,
-                     actor: Actor = audit.SYSTEM) -> tuple[str, int]:
-    """Create a key for ``username``; returns (the key, shown once; key_id)."""
-    user = await get_user(engine, username)
-    if user is None:
-        raise await _refused(engine, actor, "key.create", f"user:{username}",
-                             AccountError("no_such_user", f"no user named {username!r}"))
-    key, stored = new_api_key()
+async def insert_key(engine: AsyncEngine, *, user: dict, stored: str, name: str, limit: int,
+                     expires_at: datetime | None, actor: Actor) -> int:
+    """A key row for ``user`` holding ``stored`` (:func:`stored_key`); its key_id."""
     async with engine.begin() as conn:
         key_id = (await conn.execute(
             api_keys.insert().values(user_id=user["user_id"], api_key=stored, key_name=name,
@@ -268,11 +162,11 @@ async def create_key(engine: AsyncEngine, *, username: str, name: str, limit: in
                                      requests_made=0)
             .returning(api_keys.c.key_id))).scalar_one()
         await audit.record(conn, actor, "key.create", target=f"key:{key_id}",
-                           detail={"user": username, "user_id": user["user_id"],
+                           detail={"user": user["username"], "user_id": user["user_id"],
                                    "name": name, "request_limit": limit,
                                    "expires_at": expires_at,
-                                   "prefix": f"{KEY_PREFIX}{stored.split(':')[0]}"})
-    return key, key_id
+                                   "prefix": f"{KEY_PREFIX}{stored.partition(':')[0]}"})
+    return key_id
 
 
 async def revoke_key(engine: AsyncEngine, *, key_id: int | None = None,
@@ -386,10 +280,6 @@ async def log_usage(engine: AsyncEngine, *, user_id: int | None, api_key_id: int
                     request_type: str, request_path: str, response_code: int,
                     processing_time: float, ip_address: str | None,
                     user_agent: str | None) -> None:
-    from decimal import Decimal
-
-    from storage.models import usage_logs
-
     async with engine.begin() as conn:
         await conn.execute(usage_logs.insert().values(
             user_id=user_id, api_key_id=api_key_id,

@@ -100,7 +100,7 @@ async def release_in(conn, storage, keys: Iterable[str]) -> list[str]:
     for key in sorted({k for k in keys if k}):  # one lock order: no deadlocks
         await _lock_key(conn, key)
         if (await _unreferenced(conn, key)
-                and await asyncio.to_thread(storage.blobs.delete, key)):
+                and await storage.blobs.adelete(key)):
             removed.append(key)
     return removed
 

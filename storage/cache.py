@@ -4,7 +4,9 @@ Every operation answers "nothing" when Redis is unreachable or slow (timeouts of
 of a second): the caller goes to the database instead. The first failure is logged once as a
 warning; for ``retry_after`` seconds after a failure the cache is not even tried (a blackholed
 host costs no request a timeout), and the first success after an outage is logged too.
-What is cached, under which keys, is service/results.py's business.
+What is cached is service/results.py's business (the scheme is told there); the keys of an
+upload's entry and :func:`forget_result` live here, so that deleting an upload
+(storage/removal.py) forgets its entry too.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+
+# Deferred imports: redis.asyncio loads only where a results cache is configured.
 
 log = logging.getLogger("skygate.cache")
 
@@ -96,6 +100,23 @@ class Cache:
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a dead connection: nothing to do
             await self._redis.aclose()
+
+
+def result_key(upload_id: int) -> str:
+    """The upload's cached result: its body and fingerprint."""
+    return f"skygate:result:{upload_id}"
+
+
+def result_generation_key(upload_id: int) -> str:
+    """How many times the upload's entry was invalidated (the readers' guard)."""
+    return f"skygate:result-gen:{upload_id}"
+
+
+async def forget_result(cache: Cache | None, upload_id: int) -> None:
+    """Forget ``upload_id``'s cached result (no-op without a cache; never raises): the
+    aggregate after a new result, ``removal.delete_upload`` after a deletion."""
+    if cache is not None:
+        await cache.bump_and_delete(result_generation_key(upload_id), result_key(upload_id))
 
 
 def cache_for(settings) -> Cache | None:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -85,6 +86,4 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker:
 def dialect_insert(engine: AsyncEngine, table):
     """``INSERT`` of the engine's dialect (PostgreSQL's or SQLite's), for their shared
     ``on_conflict_do_*`` upserts."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
     return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(table)

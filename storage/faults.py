@@ -17,6 +17,9 @@ import logging
 import random
 import socket
 
+# Deferred imports: each client library's error types are imported only where it is installed and
+# used.
+
 log = logging.getLogger("skygate.faults")
 
 # PostgreSQL SQLSTATEs worth retrying: class 08 (connection exception), 57P01 admin

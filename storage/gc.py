@@ -53,7 +53,7 @@ async def collect(storage, *, grace_seconds: float, dry_run: bool = False,
                                                    unlink=False)
     cutoff = time.time() - grace_seconds
     referenced = await referenced_keys(storage)
-    for key, size, mtime in list(storage.blobs.keys()):
+    for key, size, mtime in await storage.blobs.akeys():
         report.scanned += 1
         if mtime > cutoff or key in referenced:
             continue
@@ -64,7 +64,7 @@ async def collect(storage, *, grace_seconds: float, dry_run: bool = False,
               if k.startswith(".") or k.rsplit("/", 1)[-1].startswith(".")]
     for key, size in staged:
         # Staging and temporary files: no key, nobody can reference them.
-        if storage.blobs.delete(key):
+        if await storage.blobs.adelete(key):
             report.removed.append((key, size))
     sizes = dict(report.candidates)
     keyed = [k for k, _ in report.candidates if (k, sizes[k]) not in staged]

@@ -1,7 +1,8 @@
 """Deleting an upload everywhere: SQL rows (the seed's ON DELETE CASCADE takes the result and
 method rows, and the upload's blob references), the metadata document, and every blob whose
-last reference this was (storage/blobrefs.py explains the counting and its locks). The audit
-row of a deletion commits with it, or not at all."""
+last reference this was (storage/blobrefs.py explains the counting and its locks), and its
+cached result. The audit row of a deletion commits with it, or not at all. The one way to
+delete an upload: the API's DELETE, the tests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sqlalchemy as sa
 
 from storage import audit, blobrefs
 from storage import repository as repo
+from storage.cache import forget_result
 from storage.context import Storage
 from storage.models import detection_results, uploads
 
@@ -30,7 +32,13 @@ async def delete_upload(storage: Storage, upload_id: int, *,
                         actor: audit.Actor | None = None) -> bool:
     """Delete the upload; with ``actor``, its ``upload.delete`` audit row is written in the
     same transaction as the row deletion (never a deletion without its row, nor the reverse).
-    False when there was no such upload."""
+    Then its cached result is forgotten. False when there was no such upload."""
+    removed = await _delete(storage, upload_id, actor)
+    await forget_result(storage.cache, upload_id)
+    return removed
+
+
+async def _delete(storage: Storage, upload_id: int, actor: audit.Actor | None) -> bool:
     upload = await repo.get_upload(storage.engine, upload_id)
     if upload is None:
         return False

@@ -5,6 +5,7 @@ scripts/bench_faults.py."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import json
@@ -18,6 +19,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+# Deferred imports: the database and Mongo clients load only for the servers that need them.
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -282,8 +285,6 @@ def start_submit(env: dict, folder: Path, out: Path, timeout: float) -> subproce
 def sql(db_url: str, query: str, *, connect_timeout: float = 5, **params):
     """Run one SQL statement on a PostgreSQL database (a ``postgresql://`` URL); its rows when
     it returns any. A short connect timeout by default: the rig's databases go down on purpose."""
-    import asyncio
-
     import sqlalchemy as sa
 
     from storage.db import create_engine

@@ -7,6 +7,8 @@ import io
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+# Deferred imports: skygate.sample loads only for the scenes that use it.
+
 
 def smooth_scene(*, rows: int = 256, cols: int = 256, seed: int = 0) -> np.ndarray:
     from skygate.sample import _scene

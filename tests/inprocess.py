@@ -23,7 +23,7 @@ async def api(settings):
 
 async def new_user(storage) -> dict:
     """A new user with a key: ``{"name", "user_id", "headers"}`` (headers carry the key)."""
-    from storage import accounts
+    from service import accounts
 
     name = f"u{uuid.uuid4().hex[:8]}"
     user_id = await accounts.create_user(storage.engine, username=name,

@@ -1,6 +1,11 @@
 """The Celery app: a shim over celeryconfig.py (``celery -A workers worker``)."""
 
+import sys
+
 from celery import Celery
+
+# Deferred imports: the signal handlers load settings and logging when a worker starts, not on
+# `import workers`.
 
 app = Celery("skygate")
 app.config_from_object("celeryconfig")
@@ -16,10 +21,8 @@ def _json_from_the_start(instance=None, **_):
     # Where logs are JSON lines, every line must parse: logging is set up before Celery checks
     # its privileges (its warning becomes a record), the ASCII-art banner is off (`celery -q`),
     # and the shutdown notices Celery writes from its signal handlers become JSON lines.
-    import sys
-
     from schemas.settings import Settings
-    from service.logs import configure, json_notice, use_json
+    from service.runtime.logs import configure, json_notice, use_json
 
     settings = Settings()
     if instance is None or not use_json(settings, sys.stderr):
@@ -34,6 +37,6 @@ def _json_from_the_start(instance=None, **_):
 @setup_logging.connect
 def _configure_logging(loglevel=None, **_):
     # Connected, so Celery leaves logging to us: JSON lines with upload_id and task id.
-    from service.logs import configure
+    from service.runtime.logs import configure
 
     configure(level=loglevel)

@@ -22,12 +22,16 @@ from pipeline.methods.registry import REGISTRY
 from schemas.messages import IngestRequest
 from schemas.settings import Settings
 from schemas.text import public_reason
-from service import detection, recovery, runtime, webhooks
+from service import detection, recovery, webhooks
 from service import ingest as ingest_step
 from service.dispatch import Dispatcher
-from service.logs import bind_upload
+from service.runtime import process_loop
+from service.runtime.logs import bind_upload
 from storage import faults
 from workers import app
+
+# Deferred imports: logging's set-up and the repository load in the signal handlers that use
+# them.
 
 log = logging.getLogger("skygate.tasks")
 
@@ -85,7 +89,7 @@ def _wait_for_services(**_):
     # A worker that starts while its database or Mongo is down waits for them (retrying with
     # backoff, up to SKYGATE_STARTUP_WAIT) instead of crashing; the broker is Celery's own
     # broker_connection_retry_on_startup. (Celery sets up logging after this signal.)
-    from service.logs import configure
+    from service.runtime.logs import configure
 
     configure(_settings())
     recovery.wait_for_services(_settings())
@@ -112,7 +116,7 @@ def _warm_up(**_):
     if not methods:
         return  # an ingest/aggregate-only worker loads no model
     try:
-        runtime.run(detection.warm_up, methods)
+        process_loop.run(detection.warm_up, methods)
     except Exception as exc:  # noqa: BLE001 - storage could not even be built: first use loads
         detection.startup_log.warning("methods not loaded ahead (%s: %s): the first image "
                                       "loads them", type(exc).__name__, exc)
@@ -120,7 +124,7 @@ def _warm_up(**_):
 
 @worker_process_shutdown.connect
 def _close_storage(**_):
-    runtime.shutdown()
+    process_loop.shutdown()
 
 
 # Where each task takes its upload id: so every log line of a task names its upload.
@@ -150,7 +154,7 @@ def ingest(**kwargs) -> dict:
         log.error("rejected ingest message: %s", exc.errors(include_url=False))
         return {"status": "rejected", "error": str(exc)}
     try:
-        outcome = runtime.run(ingest_step.ingest_request, request)
+        outcome = process_loop.run(ingest_step.ingest_request, request)
     except (FileNotFoundError, KeyError) as exc:
         log.error("ingest source not found: %s", exc)
         return {"status": "rejected", "error": f"source not found: {exc}"}
@@ -160,7 +164,7 @@ def ingest(**kwargs) -> dict:
     if outcome.needs_processing:
         # The row is committed (ingest_request returned): only now enqueue. A broker that
         # does not take it (QueueUnavailable, transient) retries this ingest: the same upload.
-        runtime.run(_start_detection, outcome.upload_id, outcome.redispatch)
+        process_loop.run(_start_detection, outcome.upload_id, outcome.redispatch)
     return {"upload_id": outcome.upload_id, "sha256": outcome.sha256, "status": outcome.status,
             "error": outcome.error}
 
@@ -175,10 +179,10 @@ def prepare(self, upload_id: int, recovered: bool = False) -> dict:
     # A delivery counts toward SKYGATE_MAX_DELIVERIES only if a worker died on the previous
     # one: never for a retry after a transient fault or a re-dispatch by the recovery sweep.
     may_count = not recovered and not (self.request.retries or 0)
-    manifest_key, methods = runtime.run(detection.prepare, upload_id, may_count=may_count,
+    manifest_key, methods = process_loop.run(detection.prepare, upload_id, may_count=may_count,
                                         recovered=recovered)
     if manifest_key is None:
-        runtime.run(webhooks.announce, upload_id)  # a failure committed: tell its owner
+        process_loop.run(webhooks.announce, upload_id)  # a failure committed: tell its owner
         return {"upload_id": upload_id, "status": "skipped" if recovered else "failed"}
     header = [DETECT_TASKS[m].s(upload_id, manifest_key) for m in methods if m in DETECT_TASKS]
     body = aggregate.s(upload_id, manifest_key).on_error(upload_failed.si(upload_id))
@@ -196,7 +200,7 @@ def _make_detect_task(method: str):
         try:
             # Counts the delivery (a poison image's method gives up past the cap) and, unless
             # a worker died on the previous one, touches the upload (the heartbeat).
-            result = runtime.run(detection.detect, upload_id, method, manifest_key,
+            result = process_loop.run(detection.detect, upload_id, method, manifest_key,
                                  heartbeat=True, may_count=_first_attempt(self))
         except SoftTimeLimitExceeded:
             log.error("method %s hit its soft time limit on upload %s", method, upload_id)
@@ -220,15 +224,15 @@ DETECT_TASKS = {m: _make_detect_task(m) for m in REGISTRY}
 @app.task(name="skygate.aggregate", bind=True, **RELIABLE)
 def aggregate(self, results: list, upload_id: int, manifest_key: str) -> dict:
     try:
-        return runtime.run(detection.aggregate_counted, upload_id, manifest_key, results,
+        return process_loop.run(detection.aggregate_counted, upload_id, manifest_key, results,
                            may_count=_first_attempt(self))
     except Exception as exc:
         if faults.is_transient(exc):
             raise  # Reliable retries it
         # Record what failed before the chord's error path runs: it only knows "something".
         log.exception("aggregate failed on upload %s", upload_id)
-        runtime.run(_mark_failed, upload_id, f"aggregate failed: {public_reason(exc)}"[:2000])
-        runtime.run(webhooks.announce, upload_id)
+        process_loop.run(_mark_failed, upload_id, f"aggregate failed: {public_reason(exc)}"[:2000])
+        process_loop.run(webhooks.announce, upload_id)
         raise
 
 
@@ -244,9 +248,9 @@ async def _mark_failed(storage, settings, upload_id: int, reason: str, *,
 def upload_failed(upload_id: int) -> None:
     # The chord failed (a header task died past its hard limit, or aggregate raised): never
     # leave it "processing", and never replace a reason aggregate recorded itself.
-    runtime.run(_mark_failed, upload_id, "detection did not complete (a method task was lost)",
+    process_loop.run(_mark_failed, upload_id, "detection did not complete (a method task was lost)",
                 only_unfinished=True)
-    runtime.run(webhooks.announce, upload_id)
+    process_loop.run(webhooks.announce, upload_id)
 
 
 # A retry due sooner than this is a countdown message; later ones are sent by the recovery
@@ -256,7 +260,7 @@ SHORT_RETRY_SECONDS = 300.0
 
 @app.task(name="skygate.webhook.deliver", **RELIABLE)
 def deliver_webhook(delivery_id: int) -> dict:
-    outcome = runtime.run(webhooks.attempt, delivery_id)
+    outcome = process_loop.run(webhooks.attempt, delivery_id)
     if outcome.retry_in is not None and outcome.retry_in <= SHORT_RETRY_SECONDS:
         deliver_webhook.apply_async(args=[delivery_id], countdown=max(0.0, outcome.retry_in))
     return {"delivery_id": delivery_id, "status": outcome.status,

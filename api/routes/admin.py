@@ -1,7 +1,7 @@
 """Admin routes: ``/v1/users`` (list, create, suspend) and ``/v1/audit`` (the audit trail).
 
 Every route needs the ``admin`` role (api/auth.py). Account changes write their audit row in
-the same transaction as the change (storage/accounts.py).
+the same transaction as the change; the rules are service/accounts.py's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from api.auth import AUTH_ERRORS, FORBIDDEN, AdminDep, needs
 from api.errors import ApiError, ErrorBody
 from api.models import AuditEntry, AuditPage, NewUserRequest, UserList, UserOut
 from schemas.clock import aware
-from storage import accounts, audit
+from service import accounts
+from storage import accounts as account_rows
+from storage import audit
 
 router = APIRouter(tags=["admin"])
 
@@ -32,7 +34,7 @@ def _account_error(exc: accounts.AccountError) -> ApiError:
 @router.get("/users", response_model=UserList, summary="Every account with its role",
             responses=_ERRORS, **needs("admin"))
 async def list_users(request: Request, who: AdminDep):
-    rows = await accounts.list_users(request.app.state.storage.engine)
+    rows = await account_rows.list_users(request.app.state.storage.engine)
     return UserList(items=[UserOut(**r) for r in rows])
 
 
@@ -47,7 +49,7 @@ async def create_user(request: Request, who: AdminDep, body: NewUserRequest):
                                    password=body.password, role=body.role, actor=who.actor())
     except accounts.AccountError as exc:
         raise _account_error(exc) from None
-    return UserOut(**await accounts.get_user(engine, body.username))
+    return UserOut(**await account_rows.get_user(engine, body.username))
 
 
 @router.post("/users/{username}/suspend", response_model=UserOut,

@@ -12,8 +12,8 @@ from api.errors import ApiError, ErrorBody
 from api.models import NewKey, NewKeyRequest
 from api.usage import client_ip
 from schemas.clock import aware
-from schemas.text import clean_text
-from storage import accounts, audit, login_throttle
+from service import accounts
+from storage import audit
 
 router = APIRouter()
 
@@ -34,29 +34,17 @@ async def create_key(request: Request, body: NewKeyRequest,
                             headers={"WWW-Authenticate": 'Basic realm="skygate"'})
     if credentials is None:
         raise unauthorized
-    # Count the attempt per (username, client IP) and per client IP before the password is
-    # checked, with growing delays past the free failures; the counts live in the database,
-    # so every API process sees them. Never per username alone: nobody can lock anyone out.
-    subjects = login_throttle.subjects_for(
-        clean_text(credentials.username, limit=150).lower(),
-        client_ip(request.scope, settings.trust_forwarded_for) or "-",
-        per_pair=settings.login_max_failures, per_client=settings.login_max_failures_per_ip)
-    wait = await login_throttle.reserve(engine, subjects,
-                                        window_seconds=settings.login_window_seconds,
-                                        max_delay=settings.login_max_delay)
-    if wait is not None:
-        await audit.record_now(engine, audit.Actor("anonymous", source=request_ip(request)),
-                               "login", target=f"user:{clean_text(credentials.username)[:100]}",
-                               outcome="denied", detail={"reason": "too_many_failed_logins"})
-        raise ApiError(429, "too_many_failed_logins",
-                       f"too many failed logins; retry after {wait}s",
-                       headers={"Retry-After": str(wait)})
-    user = await accounts.login(engine, credentials.username, credentials.password,
-                                source=request_ip(request))
+    try:
+        user = await accounts.throttled_login(
+            engine, settings, credentials.username, credentials.password,
+            client=client_ip(request.scope, settings.trust_forwarded_for) or "-",
+            source=request_ip(request))
+    except accounts.LoginThrottled as exc:
+        raise ApiError(429, "too_many_failed_logins", str(exc),
+                       headers={"Retry-After": str(exc.retry_after)}) from None
     if user is None:
         # Same answer for an unknown user and a wrong password.
         raise unauthorized
-    await login_throttle.forgive(engine, list(subjects))
     request.state.user_id = user["user_id"]
     expires = body.expires_at
     expires = aware(expires)

@@ -4,8 +4,6 @@ done upload, read from the blob store."""
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request, Response
 
 from api.auth import AUTH_ERRORS, Caller, CallerDep, needs
@@ -31,8 +29,8 @@ async def _picture(request: Request, who: Caller, upload_id: int, which: str) ->
     if not key:
         raise ApiError(404, f"{which}_not_available", f"upload {upload_id} has no {which} image")
     try:
-        # In a thread: an S3 GET (its timeouts and retries) never holds the event loop.
-        data = await asyncio.to_thread(request.app.state.storage.blobs.get, key)
+        # The async path: an S3 GET (its timeouts and retries) never holds the event loop.
+        data = await request.app.state.storage.blobs.aget(key)
     except BlobNotFound:
         raise ApiError(404, f"{which}_not_available",
                        f"the {which} image of upload {upload_id} is gone") from None

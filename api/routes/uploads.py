@@ -23,9 +23,9 @@ from schemas.records import verdict_word
 from schemas.text import clean_file_name, clean_text
 from service import ingest
 from service.dispatch import QueueUnavailable
-from service.results import delete_upload as remove_upload
 from storage import accounts, audit, feedback, idempotency
 from storage import repository as repo
+from storage.removal import delete_upload as remove_upload
 from storage.removal import deletion_detail
 
 router = APIRouter(tags=["uploads"])

@@ -23,6 +23,8 @@ from schemas.documents import AnalysisResult, ExifData, GpsCoordinates
 from schemas.results import EVEN_ODDS, MethodResult, verdict_from_probability
 from schemas.text import clean_text, cut_at_nul
 
+# Deferred imports: c2pa's native library loads only for a file that carries a manifest.
+
 AI_SOURCE_TYPES = {
     "trainedalgorithmicmedia": "trainedAlgorithmicMedia",
     "compositewithtrainedalgorithmicmedia": "compositeWithTrainedAlgorithmicMedia",

@@ -18,6 +18,9 @@ from pipeline.features import MODEL_FEATURES, compute_features, method_features
 from pipeline.imaging import neutralise
 from scripts.training.probe import fit_probe, probe_logit
 
+# Deferred imports: heavy libraries (onnx, onnxruntime, scikit-learn, the clients) load only in
+# the mode or child process that uses them.
+
 C = 0.3
 MIN_USABLE_AUC = 0.65
 ALL_FEATURES = sorted({n for names in method_features().values() for n in names})

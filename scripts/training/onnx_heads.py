@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Deferred imports: heavy libraries (onnx, onnxruntime, scikit-learn, the clients) load only in
+# the mode or child process that uses them.
+
 
 def logistic_head(mean, scale, coef, intercept: float, *, path: Path, name: str, doc: str,
                   platt: tuple[float, float] = (1.0, 0.0)) -> None:

@@ -6,6 +6,9 @@ import numpy as np
 
 from pipeline.metrics import roc_auc, tpr_at_fpr
 
+# Deferred imports: heavy libraries (onnx, onnxruntime, scikit-learn, the clients) load only in
+# the mode or child process that uses them.
+
 PROBES = ("lr", "svm")
 
 

@@ -6,6 +6,9 @@ import numpy as np
 
 from pipeline.ensemble import logit
 
+# Deferred imports: heavy libraries (onnx, onnxruntime, scikit-learn, the clients) load only in
+# the mode or child process that uses them.
+
 STACK_C = 1.0
 
 

@@ -40,6 +40,9 @@ from skygate.cli import (
     serve,
 )
 
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Exit codes: 0 success; 1 a failure (a file, a check, an upload); 2 a "
@@ -50,7 +53,7 @@ from skygate.cli import (
               help="only errors and the records asked for (no progress, summaries or notes)")
 def main(quiet: bool) -> None:
     """SkyGate: tell AI-generated images from real photographs."""
-    from service.logs import configure
+    from service.runtime.logs import configure
 
     configure(level="WARNING" if quiet else None)
 

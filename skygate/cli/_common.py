@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import datetime
 
 import click
 
 from schemas.records import FileRecord, verdict_word
 from schemas.settings import Settings
+
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
 
 UNJUDGED_STATUSES = ("failed", "skipped", "pending")
 
@@ -35,8 +39,6 @@ def engine_call(fn):
 
 def parse_since(value: str | None):
     """``--since``: a date or an ISO 8601 time (UTC when it names no zone)."""
-    from datetime import datetime
-
     from schemas.clock import aware
 
     if value is None:

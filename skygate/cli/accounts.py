@@ -10,6 +10,9 @@ import click
 
 from skygate.cli._common import engine_call, fail
 
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
+
 ROLES = ("admin", "operator", "member")  # storage.models.ROLES, without importing storage
 
 
@@ -34,7 +37,7 @@ def users() -> None:
                    "recover; member: own uploads only")
 def users_create(username, email, password_stdin, role):
     """Create a user (passwords are stored as argon2 hashes)."""
-    from storage import accounts
+    from service import accounts
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else None
     if password_stdin and len(password) < 8:  # noqa: PLR2004 - the documented minimum
@@ -53,10 +56,11 @@ def users_create(username, email, password_stdin, role):
 @click.argument("role", type=click.Choice(ROLES))
 def users_role(username, role):
     """Give a user another role (the last active admin keeps theirs)."""
-    from storage import accounts
+    from service import accounts
+    from storage.accounts import get_user
 
     try:
-        before = engine_call(lambda e: accounts.get_user(e, username))
+        before = engine_call(lambda e: get_user(e, username))
         engine_call(lambda e: accounts.set_role(e, username, role, actor=_cli_actor()))
     except accounts.AccountError as exc:
         fail(str(exc))
@@ -88,7 +92,7 @@ def users_activate(username):
 
 
 def _set_status(username: str, status: str) -> None:
-    from storage import accounts
+    from service import accounts
 
     try:
         engine_call(lambda e: accounts.set_account_status(e, username, status,
@@ -113,7 +117,7 @@ def keys() -> None:
 def keys_create(username, name, limit, expires):
     """Create a key; it is printed once (only its hash is stored)."""
     from schemas.clock import aware
-    from storage import accounts
+    from service import accounts
 
     when = aware(expires)
     try:

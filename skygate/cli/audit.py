@@ -9,6 +9,9 @@ import click
 
 from skygate.cli._common import engine_call, format_options, parse_since, say
 
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
+
 
 @click.command()
 @click.option("--since", help="on or after this date or ISO 8601 time (UTC by default)")

@@ -12,6 +12,9 @@ import click
 from schemas.settings import Settings
 from skygate.cli._common import fail, format_options
 
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
+
 
 def _counts(manifest: dict) -> str:
     tables = manifest["database"]["tables"]

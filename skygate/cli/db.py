@@ -8,6 +8,9 @@ import click
 
 from schemas.settings import Settings
 
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
+
 
 @click.group()
 def db() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from schemas.records import JUDGED_STATUSES
 from schemas.settings import Settings
 from skygate.cli._common import UNJUDGED_STATUSES, format_options, progress_bar, record_word
 from skygate.cli.db import ensure_schema
+
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
 
 
 @click.command("eval")
@@ -33,11 +37,8 @@ def eval_(paths, labels_csv, stored, out, plot, workers, fmt):
     back), or with --stored only reads back verdicts stored earlier. Exit 0 when it ran.
     """
     as_json = fmt == "json"
-    if plot:
-        import importlib.util
-
-        if importlib.util.find_spec("matplotlib") is None:
-            raise click.UsageError("--plot needs matplotlib: pip install 'skygate[plot]'")
+    if plot and importlib.util.find_spec("matplotlib") is None:
+        raise click.UsageError("--plot needs matplotlib: pip install 'skygate[plot]'")
     from skygate import evaluate
     from skygate.batch import default_workers
 

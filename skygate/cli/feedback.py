@@ -11,6 +11,9 @@ import click
 from schemas.settings import Settings
 from skygate.cli._common import parse_since
 
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
+
 
 @click.group("feedback")
 def feedback_group() -> None:

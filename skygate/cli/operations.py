@@ -11,6 +11,9 @@ import click
 from schemas.settings import Settings
 from skygate.cli._common import engine_call, format_options, parse_since
 
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
+
 
 @click.command(epilog="Exit codes: 0 every check passed; 1 a check failed (the checks that "
                       "needed it are skipped and name it); 2 a usage error.")
@@ -21,7 +24,7 @@ def doctor(fmt):
     A check whose dependency failed is skipped ("skipped: database unreachable"), so the
     failure named is the cause.
     """
-    from service.health import causes, run_checks
+    from service.runtime.health import causes, run_checks
 
     checks = asyncio.run(run_checks(Settings()))
     failed = causes(checks)
@@ -128,8 +131,8 @@ def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int
     """Start each upload's detection (``Dispatcher.start_detection``); returns how many
     failed (embedded runs only). A broker that does not take a message stops the run with
     its reason: that upload and the rest stay queued for the recovery sweep."""
-    from service import runtime
     from service.dispatch import Dispatcher, QueueUnavailable
+    from service.runtime import process_loop
     from storage import repository as repo
 
     if not upload_ids:
@@ -145,7 +148,7 @@ def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int
     failed = 0
     try:
         for upload_id in upload_ids:
-            upload = runtime.run(start, upload_id)
+            upload = process_loop.run(start, upload_id)
             if upload is None:
                 continue
             failed += upload["status"] == "failed"
@@ -155,7 +158,7 @@ def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int
         raise click.ClickException(f"{what}: {exc}; it and the uploads after it stay queued "
                                    "(the recovery sweep re-sends them)") from None
     finally:
-        runtime.shutdown()
+        process_loop.shutdown()
     if dispatcher.mode == "celery":
         click.echo(f"{what}: sent {len(upload_ids)} upload(s) to the cluster: "
                    f"{', '.join(map(str, upload_ids))}")
@@ -171,7 +174,7 @@ def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int
 def recover(dry_run, stuck_after, fmt):
     """Re-send uploads stuck queued or processing (the sweep every worker runs, by hand)."""
     as_json = fmt == "json"
-    from service.celery_client import celery_client
+    from service.runtime.celery_client import celery_client
 
     settings = Settings()
     if not settings.broker_url:

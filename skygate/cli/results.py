@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import sys
 
@@ -11,6 +12,9 @@ import click
 from schemas.records import JUDGED_STATUSES, verdict_word
 from schemas.settings import Settings
 from skygate.cli._common import fail, format_options, parse_since, say
+
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
 
 
 @click.command(epilog="Exit codes: 0 records printed (or none stored); 1 no upload with "
@@ -48,8 +52,6 @@ def results(upload_id, since, fmt, limit):
 
 
 def _print_csv(records) -> None:
-    import csv
-
     from skygate.batch import csv_fields, flatten
 
     writer = csv.DictWriter(sys.stdout, fieldnames=[*csv_fields(), "upload_date"],

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from itertools import chain
 from pathlib import Path
 
 import click
@@ -19,6 +21,9 @@ from schemas.records import JUDGED_STATUSES, FileRecord
 from schemas.settings import Settings
 from skygate.cli._common import format_options, progress_bar, record_word, say
 from skygate.cli.db import ensure_schema
+
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
 
 _batch_options = [
     click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
@@ -58,8 +63,6 @@ def scan(paths, out, csv_path, recursive, include, exclude, fmt, report, workers
 
     Sidecars (.xmp, .aae, .txt …), camera RAW files and dangling links are skipped with
     their reason; they do not make the run fail."""
-    from itertools import chain
-
     from skygate.batch import Outputs, default_workers, run_embedded, skipped_records
 
     files = _files_or_exit(paths, recursive, include, exclude)
@@ -140,8 +143,6 @@ def _store(data_dir: Path | None, *, no_store: bool):
                    "as pending (exit 3)")
 def submit(paths, out, csv_path, recursive, include, exclude, fmt, report, wait, timeout):
     """Send files to a running cluster (SKYGATE_BROKER_URL); --wait for the verdicts."""
-    from itertools import chain
-
     from skygate.batch import Outputs, skipped_records
     from skygate.remote import submit_files
 
@@ -236,8 +237,6 @@ def _run_batch(records, total: int, outputs, *, fmt: str) -> None:
 
 def _csv_rows():
     """``--format csv``: the CSV columns of ``--csv F``, on stdout."""
-    import csv
-
     from skygate.batch import csv_fields, flatten
 
     writer = csv.DictWriter(sys.stdout, fieldnames=csv_fields(), extrasaction="ignore")

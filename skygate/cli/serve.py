@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from schemas.settings import Settings
+
+# Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
+# start without loading SQLAlchemy, Celery, numpy or the models.
 
 
 @click.command()
@@ -35,8 +39,6 @@ def flower(port, address, flower_args):
 
     Basic auth from SKYGATE_FLOWER_BASIC_AUTH (user:password). Extra arguments go to Flower.
     """
-    import os
-
     settings = Settings()
     if not settings.broker_url:
         raise click.UsageError("SKYGATE_BROKER_URL is not set: Flower watches a cluster")

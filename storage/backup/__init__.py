@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from schemas.clock import utcnow
@@ -56,8 +57,6 @@ class TargetNotEmpty(BackupError):
 
 
 def _skygate_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("skygate")
     except PackageNotFoundError:

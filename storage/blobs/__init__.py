@@ -23,6 +23,8 @@ from storage.blobs.base import (
 )
 from storage.blobs.local import LocalBlobStore
 
+# Deferred imports: the S3 store (boto3, the [s3] extra) loads only when configured.
+
 __all__ = [
     "TRANSIENT_BLOB_ERRORS", "BlobNotFound", "BlobStore", "BlobStoreError",
     "BlobStoreUnavailable", "LocalBlobStore", "S3BlobStore", "StagedBlob", "blob_store_for",

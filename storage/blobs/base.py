@@ -2,11 +2,19 @@
 
 Keys are relative strings (``ab/cd/<sha256><suffix>``) so that every backend (a folder, an S3
 bucket) serves the same keys that PostgreSQL and the documents record.
+
+The store is synchronous (a folder, boto3). Async code reaches it only through the ``a``
+methods (``aget``, ``aput``, ``adelete``, ``aexists``, ``acommit``, ``akeys``), which run the
+call in a thread: an S3 request (its timeouts times its retries) never holds an event loop,
+the API's above all. ``tests/unit/test_async_blobs.py`` fails when an ``async def`` calls a
+blocking method itself. The staging area (``stage`` and the StagedBlob's writes) is a local
+temporary file, written chunk by chunk as a body streams in, and stays synchronous.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import hashlib
 import os
 import tempfile
@@ -106,6 +114,26 @@ class BlobStore(abc.ABC):
         """Every stored key with its size in bytes and modification time:
         ``(key, size, mtime)``; staging files are listed too, under keys starting with a dot,
         and ``delete`` removes them."""
+
+    # The async path: each call in a thread, so no event loop waits on the store.
+    async def aget(self, key: str) -> bytes:
+        return await asyncio.to_thread(self.get, key)
+
+    async def aput(self, data: bytes, *, suffix: str = "") -> str:
+        return await asyncio.to_thread(self.put, data, suffix=suffix)
+
+    async def aexists(self, key: str) -> bool:
+        return await asyncio.to_thread(self.exists, key)
+
+    async def adelete(self, key: str) -> bool:
+        return await asyncio.to_thread(self.delete, key)
+
+    async def acommit(self, staged: StagedBlob, key: str) -> str:
+        return await asyncio.to_thread(self.commit, staged, key)
+
+    async def akeys(self) -> list[tuple[str, int, float]]:
+        """``keys()`` listed in full in a thread (a bucket's listing is paged requests)."""
+        return await asyncio.to_thread(lambda: list(self.keys()))
 
     def describe(self) -> str:
         """Where the blobs are, for humans (``skygate doctor``, errors)."""

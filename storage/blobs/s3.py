@@ -29,6 +29,8 @@ from storage.blobs.base import (
     write_atomically,
 )
 
+# Deferred imports: boto3 and botocore (the [s3] extra) load when an S3 store is built.
+
 # Error codes S3 and its look-alikes answer when trying again later helps.
 _TRANSIENT_CODES = {
     "RequestTimeout", "RequestTimeoutException", "SlowDown", "Throttling", "ThrottlingException",

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from storage import accounts as account_rows
 from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import api_cluster, cluster_sql, free_port, run, serve, wait_for
 
@@ -49,7 +50,7 @@ _users = iter(range(1, 10_000))
 
 
 def new_user(stack, *, limit=1000, expires_at=None, password=None):
-    from storage import accounts
+    from service import accounts
 
     n = next(_users)
     name = f"user{n}"
@@ -188,12 +189,12 @@ def test_delete_removes_rows_document_and_unshared_blobs(stack):
 
 
 def test_missing_unknown_expired_revoked_and_suspended_keys_get_401(stack):
-    from storage import accounts
+    from service import accounts
 
     expired = new_user(stack, expires_at=datetime.now(UTC) - timedelta(minutes=1))
     revoked = new_user(stack)
     suspended = new_user(stack)
-    db(stack, lambda e: accounts.revoke_key(e, key_id=revoked["key_id"]))
+    db(stack, lambda e: account_rows.revoke_key(e, key_id=revoked["key_id"]))
     db(stack, lambda e: accounts.set_account_status(e, suspended["name"], "suspended"))
     cases = [(None, "missing_api_key"), ("sg_deadbeef_nope", "invalid_api_key"),
              ("", "missing_api_key"), (expired["key"], "api_key_expired"),
@@ -418,7 +419,7 @@ def test_metrics_show_the_queues_of_the_broker(stack):
     """An operator's scrape of a cluster's API: the broker's queues, webhooks included."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from storage import accounts
+    from service import accounts
 
     async def operator_key(engine):
         await accounts.create_user(engine, username="scraper", email="scraper@example.org",

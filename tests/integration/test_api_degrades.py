@@ -58,7 +58,7 @@ def api(tmp_path_factory):
 
 
 def _new_key(db_url: str) -> str:
-    from storage import accounts
+    from service import accounts
     from storage.db import create_engine
 
     async def make():

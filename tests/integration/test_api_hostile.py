@@ -257,7 +257,7 @@ def test_nul_padded_camera_tags_get_a_verdict_on_postgresql(stack):
 def test_a_failed_aggregate_names_its_error_not_a_lost_task(stack, monkeypatch):
     """The upload's failure reason is the aggregate's own error; the chord's error path that
     runs after it does not replace it with a guess."""
-    from service import runtime
+    from service.runtime import process_loop
     from workers import tasks
 
     (user_id,) = sql(stack, "INSERT INTO users (username, email, password_hash) VALUES "
@@ -276,13 +276,13 @@ def test_a_failed_aggregate_names_its_error_not_a_lost_task(stack, monkeypatch):
 
     # A manifest that cannot be read (a missing one means a superseded canvas: a no-op).
     monkeypatch.setattr(aggregate_step, "_manifest_or_outcome", unreadable)
-    runtime.shutdown()
+    process_loop.shutdown()
     try:
         with pytest.raises(ValueError, match="no/such/manifest"):
             tasks.aggregate.run([], upload_id, "no/such/manifest.json")
         tasks.upload_failed.run(upload_id)
     finally:
-        runtime.shutdown()
+        process_loop.shutdown()
     (status, error) = sql(stack, "SELECT status, error FROM uploads WHERE upload_id=:u",
                           u=upload_id)[0]
     assert status == "failed"

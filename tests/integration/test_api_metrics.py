@@ -22,7 +22,7 @@ def settings(request, tmp_path_factory):
 
 
 async def key_of(storage, role: str, limit: int = 10_000) -> str:
-    from storage import accounts
+    from service import accounts
 
     name = f"{role}{uuid.uuid4().hex[:6]}"
     await accounts.create_user(storage.engine, username=name, email=f"{name}@example.org",

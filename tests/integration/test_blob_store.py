@@ -361,7 +361,7 @@ def test_permanent_s3_errors_are_not_transient(s3_settings):
 
 
 def test_doctor_checks_the_object_store(s3_settings):
-    from service.health import _check_blobs
+    from service.runtime.health import _check_blobs
 
     check = _check_blobs(s3_settings)
     assert check.ok and s3_settings.blob_url.split("/")[2] in check.detail
@@ -505,7 +505,7 @@ def test_api_streams_uploads_into_s3_serves_pictures_and_deletes(s3_stack, s3_en
     ELA picture comes back from S3; DELETE removes the upload's objects from the bucket."""
     import httpx
 
-    from storage import accounts
+    from service import accounts
     from storage.db import create_engine
 
     async def make_key():

@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from schemas.documents import AggregatedResults, DetectionMetadata, SystemConfiguration
-from storage import accounts, migrate
+from service import accounts
+from storage import migrate
 from storage.db import create_engine
 from storage.documents import METADATA, MongoDocumentStore, SqlDocumentStore
 from storage.documents.validation import VALIDATORS

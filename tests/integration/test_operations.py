@@ -284,7 +284,7 @@ def test_a_request_id_travels_from_the_publisher_into_every_task_log_line(cluste
     canvas runs in the real worker logs JSON lines with that request id, ISO UTC times."""
     from celery import Celery
 
-    from service.logs import _propagate_request_ids, bind_request, unbind_request
+    from service.runtime.logs import _propagate_request_ids, bind_request, unbind_request
 
     image = tmp_path / "traced.jpg"  # bytes no other test sends: a new upload, a whole canvas
     image.write_bytes(encode(noisy_photo(rows=200, cols=232, seed=9273), fmt="JPEG"))

@@ -91,7 +91,7 @@ async def cached_keys(storage, upload_id: int) -> int:
 
 
 def test_second_read_is_served_by_the_cache_until_invalidated(settings):
-    from service import results
+    from storage.cache import forget_result
 
     async def go():
         async with api(settings) as (client, storage):
@@ -110,7 +110,7 @@ def test_second_read_is_served_by_the_cache_until_invalidated(settings):
             await set_summary(storage, upload_id, "changed under the cache")
             stale = await client.get(url, headers=who["headers"])
             assert stale.json()["summary"] == first.json()["summary"]
-            await results.invalidate(storage, upload_id)
+            await forget_result(storage.cache, upload_id)
             fresh = await client.get(url, headers=who["headers"])
             assert fresh.json()["summary"] == "changed under the cache"
             assert len(reads) == 2
@@ -232,7 +232,7 @@ def test_cache_url_defaults_to_a_redis_result_backend_or_broker():
 
 
 def test_pool_settings_reach_the_engine_and_the_mongo_client(settings):
-    from service.health import run_checks
+    from service.runtime.health import run_checks
     from storage.context import open_storage
 
     sized = settings.model_copy(update={
@@ -274,7 +274,7 @@ def test_doctor_prints_the_pools_line(settings):
 
 def test_concurrent_readers_and_an_invalidation_leave_no_stale_entry(settings):
     """Readers racing a result change: once it is invalidated, the entry is the new one."""
-    from service import results
+    from storage.cache import forget_result
 
     async def go():
         async with api(settings) as (client, storage):
@@ -287,7 +287,7 @@ def test_concurrent_readers_and_an_invalidation_leave_no_stale_entry(settings):
 
             readers = [asyncio.create_task(read()) for _ in range(20)]
             await set_summary(storage, upload_id, "second")
-            await results.invalidate(storage, upload_id)
+            await forget_result(storage.cache, upload_id)
             await asyncio.gather(*readers)
             assert await read() == "second"
 

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
+from storage import accounts as account_rows
 from storage.migrate import head_revision
 from tests.conftest import _pg_admin, free_port, run, wait_for
 
@@ -103,7 +104,7 @@ def api(backend):
 
 def new_user(backend, role="member", *, password=None):
     """A user with that role and a key: {"name", "key", "key_id", "user_id"}."""
-    from storage import accounts
+    from service import accounts
 
     name = f"{role}{next(_n)}_{uuid.uuid4().hex[:4]}"
 
@@ -247,7 +248,7 @@ def test_admin_manages_users_and_deletes_any_upload(backend, api):
 
 
 def test_the_last_active_admin_stays(backend, api):
-    from storage import accounts
+    from service import accounts
 
     first = new_user(backend, "admin")
     # Several admins may exist from other tests: leave only `first` active.
@@ -269,7 +270,7 @@ def test_the_last_active_admin_stays(backend, api):
 
     second = new_user(backend, "admin")
     db(backend, lambda e: accounts.set_role(e, first["name"], "member"))
-    assert db(backend, lambda e: accounts.get_user(e, first["name"]))["role"] == "member"
+    assert db(backend, lambda e: account_rows.get_user(e, first["name"]))["role"] == "member"
     with pytest.raises(accounts.AccountError):
         db(backend, lambda e: accounts.set_role(e, second["name"], "member"))
     with pytest.raises(accounts.AccountError) as unknown:
@@ -449,10 +450,10 @@ def test_two_admins_demoting_each_other_at_once_leave_one(backend):
     demotions of the last two admins, exactly one succeeds."""
     import asyncio
 
-    from storage import accounts
+    from service import accounts
 
     a, b = new_user(backend, "admin"), new_user(backend, "admin")
-    others = [u["username"] for u in db(backend, accounts.list_users)
+    others = [u["username"] for u in db(backend, account_rows.list_users)
               if u["role"] == "admin" and u["account_status"] == "active"
               and u["username"] not in (a["name"], b["name"])]
     for name in others:
@@ -466,7 +467,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one(backend):
     outcomes = db(backend, both)
     refused = [o for o in outcomes if isinstance(o, accounts.AccountError)]
     assert len(refused) == 1 and refused[0].code == "last_admin", outcomes
-    admins = [u for u in db(backend, accounts.list_users)
+    admins = [u for u in db(backend, account_rows.list_users)
               if u["role"] == "admin" and u["account_status"] == "active"]
     assert len(admins) == 1
 

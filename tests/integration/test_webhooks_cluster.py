@@ -68,7 +68,7 @@ def images() -> list[tuple[str, bytes]]:
 
 
 def new_key(env) -> str:
-    from storage import accounts
+    from service import accounts
     from storage.db import create_engine
 
     async def make():

@@ -76,3 +76,15 @@ def test_storage_never_imports_service():
 def test_the_layer_table_names_every_package():
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
     assert packages - {"tests", "testkit"} == set(LAYER)
+
+
+def test_the_process_plumbing_stands_below_the_upload_lifecycle():
+    # service/runtime/ (the process loop, logs, health, the Celery client, queues, the
+    # allocator) serves every process; it never reaches up into the lifecycle modules of
+    # service (ingest, dispatch, detection, ...), which may all use it.
+    runtime = ROOT / "service" / "runtime"
+    wrong = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+             for path in sorted(runtime.rglob("*.py"))
+             for line, module in _imports(path)
+             if module.split(".")[0] == "service" and not module.startswith("service.runtime")]
+    assert not wrong, "\n".join(wrong)

@@ -68,7 +68,8 @@ def test_a_toy_voting_method_is_weighted_stored_shown_and_stacked(embedded, tmp_
             result = await repo.result_for_upload(storage.engine, outcome.upload_id)
             (doc,) = await storage.documents.find_detection_metadata(
                 upload_id=outcome.upload_id)
-            record = await record_for(storage, path="toy.jpg", sha256=outcome.sha256,
+            record = await record_for(storage.engine, storage.documents,
+                                      path="toy.jpg", sha256=outcome.sha256,
                                       upload_id=outcome.upload_id, status=outcome.status)
             return result, doc, record
 

@@ -1,5 +1,5 @@
 """A process keeps freed image buffers for the next image instead of faulting pages in again
-(service.allocator): checked by the kernel's own minor-fault count, in a fresh process."""
+(service.runtime.allocator): checked by the kernel's own minor-fault count, in a fresh process."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, {root!r})
 tuned = None
 if {tune}:
-    from service.allocator import keep_freed_buffers
+    from service.runtime.allocator import keep_freed_buffers
     tuned = keep_freed_buffers()
     assert keep_freed_buffers() == tuned  # once per process, the same answer
 faults = []

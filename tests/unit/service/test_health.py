@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from schemas.settings import Settings
-from service.health import Check, _skipped, causes, needs
+from service.runtime.health import Check, _skipped, causes, needs
 from tests.conftest import ROOT, free_port
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from api.usage import UsageAndLimits
 from schemas.settings import Settings
-from service.logs import (
+from service.runtime.logs import (
     FIELDS,
     _add_request_header,
     bind_request,

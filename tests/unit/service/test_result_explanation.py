@@ -24,7 +24,8 @@ def _judge(settings, data: bytes, name: str) -> tuple[dict, dict]:
             result = await repo.result_for_upload(storage.engine, outcome.upload_id)
             doc = await storage.documents.get_detection_metadata(result["result_id"])
             body = results.result_body(outcome.upload_id, result, doc).body
-            record = await record_for(storage, path=name, sha256=outcome.sha256,
+            record = await record_for(storage.engine, storage.documents,
+                                      path=name, sha256=outcome.sha256,
                                       upload_id=outcome.upload_id, status="done")
             return body, record
 

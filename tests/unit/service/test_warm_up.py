@@ -49,7 +49,7 @@ def test_a_worker_loads_only_the_methods_of_the_queues_it_consumes(monkeypatch):
     from workers import app, tasks
 
     calls = []
-    monkeypatch.setattr(tasks.runtime, "run", lambda fn, *args: calls.append(args) or [])
+    monkeypatch.setattr(tasks.process_loop, "run", lambda fn, *args: calls.append(args) or [])
     queues = app.amqp.queues
     for consumed, expected in ((["ingest", "aggregate"], None),
                                (["model"], ["model"]),

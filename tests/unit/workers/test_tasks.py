@@ -16,7 +16,7 @@ def test_detect_task_turns_failures_into_error_results(monkeypatch, exc, text):
     def boom(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(tasks.runtime, "run", boom)
+    monkeypatch.setattr(tasks.process_loop, "run", boom)
     out = tasks.DETECT_TASKS["prnu"].run(1, "manifest-key")
     assert out["status"] == "error" and text in out["error"] and out["method"] == "prnu"
 
@@ -53,7 +53,7 @@ def test_a_method_task_touches_its_upload_through_the_still_ours_check(monkeypat
         calls.append((fn.__name__, args, kwargs))
         return MethodResult(method="exif", details={})
 
-    monkeypatch.setattr(tasks.runtime, "run", run)
+    monkeypatch.setattr(tasks.process_loop, "run", run)
     out = tasks.DETECT_TASKS["exif"].run(7, "manifest-key")
     assert out["status"] == "ok"
     assert calls == [("detect", (7, "exif", "manifest-key"),

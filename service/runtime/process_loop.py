@@ -11,7 +11,7 @@ import os
 
 from pipeline.decode import set_pixel_limit
 from schemas.settings import Settings
-from service.allocator import keep_freed_buffers
+from service.runtime.allocator import keep_freed_buffers
 from storage.context import Storage, build_storage
 
 _state: dict = {}

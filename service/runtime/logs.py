@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
+import os
 import re
 import sys
 from datetime import UTC, datetime
 
 from schemas.settings import Settings
+
+# Deferred imports: Celery and the JSON formatter load only in the processes that use them.
 
 _upload_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("upload_id",
                                                                         default=None)
@@ -170,9 +174,6 @@ def _add_request_header(headers=None, **_):
 def json_notice(msg: str, f=None) -> None:
     """A notice Celery writes from a signal handler, as a JSON line. No logging call (its
     locks are not safe in a signal handler): one ``os.write``, as Celery's own ``safe_say``."""
-    import json
-    import os
-
     when = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     line = {"time": when, "level": "WARNING", "logger": "celery.apps.worker",
             "message": str(msg).strip()} | dict.fromkeys(FIELDS[4:])

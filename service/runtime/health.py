@@ -11,8 +11,11 @@ import asyncio
 import os
 import tempfile
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from schemas.settings import Settings
+
+# Deferred imports: each check imports its client (kombu, redis, the model) only when it runs.
 
 QUEUES = ("ingest", "detect", "model", "aggregate", "webhooks")
 
@@ -49,8 +52,6 @@ def _short(exc: BaseException) -> str:
 
 def _where(url: str) -> str:
     """A URL without its credentials, for messages."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
@@ -155,7 +156,7 @@ def _check_result_backend(settings: Settings) -> Check:
 
             redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
         else:
-            from service.celery_client import celery_client
+            from service.runtime.celery_client import celery_client
 
             celery_client().backend.client  # noqa: B018 - touching it connects
     except Exception as exc:  # noqa: BLE001
@@ -167,7 +168,7 @@ def _check_result_backend(settings: Settings) -> Check:
 def _check_workers(settings: Settings) -> Check:
     if not settings.broker_url:
         return Check("workers", True, "embedded mode: `skygate scan` runs the pipeline itself")
-    from service.celery_client import celery_client
+    from service.runtime.celery_client import celery_client
 
     try:
         replies = celery_client().control.inspect(timeout=2.0).active_queues() or {}
