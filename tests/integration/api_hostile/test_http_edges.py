@@ -204,7 +204,7 @@ def _offline_chromium(exe: str, profile, *args) -> subprocess.CompletedProcess:
 
 
 def test_docs_and_redoc_render_with_the_network_cut(stack, tmp_path):
-    from tests.unit.skygate.test_scan import _chromium
+    from tests.conftest import _chromium
 
     exe = _chromium()
     shots = {}
