@@ -184,7 +184,7 @@ def mongo_url(tmp_path_factory):
         proc.kill()
 
 
-# --- images -------------------------------------------------------------------------------
+# --- images, Chromium -----------------------------------------------------------------------
 
 
 def corpus_dir(sub: str = "") -> Path:
@@ -192,6 +192,13 @@ def corpus_dir(sub: str = "") -> Path:
     if not path.is_dir():
         pytest.skip(f"corpus not found at {path} (set SKYGATE_CORPUS or put shared/ beside)")
     return path
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        unavailable("chromium is not installed (.ci/run installs Debian's chromium)")
+    return exe
 
 
 # --- a cluster: its own PostgreSQL database, a Redis db index, a real Celery worker ---------

@@ -11,7 +11,8 @@ import pytest
 
 from storage import accounts as account_rows
 from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
-from tests.conftest import api_cluster, cluster_sql, free_port, run, serve, wait_for
+from tests.conftest import api_cluster, free_port, serve, wait_for
+from tests.integration.conftest import client, db, new_user, sql, upload, wait_done
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -26,64 +27,6 @@ def stack(pg_url, mongo_url, tmp_path_factory):
                      SKYGATE_API_MAX_FILES=str(MAX_FILES),
                      SKYGATE_MODEL_HEATMAP="1") as cluster:  # results with the model's map
         yield cluster
-
-
-def db(stack, fn):
-    """Run ``await fn(engine)`` on the stack's database."""
-    from storage.db import create_engine
-
-    async def go():
-        engine = create_engine(stack["db_url"].replace("postgresql://", "postgresql+asyncpg://"))
-        try:
-            return await fn(engine)
-        finally:
-            await engine.dispose()
-
-    return run(go())
-
-
-def sql(stack, query, **params):
-    return cluster_sql(stack["db_url"], query, **params)
-
-
-_users = iter(range(1, 10_000))
-
-
-def new_user(stack, *, limit=1000, expires_at=None, password=None):
-    from service import accounts
-
-    n = next(_users)
-    name = f"user{n}"
-
-    async def make(engine):
-        await accounts.create_user(engine, username=name, email=f"{name}@example.org",
-                                   password=password)
-        key, key_id = await accounts.create_key(engine, username=name, name="test",
-                                                limit=limit, expires_at=expires_at)
-        return key, key_id
-
-    key, key_id = db(stack, make)
-    return {"name": name, "key": key, "key_id": key_id}
-
-
-def client(stack, key=None) -> httpx.Client:
-    headers = {"X-API-Key": key} if key else {}
-    return httpx.Client(base_url=stack["base"], headers=headers, timeout=60)
-
-
-def upload(c: httpx.Client, *files: tuple[str, bytes]):
-    return c.post("/v1/uploads", files=[("file", (n, d)) for n, d in files])
-
-
-def wait_done(c: httpx.Client, upload_id: int, timeout=180) -> dict:
-    state = {}
-
-    def done():
-        state.update(c.get(f"/v1/uploads/{upload_id}").json())
-        return state["status"] in ("done", "failed")
-
-    wait_for(done, timeout, f"upload {upload_id} finished")
-    return state
 
 
 def test_round_trip_key_upload_result_pictures(stack):

@@ -1,17 +1,15 @@
-"""Backup and restore: a populated store backed up, wiped, restored and compared (PostgreSQL +
-MongoDB + a blob folder, and the embedded SQLite default); damaged backups and occupied
-targets refused before anything is touched."""
+"""Backup and restore of the embedded SQLite default: a populated store backed up, wiped,
+restored and compared; damaged backups and occupied targets refused before anything is touched;
+an S3 store listed and checked; the commands. (PostgreSQL + MongoDB: test_backup_postgres.)"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from schemas.settings import Settings
 from storage.backup import (
@@ -22,182 +20,14 @@ from storage.backup import (
     restore_backup,
 )
 from storage.blobs import blob_store_for
-from storage.migrate import head_revision
-from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
-from tests.conftest import _pg_admin, run
-from tests.integration.test_blob_store import aws_env, s3_endpoint, s3_settings  # noqa: F401 - fixtures
-
-TABLES = ("uploads", "detection_results", "method_results", "blob_refs", "detection_methods",
-          "embedded_documents", "alembic_version")
-
-
-def _images(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "photo.jpg").write_bytes(encode(noisy_photo(seed=11), fmt="JPEG"))
-    (folder / "render.png").write_bytes(encode(smooth_scene(seed=12),
-                                               text={"parameters": SD_PARAMETERS}))
-    (folder / "other.png").write_bytes(encode(noisy_photo(seed=13)))
-    return folder
-
-
-def _read_all(folder: Path) -> list[tuple[str, bytes]]:
-    return [(p.name, p.read_bytes()) for p in sorted(folder.iterdir())]
-
-
-async def _populate(settings: Settings, folder: Path) -> None:
-    """The embedded pipeline, in this process, on the storage ``settings`` name."""
-    from service import detection, ingest
-    from storage import migrate
-    from storage.context import open_storage
-    from storage.seed import ensure_default_configuration
-
-    async with open_storage(settings) as storage:
-        await migrate.upgrade(storage.engine)
-        await storage.documents.ensure_indexes()
-        await ensure_default_configuration(storage.documents)
-        for name, data in _read_all(folder):
-            outcome = await ingest.ingest_bytes(storage, settings, data=data,
-                                                original_file_name=name, user_id=None)
-            assert outcome.needs_processing, outcome
-            await detection.run_all_or_fail(storage, settings, outcome.upload_id)
-
-
-def _settings(env_settings: dict) -> Settings:
-    return Settings(**{k.removeprefix("SKYGATE_").lower(): v for k, v in env_settings.items()})
-
-
-async def _state(settings: Settings) -> dict:
-    """Everything a restore must bring back: rows, sequences, documents, indexes, blobs."""
-    from pymongo import AsyncMongoClient
-
-    from storage.db import create_engine
-
-    state: dict = {"rows": {}}
-    engine = create_engine(settings.sqlalchemy_url)
-    try:
-        async with engine.connect() as conn:
-            for table in TABLES:
-                rows = (await conn.execute(sa.select(sa.text("*")).select_from(
-                    sa.table(table)))).all()
-                state["rows"][table] = sorted((tuple(r) for r in rows), key=repr)
-            state["statuses"] = sorted(
-                (await conn.execute(sa.text("SELECT status FROM uploads"))).scalars())
-            if conn.dialect.name == "postgresql":
-                state["sequences"] = (await conn.execute(sa.text(
-                    "SELECT sequencename, last_value FROM pg_sequences ORDER BY 1"))).all()
-    finally:
-        await engine.dispose()
-    if settings.mongo_url:
-        client = AsyncMongoClient(settings.mongo_url)
-        try:
-            db = client[settings.mongo_database]
-            for name in ("detection_metadata", "system_configuration"):
-                docs = [d async for d in db[name].find({})]
-                state[name] = sorted(docs, key=lambda d: str(d["_id"]))
-                indexes = [ix async for ix in await db[name].list_indexes()]
-                state[f"{name}.indexes"] = sorted(
-                    (tuple(ix["key"].items()), bool(ix.get("unique"))) for ix in indexes)
-                # Validators and other options, as listCollections reports them (nx-27017
-                # reports none; a real MongoDB, SKYGATE_TEST_MONGO_URL, its $jsonSchema).
-                infos = [i async for i in await db.list_collections(filter={"name": name})]
-                state[f"{name}.options"] = [i.get("options") for i in infos]
-        finally:
-            await client.close()
-    blob_root = settings.blob_dir
-    state["blobs"] = {
-        p.relative_to(blob_root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in blob_root.rglob("*") if p.is_file() and not p.name.startswith(".")
-        and ".staging" not in p.parts}
-    return state
-
-
-def _check_populated(state: dict) -> None:
-    assert state["statuses"] == ["done", "done", "done"]
-    assert len(state["rows"]["detection_results"]) == 3
-    assert len(state["rows"]["method_results"]) == 15
-    assert len(state["blobs"]) >= 12
-
-
-# --- PostgreSQL + MongoDB + a blob folder --------------------------------------------------
-
-
-@pytest.mark.integration
-@pytest.mark.slow
-def test_postgres_mongo_round_trip(pg_url, mongo_url, tmp_path):
-    name = pg_url.rsplit("/", 1)[1] + "_backup"
-    db_url = pg_url.rsplit("/", 1)[0] + "/" + name
-    run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    try:
-        env = {"SKYGATE_DATABASE_URL": db_url,
-               "SKYGATE_MONGO_URL": f"{mongo_url}/backup_{uuid.uuid4().hex[:8]}",
-               "SKYGATE_DATA_DIR": str(tmp_path / "var")}
-        settings = _settings(env)
-        run(_populate(settings, _images(tmp_path / "in")))
-        before = run(_state(settings))
-        _check_populated(before)
-        assert len(before["detection_metadata"]) == 3
-        assert before["sequences"]
-
-        backup = run(create_backup(settings, tmp_path / "backups"))
-        files = {p.relative_to(backup).as_posix() for p in backup.rglob("*") if p.is_file()}
-        assert {"manifest.json", "SHA256SUMS", "database/postgres.dump",
-                "documents/collections.json", "documents/detection_metadata.jsonl",
-                "documents/system_configuration.jsonl"} <= files
-        assert sum(f.startswith("blobs/") for f in files) == len(before["blobs"])
-        manifest = json.loads((backup / "manifest.json").read_text())
-        assert manifest["schema_revision"] == head_revision()
-        assert manifest["database"]["tables"]["uploads"] == 3
-        assert manifest["documents"]["counts"]["detection_metadata"] == 3
-        assert "secret" not in json.dumps(manifest)
-
-        # Disaster: the database, the collections and the blobs are gone.
-        run(_pg_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        run(_pg_admin(f'CREATE DATABASE "{name}"'))
-        _drop_mongo(settings)
-        shutil.rmtree(settings.blob_dir)
-
-        result = run(restore_backup(settings, backup))
-        assert result["tables"]["uploads"] == 3 and result["blobs"]["restored"]
-        assert run(_state(settings)) == before
-
-        # Over a populated target: refused, then replaced with force.
-        with pytest.raises(TargetNotEmpty, match=r"database: \d+ tables"):
-            run(restore_backup(settings, backup))
-        run(restore_backup(settings, backup, force=True))
-        assert run(_state(settings)) == before
-
-        # A --force restore whose SQL fails half-way leaves the target as it was: the drops
-        # and the dump run in one transaction.
-        from storage.backup import sql as backup_sql
-
-        real_run = backup_sql._run
-
-        def failing_run(args, env):
-            out = real_run(args, env)
-            files = [a[len("--file="):] for a in args if a.startswith("--file=")]
-            if Path(args[0]).name == "pg_restore" and files:  # the dump as SQL: break its end
-                script = Path(files[0])
-                script.write_text(script.read_text() + "\nSELECT 1/0;\n")
-            return out
-
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(backup_sql, "_run", failing_run)
-            with pytest.raises(BackupError, match="division by zero"):
-                run(restore_backup(settings, backup, force=True))
-        assert run(_state(settings)) == before
-    finally:
-        run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _drop_mongo(settings: Settings) -> None:
-    from pymongo import MongoClient
-
-    with MongoClient(settings.mongo_url) as client:
-        db = client[settings.mongo_database]
-        for name in db.list_collection_names():
-            db.drop_collection(name)
-        assert db.list_collection_names() == []
-
+from tests.conftest import run
+from tests.integration.conftest import (
+    _check_populated,
+    _images,
+    _populate,
+    _settings,
+    _state,
+)
 
 # --- the embedded default: SQLite + documents in it + a blob folder -------------------------
 

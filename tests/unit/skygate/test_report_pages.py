@@ -15,7 +15,7 @@ import pytest
 
 from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
 from tests.conftest import ROOT, corpus_dir
-from tests.unit.skygate.test_report import _open, browser, page_data  # noqa: F401 - fixture
+from tests.unit.skygate.conftest import _open, page_data
 
 BUDGET = 150 * 1024
 C2PA = "c2pa-rs__cli_tests_fixtures_verify.jpg"  # 2882 × 1922, a valid Photoshop manifest
@@ -98,7 +98,7 @@ def test_the_declared_png_page_says_provenance_decided(reported):
 
 
 @pytest.mark.slow
-def test_pages_in_chromium(reported, browser, tmp_path):  # noqa: F811 - the fixture
+def test_pages_in_chromium(reported, browser, tmp_path):
     report, _, _ = reported
     index = _open(browser, report.as_uri())
     index.wait_for_function("document.body.dataset.picturesShown==='3'", timeout=10_000)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from testkit.images import SD_PARAMETERS, encode, noisy_photo, smooth_scene
-from tests.conftest import ROOT, run
+from tests.conftest import ROOT, _chromium, run
 
 
 def skygate(command, *args, data_dir):
@@ -205,17 +205,6 @@ def test_poison_image_is_failed_after_the_delivery_cap(tmp_path):
     key, upload = run(go())
     assert key is None
     assert upload["status"] == "failed" and "poison" in upload["error"]
-
-
-def _chromium() -> str:
-    import shutil
-
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not exe:
-        from tests.conftest import unavailable
-
-        unavailable("chromium is not installed (.ci/run installs Debian's chromium)")
-    return exe
 
 
 def _rendered_dom(exe: str, url: str, profile) -> str:
