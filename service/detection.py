@@ -206,29 +206,31 @@ async def detect(storage: Storage, settings: Settings, upload_id: int, method: s
     method makes (its pictures) checks in its own statement that the upload still is this
     canvas's, and aggregate checks again before it writes anything."""
     stage = f"detect.{method}"
+    ours = manifest is not None  # the embedded runner's: its prepare read the upload
+    if manifest is None:
+        manifest = await canvas.read_manifest(storage, manifest_key, upload_id)
     delivery = None
     if heartbeat:
+        # Counted, and the upload touched if it is still this canvas's: one transaction.
         delivery = await deliveries.begin(storage, settings, upload_id, stage,
-                                          may_count=may_count)
+                                          may_count=may_count,
+                                          touch=(manifest.original_key, manifest.user_id))
         if delivery is not None and delivery.poisoned:
             await deliveries.end(storage, upload_id, stage)
             return MethodResult(method=method, status="error", error=delivery.reason)
+        ours = bool(delivery and delivery.touched)
     try:
-        return await _detect(storage, settings, upload_id, method, manifest_key,
-                             touch=heartbeat and not (delivery and delivery.redelivered),
-                             manifest=manifest)
+        return await _detect(storage, settings, upload_id, method, manifest, ours=ours)
     finally:
         if delivery is not None:
             await deliveries.end(storage, upload_id, stage)
 
 
 async def _detect(storage: Storage, settings: Settings, upload_id: int, method: str,
-                  manifest_key: str, *, touch: bool, manifest: Manifest | None
-                  ) -> MethodResult:
-    checked = manifest is not None
-    if manifest is None:
-        manifest = await canvas.read_manifest(storage, manifest_key, upload_id)
-    if not checked and not await canvas.still_ours(storage, upload_id, manifest, touch=touch):
+                  manifest: Manifest, *, ours: bool) -> MethodResult:
+    # Not touched (not in flight any more, a redelivery, or not ours): whether it is ours
+    # decides (canvas.still_ours).
+    if not ours and await canvas.our_upload(storage, upload_id, manifest) is None:
         # Deleted in flight, its id reused: nothing of this run may land on the new upload.
         log.info("upload %s was deleted during detection: %s not run", upload_id, method,
                  extra={"upload_id": upload_id, "method": method})

@@ -135,12 +135,7 @@ async def touch_if_same(engine: AsyncEngine, upload_id: int, *, file_path: str,
     took two round trips and a flushed commit."""
     async with engine.begin() as conn:
         await _heartbeat_commit(conn)
-        touched = await conn.execute(
-            uploads.update().where(
-                uploads.c.upload_id == upload_id, uploads.c.file_path == file_path,
-                uploads.c.user_id.is_not_distinct_from(user_id),
-                uploads.c.status.in_(("queued", "processing")))
-            .values(stage_touched_at=utcnow()).returning(uploads.c.upload_id))
+        touched = await conn.execute(deliveries.touch_if_same(upload_id, file_path, user_id))
         return touched.first() is not None
 
 
