@@ -64,18 +64,13 @@ def senders(depth: int = 3) -> str:
     return " < ".join(names[:depth])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=6)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--by-site", action="store_true")
-    args = parser.parse_args()
-
+def install_counters(counting: dict, by_site: bool) -> tuple[collections.Counter, ...]:
+    """Count statements (and, ``by_site``, their senders) and hand-offs while
+    ``counting["on"]``; returns the three counters."""
     import aiosqlite.core
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    counting = {"on": False}
     statements: collections.Counter = collections.Counter()
     sites: collections.Counter = collections.Counter()
     handoffs: collections.Counter = collections.Counter()
@@ -85,7 +80,7 @@ def main() -> None:
         if counting["on"]:
             kind = statement_kind(statement)
             statements[kind] += 1
-            if args.by_site:
+            if by_site:
                 sites[(kind, senders())] += 1
 
     class CountedQueue:
@@ -111,8 +106,19 @@ def main() -> None:
         self._tx = CountedQueue(self._tx)
 
     aiosqlite.core.Connection.__init__ = counted_init
+    return statements, sites, handoffs
 
-    import skygate.batch as batch
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=6)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--by-site", action="store_true")
+    args = parser.parse_args()
+    counting = {"on": False}
+    statements, sites, handoffs = install_counters(counting, args.by_site)
+
+    from skygate import batch
 
     scan_file = batch.scan_file
 
