@@ -170,12 +170,13 @@ async def serve_both(modes: dict, key: str, ids: list[int], args) -> dict:
 async def read_path(settings, ids: list[int], n: int = 300) -> dict:
     """Milliseconds per ``service.results.read_result`` alone: a cache hit, the database."""
     from service import results
-    from storage import repository as repo
+    from storage import listing
     from storage.context import open_storage
 
     out = {}
     async with open_storage(settings) as storage:
-        rows = [(await repo.list_uploads(storage.engine, owner=..., upload_id=i, limit=1))[0][0]
+        rows = [(await listing.list_uploads(storage.engine, owner=..., upload_id=i,
+                                            limit=1))[0][0]
                 for i in ids]
         cache = storage.cache
         for label, use in (("database", None), ("cache hit", cache)):

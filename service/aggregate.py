@@ -34,6 +34,7 @@ from storage import repository as repo
 from storage.blobs import BlobNotFound
 from storage.cache import forget_result
 from storage.context import Storage
+from storage.documents.base import DuplicateDocumentError
 
 log = logging.getLogger("skygate.pipeline")
 
@@ -46,9 +47,10 @@ async def aggregate(storage: Storage, settings: Settings, upload_id: int, manife
     the blobs and the document this run made are removed again.
     """
     try:
-        if not await blobrefs.upload_exists(storage, upload_id):
+        upload = await repo.get_upload(storage.engine, upload_id)
+        if upload is None:
             raise blobrefs.UploadGone(upload_id)
-        out = await _aggregate(storage, settings, upload_id, manifest_key, raw_results)
+        out = await _aggregate(storage, settings, upload, manifest_key, raw_results)
         if await blobrefs.upload_exists(storage, upload_id):
             return out
         raise blobrefs.UploadGone(upload_id)
@@ -112,18 +114,19 @@ async def _finished(storage: Storage, upload_id: int) -> dict | None:
             "confidence": float(result["confidence_score"])}
 
 
-async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manifest_key: str,
+async def _aggregate(storage: Storage, settings: Settings, upload: dict, manifest_key: str,
                      raw_results: list) -> dict:
+    upload_id = upload["upload_id"]
     manifest, finished = await _manifest_or_outcome(storage, upload_id, manifest_key)
     if finished is not None:
         return finished
-    upload = await canvas.our_upload(storage, upload_id, manifest)
-    if upload is None:
+    if not canvas.same_upload(upload, manifest):
         # Deleted in flight and its id given to a newer upload: write nothing on it.
         log.info("upload %s was deleted during detection; its id names another upload now",
                  upload_id, extra={"upload_id": upload_id})
         return {"upload_id": upload_id, "status": "deleted"}
-    active = await repo.active_methods(storage.engine)
+    active = (manifest.methods if manifest.methods is not None
+              else await repo.active_methods(storage.engine))
     by_method: dict[str, MethodResult] = {}
     for raw in raw_results:
         if not raw:
@@ -172,14 +175,7 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
         "heatmap": pictures["heatmap"], "forensic_heatmap": pictures["forensic_heatmap"],
         **picture_keys({m: r.details for m, r in by_method.items()}),
     }.items() if v}
-    earlier = await storage.documents.get_detection_metadata(result_id)
-    if earlier is not None:
-        doc.created_at = earlier.created_at
-        doc.history = list(earlier.history)
-    if previous is not None and (aware(previous["detection_date"]) or started) < started:
-        # A new run (rescore or retry), not a redelivered aggregate: keep what it replaces.
-        doc.history.append(_history_entry(previous, earlier))
-    metadata_id = await storage.documents.upsert_detection_metadata(doc)
+    metadata_id = await _write_document(storage, doc, previous, started)
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
                       metadata_id=metadata_id, event=_event(result_id, verdict))
     await webhooks.announce(storage, settings, upload_id)  # after the verdict committed
@@ -187,6 +183,24 @@ async def _aggregate(storage: Storage, settings: Settings, upload_id: int, manif
     await canvas.release(storage, upload_id, settings=settings, manifest=manifest)
     return {"upload_id": upload_id, "result_id": result_id,
             "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}
+
+
+async def _write_document(storage: Storage, doc, previous: dict | None, started) -> str:
+    """Write the result's document: a new one for a first verdict (no read before: a new
+    result id has none), else over the earlier one, keeping its creation time and history."""
+    if previous is None:
+        try:
+            return await storage.documents.insert_detection_metadata(doc)
+        except DuplicateDocumentError:
+            pass  # a document a deleted upload left under a reused result id: as below
+    earlier = await storage.documents.get_detection_metadata(doc.result_id)
+    if earlier is not None:
+        doc.created_at = earlier.created_at
+        doc.history = list(earlier.history)
+    if previous is not None and (aware(previous["detection_date"]) or started) < started:
+        # A new run (rescore or retry), not a redelivered aggregate: keep what it replaces.
+        doc.history.append(_history_entry(previous, earlier))
+    return await storage.documents.upsert_detection_metadata(doc)
 
 
 def _event(result_id: int, verdict: ensemble.Verdict) -> dict:
@@ -204,6 +218,7 @@ async def _heatmaps(storage: Storage, upload_id: int, manifest: Manifest,
     their weight may be 0), and ``anomalies`` from the forensic methods that vote with a
     usable calibration only, at the confidence that calibration gives."""
     info = manifest.file_info
+    owner = (manifest.original_key, manifest.user_id)  # written only while still this upload
     out: dict = {"heatmap": None, "forensic_heatmap": None, "source": None, "anomalies": []}
     thumb = None
     model = by_method.get("model")
@@ -216,7 +231,7 @@ async def _heatmaps(storage: Storage, upload_id: int, manifest: Manifest,
                for k, v in view_box((info["height"], info["width"]), NEUTRAL_SIDE).items()}
         png = render_attribution(np.asarray(attribution["delta_log_odds"]), thumb, box)
         out["heatmap"] = await blobrefs.store(storage, upload_id, png, suffix=".png",
-                                              kind="heatmap")
+                                              kind="heatmap", owner=owner)
         out["source"] = "model"
     maps = {m: r.block_map for m, r in by_method.items()
             if r.block_map and m in REGISTRY and REGISTRY[m].in_heatmap}
@@ -225,7 +240,7 @@ async def _heatmaps(storage: Storage, upload_id: int, manifest: Manifest,
         thumb = _thumbnail(storage, manifest) if thumb is None else thumb
         out["forensic_heatmap"] = await blobrefs.store(
             storage, upload_id, render_heatmap(combined, thumb), suffix=".png",
-            kind="forensic_heatmap")
+            kind="forensic_heatmap", owner=owner)
         if out["heatmap"] is None:  # no model map: the forensic one, labelled as such
             out["heatmap"], out["source"] = out["forensic_heatmap"], "forensic"
     voting = {m: by_method[m] for m in maps

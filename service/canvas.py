@@ -183,10 +183,13 @@ async def our_upload(storage: Storage, upload_id: int, manifest: Manifest) -> di
     SQLite a deleted newest upload's id is given to the next upload, so an id alone is not
     enough for a run that outlived its upload (same original, same owner: the same upload)."""
     upload = await repo.get_upload(storage.engine, upload_id)
-    if (upload is not None and upload["file_path"] == manifest.original_key
-            and upload["user_id"] == manifest.user_id):
-        return upload
-    return None
+    return upload if upload is not None and same_upload(upload, manifest) else None
+
+
+def same_upload(upload: dict, manifest: Manifest) -> bool:
+    """Whether the upload row read is the one ``manifest``'s canvas was prepared for."""
+    return (upload["file_path"] == manifest.original_key
+            and upload["user_id"] == manifest.user_id)
 
 
 async def still_ours(storage: Storage, upload_id: int, manifest: Manifest, *,

@@ -25,6 +25,7 @@ class Delivery:
     deaths: int  # deliveries of this stage that started and never ended
     redelivered: bool  # the one before this died: no heartbeat from it (see recovery)
     poisoned: bool  # deaths reached the cap: do not run it again
+    touched: bool | None = None  # begin's heartbeat (``touch``) found it ours; None: not tried
 
     @property
     def reason(self) -> str:
@@ -32,14 +33,17 @@ class Delivery:
 
 
 async def begin(storage: Storage, settings: Settings, upload_id: int, stage: str, *,
-                may_count: bool = True) -> Delivery | None:
-    """Count this delivery of ``stage`` (None: the upload is gone)."""
-    counted = await store.begin(storage.engine, upload_id, stage, may_count=may_count)
+                may_count: bool = True, touch: tuple[str, int | None] | None = None
+                ) -> Delivery | None:
+    """Count this delivery of ``stage`` (None: the upload is gone); ``touch``: also the
+    upload's heartbeat, in the same transaction (storage.deliveries.begin)."""
+    counted = await store.begin(storage.engine, upload_id, stage, may_count=may_count,
+                                touch=touch, cap=settings.max_deliveries)
     if counted is None:
         return None
-    deaths, redelivered = counted
+    deaths, redelivered, touched = counted
     delivery = Delivery(stage=stage, deaths=deaths, redelivered=redelivered,
-                        poisoned=deaths >= settings.max_deliveries)
+                        poisoned=deaths >= settings.max_deliveries, touched=touched)
     if delivery.poisoned:
         log.error("%s: giving up", delivery.reason,
                   extra={"upload_id": upload_id, "stage": stage, "deaths": deaths})

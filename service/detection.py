@@ -55,12 +55,14 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
     the decoded crop from service.shared_pixels (False: they all run in this process).
     """
     try:
-        deliveries = await repo.start_processing(storage.engine, upload_id,
-                                                 may_count=may_count and not recovered,
-                                                 only_unfinished=recovered)
+        # The row as this statement left it: prepare reads the upload nowhere else.
+        upload = await repo.start_preparing(storage.engine, upload_id,
+                                            may_count=may_count and not recovered,
+                                            only_unfinished=recovered)
     except LookupError:
         log.info("upload %s was deleted before it was prepared", upload_id)
         return None, []
+    deliveries = upload.get("delivery_count", 0)
     if deliveries == 0:
         log.info("upload %s finished before its recovery ran: nothing to do", upload_id)
         return None, []
@@ -70,10 +72,7 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
                   "repeatedly killed its worker (poison image)")
         await repo.mark_failed(storage.engine, upload_id, reason)
         return None, []
-    upload = await repo.get_upload(storage.engine, upload_id)
     try:
-        if upload is None:
-            raise blobrefs.UploadGone(upload_id)
         # The pixel limit is checked on the header, before anything is allocated.
         views = decode_views(await storage.blobs.aget(upload["file_path"]),
                              max_pixels=settings.max_image_pixels, side=MAX_SIDE)
@@ -93,49 +92,63 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
 async def _prepare_decoded(storage: Storage, settings: Settings, upload_id: int,
                            upload: dict, views, *, share_pixels: bool
                            ) -> tuple[str, list[str]]:
-    methods = list(await repo.active_methods(storage.engine))
+    active = await repo.active_methods(storage.engine)
+    methods = list(active)
     needs = needs_of(methods)
     caches: dict = {}
+    blobs = []  # (data, suffix, kind): stored together, in one transaction
     # Only what an active method reads is made and cached.
     if needs & {NATIVE_PIXELS, NEUTRAL_PIXELS}:
         if (views.info.width * views.info.height <= canvas.DECODE_AGAIN_PIXELS
                 and views.info.file_type not in canvas.SLOW_DECODERS):
             caches["native_from_original"] = True
         else:
-            caches["native_key"] = await blobrefs.store(
-                storage, upload_id, pixels_to_bytes(views.crop), suffix=".png",
-                kind=NATIVE_PIXELS)
+            crop = pixels_to_bytes(views.crop)
+            caches["native_key"] = storage.blobs.key_for_bytes(crop, ".png")
+            blobs.append((crop, ".png", NATIVE_PIXELS))
+    # The active configuration of each kind the methods read, once for the whole canvas.
+    configs = await _active_configs(storage, methods)
     neutral = None
     if NEUTRAL_FEATURES in needs:
         # Once per canvas, the groups some method votes with (not once per method).
-        groups = feature_groups_of(methods, await _active_parameters(storage, methods))
+        groups = feature_groups_of(methods, {kind: c["parameters"]
+                                             for kind, c in configs.items()})
         neutral = neutralise(views.crop) if groups else None
         caches["neutral_features"] = shared_features(neutral, groups)
-    thumb_key = await blobrefs.store(storage, upload_id, views.thumbnail, suffix=".jpg",
-                                     kind="thumbnail")
-    await repo.set_thumbnail(storage.engine, upload_id, thumb_key)
+    thumb_key = storage.blobs.key_for_bytes(views.thumbnail, ".jpg")
+    blobs.append((views.thumbnail, ".jpg", "thumbnail"))
     if share_pixels and (needs & {NATIVE_PIXELS, NEUTRAL_PIXELS}):
         caches["shared_pixels"] = True  # see canvas.remember
     manifest = Manifest(upload_id=upload_id, user_id=upload["user_id"],
                         file_name=upload["original_file_name"],
                         original_key=upload["file_path"], thumbnail_key=thumb_key,
-                        file_info=asdict(views.info), **caches)
-    manifest_key = await blobrefs.store(storage, upload_id, manifest.to_json(),
-                                        suffix=".json", kind="manifest")
-    await repo.touch(storage.engine, upload_id, "detecting")
+                        file_info=asdict(views.info), configs=configs, methods=active,
+                        **caches)
+    manifest_json = manifest.to_json()
+    manifest_key = storage.blobs.key_for_bytes(manifest_json, ".json")
+    blobs.append((manifest_json, ".json", "manifest"))
+    await blobrefs.store_many(storage, upload_id, blobs)
+    await repo.set_thumbnail(storage.engine, upload_id, thumb_key, stage="detecting")
     # The methods this process runs next read this decode, not the original again.
     canvas.remember(settings, manifest, views.crop, neutral)
     return manifest_key, methods
 
 
-async def _active_parameters(storage: Storage, methods) -> dict[str, dict]:
-    """The active configuration's parameters of each config type the methods read."""
+async def _active_configs(storage: Storage, methods) -> dict[str, dict]:
+    """The active configuration of each config type the methods read: its ``name`` and
+    ``parameters`` (as JSON: they travel in the manifest)."""
     out = {}
-    for kind in {REGISTRY[n].config_type for n in methods if n in REGISTRY} - {None}:
+    for kind in sorted({REGISTRY[n].config_type for n in methods if n in REGISTRY} - {None}):
         configs = await storage.documents.active_configurations(kind)
         if configs:
-            out[kind] = configs[0].parameters.model_dump()
+            out[kind] = {"name": configs[0].config_name,
+                         "parameters": configs[0].parameters.model_dump(mode="json")}
     return out
+
+
+async def _active_parameters(storage: Storage, methods) -> dict[str, dict]:
+    """The active configuration's parameters of each config type the methods read."""
+    return {kind: c["parameters"] for kind, c in (await _active_configs(storage, methods)).items()}
 
 
 # How long warm_up may wait for the database and Mongo before it leaves the loading to the
@@ -177,8 +190,8 @@ async def warm_up(storage: Storage, settings: Settings,
 
 
 async def detect(storage: Storage, settings: Settings, upload_id: int, method: str,
-                 manifest_key: str, *, heartbeat: bool = False, may_count: bool = True
-                 ) -> MethodResult:
+                 manifest_key: str, *, heartbeat: bool = False, may_count: bool = True,
+                 manifest: Manifest | None = None) -> MethodResult:
     """Run one method; a failure is logged with the method, the file and the reason.
 
     ``heartbeat``: a task in a cluster. Its delivery is counted (:mod:`service.deliveries`:
@@ -186,27 +199,38 @@ async def detect(storage: Storage, settings: Settings, upload_id: int, method: s
     touches the upload as it starts (the recovery sweep reads that; the stage stays touched
     well inside the sweep's limit, which is more than twice a method's hard time limit) —
     unless a worker died on the delivery before: a poison's redeliveries keep no upload
-    alive. ``may_count``: False for a retry after a transient fault."""
+    alive. ``may_count``: False for a retry after a transient fault.
+
+    ``manifest``: the embedded runner's own, from the prepare it just ran in this process.
+    The upload is then not read again before the method: prepare read it, the only write a
+    method makes (its pictures) checks in its own statement that the upload still is this
+    canvas's, and aggregate checks again before it writes anything."""
     stage = f"detect.{method}"
+    ours = manifest is not None  # the embedded runner's: its prepare read the upload
+    if manifest is None:
+        manifest = await canvas.read_manifest(storage, manifest_key, upload_id)
     delivery = None
     if heartbeat:
+        # Counted, and the upload touched if it is still this canvas's: one transaction.
         delivery = await deliveries.begin(storage, settings, upload_id, stage,
-                                          may_count=may_count)
+                                          may_count=may_count,
+                                          touch=(manifest.original_key, manifest.user_id))
         if delivery is not None and delivery.poisoned:
             await deliveries.end(storage, upload_id, stage)
             return MethodResult(method=method, status="error", error=delivery.reason)
+        ours = bool(delivery and delivery.touched)
     try:
-        return await _detect(storage, settings, upload_id, method, manifest_key,
-                             touch=heartbeat and not (delivery and delivery.redelivered))
+        return await _detect(storage, settings, upload_id, method, manifest, ours=ours)
     finally:
         if delivery is not None:
             await deliveries.end(storage, upload_id, stage)
 
 
 async def _detect(storage: Storage, settings: Settings, upload_id: int, method: str,
-                  manifest_key: str, *, touch: bool) -> MethodResult:
-    manifest = await canvas.read_manifest(storage, manifest_key, upload_id)
-    if not await canvas.still_ours(storage, upload_id, manifest, touch=touch):
+                  manifest: Manifest, *, ours: bool) -> MethodResult:
+    # Not touched (not in flight any more, a redelivery, or not ours): whether it is ours
+    # decides (canvas.still_ours).
+    if not ours and await canvas.our_upload(storage, upload_id, manifest) is None:
         # Deleted in flight, its id reused: nothing of this run may land on the new upload.
         log.info("upload %s was deleted during detection: %s not run", upload_id, method,
                  extra={"upload_id": upload_id, "method": method})
@@ -214,6 +238,12 @@ async def _detect(storage: Storage, settings: Settings, upload_id: int, method: 
                             details={"abstain_reason": "the upload was deleted"})
     try:
         result = await _run_method(storage, settings, method, manifest)
+    except blobrefs.UploadGone:
+        # Its picture found the upload deleted (or its id given to another): as above.
+        log.info("upload %s was deleted during %s", upload_id, method,
+                 extra={"upload_id": upload_id, "method": method})
+        return MethodResult(method=method, status="skipped",
+                            details={"abstain_reason": "the upload was deleted"})
     except Exception as exc:
         log.error("method %s failed on %s: %s: %s", method, manifest.file_name,
                   type(exc).__name__, exc, exc_info=True,
@@ -257,28 +287,34 @@ async def _run_method(storage: Storage, settings: Settings, name: str,
     inputs: dict = {}
     config_name = None
     if CONFIG in method.needs:
-        configs = await storage.documents.active_configurations(method.config_type)
-        if not configs:
+        config = (manifest.configs or {}).get(method.config_type)
+        if config is None:  # not carried (or none active at prepare): read it now
+            configs = await storage.documents.active_configurations(method.config_type)
+            config = configs and {"name": configs[0].config_name,
+                                  "parameters": configs[0].parameters.model_dump()}
+        if not config:
             return MethodResult(method=name, status="skipped", details={
                 "abstain_reason": f"no active {method.config_type} configuration"})
-        inputs[CONFIG] = configs[0].parameters.model_dump()
-        config_name = configs[0].config_name
+        inputs[CONFIG] = config["parameters"]
+        config_name = config["name"]
     for need in method.needs - {CONFIG}:
         inputs[need] = canvas.load_input(storage, settings, need, manifest, name)
     finding = method.execute(inputs)
     result = finding.result
     if config_name is not None:
         result.details["config_name"] = config_name
-    await _store_pictures(storage, manifest.upload_id, method, finding, result)
+    await _store_pictures(storage, manifest, method, finding, result)
     return result
 
 
-async def _store_pictures(storage: Storage, upload_id: int, method: Method, finding,
+async def _store_pictures(storage: Storage, manifest: Manifest, method: Method, finding,
                           result: MethodResult) -> None:
-    """Store the pictures a method made; their blob keys go into the result's details."""
+    """Store the pictures a method made (only while the upload still is this canvas's,
+    checked in the same statement); their blob keys go into the result's details."""
+    upload_id, owner = manifest.upload_id, (manifest.original_key, manifest.user_id)
     for kind, picture in finding.pictures.items():
         key = await blobrefs.store(storage, upload_id, picture.data, suffix=picture.suffix,
-                                   kind=kind)
+                                   kind=kind, owner=owner)
         result.details[method.pictures.get(kind, f"{kind}_path")] = key
 
 
@@ -290,11 +326,13 @@ async def run_all(storage: Storage, settings: Settings, upload_id: int, *,
                                           may_count=may_count)
     if manifest_key is None:
         return
+    # Read once for every method (prepare read the upload row; see detect's ``manifest``).
+    manifest = Manifest.from_json(await storage.blobs.aget(manifest_key))
     results = []
     for method in methods:
         try:
-            results.append((await detect(storage, settings, upload_id, method, manifest_key))
-                           .model_dump(mode="json"))
+            results.append((await detect(storage, settings, upload_id, method, manifest_key,
+                                         manifest=manifest)).model_dump(mode="json"))
         except Exception as exc:  # one broken method never loses the verdict
             if faults.is_transient(exc):
                 raise  # not the method's fault: the canvas is run again

@@ -28,6 +28,15 @@ class Manifest:
     neutral_features: dict | None = None
     # The crop is shared with this host's other worker processes (service.shared_pixels).
     shared_pixels: bool = False
+    # The active configuration of each config type the methods read, as prepare found it:
+    # ``{config_type: {"name": ..., "parameters": {...}}}``; one read for the whole canvas,
+    # and every method of it runs with the same one. None (a manifest rebuilt from the upload
+    # row, or written before): each method reads the active one itself.
+    configs: dict | None = None
+    # The active methods prepare started the canvas with, ``{name: {"method_id", "weight"}}``
+    # (repository.active_methods): aggregate weighs the votes of the methods that ran with the
+    # weights they ran under. None (rebuilt or older): aggregate reads the active ones.
+    methods: dict | None = None
 
     @property
     def pixels_key(self) -> str | None:

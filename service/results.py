@@ -55,7 +55,7 @@ def _iso(when: datetime | None) -> str | None:
 
 
 def fingerprint(row: dict) -> str:
-    """What identifies one stored result of an upload (a row of ``repo.list_uploads`` or of
+    """What identifies one stored result of an upload (a row of ``listing.list_uploads`` or of
     ``repo.result_for_upload``: both carry these columns)."""
     return "|".join(str(part) for part in (
         CACHE_FORMAT, row["upload_id"], row["result_id"], row["algorithm_version"],
@@ -97,7 +97,7 @@ def result_body(upload_id: int, result: dict, doc) -> FinishedResult:
 
 async def read_result(storage: Storage, upload: dict) -> FinishedResult | None:
     """The finished result of ``upload`` (a row the caller has just read, owner-checked,
-    from ``repo.list_uploads``); None while it is not done (or failed)."""
+    from ``listing.list_uploads``); None while it is not done (or failed)."""
     if upload["status"] != "done" or upload.get("result_id") is None:
         return None
     upload_id = upload["upload_id"]

@@ -276,10 +276,10 @@ class Outputs:
 async def stored_records(storage, *, upload_id: int | None = None, since=None,
                          limit: int = 1000) -> list[FileRecord]:
     """Stored uploads as output records (newest first), for ``skygate results``."""
-    from storage import repository as repo
+    from storage import listing
 
-    rows, _ = await repo.list_uploads(storage.engine, upload_id=upload_id, since=since,
-                                      limit=limit)
+    rows, _ = await listing.list_uploads(storage.engine, upload_id=upload_id, since=since,
+                                         limit=limit)
     records = []
     for row in rows:
         record = await record_for(storage.engine, storage.documents,

@@ -46,33 +46,80 @@ async def _lock_key(conn, key: str) -> None:
                            {"k": key})
 
 
-def _insert_ref(conn, **values):
+def _insert_refs(conn, upload_id: int, refs: list[tuple[str, str]], owner: tuple | None):
+    """One INSERT of every (key, kind) ref of ``upload_id``; with ``owner`` (the upload's
+    ``file_path`` and ``user_id`` as the canvas knows them), only while the row still is
+    that upload (an id can be reused: service.canvas.our_upload), checked in the same
+    statement: it then returns a row for each ref, inserted or already there."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    return insert(blob_refs).values(**values).on_conflict_do_nothing()
+    if owner is None:
+        return insert(blob_refs).values(
+            [{"upload_id": upload_id, "blob_key": k, "kind": kind} for k, kind in refs]
+        ).on_conflict_do_nothing()
+    file_path, user_id = owner
+    ours = sa.exists().where(uploads.c.upload_id == upload_id,
+                             uploads.c.file_path == file_path,
+                             uploads.c.user_id.is_not_distinct_from(user_id))
+    wanted = sa.union_all(*(sa.select(sa.literal(k).label("blob_key"),
+                                      sa.literal(kind).label("kind")) for k, kind in refs)
+                          ).subquery()
+    rows = sa.select(sa.literal(upload_id), wanted.c.blob_key, wanted.c.kind).where(ours)
+    stmt = insert(blob_refs).from_select(["upload_id", "blob_key", "kind"], rows)
+    # A ref already there is "updated" to itself, so that it is returned too.
+    return stmt.on_conflict_do_update(index_elements=[blob_refs.c.upload_id,
+                                                      blob_refs.c.blob_key],
+                                      set_={"kind": blob_refs.c.kind}
+                                      ).returning(blob_refs.c.blob_key)
 
 
-async def attach(storage, upload_id: int, key: str, kind: str, write: Callable[[], object]
-                 ) -> str:
+async def attach(storage, upload_id: int, key: str, kind: str, write: Callable[[], object],
+                 *, owner: tuple | None = None) -> str:
     """Reference ``key`` from ``upload_id`` and call ``write()`` to put the bytes there, in one
-    transaction under the key's lock. Raises UploadGone if the upload no longer exists."""
+    transaction under the key's lock. Raises UploadGone if the upload no longer exists (or,
+    ``owner`` given, is no longer the upload ``owner`` names: see :func:`_insert_refs`)."""
+    await _attach_all(storage, upload_id, [(key, kind)], write, owner=owner)
+    return key
+
+
+async def _attach_all(storage, upload_id: int, refs: list[tuple[str, str]],
+                      write: Callable[[], object], *, owner: tuple | None) -> None:
+    refs = list(dict(reversed(refs)).items())  # one ref a key (its first kind)
     try:
         async with storage.engine.begin() as conn:
             # The foreign key check fails if the upload is gone (SQLite: foreign_keys=ON).
-            await conn.execute(_insert_ref(conn, upload_id=upload_id, blob_key=key, kind=kind))
-            await _lock_key(conn, key)
+            inserted = await conn.execute(_insert_refs(conn, upload_id, refs, owner))
+            if owner is not None and len(inserted.all()) < len(refs):
+                raise UploadGone(upload_id)  # rolled back: nothing referenced or written
+            for key in sorted(k for k, _ in refs):  # one lock order: no deadlocks
+                await _lock_key(conn, key)
             # In a thread: with an object store, writing is a network round trip (or a 50 MB
             # upload) that must not stall the event loop (the API serves other requests).
             await asyncio.to_thread(write)
     except IntegrityError as exc:
         raise UploadGone(upload_id) from exc
-    return key
 
 
-async def store(storage, upload_id: int, data: bytes, *, suffix: str, kind: str) -> str:
+async def store(storage, upload_id: int, data: bytes, *, suffix: str, kind: str,
+                owner: tuple | None = None) -> str:
     """Put ``data`` in the blob store as a blob of ``upload_id``; returns its key."""
     key = storage.blobs.key_for_bytes(data, suffix)
     return await attach(storage, upload_id, key, kind,
-                        lambda: storage.blobs.put(data, suffix=suffix))
+                        lambda: storage.blobs.put(data, suffix=suffix), owner=owner)
+
+
+async def store_many(storage, upload_id: int, items: list[tuple[bytes, str, str]], *,
+                     owner: tuple | None = None) -> list[str]:
+    """:func:`store` of several ``(data, suffix, kind)`` in one transaction and one INSERT;
+    returns their keys, in order."""
+    keys = [storage.blobs.key_for_bytes(data, suffix) for data, suffix, _ in items]
+
+    def write():
+        for data, suffix, _ in items:
+            storage.blobs.put(data, suffix=suffix)
+
+    refs = [(key, kind) for key, (_, _, kind) in zip(keys, items, strict=True)]
+    await _attach_all(storage, upload_id, refs, write, owner=owner)
+    return keys
 
 
 async def upload_exists(storage, upload_id: int) -> bool:

@@ -7,6 +7,8 @@ counts its own in ``uploads.delivery_count`` (repository.start_processing)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,13 +16,34 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schemas.clock import utcnow
 from storage.db import autocommit, dialect_insert
 from storage.models import stage_deliveries as table
+from storage.models import uploads
 
 
-async def begin(engine: AsyncEngine, upload_id: int, stage: str, *,
-                may_count: bool = True) -> tuple[int, bool] | None:
-    """Record that a delivery of ``stage`` started; returns (deaths so far, whether the
-    previous delivery died), or None when the upload is gone. ``may_count``: False for a
-    retry after a transient fault (its previous attempt ended by raising, nobody died)."""
+class Counted(NamedTuple):
+    deaths: int  # so far
+    redelivered: bool  # the previous delivery died
+    touched: bool | None = None  # the upload's heartbeat (``touch``): None when not tried
+
+
+def touch_if_same(upload_id: int, file_path: str, user_id: int | None):
+    """The heartbeat of a task on the upload ``file_path`` and ``user_id`` name (an id can be
+    reused: service.canvas.our_upload), only while it is in flight; returns its id if done."""
+    return (uploads.update().where(
+        uploads.c.upload_id == upload_id, uploads.c.file_path == file_path,
+        uploads.c.user_id.is_not_distinct_from(user_id),
+        uploads.c.status.in_(("queued", "processing")))
+        .values(stage_touched_at=utcnow()).returning(uploads.c.upload_id))
+
+
+async def begin(engine: AsyncEngine, upload_id: int, stage: str, *, may_count: bool = True,
+                touch: tuple[str, int | None] | None = None, cap: int | None = None
+                ) -> Counted | None:
+    """Record that a delivery of ``stage`` started; returns the deaths so far and whether the
+    previous delivery died, or None when the upload is gone. ``may_count``: False for a
+    retry after a transient fault (its previous attempt ended by raising, nobody died).
+    ``touch``: the canvas's ``(file_path, user_id)``: in the same transaction, the upload's
+    heartbeat (:func:`touch_if_same`), unless the previous delivery died or the deaths
+    reached ``cap`` (a poison's redeliveries keep no upload alive)."""
     died = sa.and_(sa.literal(may_count), table.c.running)
     now = utcnow()
     insert = dialect_insert(engine, table).values(upload_id=upload_id, stage=stage, deaths=0,
@@ -42,9 +65,13 @@ async def begin(engine: AsyncEngine, upload_id: int, stage: str, *,
                                                 table.c.stage == stage, table.c.running)
             )).scalar_one_or_none() if may_count else None
             deaths = (await conn.execute(upsert)).scalar_one()
+            touched = None
+            if touch is not None and before is None and (cap is None or deaths < cap):
+                touched = (await conn.execute(touch_if_same(upload_id, *touch))
+                           ).first() is not None
     except IntegrityError:
         return None  # the foreign key: the upload was deleted
-    return deaths, before is not None
+    return Counted(deaths, before is not None, touched)
 
 
 async def end(engine: AsyncEngine, upload_id: int, stage: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from types import EllipsisType
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -77,25 +76,34 @@ async def start_processing(engine: AsyncEngine, upload_id: int, *,
     re-dispatch by the recovery sweep. ``only_unfinished`` (a recovery re-dispatch): an
     upload that is done or failed meanwhile is left alone, and 0 is returned.
     """
+    row = await start_preparing(engine, upload_id, may_count=may_count,
+                                only_unfinished=only_unfinished)
+    return row.get("delivery_count", 0)
+
+
+async def start_preparing(engine: AsyncEngine, upload_id: int, *, may_count: bool = True,
+                          only_unfinished: bool = False) -> dict:
+    """:func:`start_processing` returning the upload's row as it left it (``{}``: finished,
+    left alone), so prepare reads it in the same statement."""
     died = sa.and_(sa.literal(may_count), uploads.c.stage == "preparing")
     bump = sa.case((sa.or_(uploads.c.delivery_count == 0, died), 1), else_=0)
     where = [uploads.c.upload_id == upload_id]
     if only_unfinished:
         where.append(uploads.c.status.in_(("queued", "processing")))
     async with engine.begin() as conn:
-        count = (await conn.execute(
+        row = (await conn.execute(
             uploads.update().where(*where)
             .values(delivery_count=uploads.c.delivery_count + bump, status="processing",
                     stage="preparing", stage_touched_at=utcnow(),
                     processing_started_at=sa.func.coalesce(uploads.c.processing_started_at,
                                                            utcnow()), error=None)
-            .returning(uploads.c.delivery_count)
-        )).scalar_one_or_none()
-    if count is None:
+            .returning(*uploads.c)
+        )).mappings().first()
+    if row is None:
         if only_unfinished and await get_upload(engine, upload_id) is not None:
-            return 0
+            return {}
         raise LookupError(f"upload {upload_id} does not exist")
-    return count
+    return dict(row)
 
 
 async def _heartbeat_commit(conn) -> None:
@@ -127,12 +135,7 @@ async def touch_if_same(engine: AsyncEngine, upload_id: int, *, file_path: str,
     took two round trips and a flushed commit."""
     async with engine.begin() as conn:
         await _heartbeat_commit(conn)
-        touched = await conn.execute(
-            uploads.update().where(
-                uploads.c.upload_id == upload_id, uploads.c.file_path == file_path,
-                uploads.c.user_id.is_not_distinct_from(user_id),
-                uploads.c.status.in_(("queued", "processing")))
-            .values(stage_touched_at=utcnow()).returning(uploads.c.upload_id))
+        touched = await conn.execute(deliveries.touch_if_same(upload_id, file_path, user_id))
         return touched.first() is not None
 
 
@@ -164,10 +167,19 @@ async def claim_recovery(engine: AsyncEngine, upload_id: int,
     return done.rowcount == 1
 
 
-async def set_thumbnail(engine: AsyncEngine, upload_id: int, thumbnail_path: str) -> None:
+async def set_thumbnail(engine: AsyncEngine, upload_id: int, thumbnail_path: str, *,
+                        stage: str | None = None) -> None:
+    """Record the thumbnail; with ``stage``, also :func:`touch` it to that stage (in flight
+    only) in the same statement."""
+    values: dict = {"thumbnail_path": thumbnail_path}
+    if stage is not None:
+        in_flight = uploads.c.status.in_(("queued", "processing"))
+        values.update(stage=sa.case((in_flight, stage), else_=uploads.c.stage),
+                      stage_touched_at=sa.case((in_flight, utcnow()),
+                                               else_=uploads.c.stage_touched_at))
     async with autocommit(engine) as conn:
         await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
-                           .values(thumbnail_path=thumbnail_path))
+                           .values(**values))
 
 
 async def mark_failed(engine: AsyncEngine, upload_id: int, error: str, *,
@@ -279,18 +291,19 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
             set_={k: stmt.excluded[k] for k in values if k != "upload_id"},
         ).returning(detection_results.c.result_id)
         result_id = (await conn.execute(stmt)).scalar_one()
-        for m in methods:
-            row = {
-                "result_id": result_id, "method_id": m["method_id"],
-                "is_ai_generated": m["is_ai_generated"],
-                "confidence_score": _dec(m["confidence"], "0.0001"),
-                "processing_time": _dec(m["processing_time"], "0.001"),
-                "result_details": clean_json(m["result_details"]),
-            }
-            mstmt = dialect_insert(engine, method_results).values(**row)
+        rows = [{
+            "result_id": result_id, "method_id": m["method_id"],
+            "is_ai_generated": m["is_ai_generated"],
+            "confidence_score": _dec(m["confidence"], "0.0001"),
+            "processing_time": _dec(m["processing_time"], "0.001"),
+            "result_details": clean_json(m["result_details"]),
+        } for m in methods]
+        if rows:  # every method's row in one statement (one multi-row upsert)
+            mstmt = dialect_insert(engine, method_results).values(rows)
             mstmt = mstmt.on_conflict_do_update(
                 index_elements=[method_results.c.result_id, method_results.c.method_id],
-                set_={k: mstmt.excluded[k] for k in row if k not in ("result_id", "method_id")},
+                set_={k: mstmt.excluded[k] for k in rows[0]
+                      if k not in ("result_id", "method_id")},
             )
             await conn.execute(mstmt)
     return result_id
@@ -356,45 +369,3 @@ async def verdict_counts(engine: AsyncEngine) -> dict[str, int]:
         for value, n in rows:
             counts[{True: "ai", False: "real"}.get(value, "uncertain")] += n
         return counts
-
-
-async def list_uploads(engine: AsyncEngine, *, owner: int | EllipsisType | None = ...,
-                       upload_id: int | None = None, since: datetime | None = None,
-                       client_reference: str | None = None,
-                       processed: bool | None = None, verdict: str | None = None,
-                       limit: int = 100, offset: int = 0) -> tuple[list[dict], int]:
-    """Uploads newest first, each with its verdict columns (None when there is no result yet).
-
-    ``owner``: ``...`` for everyone (operators), ``None`` for the embedded/anonymous uploads,
-    or a user id. ``verdict``: ai | real | uncertain. Returns (rows, total matching).
-    """
-    r = detection_results
-    conditions = []
-    if owner is not ...:
-        conditions.append(uploads.c.user_id.is_(None) if owner is None
-                          else uploads.c.user_id == owner)
-    if upload_id is not None:
-        conditions.append(uploads.c.upload_id == upload_id)
-    if client_reference is not None:
-        conditions.append(uploads.c.client_reference == client_reference)
-    if since is not None:
-        conditions.append(uploads.c.upload_date >= since)
-    if processed is not None:
-        conditions.append(uploads.c.is_processed.is_(processed))
-    if verdict == "ai":
-        conditions.append(r.c.is_ai_generated.is_(True))
-    elif verdict == "real":
-        conditions.append(r.c.is_ai_generated.is_(False))
-    elif verdict == "uncertain":
-        conditions.append(sa.and_(r.c.result_id.is_not(None), r.c.is_ai_generated.is_(None)))
-    joined = uploads.outerjoin(r, r.c.upload_id == uploads.c.upload_id)
-    query = (sa.select(uploads, r.c.result_id, r.c.is_ai_generated, r.c.confidence_score,
-                       r.c.algorithm_version, r.c.result_summary, r.c.detection_date,
-                       r.c.metadata_id)
-             .select_from(joined).where(*conditions))
-    async with engine.connect() as conn:
-        total = (await conn.execute(
-            sa.select(sa.func.count()).select_from(joined).where(*conditions))).scalar_one()
-        rows = await conn.execute(
-            query.order_by(uploads.c.upload_id.desc()).limit(limit).offset(offset))
-        return [dict(row) for row in rows.mappings()], total

@@ -11,6 +11,7 @@ from fastapi import Path, Request
 
 from api.auth import Caller
 from api.errors import ApiError, ErrorBody
+from storage import listing
 from storage import repository as repo
 
 NOT_FOUND = {404: {"model": ErrorBody, "description": "no such upload (or not yours)"}}
@@ -22,8 +23,8 @@ UploadId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 async def own_upload(request: Request, who: Caller, upload_id: int, *,
                      any_owner: bool = False) -> dict:
     owner = ... if any_owner and who.reads_all else who.user_id
-    rows, _ = await repo.list_uploads(request.app.state.storage.engine, owner=owner,
-                                      upload_id=upload_id, limit=1)
+    rows, _ = await listing.list_uploads(request.app.state.storage.engine, owner=owner,
+                                         upload_id=upload_id, limit=1)
     if not rows:
         raise ApiError(404, "upload_not_found", f"no upload {upload_id}")
     return rows[0]

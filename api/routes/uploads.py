@@ -23,7 +23,7 @@ from schemas.records import verdict_word
 from schemas.text import clean_file_name, clean_text
 from service import ingest
 from service.dispatch import QueueUnavailable
-from storage import accounts, audit, feedback, idempotency
+from storage import accounts, audit, feedback, idempotency, listing
 from storage import repository as repo
 from storage.removal import delete_upload as remove_upload
 from storage.removal import deletion_detail
@@ -267,7 +267,7 @@ async def list_uploads(
         if owner != "*" and found is None:
             raise ApiError(404, "user_not_found", f"no user named {clean_text(owner)!r}")
         whose = ... if owner == "*" else found["user_id"]
-    rows, total = await repo.list_uploads(
+    rows, total = await listing.list_uploads(
         engine, owner=whose, since=since, processed=processed, verdict=verdict,
         client_reference=client_reference, limit=limit, offset=offset)
     nxt = None
