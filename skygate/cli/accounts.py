@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from skygate.cli._common import engine_call, fail
+from skygate.cli._common import engine_call, fail, note
 
 ROLES = ("admin", "operator", "member")  # storage.models.ROLES, without importing storage
 
@@ -122,7 +122,7 @@ def keys_create(username, name, limit, expires):
             actor=_cli_actor()))
     except accounts.AccountError as exc:
         fail(str(exc))
-    click.echo(f"key {key_id} for {username} (shown once, keep it):", err=True)
+    note(f"key {key_id} for {username} (shown once, keep it):")
     click.echo(key)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 
 import click
 
 from schemas.settings import Settings
-from skygate.cli._common import engine_call, format_options, parse_since
+from skygate.cli._common import engine_call, format_options, note, parse_since
 
 
 @click.command(epilog="Exit codes: 0 every check passed; 1 a check failed (the checks that "
@@ -31,9 +32,9 @@ def doctor(fmt):
     else:
         _print_checks(checks)
     if failed:
-        click.echo(f"failed: {', '.join(c.name for c in failed)}", err=True)
+        note(f"failed: {', '.join(c.name for c in failed)}", level=logging.ERROR)
         for c in failed:
-            click.echo(f"cause: {c.name}: {c.detail} ({c.hint})", err=True)
+            note(f"cause: {c.name}: {c.detail} ({c.hint})", level=logging.ERROR)
         sys.exit(1)
 
 
@@ -196,7 +197,7 @@ def recover(dry_run, stuck_after, fmt):
         else:
             click.echo(f"{verb} upload {item['upload_id']} ({item['status']}, stage "
                        f"{item['stage']}, idle {item['idle_seconds']:.0f}s)")
-    click.echo(f"{verb} {len(resent)} stuck upload(s)", err=as_json)
+    (note if as_json else click.echo)(f"{verb} {len(resent)} stuck upload(s)")
 
 
 async def _sweep_once(settings: Settings, app, *, dry_run: bool) -> list[dict]:
