@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from schemas.settings import Settings
+from skygate.cli._common import fail
 
 
 @click.command()
@@ -37,6 +38,10 @@ def flower(port, address, flower_args):
     """
     import os
 
+    try:
+        import flower as _  # noqa: F401 - the [flower] extra: the API and workers do without
+    except ImportError:
+        fail("Flower is not installed: pip install 'skygate[flower]'")
     settings = Settings()
     if not settings.broker_url:
         raise click.UsageError("SKYGATE_BROKER_URL is not set: Flower watches a cluster")
