@@ -27,8 +27,10 @@ def note(message: str, *, level: int = logging.INFO) -> None:
     so a program reading stderr parses every line; on a terminal it is the plain text."""
     from service.logs import use_json
 
-    root = logging.getLogger()
-    if root.handlers and use_json(Settings(), sys.stderr):
+    # The records reach this stderr only through the handler `skygate` configured on it.
+    logged_here = any(getattr(h, "stream", None) is sys.stderr
+                      for h in logging.getLogger().handlers)
+    if logged_here and use_json(Settings(), sys.stderr):
         logging.getLogger("skygate.cli").log(level, message)
     else:
         click.echo(message, err=True)
