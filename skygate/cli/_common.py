@@ -20,6 +20,14 @@ def fail(message: str) -> None:
     sys.exit(1)
 
 
+class CommandFailed(click.ClickException):
+    """A command's failure (exit 1), raised where the caller must see the exception (an
+    audited run records it); shown as ``error: …`` through :func:`note`."""
+
+    def show(self, file=None) -> None:
+        note(f"error: {self.format_message()}", level=logging.ERROR)
+
+
 def note(message: str, *, level: int = logging.INFO) -> None:
     """A line for a person on stderr (a note, a summary, a cause, an error). stderr also takes
     the log records: where those are JSON lines (stderr not a terminal, or

@@ -10,7 +10,7 @@ import sys
 import click
 
 from schemas.settings import Settings
-from skygate.cli._common import engine_call, format_options, note, parse_since
+from skygate.cli._common import CommandFailed, engine_call, format_options, note, parse_since
 
 
 @click.command(epilog="Exit codes: 0 every check passed; 1 a check failed (the checks that "
@@ -153,8 +153,8 @@ def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int
             click.echo(f"{what}: upload {upload_id} ({upload['original_file_name']}): "
                        f"{upload['status']}{' - ' + upload['error'] if upload['error'] else ''}")
     except QueueUnavailable as exc:
-        raise click.ClickException(f"{what}: {exc}; it and the uploads after it stay queued "
-                                   "(the recovery sweep re-sends them)") from None
+        raise CommandFailed(f"{what}: {exc}; it and the uploads after it stay queued "
+                            "(the recovery sweep re-sends them)") from None
     finally:
         runtime.shutdown()
     if dispatcher.mode == "celery":
