@@ -13,14 +13,17 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-import pillow_heif
 from PIL import Image, ImageFile
 
 from pipeline import isobmff
 from pipeline.deep_pixels import DEEP_MODES, NonFinitePixels, to_gray8
 
-# HEIC/HEIF through pillow-heif (libheif + libde265), registered once as Pillow's "HEIF".
-pillow_heif.register_heif_opener()
+try:  # HEIC/HEIF through pillow-heif (libheif + libde265, the [heif] extra) as Pillow's "HEIF".
+    import pillow_heif
+except ImportError:
+    pillow_heif = None
+else:
+    pillow_heif.register_heif_opener()
 try:  # AVIF: Pillow >= 11.2 reads it natively (libavif); pillow-heif >= 1.0 dropped AVIF.
     from PIL import AvifImagePlugin
 
@@ -93,6 +96,8 @@ def _sniff_isobmff(brands: list[bytes]) -> tuple[str, str]:
             raise InvalidImage("AVIF needs Pillow >= 11.2 built with libavif, which this "
                                "installation lacks: convert to JPEG or PNG")
         return "avif", "image/avif"
+    if pillow_heif is None and (_HEVC_BRANDS | _HEIF_BRANDS) & set(brands):  # no [heif]
+        raise InvalidImage("HEIC/HEIF needs pillow-heif: pip install 'skygate[heif]'")
     if _HEVC_BRANDS & set(brands):
         return "heif", "image/heic"
     if _HEIF_BRANDS & set(brands):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from datetime import datetime
 
@@ -19,8 +20,32 @@ UNJUDGED_STATUSES = ("failed", "skipped", "pending")
 
 def fail(message: str) -> None:
     """Print ``error: message`` on stderr and exit 1."""
-    click.echo(f"error: {message}", err=True)
+    note(f"error: {message}", level=logging.ERROR)
     sys.exit(1)
+
+
+class CommandFailed(click.ClickException):
+    """A command's failure (exit 1), raised where the caller must see the exception (an
+    audited run records it); shown as ``error: …`` through :func:`note`."""
+
+    def show(self, file=None) -> None:
+        note(f"error: {self.format_message()}", level=logging.ERROR)
+
+
+def note(message: str, *, level: int = logging.INFO) -> None:
+    """A line for a person on stderr (a note, a summary, a cause, an error). stderr also takes
+    the log records: where those are JSON lines (stderr not a terminal, or
+    SKYGATE_LOG_FORMAT=json) the line is one too, a record of ``skygate.cli`` at ``level``,
+    so a program reading stderr parses every line; on a terminal it is the plain text."""
+    from service.logs import use_json
+
+    # The records reach this stderr only through the handler `skygate` configured on it.
+    logged_here = any(getattr(h, "stream", None) is sys.stderr
+                      for h in logging.getLogger().handlers)
+    if logged_here and use_json(Settings(), sys.stderr):
+        logging.getLogger("skygate.cli").log(level, message)
+    else:
+        click.echo(message, err=True)
 
 
 def engine_call(fn):
@@ -111,5 +136,9 @@ def quiet() -> bool:
 
 def say(message: str, *, err: bool = False) -> None:
     """A line for a person (a summary, a note): left out under --quiet."""
-    if not quiet():
-        click.echo(message, err=err)
+    if quiet():
+        return
+    if err:
+        note(message)
+    else:
+        click.echo(message)

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from skygate.cli._common import engine_call, fail
+from skygate.cli._common import engine_call, fail, note
 
 # Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
 # start without loading SQLAlchemy, Celery, numpy or the models.
@@ -126,7 +126,7 @@ def keys_create(username, name, limit, expires):
             actor=_cli_actor()))
     except accounts.AccountError as exc:
         fail(str(exc))
-    click.echo(f"key {key_id} for {username} (shown once, keep it):", err=True)
+    note(f"key {key_id} for {username} (shown once, keep it):")
     click.echo(key)
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import click
 
 from schemas.settings import Settings
-from skygate.cli._common import fail, format_options
+from skygate.cli._common import fail, format_options, note
 
 # Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
 # start without loading SQLAlchemy, Celery, numpy or the models.
@@ -77,8 +78,8 @@ def restore(src: Path, force: bool, check_only: bool) -> None:
     click.echo(f"restored {src} ({manifest['created_at']}): {_counts(manifest)}")
     missing = result["blobs"]["missing"]
     if result["revision"] != head_revision():
-        click.echo(f"note: the backup is at schema revision {result['revision']}, this code at "
-                   f"{head_revision()}: run `skygate db upgrade`", err=True)
+        note(f"note: the backup is at schema revision {result['revision']}, this code at "
+             f"{head_revision()}: run `skygate db upgrade`", level=logging.WARNING)
     if missing:
         fail(f"{len(missing)} blobs the backup lists are not in the bucket (restore them "
              f"from the bucket's versions): {', '.join(missing[:5])}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import click
 
 from schemas.records import JUDGED_STATUSES
 from schemas.settings import Settings
-from skygate.cli._common import UNJUDGED_STATUSES, format_options, progress_bar, record_word
+from skygate.cli._common import UNJUDGED_STATUSES, format_options, note, progress_bar, record_word
 from skygate.cli.db import ensure_schema
 
 # Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
@@ -56,7 +57,7 @@ def eval_(paths, labels_csv, stored, out, plot, workers, fmt):
             raise click.UsageError(str(exc)) from None
     else:
         if settings.broker_url:
-            click.echo("note: SKYGATE_BROKER_URL is set; eval still runs here", err=True)
+            note("note: SKYGATE_BROKER_URL is set; eval still runs here")
         ensure_schema(settings)
     progress = progress_bar(len(files), sys.stderr.isatty() and not as_json)
     done = []
@@ -69,14 +70,14 @@ def eval_(paths, labels_csv, stored, out, plot, workers, fmt):
             word = (record_word(record)
                     if record["status"] in (*JUDGED_STATUSES, *UNJUDGED_STATUSES)
                     else record["status"].upper())
-            click.echo(f"[{len(done)}/{len(files)}] {word:<16} {record['path']}", err=True)
+            note(f"[{len(done)}/{len(files)}] {word:<16} {record['path']}")
 
     try:
         rows = evaluate.run(files, stored=stored, on_record=on_record,
                             workers=min(workers or default_workers(), len(files)))
     except KeyboardInterrupt:
-        click.echo(f"interrupted after {len(done)} of {len(files)} files; run the same "
-                   "command again to finish the rest", err=True)
+        note(f"interrupted after {len(done)} of {len(files)} files; run the same "
+             "command again to finish the rest", level=logging.WARNING)
         sys.exit(130)
     finally:
         if progress is not None:
@@ -94,9 +95,9 @@ def _print_report(rows, *, out: Path | None, plot: Path | None, as_json: bool) -
         eval_report.write_plot(report, plot)
     click.echo(eval_report.to_json(report) if as_json else eval_report.format_report(report))
     if out:
-        click.echo(f"report: {out}", err=True)
+        note(f"report: {out}")
     if plot:
-        click.echo(f"plot: {plot}", err=True)
+        note(f"plot: {plot}")
 
 
 COMMANDS = [eval_]

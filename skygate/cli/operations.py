@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 
 import click
 
 from schemas.settings import Settings
-from skygate.cli._common import engine_call, format_options, parse_since
+from skygate.cli._common import CommandFailed, engine_call, format_options, note, parse_since
 
 # Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
 # start without loading SQLAlchemy, Celery, numpy or the models.
@@ -34,9 +35,9 @@ def doctor(fmt):
     else:
         _print_checks(checks)
     if failed:
-        click.echo(f"failed: {', '.join(c.name for c in failed)}", err=True)
+        note(f"failed: {', '.join(c.name for c in failed)}", level=logging.ERROR)
         for c in failed:
-            click.echo(f"cause: {c.name}: {c.detail} ({c.hint})", err=True)
+            note(f"cause: {c.name}: {c.detail} ({c.hint})", level=logging.ERROR)
         sys.exit(1)
 
 
@@ -155,8 +156,8 @@ def _start_again(settings: Settings, upload_ids: list[int], *, what: str) -> int
             click.echo(f"{what}: upload {upload_id} ({upload['original_file_name']}): "
                        f"{upload['status']}{' - ' + upload['error'] if upload['error'] else ''}")
     except QueueUnavailable as exc:
-        raise click.ClickException(f"{what}: {exc}; it and the uploads after it stay queued "
-                                   "(the recovery sweep re-sends them)") from None
+        raise CommandFailed(f"{what}: {exc}; it and the uploads after it stay queued "
+                            "(the recovery sweep re-sends them)") from None
     finally:
         process_loop.shutdown()
     if dispatcher.mode == "celery":
@@ -199,7 +200,7 @@ def recover(dry_run, stuck_after, fmt):
         else:
             click.echo(f"{verb} upload {item['upload_id']} ({item['status']}, stage "
                        f"{item['stage']}, idle {item['idle_seconds']:.0f}s)")
-    click.echo(f"{verb} {len(resent)} stuck upload(s)", err=as_json)
+    (note if as_json else click.echo)(f"{verb} {len(resent)} stuck upload(s)")
 
 
 async def _sweep_once(settings: Settings, app, *, dry_run: bool) -> list[dict]:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import csv
 import json
+import logging
 import os
 import shutil
 import sys
@@ -19,7 +20,7 @@ import click
 
 from schemas.records import JUDGED_STATUSES, FileRecord
 from schemas.settings import Settings
-from skygate.cli._common import format_options, progress_bar, record_word, say
+from skygate.cli._common import format_options, note, progress_bar, record_word, say
 from skygate.cli.db import ensure_schema
 
 # Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
@@ -69,8 +70,8 @@ def scan(paths, out, csv_path, recursive, include, exclude, fmt, report, workers
     judge, skipped = skipped_records(files)
     with store_for_scan(data_dir, no_store=no_store, model_heatmap=bool(report)) as settings:
         if settings.broker_url:
-            click.echo("note: SKYGATE_BROKER_URL is set; scan still runs here "
-                       "(use `skygate submit` for the cluster)", err=True)
+            note("note: SKYGATE_BROKER_URL is set; scan still runs here "
+                 "(use `skygate submit` for the cluster)")
         ensure_schema(settings)
         outputs = Outputs(out, csv_path)
         n = max(1, min(workers or default_workers(), len(judge)))
@@ -230,8 +231,8 @@ def _run_batch(records, total: int, outputs, *, fmt: str) -> None:
         outputs.close()
     say(_summary(outputs, time.monotonic() - started), err=fmt != "table")
     if interrupted:
-        click.echo(f"interrupted after {len(outputs.records)} of {total} files; run the same "
-                   "command again to finish the rest", err=True)
+        note(f"interrupted after {len(outputs.records)} of {total} files; run the same "
+             "command again to finish the rest", level=logging.WARNING)
         sys.exit(130)
 
 
@@ -297,4 +298,4 @@ def _write_report(settings: Settings, records: list[FileRecord], path: Path) -> 
             return await write_report(storage, records, path)
 
     asyncio.run(go())
-    click.echo(f"report: {path} (pictures in {path.stem}_files/)", err=True)
+    note(f"report: {path} (pictures in {path.stem}_files/)")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from schemas.settings import Settings
+from skygate.cli._common import fail
 
 # Deferred imports: each command imports what it runs, so `skygate --help` and the light commands
 # start without loading SQLAlchemy, Celery, numpy or the models.
@@ -39,6 +40,10 @@ def flower(port, address, flower_args):
 
     Basic auth from SKYGATE_FLOWER_BASIC_AUTH (user:password). Extra arguments go to Flower.
     """
+    try:
+        import flower as _  # noqa: F401 - the [flower] extra: the API and workers do without
+    except ImportError:
+        fail("Flower is not installed: pip install 'skygate[flower]'")
     settings = Settings()
     if not settings.broker_url:
         raise click.UsageError("SKYGATE_BROKER_URL is not set: Flower watches a cluster")

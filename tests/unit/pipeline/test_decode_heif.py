@@ -17,7 +17,7 @@ from PIL import Image
 
 from pipeline.decode import InvalidImage, decode_image, sniff_format, validate_image
 from pipeline.methods.exif import analyze_metadata
-from testkit.images import noisy_photo
+from testkit.images import encode, noisy_photo
 from tests.conftest import ROOT, corpus_dir
 
 LIMITS = {"max_bytes": 50_000_000, "max_pixels": 50_000_000}
@@ -167,6 +167,36 @@ def test_scan_judges_a_heic_and_an_avif(tmp_path):
     for name, record in records.items():
         assert record["status"] == "done" and record["error"] is None, (name, record)
         assert record["methods"]["exif"]["is_ai_generated"] is False, name
+
+
+def test_without_the_heif_extra_a_heic_fails_with_the_install_line_and_the_rest_is_judged(
+        tmp_path):
+    """pillow-heif is the [heif] extra: where it is not installed (an importable stand-in
+    that raises ImportError, first on every process's path) a HEIC upload fails with the
+    command that adds it; AVIF (Pillow's own reader) and JPEG are judged as ever."""
+    absent = tmp_path / "absent" / "pillow_heif"
+    absent.mkdir(parents=True)
+    (absent / "__init__.py").write_text("raise ImportError('the [heif] extra is not installed')")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "photo.heic").write_bytes(
+        encode_isobmff(noisy_photo(rows=320, cols=480, seed=11), fmt="HEIF", camera=True))
+    (folder / "photo.avif").write_bytes(
+        encode_isobmff(noisy_photo(rows=320, cols=480, seed=12), fmt="AVIF", camera=True))
+    (folder / "photo.jpg").write_bytes(encode(noisy_photo(rows=320, cols=480, seed=13),
+                                              fmt="JPEG"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")}
+    env |= {"SKYGATE_DATA_DIR": str(tmp_path / "var"),
+            "PYTHONPATH": os.pathsep.join([str(absent.parent), str(ROOT)])}
+    result = subprocess.run([sys.executable, "-m", "skygate.cli", "scan", str(folder),
+                             "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 1, result.stderr
+    records = {os.path.basename(r["path"]): r for r in map(json.loads,
+                                                             result.stdout.splitlines())}
+    assert records["photo.heic"]["status"] == "failed"
+    assert "pip install 'skygate[heif]'" in records["photo.heic"]["error"]
+    assert records["photo.avif"]["status"] == records["photo.jpg"]["status"] == "done"
 
 
 @pytest.mark.corpus

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import version
@@ -18,9 +19,10 @@ from skygate.sample import make_sample
 from tests.conftest import ROOT
 
 
-def skygate(*args, data_dir):
+def skygate(*args, data_dir, **settings):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGATE_")}
     env["SKYGATE_DATA_DIR"] = str(data_dir)
+    env |= {f"SKYGATE_{k.upper()}": v for k, v in settings.items()}
     return subprocess.run([sys.executable, "-m", "skygate.cli", *map(str, args)], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
 
@@ -72,7 +74,9 @@ def test_formats_json_alias_csv_and_quiet(judged):
     folder, data_dir, records = judged
     as_json = skygate("scan", folder, "--json", data_dir=data_dir)
     as_format = skygate("scan", folder, "--format", "json", data_dir=data_dir)
-    assert as_json.stdout == as_format.stdout and len(as_json.stdout.splitlines()) == 3
+    # The same records (a parallel scan writes them in the order the images finish).
+    assert sorted(as_json.stdout.splitlines()) == sorted(as_format.stdout.splitlines())
+    assert len(as_json.stdout.splitlines()) == 3
     rows = list(csv.DictReader(io.StringIO(skygate("scan", folder, "--format", "csv",
                                                    data_dir=data_dir).stdout)))
     assert [list(rows[0])] == [list(csv_fields())]
@@ -85,3 +89,37 @@ def test_formats_json_alias_csv_and_quiet(judged):
     assert len(stored_json.stdout.splitlines()) == 3
     assert stored_json.stdout == skygate("results", "--format", "json", data_dir=data_dir).stdout
     assert skygate("-q", "results", data_dir=data_dir).stdout.count("upload(s)") == 0
+
+
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def _json_lines(text: str) -> list[dict]:
+    entries = [json.loads(line) for line in text.splitlines()]
+    assert all(ISO_UTC.match(e["time"]) for e in entries), entries
+    return entries
+
+
+@pytest.mark.slow
+def test_stderr_takes_json_lines_when_not_a_terminal(judged, tmp_path):
+    """The command's notes, summaries and causes share stderr with the log records: when
+    stderr is not a terminal every line of it is a JSON record (a program parses them all);
+    SKYGATE_LOG_FORMAT=text gives the plain lines back."""
+    folder, data_dir, _ = judged
+    scanned = skygate("scan", folder, "--format", "json", data_dir=data_dir)
+    assert scanned.returncode == 0, scanned.stderr
+    notes = {e["message"].split(" ")[0]: e for e in _json_lines(scanned.stderr)
+             if e["logger"] == "skygate.cli"}
+    assert {"store:", "processed"} <= set(notes), scanned.stderr
+    assert notes["processed"]["level"] == "INFO" and "already known 3" in \
+        notes["processed"]["message"]
+
+    doctor = skygate("doctor", "--json", data_dir=tmp_path,
+                     database_url="postgresql://postgres@127.0.0.1:1/skygate")
+    assert doctor.returncode == 1
+    assert json.loads(doctor.stdout)["causes"] == ["database"]
+    errors = [e for e in _json_lines(doctor.stderr) if e["level"] == "ERROR"]
+    assert [e["message"].split(":")[0] for e in errors] == ["failed", "cause"], errors
+
+    text = skygate("scan", folder, "--json", data_dir=data_dir, log_format="text")
+    assert f"store: {data_dir}" in text.stderr.splitlines()

@@ -4,6 +4,7 @@ reason (the recovery sweep re-sends it), and the run is audited as failed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,6 +52,9 @@ def test_retry_with_the_broker_down_says_so_and_leaves_the_upload_queued(tmp_pat
     assert result.returncode == 1, result.stderr
     assert f"upload {uid} could not be queued" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+    # stderr is not a terminal: the error is a JSON log record like every other line there.
+    errors = [e for e in map(json.loads, result.stderr.splitlines()) if e["level"] == "ERROR"]
+    assert any(e["message"].startswith("error: retry: ") for e in errors), result.stderr
     upload, entries = run(state(uid))
     assert upload["status"] == "queued" and "queue was unavailable" in upload["error"]
     assert [e["outcome"] for e in entries] == ["failed"]
