@@ -37,7 +37,7 @@ def note(message: str, *, level: int = logging.INFO) -> None:
     the log records: where those are JSON lines (stderr not a terminal, or
     SKYGATE_LOG_FORMAT=json) the line is one too, a record of ``skygate.cli`` at ``level``,
     so a program reading stderr parses every line; on a terminal it is the plain text."""
-    from service.logs import use_json
+    from service.runtime.logs import use_json
 
     # The records reach this stderr only through the handler `skygate` configured on it.
     logged_here = any(getattr(h, "stream", None) is sys.stderr
