@@ -29,6 +29,7 @@ import argparse
 import io
 import os
 import resource
+import runpy
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,34 @@ def configure_grid(env: dict, grid: str) -> None:
 def set_grid(data_dir: Path, grid: str) -> None:
     """A fresh data folder whose active model configuration has ``attribution_grid`` = grid."""
     configure_grid(clean_env(data_dir), grid)
+
+
+def scan_in_this_process(tmp: Path, *, images: int, size: int, grid: str,
+                         heatmap: bool = False) -> list[str]:
+    """Set this process up for ``skygate scan --workers 1`` of ``images`` new camera-like
+    JPEGs on a fresh data folder under ``tmp`` (only its SKYGATE_* settings left): the argv
+    that :func:`run_cli` runs, for benchmarks that watch the scan from inside."""
+    folder, data = tmp / "images", tmp / "data"
+    folder.mkdir()
+    for i in range(images):
+        (folder / f"img{i:03d}.jpg").write_bytes(camera_jpeg(size, size, seed=i))
+    set_grid(data, grid)
+    for key in [k for k in os.environ if k.startswith("SKYGATE_")]:
+        del os.environ[key]
+    os.environ["SKYGATE_DATA_DIR"] = str(data)
+    if heatmap:
+        os.environ["SKYGATE_MODEL_HEATMAP"] = "1"  # attribution_grid decides
+    return ["skygate", "scan", str(folder), "--workers", "1", "--out", str(tmp / "out.jsonl")]
+
+
+def run_cli(argv: list[str]) -> None:
+    """Run the skygate CLI in this process with ``argv``; a failing exit raises."""
+    sys.argv = argv
+    try:
+        runpy.run_module("skygate.cli", run_name="__main__")
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
 
 
 def scan_cpu_per_image(tmp: Path, warm: Path, images: Path, n: int, grid: str,

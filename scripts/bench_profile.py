@@ -22,7 +22,6 @@ import argparse
 import cProfile
 import os
 import pstats
-import runpy
 import sys
 import tempfile
 import time
@@ -32,8 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_cpu import set_grid  # noqa: E402
-from bench_methods import camera_jpeg  # noqa: E402
+from bench_cpu import run_cli, scan_in_this_process  # noqa: E402
 
 #: (label, file suffix, function name): synchronous functions whose cumulative time is a phase.
 PHASES = [
@@ -80,25 +78,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        folder, data = tmp / "images", tmp / "data"
-        folder.mkdir()
-        for i in range(args.images):
-            (folder / f"img{i:03d}.jpg").write_bytes(camera_jpeg(args.size, args.size, seed=i))
-        set_grid(data, args.grid)
-        for key in [k for k in os.environ if k.startswith("SKYGATE_")]:
-            del os.environ[key]
-        os.environ["SKYGATE_DATA_DIR"] = str(data)
-        os.environ["SKYGATE_MODEL_HEATMAP"] = "1"  # attribution_grid decides
-        sys.argv = ["skygate", "scan", str(folder), "--workers", "1",
-                    "--out", str(tmp / "out.jsonl")]
+        argv = scan_in_this_process(tmp, images=args.images, size=args.size, grid=args.grid,
+                                    heatmap=True)
         profile = cProfile.Profile(time.process_time)
         started = time.process_time()
         profile.enable()
         try:
-            runpy.run_module("skygate.cli", run_name="__main__")
-        except SystemExit as exc:
-            if exc.code not in (0, None):
-                raise
+            run_cli(argv)
         finally:
             profile.disable()
         whole = time.process_time() - started

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
-import runpy
 import sys
 import tempfile
 from pathlib import Path
@@ -32,8 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_cpu import set_grid  # noqa: E402
-from bench_methods import camera_jpeg  # noqa: E402
+from bench_cpu import run_cli, scan_in_this_process  # noqa: E402
 
 _VERB = re.compile(r"(SELECT|INSERT INTO|UPDATE|DELETE FROM)\s+(.*)", re.S)
 _OURS = ("/service/", "/storage/", "/skygate/")
@@ -135,21 +132,7 @@ def main() -> None:
     batch.scan_file = counted_scan
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        folder, data = tmp / "images", tmp / "data"
-        folder.mkdir()
-        for i in range(args.images):
-            (folder / f"img{i:03d}.jpg").write_bytes(camera_jpeg(args.size, args.size, seed=i))
-        set_grid(data, "0")
-        for key in [k for k in os.environ if k.startswith("SKYGATE_")]:
-            del os.environ[key]
-        os.environ["SKYGATE_DATA_DIR"] = str(data)
-        sys.argv = ["skygate", "scan", str(folder), "--workers", "1",
-                    "--out", str(tmp / "out.jsonl")]
-        try:
-            runpy.run_module("skygate.cli", run_name="__main__")
-        except SystemExit as exc:
-            if exc.code not in (0, None):
-                raise
+        run_cli(scan_in_this_process(tmp, images=args.images, size=args.size, grid="0"))
     n = args.images
     print(f"{n} camera-like JPEGs of {args.size}x{args.size}, per image:")
     print(f"  SQL statements: {sum(statements.values()) / n:.1f}")
