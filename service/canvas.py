@@ -192,21 +192,6 @@ def same_upload(upload: dict, manifest: Manifest) -> bool:
             and upload["user_id"] == manifest.user_id)
 
 
-async def still_ours(storage: Storage, upload_id: int, manifest: Manifest, *,
-                     touch: bool = False) -> bool:
-    """Whether the upload row still is the one this canvas was prepared for (:func:`our_upload`).
-
-    ``touch``: also record that a worker is working on it (the heartbeat the recovery sweep
-    reads), in the same statement when it is in flight.
-    """
-    if touch and await repo.touch_if_same(storage.engine, upload_id,
-                                          file_path=manifest.original_key,
-                                          user_id=manifest.user_id):
-        return True
-    # Not in flight any more (or not ours): nothing to touch; whether it is ours decides.
-    return await our_upload(storage, upload_id, manifest) is not None
-
-
 async def release(storage: Storage, upload_id: int, *, settings: Settings | None = None,
                   manifest: Manifest | None = None) -> None:
     """The canvas is over: its intermediates go (a failure leaves them to the sweep), and

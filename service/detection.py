@@ -229,7 +229,7 @@ async def detect(storage: Storage, settings: Settings, upload_id: int, method: s
 async def _detect(storage: Storage, settings: Settings, upload_id: int, method: str,
                   manifest: Manifest, *, ours: bool) -> MethodResult:
     # Not touched (not in flight any more, a redelivery, or not ours): whether it is ours
-    # decides (canvas.still_ours).
+    # decides (canvas.our_upload).
     if not ours and await canvas.our_upload(storage, upload_id, manifest) is None:
         # Deleted in flight, its id reused: nothing of this run may land on the new upload.
         log.info("upload %s was deleted during detection: %s not run", upload_id, method,

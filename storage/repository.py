@@ -106,16 +106,6 @@ async def start_preparing(engine: AsyncEngine, upload_id: int, *, may_count: boo
     return dict(row)
 
 
-async def _heartbeat_commit(conn) -> None:
-    """A heartbeat is not worth a disk flush: on PostgreSQL this transaction's commit returns
-    without waiting for its WAL to reach the disk (2-3 ms of every task here). It is visible
-    to every other session at once, as any commit; a server crash may lose the last fraction
-    of a second of heartbeats, which only makes an upload look idle that much longer (the
-    sweep waits minutes)."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
-
-
 async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None) -> None:
     """Record that a worker just worked on the upload (and, given, its new stage)."""
     values = {"stage_touched_at": utcnow()}
@@ -125,18 +115,6 @@ async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None) -
         await conn.execute(uploads.update().where(
             uploads.c.upload_id == upload_id,
             uploads.c.status.in_(("queued", "processing"))).values(**values))
-
-
-async def touch_if_same(engine: AsyncEngine, upload_id: int, *, file_path: str,
-                        user_id: int | None) -> bool:
-    """A method task's heartbeat: :func:`touch` the upload only if it is in flight and still
-    the one ``file_path`` and ``user_id`` name (an id can be reused: see
-    service.canvas.our_upload); True if it was. One statement where a read and then a touch
-    took two round trips and a flushed commit."""
-    async with engine.begin() as conn:
-        await _heartbeat_commit(conn)
-        touched = await conn.execute(deliveries.touch_if_same(upload_id, file_path, user_id))
-        return touched.first() is not None
 
 
 async def unfinished_untouched(engine: AsyncEngine, *, before: datetime,

@@ -1,7 +1,7 @@
 """A method task's heartbeat is its check that the upload is still its own: one conditional
-UPDATE at the start (service.canvas.still_ours(touch=True)), on PostgreSQL without waiting for
-a disk flush. Checked on PostgreSQL and SQLite: who is touched, who is not, and that a method
-of a finished or replaced upload still gets the right answer."""
+UPDATE at the start, in the transaction that counts its delivery (storage.deliveries.begin), on
+PostgreSQL without waiting for a disk flush. Checked on PostgreSQL and SQLite: who is touched,
+who is not, and that a method of a finished or replaced upload still gets the right answer."""
 
 from __future__ import annotations
 
@@ -70,16 +70,20 @@ def test_a_method_task_touches_its_upload_once_it_knows_it_is_its_own(settings):
             assert aware(await _touched_at(storage, uid)) < stale
 
             # Another original or another owner under the same id: not ours, not touched.
-            other = replace(manifest, original_key="someone/else.jpg")
-            assert not await canvas.still_ours(storage, uid, other, touch=True)
-            assert not await canvas.still_ours(storage, uid, replace(manifest, user_id=999),
-                                               touch=True)
+            for other in (replace(manifest, original_key="someone/else.jpg"),
+                          replace(manifest, user_id=999)):
+                other_key = await storage.blobs.aput(other.to_json(), suffix=".json")
+                result = await detection.detect(storage, settings, uid, "exif", other_key,
+                                                heartbeat=True)
+                assert result.status == "skipped"
             assert aware(await _touched_at(storage, uid)) < stale
 
             # Finished: still ours (a redelivered method answers), but no heartbeat needed.
             await repo.mark_failed(storage.engine, uid, "test: finished")
             await _age(storage, uid)
-            assert await canvas.still_ours(storage, uid, manifest, touch=True)
+            result = await detection.detect(storage, settings, uid, "exif", manifest_key,
+                                            heartbeat=True)
+            assert result.status == "ok"
             assert aware(await _touched_at(storage, uid)) < stale
 
             # Gone: the method is skipped, as before.

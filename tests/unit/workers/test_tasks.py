@@ -42,7 +42,7 @@ def test_every_task_has_its_stable_name_and_route():
     assert app.amqp.router.route({}, "skygate.detect.prnu")["queue"].name == "detect"
 
 
-def test_a_method_task_touches_its_upload_through_the_still_ours_check(monkeypatch):
+def test_a_method_task_asks_for_the_heartbeat(monkeypatch):
     """The heartbeat the recovery sweep reads is detection.detect(heartbeat=True): a method
     task without it would let the sweep re-send live uploads."""
     from schemas.results import MethodResult
