@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     # (~8x the model): drawn only where asked (`skygate scan --report` turns it on for its run).
     model_heatmap: bool = Field(default=False, description="draw the voting model's map for "
                                 "every image (about 8x the model's CPU)")
+    # The evidence-only methods (no usable calibration: they do not vote) compute their
+    # statistics and pictures when a person first asks for them (service/evidence.py), not
+    # for every image: "eager" computes them in every canvas (`scan --report` does).
+    evidence: Literal["on_request", "eager"] = Field(
+        default="on_request", description="when the evidence-only methods (prnu, texture, ela "
+        "while uncalibrated) run: on_request (first picture or report asked) or eager")
     ela_quality: int = 90
     method_soft_time_limit: int = 120
     method_time_limit: int = 150

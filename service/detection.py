@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pipeline.decode import InvalidImage, decode_views, pixels_to_bytes
 from pipeline.features import shared_features
 from pipeline.imaging import MAX_SIDE, neutralise
+from pipeline.methods.base import evidence_only, left_for_later
 from pipeline.methods.registry import (
     CONFIG,
     NATIVE_PIXELS,
@@ -297,6 +298,10 @@ async def _run_method(storage: Storage, settings: Settings, name: str,
                 "abstain_reason": f"no active {method.config_type} configuration"})
         inputs[CONFIG] = config["parameters"]
         config_name = config["name"]
+    if settings.evidence == "on_request" and evidence_only(method, inputs.get(CONFIG)):
+        # Nothing it computes decides: its statistics and pictures wait until a person asks
+        # (service.evidence), so the canvas pays only for what votes.
+        return left_for_later(name)
     for need in method.needs - {CONFIG}:
         inputs[need] = canvas.load_input(storage, settings, need, manifest, name)
     finding = method.execute(inputs)

@@ -269,22 +269,53 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
             set_={k: stmt.excluded[k] for k in values if k != "upload_id"},
         ).returning(detection_results.c.result_id)
         result_id = (await conn.execute(stmt)).scalar_one()
-        rows = [{
-            "result_id": result_id, "method_id": m["method_id"],
-            "is_ai_generated": m["is_ai_generated"],
-            "confidence_score": _dec(m["confidence"], "0.0001"),
-            "processing_time": _dec(m["processing_time"], "0.001"),
-            "result_details": clean_json(m["result_details"]),
-        } for m in methods]
-        if rows:  # every method's row in one statement (one multi-row upsert)
-            mstmt = dialect_insert(engine, method_results).values(rows)
-            mstmt = mstmt.on_conflict_do_update(
-                index_elements=[method_results.c.result_id, method_results.c.method_id],
-                set_={k: mstmt.excluded[k] for k in rows[0]
-                      if k not in ("result_id", "method_id")},
-            )
-            await conn.execute(mstmt)
+        await _upsert_method_rows(conn, engine, result_id, methods)
     return result_id
+
+
+async def _upsert_method_rows(conn, engine: AsyncEngine, result_id: int, methods: list[dict]
+                              ) -> None:
+    rows = [{
+        "result_id": result_id, "method_id": m["method_id"],
+        "is_ai_generated": m["is_ai_generated"],
+        "confidence_score": _dec(m["confidence"], "0.0001"),
+        "processing_time": _dec(m["processing_time"], "0.001"),
+        "result_details": clean_json(m["result_details"]),
+    } for m in methods]
+    if rows:  # every method's row in one statement (one multi-row upsert)
+        mstmt = dialect_insert(engine, method_results).values(rows)
+        mstmt = mstmt.on_conflict_do_update(
+            index_elements=[method_results.c.result_id, method_results.c.method_id],
+            set_={k: mstmt.excluded[k] for k in rows[0] if k not in ("result_id", "method_id")},
+        )
+        await conn.execute(mstmt)
+
+
+async def method_details(engine: AsyncEngine, result_id: int) -> dict[str, dict]:
+    """Each method row of a result by method name: its ``method_id`` and ``result_details``."""
+    async with autocommit(engine) as conn:
+        rows = await conn.execute(
+            sa.select(detection_methods.c.method_name, method_results.c.method_id,
+                      method_results.c.result_details)
+            .join(detection_methods, detection_methods.c.method_id == method_results.c.method_id)
+            .where(method_results.c.result_id == result_id))
+        return {r.method_name: {"method_id": r.method_id, "result_details": r.result_details or {}}
+                for r in rows}
+
+
+async def update_method_results(engine: AsyncEngine, *, upload_id: int, result_id: int,
+                                methods: list[dict]) -> bool:
+    """Replace these method rows of a stored result (items as :func:`save_results`'s), only
+    while ``result_id`` still is the upload's result: False (nothing written) otherwise."""
+    async with engine.begin() as conn:
+        still = (await conn.execute(
+            sa.select(detection_results.c.result_id)
+            .where(detection_results.c.result_id == result_id,
+                   detection_results.c.upload_id == upload_id))).first()
+        if still is None:
+            return False
+        await _upsert_method_rows(conn, engine, result_id, methods)
+    return True
 
 
 async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,

@@ -100,6 +100,10 @@ class Method:
     warm_up : ``(config parameters or None) -> None``: loads what ``run`` would load on its
         first call (a model file), so a worker pays it when it starts, not on its first
         image; raises what that first call would raise.
+    evidence_only : ``(config parameters or None) -> bool``: whether, under this
+        configuration, nothing the method computes can decide (it always abstains): its
+        statistics and pictures are then computed when a person first asks for them
+        (``Settings.evidence``, service/evidence.py). None: it may always decide.
     stacked : its log-odds are a term of the ensemble's stacking fit (scripts/train_model.py
         fits its weight); False for a method that votes otherwise (exif: declared provenance).
     """
@@ -114,6 +118,7 @@ class Method:
     feature_groups: tuple[str, ...] = ()
     votes_with_features: Callable[[dict | None], bool] | None = None
     warm_up: Callable[[dict | None], None] | None = None
+    evidence_only: Callable[[dict | None], bool] | None = None
     stacked: bool = True
 
     def __post_init__(self) -> None:
@@ -177,6 +182,31 @@ def group_features(shared: dict, group: str) -> dict[str, float] | None:
 def calibration_votes(method: str) -> Callable[[dict | None], bool]:
     """``Method.votes_with_features`` of a calibrated pixel method: its calibration is usable."""
     return lambda _config: calibration_usable(method)
+
+
+def uncalibrated(method: str) -> Callable[[dict | None], bool]:
+    """``Method.evidence_only`` of a calibrated pixel method: its calibration is not usable,
+    so it only ever abstains (a usable one brings its full run back, no code change)."""
+    return lambda _config: not calibration_usable(method)
+
+
+#: ``details.evidence`` of a result whose statistics and pictures were left for later.
+ON_REQUEST = "on_request"
+
+
+def evidence_only(method: Method, config: dict | None) -> bool:
+    """Whether nothing ``method`` computes can decide under this configuration (see
+    ``Method.evidence_only``)."""
+    return method.evidence_only is not None and method.evidence_only(config)
+
+
+def left_for_later(method: str) -> MethodResult:
+    """The result of an evidence-only method whose statistics and pictures are computed when
+    a person first asks for them: the same abstention its full run would give (the
+    calibration's reason), with ``details.evidence`` saying the rest is on request."""
+    reason = vote(method, {}, None)[3] or "evidence only"
+    return MethodResult(method=method, details={"abstain_reason": reason,
+                                                "evidence": ON_REQUEST})
 
 
 def abstain(method: str, reason: str, started: float, **details) -> MethodResult:

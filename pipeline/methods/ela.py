@@ -41,6 +41,7 @@ from pipeline.methods.base import (
     rounded,
     suspicious,
     too_small_reason,
+    uncalibrated,
     vote,
 )
 from schemas.documents import ElaResults
@@ -280,4 +281,5 @@ METHOD = Method(name="ela", needs=frozenset({NATIVE_PIXELS, NEUTRAL_PIXELS, NEUT
                                              SETTINGS}),
                 run=_run, document_section=_section, pictures={"ela": IMAGE_KEY},
                 feature_groups=("ela",),
-                votes_with_features=calibration_votes("ela"))
+                votes_with_features=calibration_votes("ela"),
+                evidence_only=uncalibrated("ela"))

@@ -29,6 +29,7 @@ from pipeline.methods.base import (
     scored,
     suspicious,
     too_small_reason,
+    uncalibrated,
 )
 from schemas.documents import PrnuResults
 from schemas.results import MethodResult
@@ -308,4 +309,5 @@ def _section(r: MethodResult | None) -> dict:
 
 METHOD = Method(name="prnu", needs=frozenset({NATIVE_PIXELS, NEUTRAL_FEATURES}), run=_run,
                 document_section=_section, in_heatmap=True, feature_groups=("prnu",),
-                votes_with_features=calibration_votes("prnu"))
+                votes_with_features=calibration_votes("prnu"),
+                evidence_only=uncalibrated("prnu"))

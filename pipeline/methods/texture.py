@@ -34,6 +34,7 @@ from pipeline.methods.base import (
     scored,
     suspicious,
     too_small_reason,
+    uncalibrated,
 )
 from pipeline.order_stats import percentiles
 from schemas.documents import TextureAnalysis
@@ -219,4 +220,5 @@ def _section(r: MethodResult | None) -> dict:
 
 METHOD = Method(name="texture", needs=frozenset({NATIVE_PIXELS, NEUTRAL_FEATURES}), run=_run,
                 document_section=_section, in_heatmap=True, feature_groups=("texture",),
-                votes_with_features=calibration_votes("texture"))
+                votes_with_features=calibration_votes("texture"),
+                evidence_only=uncalibrated("texture"))
