@@ -31,22 +31,24 @@ from datetime import datetime
 from pipeline.ensemble import ALGORITHM_VERSION
 from pipeline.explanation import explain
 from schemas.records import verdict_word
+from service.evidence import waiting, waiting_in
 from storage import repository as repo
 from storage.cache import result_generation_key, result_key
 from storage.context import Storage
 
 # Bump when the cached body's shape changes: older entries then miss.
-CACHE_FORMAT = 3  # 2: ai_probability at the top; 3: the explanation
+CACHE_FORMAT = 4  # 2: ai_probability at the top; 3: the explanation; 4: evidence on request
 
 
 @dataclass
 class FinishedResult:
     """A result body (``api.models.ResultOut`` without the per-request picture URLs) and
-    which pictures it has."""
+    which pictures it has (or makes on their first request: service.evidence)."""
 
     body: dict
     has_ela: bool
     has_heatmap: bool
+    has_forensic_heatmap: bool = False
     cached: bool = False
 
 
@@ -89,10 +91,14 @@ def result_body(upload_id: int, result: dict, doc) -> FinishedResult:
                                algorithm_version=result["algorithm_version"]),
         "metadata": doc.model_dump(mode="json", exclude={"blob_keys"}) if doc else None,
     }
+    later = waiting_in(doc)  # the forensic pictures are made when first asked for
     return FinishedResult(
         body=body,
-        has_ela=bool(doc and doc.pixel_analysis.ela_results.ela_image_path),
-        has_heatmap=bool(doc and doc.visual_anomalies.heatmap_path))
+        has_ela=bool(doc and (doc.pixel_analysis.ela_results.ela_image_path
+                              or waiting(doc.pixel_analysis.ela_results.details))),
+        has_heatmap=bool(doc and (doc.visual_anomalies.heatmap_path or later)),
+        has_forensic_heatmap=bool(doc and (doc.visual_anomalies.forensic_heatmap_path
+                                           or later)))
 
 
 async def read_result(storage: Storage, upload: dict) -> FinishedResult | None:
@@ -110,7 +116,9 @@ async def read_result(storage: Storage, upload: dict) -> FinishedResult | None:
             entry = json.loads(raw)
             if entry.get("fingerprint") == expected:
                 return FinishedResult(body=entry["body"], has_ela=entry["has_ela"],
-                                      has_heatmap=entry["has_heatmap"], cached=True)
+                                      has_heatmap=entry["has_heatmap"],
+                                      has_forensic_heatmap=entry["has_forensic_heatmap"],
+                                      cached=True)
     result = await repo.result_for_upload(storage.engine, upload_id)
     if result is None:
         return None  # deleted or reset meanwhile: the caller's not-ready answer
@@ -120,7 +128,8 @@ async def read_result(storage: Storage, upload: dict) -> FinishedResult | None:
     # reads is served once, not kept.
     if cache is not None and generation is not None and fingerprint(result) == expected:
         entry = {"fingerprint": expected, "body": found.body, "has_ela": found.has_ela,
-                 "has_heatmap": found.has_heatmap}
+                 "has_heatmap": found.has_heatmap,
+                 "has_forensic_heatmap": found.has_forensic_heatmap}
         await cache.set_if(result_key(upload_id), json.dumps(entry).encode(),
                            guard=result_generation_key(upload_id), expected=generation)
     return found

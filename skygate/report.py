@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import html
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -33,11 +34,15 @@ import sqlalchemy as sa
 
 from pipeline.explanation import explain
 from schemas.records import VerdictWord
+from schemas.settings import Settings
+from service import evidence
 from skygate.report_image import image_page
 from skygate.report_page import SCRIPT as _SCRIPT
 from skygate.report_page import STYLE as _STYLE
 from skygate.report_pictures import make_pictures
 from storage.models import detection_results, uploads
+
+log = logging.getLogger("skygate.report")
 
 VERDICTS = (*(w.label for w in VerdictWord), "failed")
 PAGE_SIZE = 100
@@ -299,12 +304,15 @@ def _prepare_folder(folder: pathlib.Path) -> None:
     (folder / _MARKER).write_text("pictures of a SkyGate report; rewritten with it\n")
 
 
-async def write_report(storage, records: list[dict], path: pathlib.Path) -> pathlib.Path:
+async def write_report(storage, records: list[dict], path: pathlib.Path, *,
+                       settings: Settings | None = None) -> pathlib.Path:
     """Write the report page at ``path`` and its pictures in ``<stem>_files/`` beside it.
 
     ``records`` are scan/submit output records (``path``, ``status``, ``upload_id``,
     ``is_ai_generated``, ``confidence``, ``summary``, ``methods``, ``error``); the pictures,
-    P(AI) and metadata findings are read from ``storage``. Returns ``path``. A folder of that
+    P(AI) and metadata findings are read from ``storage``; with ``settings``, the evidence
+    an upload's canvas left for later (service.evidence) is computed first, so its pictures
+    are in the report. Returns ``path``. A folder of that
     name that is not an earlier report's is never touched (``FileExistsError``).
     """
     path = pathlib.Path(path)
@@ -313,6 +321,8 @@ async def write_report(storage, records: list[dict], path: pathlib.Path) -> path
     records = sorted(records, key=lambda r: str(r.get("path")))
     judged = [r["upload_id"] for r in records
               if r.get("upload_id") is not None and _verdict(r) not in ("failed", "pending")]
+    if settings is not None:
+        await _complete_evidence(storage, settings, judged)
     thumbs, results = await _stored(storage, judged)
     out = _Collector(storage.blobs, folder)
     for rec in records:
@@ -330,3 +340,14 @@ async def write_report(storage, records: list[dict], path: pathlib.Path) -> path
     tmp.write_text(out.page(urllib.parse.quote(folder.name) + "/"), encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+async def _complete_evidence(storage, settings: Settings, upload_ids: list[int]) -> None:
+    """The pictures the report shows that the canvases left for later, computed now; an
+    upload whose evidence cannot be computed is shown without it (and the reason logged)."""
+    for upload_id in upload_ids:
+        try:
+            await evidence.complete(storage, settings, upload_id)
+        except Exception as exc:  # noqa: BLE001 - one image's pictures never lose the report
+            log.warning("evidence of upload %s not computed for the report: %s: %s",
+                        upload_id, type(exc).__name__, exc, extra={"upload_id": upload_id})

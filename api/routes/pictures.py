@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from api.auth import AUTH_ERRORS, Caller, CallerDep, needs
 from api.errors import ApiError
 from api.routes.common import NOT_FOUND, UploadId, finished_result
+from service import evidence
 from storage.blobs import BlobNotFound
 
 router = APIRouter(tags=["uploads"])
@@ -18,14 +19,26 @@ _PNG = {200: {"content": {"image/png": {"schema": {"type": "string", "format": "
               "description": "a PNG image"}}
 
 
+def _key(doc, which: str) -> str | None:
+    if doc is None:
+        return None
+    return {"ela": doc.pixel_analysis.ela_results.ela_image_path,
+            "heatmap": doc.visual_anomalies.heatmap_path,
+            "forensic_heatmap": doc.visual_anomalies.forensic_heatmap_path}[which]
+
+
 async def _picture(request: Request, who: Caller, upload_id: int, which: str) -> Response:
     _, _, doc = await finished_result(request, who, upload_id, any_owner=True)
-    key = None
-    if doc is not None:
-        key = {"ela": doc.pixel_analysis.ela_results.ela_image_path,
-               "heatmap": doc.visual_anomalies.heatmap_path,
-               "forensic_heatmap": getattr(doc.visual_anomalies, "forensic_heatmap_path", None),
-               }[which]
+    key = _key(doc, which)
+    if not key and evidence.waiting_in(doc):
+        # The evidence-only methods left their pictures for this first request.
+        storage, settings = request.app.state.storage, request.app.state.settings
+        try:
+            await evidence.complete(storage, settings, upload_id)
+        except LookupError:
+            raise ApiError(404, "upload_not_found", f"upload {upload_id} is gone") from None
+        _, _, doc = await finished_result(request, who, upload_id, any_owner=True)
+        key = _key(doc, which)
     if not key:
         raise ApiError(404, f"{which}_not_available", f"upload {upload_id} has no {which} image")
     try:

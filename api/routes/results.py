@@ -42,5 +42,4 @@ async def get_result(request: Request, who: CallerDep, upload_id: UploadId, wait
                      if found.has_heatmap else None),
         forensic_heatmap_url=(
             str(request.url_for("get_forensic_heatmap", upload_id=upload_id))
-            if ((found.body.get("metadata") or {}).get("visual_anomalies") or {})
-            .get("forensic_heatmap_path") else None))
+            if found.has_forensic_heatmap else None))

@@ -68,7 +68,7 @@ def scan(paths, out, csv_path, recursive, include, exclude, fmt, report, workers
 
     files = _files_or_exit(paths, recursive, include, exclude)
     judge, skipped = skipped_records(files)
-    with store_for_scan(data_dir, no_store=no_store, model_heatmap=bool(report)) as settings:
+    with store_for_scan(data_dir, no_store=no_store, for_report=bool(report)) as settings:
         if settings.broker_url:
             note("note: SKYGATE_BROKER_URL is set; scan still runs here "
                  "(use `skygate submit` for the cluster)")
@@ -90,12 +90,14 @@ _STORE_VARIABLES = ("SKYGATE_DATABASE_URL", "SKYGATE_MONGO_URL", "SKYGATE_BLOB_U
 
 
 @contextlib.contextmanager
-def store_for_scan(data_dir: Path | None, *, no_store: bool, model_heatmap: bool = False):
+def store_for_scan(data_dir: Path | None, *, no_store: bool, for_report: bool = False):
     """The settings a scan runs with. ``--data-dir`` names the embedded store's folder;
     ``--no-store`` uses a temporary embedded store (whatever servers are configured) and
-    removes it afterwards; ``model_heatmap`` (a scan with --report) draws the voting model's
-    map, which the report shows. Set in the environment, so that worker processes use it too."""
-    with (_environment({"SKYGATE_MODEL_HEATMAP": "1"} if model_heatmap else {}),
+    removes it afterwards; ``for_report`` (a scan with --report) draws the voting model's
+    map and computes the evidence-only methods in each canvas, as the report shows both.
+    Set in the environment, so that worker processes use it too."""
+    with (_environment({"SKYGATE_MODEL_HEATMAP": "1", "SKYGATE_EVIDENCE": "eager"}
+                       if for_report else {}),
           _store(data_dir, no_store=no_store) as settings):
         yield settings
 
@@ -295,7 +297,7 @@ def _write_report(settings: Settings, records: list[FileRecord], path: Path) -> 
 
     async def go():
         async with open_storage(settings) as storage:
-            return await write_report(storage, records, path)
+            return await write_report(storage, records, path, settings=settings)
 
     asyncio.run(go())
     note(f"report: {path} (pictures in {path.stem}_files/)")

@@ -59,7 +59,8 @@ def test_a_camera_jpeg_leaves_the_original_and_a_small_budget(embedded):
 
     data = camera_jpeg()
     assert Image.open(io.BytesIO(data)).size[0] * Image.open(io.BytesIO(data)).size[1] >= 12e6
-    embedded = embedded.model_copy(update={"model_heatmap": True})  # every picture stored
+    # Every picture stored: the model's map and the evidence-only methods' (on request else).
+    embedded = embedded.model_copy(update={"model_heatmap": True, "evidence": "eager"})
 
     async def go():
         async with open_storage(embedded) as storage:
@@ -198,7 +199,8 @@ def test_an_oversized_image_fails_at_prepare_with_the_reason_and_caches_nothing(
 def test_a_released_crop_is_decoded_again_from_the_original(embedded):
     """A canvas whose crop was released under it (a recovered canvas racing the run it
     replaced) still runs its methods: they decode the original again."""
-    embedded = embedded.model_copy(update={"shared_pixels_dir": ""})  # another host
+    # Another host; prnu computed in the canvas (not left for a request): it reads pixels.
+    embedded = embedded.model_copy(update={"shared_pixels_dir": "", "evidence": "eager"})
     from service import canvas, detection, ingest
     from storage.context import open_storage
 
@@ -227,7 +229,8 @@ def test_a_released_crop_is_decoded_again_from_the_original(embedded):
 def test_a_released_manifest_is_rebuilt_from_the_upload_row(embedded):
     """The whole canvas released under a method (an older run's aggregate finished after the
     recovery sweep re-sent the upload): the method reads the original instead of failing."""
-    embedded = embedded.model_copy(update={"shared_pixels_dir": ""})  # another host
+    # Another host; prnu computed in the canvas (not left for a request): it reads pixels.
+    embedded = embedded.model_copy(update={"shared_pixels_dir": "", "evidence": "eager"})
     from service import canvas, detection, ingest
     from storage.context import open_storage
 
