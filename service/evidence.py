@@ -159,8 +159,9 @@ def _with_evidence(doc: DetectionMetadata, results: dict[str, MethodResult],
     anomalies = body["visual_anomalies"]
     if forensic is not None:
         anomalies["forensic_heatmap_path"] = forensic
+        keys = {**keys, "forensic_heatmap": forensic}
         if not anomalies.get("heatmap_path"):  # no model map: the forensic one, labelled
             anomalies["heatmap_path"], anomalies["heatmap_source"] = forensic, "forensic"
-        keys = {**keys, "forensic_heatmap": forensic}
+            keys["heatmap"] = forensic
     body["blob_keys"] = {**(body.get("blob_keys") or {}), **keys}
     return DetectionMetadata.model_validate(body)

@@ -60,6 +60,11 @@ def test_delete_keeps_the_blobs_another_users_upload_shares(stack):
         b_id = upload(b, ("A.png", bobs)).json()["uploads"][0]["upload_id"]
         assert wait_done(a, a_id)["status"] == "done"
         assert wait_done(b, b_id)["status"] == "done"
+        # The ELA image and the forensic heatmap are made on their first request.
+        for who, uid in ((a, a_id), (b, b_id)):
+            assert "ela" not in doc_for(stack, uid)["blob_keys"]
+            urls = who.get(f"/v1/uploads/{uid}/result").json()
+            assert all(who.get(urls[f"{p}_url"]).status_code == 200 for p in ("ela", "heatmap"))
         a_keys = doc_for(stack, a_id)["blob_keys"]
         b_keys = doc_for(stack, b_id)["blob_keys"]
         shared = set(a_keys.values()) & set(b_keys.values())

@@ -81,6 +81,7 @@ def test_the_first_request_computes_what_the_canvas_would_have(embedded, tmp_pat
     assert not waiting_in(after["doc"]) and again["rows"] == after["rows"]
     assert {"ela", "forensic_heatmap"} <= after["kinds"]
     assert after["doc"].visual_anomalies.heatmap_source == "forensic"
+    assert after["doc"].blob_keys == full["doc"].blob_keys
     # ... exactly what an eager canvas computes: the statistics, the pictures, the map.
     for name in EVIDENCE:
         assert _steady(after["rows"][name]) == _steady(full["rows"][name]), name
