@@ -6,6 +6,7 @@ adds what belongs to the whole result (file info, anomalies, the aggregated verd
 
 from __future__ import annotations
 
+from pipeline.methods.base import ON_REQUEST
 from pipeline.methods.registry import REGISTRY
 from schemas.documents import (
     AggregatedResults,
@@ -16,6 +17,23 @@ from schemas.documents import (
     VisualAnomalies,
 )
 from schemas.results import MethodResult
+
+
+def waiting(details: dict | None) -> bool:
+    """Whether a method result's ``details`` say its evidence is left for a request
+    (``pipeline.methods.base.left_for_later``; service/evidence.py computes it)."""
+    return bool(details) and details.get("evidence") == ON_REQUEST
+
+
+def waiting_in(doc: DetectionMetadata | None) -> bool:
+    """Whether some method of this document still waits for its evidence to be computed."""
+    def walk(node) -> bool:
+        if isinstance(node, dict):
+            return waiting(node.get("details")) or any(walk(v) for v in node.values())
+        if isinstance(node, list):
+            return any(walk(v) for v in node)
+        return False
+    return doc is not None and walk(doc.model_dump(mode="json", exclude={"blob_keys"}))
 
 
 def merge_sections(into: dict, section: dict) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.document import waiting_in
 from schemas.documents import DetectionMetadata
 from schemas.records import VerdictWord
 
@@ -96,7 +97,9 @@ def explain(doc: DetectionMetadata | None, *, is_ai_generated: bool | None,
                   if models else None),
         "algorithm_version": algorithm_version or (_extra(agg, "algorithm_version")
                                                    if agg is not None else None),
-        "heatmap": _extra(doc.visual_anomalies, "heatmap_source") if doc is not None else None,
+        # A heatmap left for its first request will be the forensic methods' map.
+        "heatmap": (_extra(doc.visual_anomalies, "heatmap_source")
+                    or ("forensic" if waiting_in(doc) else None)) if doc is not None else None,
     }
 
 

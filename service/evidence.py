@@ -20,11 +20,10 @@ import numpy as np
 from PIL import Image
 
 from pipeline.decode import decode_views
-from pipeline.document import merge_sections
+from pipeline.document import merge_sections, waiting
 from pipeline.features import shared_features
 from pipeline.heatmap import combine_block_maps, render_heatmap
 from pipeline.imaging import MAX_SIDE, neutralise
-from pipeline.methods.base import ON_REQUEST
 from pipeline.methods.registry import (
     NATIVE_PIXELS,
     NEUTRAL_FEATURES,
@@ -48,22 +47,6 @@ log = logging.getLogger("skygate.pipeline")
 # One computation per upload in this process at a time: a second request waits and finds it
 # done (another process computing the same upload writes the same pictures and rows).
 _locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-
-
-def waiting(details: dict | None) -> bool:
-    """Whether a method result's ``details`` say its evidence is left for later."""
-    return bool(details) and details.get("evidence") == ON_REQUEST
-
-
-def waiting_in(doc: DetectionMetadata | None) -> bool:
-    """Whether some method of this document still waits for its evidence to be computed."""
-    def walk(node) -> bool:
-        if isinstance(node, dict):
-            return waiting(node.get("details")) or any(walk(v) for v in node.values())
-        if isinstance(node, list):
-            return any(walk(v) for v in node)
-        return False
-    return doc is not None and walk(doc.model_dump(mode="json", exclude={"blob_keys"}))
 
 
 async def complete(storage: Storage, settings: Settings, upload_id: int) -> list[str]:

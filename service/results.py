@@ -28,10 +28,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+from pipeline.document import waiting, waiting_in
 from pipeline.ensemble import ALGORITHM_VERSION
 from pipeline.explanation import explain
 from schemas.records import verdict_word
-from service.evidence import waiting, waiting_in
 from storage import repository as repo
 from storage.cache import result_generation_key, result_key
 from storage.context import Storage

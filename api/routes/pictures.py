@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from api.auth import AUTH_ERRORS, Caller, CallerDep, needs
 from api.errors import ApiError
 from api.routes.common import NOT_FOUND, UploadId, finished_result
+from pipeline.document import waiting_in
 from service import evidence
 from storage.blobs import BlobNotFound
 
@@ -30,7 +31,7 @@ def _key(doc, which: str) -> str | None:
 async def _picture(request: Request, who: Caller, upload_id: int, which: str) -> Response:
     _, _, doc = await finished_result(request, who, upload_id, any_owner=True)
     key = _key(doc, which)
-    if not key and evidence.waiting_in(doc):
+    if not key and waiting_in(doc):
         # The evidence-only methods left their pictures for this first request.
         storage, settings = request.app.state.storage, request.app.state.settings
         try:

@@ -58,7 +58,7 @@ def _steady(details: dict) -> dict:
 
 
 def test_the_first_request_computes_what_the_canvas_would_have(embedded, tmp_path):
-    from service.evidence import waiting, waiting_in
+    from pipeline.document import waiting, waiting_in
 
     data = camera_jpeg(rows=900, cols=1200)
     (before, after, again), computed, pictures = _judge(embedded, data, complete_after=2)
