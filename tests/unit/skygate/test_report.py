@@ -43,7 +43,7 @@ def write(data_dir: Path, records: list[dict], path: Path) -> Path:
 
     async def go():
         async with open_storage(_settings(data_dir)) as storage:
-            return await write_report(storage, records, path)
+            return await write_report(storage, records, path, settings=_settings(data_dir))
 
     return run_async(go())
 
@@ -104,6 +104,9 @@ def test_page_and_folder_structure(report):
         assert (files / own_page).read_text().startswith("<!doctype html>")
         assert "/" not in small + own_page and ".." not in small + own_page
     assert rows[str(folder / "sub" / "render.png")]["v"] == "AI"
+    # The scan (no --report) left the ELA images for later: the report computed them.
+    judged = [r for r in records if r["status"] != "failed"]
+    assert len(list(files.glob("*_e.webp"))) == len(judged) == 3
     # Summary: counts per verdict; the script renders one page of rows, lazily loaded.
     # (The model's opinion of the synthetic scenes is the model's: count what the scan said.)
     said = [words[r["is_ai_generated"]] if r["status"] != "failed" else "failed"
