@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -82,7 +82,8 @@ async def attach(storage, upload_id: int, key: str, kind: str, write: Callable[[
 
 
 async def _attach_all(storage, upload_id: int, refs: list[tuple[str, str]],
-                      write: Callable[[], object], *, owner: tuple | None) -> None:
+                      write: Callable[[], object], *, owner: tuple | None,
+                      then: Callable[[object], Awaitable[object]] | None = None) -> None:
     refs = list(dict(reversed(refs)).items())  # one ref a key (its first kind)
     try:
         async with storage.engine.begin() as conn:
@@ -95,6 +96,8 @@ async def _attach_all(storage, upload_id: int, refs: list[tuple[str, str]],
             # In a thread: with an object store, writing is a network round trip (or a 50 MB
             # upload) that must not stall the event loop (the API serves other requests).
             await asyncio.to_thread(write)
+            if then is not None:  # the caller's own statements, committed with the refs
+                await then(conn)
     except IntegrityError as exc:
         raise UploadGone(upload_id) from exc
 
@@ -108,9 +111,11 @@ async def store(storage, upload_id: int, data: bytes, *, suffix: str, kind: str,
 
 
 async def store_many(storage, upload_id: int, items: list[tuple[bytes, str, str]], *,
-                     owner: tuple | None = None) -> list[str]:
+                     owner: tuple | None = None,
+                     then: Callable[[object], Awaitable[object]] | None = None) -> list[str]:
     """:func:`store` of several ``(data, suffix, kind)`` in one transaction and one INSERT;
-    returns their keys, in order."""
+    returns their keys, in order. ``then(conn)``: more statements of the caller's, run in
+    the same transaction once the files are written (one commit instead of two)."""
     keys = [storage.blobs.key_for_bytes(data, suffix) for data, suffix, _ in items]
 
     def write():
@@ -118,7 +123,7 @@ async def store_many(storage, upload_id: int, items: list[tuple[bytes, str, str]
             storage.blobs.put(data, suffix=suffix)
 
     refs = [(key, kind) for key, (_, _, kind) in zip(keys, items, strict=True)]
-    await _attach_all(storage, upload_id, refs, write, owner=owner)
+    await _attach_all(storage, upload_id, refs, write, owner=owner, then=then)
     return keys
 
 
@@ -129,16 +134,14 @@ async def upload_exists(storage, upload_id: int) -> bool:
 
 
 async def _unreferenced(conn, key: str) -> bool:
-    refs = (await conn.execute(sa.select(sa.func.count()).select_from(blob_refs)
-                               .where(blob_refs.c.blob_key == key))).scalar_one()
-    if refs:
-        return False
-    # Rows written before reference counting: their original and thumbnail columns.
-    legacy = (await conn.execute(
-        sa.select(sa.func.count()).select_from(uploads)
-        .where(sa.or_(uploads.c.file_path == key, uploads.c.thumbnail_path == key)))
-    ).scalar_one()
-    return legacy == 0
+    """No ref row names ``key``, nor (rows written before reference counting) an upload's
+    original or thumbnail column: one statement."""
+    refs = (sa.select(sa.func.count()).select_from(blob_refs)
+            .where(blob_refs.c.blob_key == key).scalar_subquery())
+    legacy = (sa.select(sa.func.count()).select_from(uploads)
+              .where(sa.or_(uploads.c.file_path == key, uploads.c.thumbnail_path == key))
+              .scalar_subquery())
+    return (await conn.execute(sa.select(refs + legacy))).scalar_one() == 0
 
 
 async def release_in(conn, storage, keys: Iterable[str]) -> list[str]:

@@ -149,15 +149,21 @@ async def set_thumbnail(engine: AsyncEngine, upload_id: int, thumbnail_path: str
                         stage: str | None = None) -> None:
     """Record the thumbnail; with ``stage``, also :func:`touch` it to that stage (in flight
     only) in the same statement."""
+    async with autocommit(engine) as conn:
+        await set_thumbnail_in(conn, upload_id, thumbnail_path, stage=stage)
+
+
+async def set_thumbnail_in(conn, upload_id: int, thumbnail_path: str, *,
+                           stage: str | None = None) -> None:
+    """:func:`set_thumbnail` inside the caller's transaction ``conn``."""
     values: dict = {"thumbnail_path": thumbnail_path}
     if stage is not None:
         in_flight = uploads.c.status.in_(("queued", "processing"))
         values.update(stage=sa.case((in_flight, stage), else_=uploads.c.stage),
                       stage_touched_at=sa.case((in_flight, utcnow()),
                                                else_=uploads.c.stage_touched_at))
-    async with autocommit(engine) as conn:
-        await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
-                           .values(**values))
+    await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
+                       .values(**values))
 
 
 async def mark_failed(engine: AsyncEngine, upload_id: int, error: str, *,
