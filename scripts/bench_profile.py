@@ -74,6 +74,37 @@ def own_calls(stats: pstats.Stats, suffix: str, name: str, caller_suffix: str,
     return total
 
 
+def profiled_scan(warm_up: int, images: int, size: int, grid: str
+                  ) -> tuple[cProfile.Profile, float]:
+    """(the profile, its CPU seconds) of the last ``images`` files' scans of a scan of
+    ``warm_up`` + ``images`` new camera-like JPEGs."""
+    profile = cProfile.Profile(time.process_time)
+    clock = {"files": 0, "cpu": 0.0}
+    scan_file = batch.scan_file
+
+    def profiled(path: str):
+        clock["files"] += 1
+        if clock["files"] <= warm_up:
+            return scan_file(path)
+        started = time.process_time()
+        profile.enable()
+        try:
+            return scan_file(path)
+        finally:
+            profile.disable()
+            clock["cpu"] += time.process_time() - started
+
+    with tempfile.TemporaryDirectory() as name:
+        argv = scan_in_this_process(Path(name), images=warm_up + images, size=size,
+                                    grid=grid, heatmap=True)
+        batch.scan_file = profiled  # run_embedded calls it by its module's name
+        try:
+            run_cli(argv)
+        finally:
+            batch.scan_file = scan_file
+    return profile, clock["cpu"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=24)
@@ -83,32 +114,7 @@ def main() -> None:
                         help="files scanned first, outside the profile")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as name:
-        tmp = Path(name)
-        argv = scan_in_this_process(tmp, images=args.warm_up + args.images, size=args.size,
-                                    grid=args.grid, heatmap=True)
-        profile = cProfile.Profile(time.process_time)
-        clock = {"files": 0, "cpu": 0.0}
-        scan_file = batch.scan_file
-
-        def profiled(path: str):
-            clock["files"] += 1
-            if clock["files"] <= args.warm_up:
-                return scan_file(path)
-            started = time.process_time()
-            profile.enable()
-            try:
-                return scan_file(path)
-            finally:
-                profile.disable()
-                clock["cpu"] += time.process_time() - started
-
-        batch.scan_file = profiled  # run_embedded calls it by its module's name
-        try:
-            run_cli(argv)
-        finally:
-            batch.scan_file = scan_file
-        whole = clock["cpu"]
+    profile, whole = profiled_scan(args.warm_up, args.images, args.size, args.grid)
     stats = pstats.Stats(profile)
     if args.out:
         stats.dump_stats(args.out)
