@@ -47,6 +47,11 @@ def create_engine(url: str, *, inline: bool = False, **kwargs) -> AsyncEngine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=60000")
+            # WAL's own recommendation: the WAL is synced at checkpoints, not at every commit
+            # (never corrupt; a power loss may undo the last commits). The blob files those
+            # rows name are never synced either, so a sync per commit bought no durability
+            # the store as a whole had; it cost 0.2-0.6 ms of CPU a commit (17 an image).
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine
