@@ -23,6 +23,7 @@ writing transaction anyway.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -47,23 +48,39 @@ async def _lock_key(conn, key: str) -> None:
 
 
 def _insert_refs(conn, upload_id: int, refs: list[tuple[str, str]], owner: tuple | None):
-    """One INSERT of every (key, kind) ref of ``upload_id``; with ``owner`` (the upload's
-    ``file_path`` and ``user_id`` as the canvas knows them), only while the row still is
-    that upload (an id can be reused: service.canvas.our_upload), checked in the same
-    statement: it then returns a row for each ref, inserted or already there."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    """(statement, parameters): one INSERT of every (key, kind) ref of ``upload_id``; with
+    ``owner`` (the upload's ``file_path`` and ``user_id`` as the canvas knows them), only
+    while the row still is that upload (an id can be reused: service.canvas.our_upload),
+    checked in the same statement: it then returns a row for each ref, inserted or already
+    there. The statements are built once (per dialect and number of refs) and run with
+    their values as parameters: building one cost more than running it."""
     if owner is None:
-        return insert(blob_refs).values(
-            [{"upload_id": upload_id, "blob_key": k, "kind": kind} for k, kind in refs]
-        ).on_conflict_do_nothing()
-    file_path, user_id = owner
+        return (_plain_insert(conn.dialect.name),
+                [{"upload_id": upload_id, "blob_key": k, "kind": kind} for k, kind in refs])
+    params = {"upload_id": upload_id, "file_path": owner[0], "user_id": owner[1]}
+    for i, (k, kind) in enumerate(refs):
+        params[f"key_{i}"], params[f"kind_{i}"] = k, kind
+    return _owned_insert(conn.dialect.name, len(refs)), params
+
+
+@functools.cache
+def _plain_insert(dialect: str):
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(blob_refs).on_conflict_do_nothing()
+
+
+@functools.cache
+def _owned_insert(dialect: str, count: int):
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upload_id = sa.bindparam("upload_id", type_=sa.Integer)
     ours = sa.exists().where(uploads.c.upload_id == upload_id,
-                             uploads.c.file_path == file_path,
-                             uploads.c.user_id.is_not_distinct_from(user_id))
-    wanted = sa.union_all(*(sa.select(sa.literal(k).label("blob_key"),
-                                      sa.literal(kind).label("kind")) for k, kind in refs)
-                          ).subquery()
-    rows = sa.select(sa.literal(upload_id), wanted.c.blob_key, wanted.c.kind).where(ours)
+                             uploads.c.file_path == sa.bindparam("file_path", type_=sa.String),
+                             uploads.c.user_id.is_not_distinct_from(
+                                 sa.bindparam("user_id", type_=sa.Integer)))
+    wanted = sa.union_all(*(sa.select(sa.bindparam(f"key_{i}", type_=sa.String).label("blob_key"),
+                                      sa.bindparam(f"kind_{i}", type_=sa.String).label("kind"))
+                            for i in range(count))).subquery()
+    rows = sa.select(upload_id, wanted.c.blob_key, wanted.c.kind).where(ours)
     stmt = insert(blob_refs).from_select(["upload_id", "blob_key", "kind"], rows)
     # A ref already there is "updated" to itself, so that it is returned too.
     return stmt.on_conflict_do_update(index_elements=[blob_refs.c.upload_id,
@@ -88,7 +105,7 @@ async def _attach_all(storage, upload_id: int, refs: list[tuple[str, str]],
     try:
         async with storage.engine.begin() as conn:
             # The foreign key check fails if the upload is gone (SQLite: foreign_keys=ON).
-            inserted = await conn.execute(_insert_refs(conn, upload_id, refs, owner))
+            inserted = await conn.execute(*_insert_refs(conn, upload_id, refs, owner))
             if owner is not None and len(inserted.all()) < len(refs):
                 raise UploadGone(upload_id)  # rolled back: nothing referenced or written
             for key in sorted(k for k, _ in refs):  # one lock order: no deadlocks

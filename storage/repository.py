@@ -251,6 +251,32 @@ def _dec(value: float, places: str) -> Decimal:
     return Decimal(str(value)).quantize(Decimal(places))
 
 
+_RESULT_COLUMNS = ("is_ai_generated", "confidence_score", "processing_time", "algorithm_version",
+                   "result_summary", "detection_date")
+_METHOD_COLUMNS = ("is_ai_generated", "confidence_score", "processing_time", "result_details")
+_upserts: dict[str, tuple] = {}
+
+
+def _result_upserts(engine: AsyncEngine) -> tuple:
+    """(the result row's upsert returning its id, the method rows' upsert), built once per
+    dialect and executed with their values as parameters: building them for every verdict
+    (30 values coerced, the statement's cache key computed) cost more than running them."""
+    name = engine.dialect.name
+    if name not in _upserts:
+        stmt = dialect_insert(engine, detection_results)
+        result = stmt.on_conflict_do_update(
+            index_elements=[detection_results.c.upload_id],
+            set_={k: stmt.excluded[k] for k in _RESULT_COLUMNS},
+        ).returning(detection_results.c.result_id)
+        mstmt = dialect_insert(engine, method_results)
+        methods = mstmt.on_conflict_do_update(
+            index_elements=[method_results.c.result_id, method_results.c.method_id],
+            set_={k: mstmt.excluded[k] for k in _METHOD_COLUMNS},
+        )
+        _upserts[name] = (result, methods)
+    return _upserts[name]
+
+
 async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: bool | None,
                        confidence: float, processing_time: float, algorithm_version: str,
                        summary: str, methods: list[dict]) -> int:
@@ -268,13 +294,9 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
         "result_summary": clean_text(summary) if summary is not None else None,
         "detection_date": utcnow(),
     }
+    result_stmt, methods_stmt = _result_upserts(engine)
     async with engine.begin() as conn:
-        stmt = dialect_insert(engine, detection_results).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[detection_results.c.upload_id],
-            set_={k: stmt.excluded[k] for k in values if k != "upload_id"},
-        ).returning(detection_results.c.result_id)
-        result_id = (await conn.execute(stmt)).scalar_one()
+        result_id = (await conn.execute(result_stmt, values)).scalar_one()
         rows = [{
             "result_id": result_id, "method_id": m["method_id"],
             "is_ai_generated": m["is_ai_generated"],
@@ -282,14 +304,8 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
             "processing_time": _dec(m["processing_time"], "0.001"),
             "result_details": clean_json(m["result_details"]),
         } for m in methods]
-        if rows:  # every method's row in one statement (one multi-row upsert)
-            mstmt = dialect_insert(engine, method_results).values(rows)
-            mstmt = mstmt.on_conflict_do_update(
-                index_elements=[method_results.c.result_id, method_results.c.method_id],
-                set_={k: mstmt.excluded[k] for k in rows[0]
-                      if k not in ("result_id", "method_id")},
-            )
-            await conn.execute(mstmt)
+        if rows:  # every method's row in one execute (executemany of one upsert)
+            await conn.execute(methods_stmt, rows)
     return result_id
 
 
