@@ -361,9 +361,9 @@ def decode_crop(data: bytes, *, max_pixels: int, side: int) -> np.ndarray:
 def _central(rgb: Image.Image, side: int) -> np.ndarray:
     cols, rows = rgb.size
     r0, c0 = max(0, (rows - side) // 2), max(0, (cols - side) // 2)
-    crop = np.asarray(rgb.crop((c0, r0, min(cols, c0 + side), min(rows, r0 + side))),
-                      dtype=np.uint8)
-    return np.ascontiguousarray(crop)
+    box = (c0, r0, min(cols, c0 + side), min(rows, r0 + side))  # the whole: no cropped copy
+    return np.ascontiguousarray(
+        np.asarray(rgb if box == (0, 0, cols, rows) else rgb.crop(box), dtype=np.uint8))
 
 
 def _jpeg(img: Image.Image) -> bytes:

@@ -145,7 +145,9 @@ def neutralise(rgb: np.ndarray, *, side: int = NEUTRAL_SIDE,
     crop = np.ascontiguousarray(center_crop(rgb, max_side=side))
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buf).convert("RGB"), dtype=np.uint8)
+    view = Image.open(buf)
+    # An RGB JPEG decodes as RGB: convert("RGB") would only copy it once more.
+    return np.asarray(view if view.mode == "RGB" else view.convert("RGB"), dtype=np.uint8)
 
 
 #: The most colours an indexed PNG holds.

@@ -1,5 +1,5 @@
-"""What the embedded store costs per image, counted (not timed): SQL statements and hand-offs
-to aiosqlite's thread of ``skygate scan --workers 1``.
+"""What the embedded store costs per image, counted (not timed): SQL statements, driver calls
+and hand-offs to aiosqlite's thread of ``skygate scan --workers 1``.
 
     .venv/bin/python scripts/bench_statements.py [--images 6] [--size 1024] [--by-site]
 
@@ -7,9 +7,10 @@ Runs ``skygate scan --workers 1`` in this process on ``--images`` generated came
 (scripts/bench_methods.py's generator) on a fresh data folder (the embedded SQLite store,
 ``attribution_grid`` 0), and counts, inside each file's scan (``skygate.batch.scan_file``:
 start-up and warm-up left out), every statement SQLAlchemy sends (by verb and table) and
-every call aiosqlite runs on its thread (cursor, execute, fetchall, close, commit,
-rollback: each is a hand-off between the event loop and that thread, and what they cost in
-CPU, not the statements' own work in SQLite, dominates on small rows). ``--by-site``: each
+every call of the driver (cursor, execute, fetchall, close, commit, rollback): on
+aiosqlite's thread each is a hand-off between the event loop and that thread, and what they
+cost in CPU, not the statements' own work in SQLite, dominates on small rows; a scan's
+connections run them inline (storage/inline_sqlite.py): no hand-off. ``--by-site``: each
 statement also by the SkyGate functions that sent it. Counts do not drift with the
 machine's load, unlike the timings of scripts/bench_cpu.py: read them side by side.
 """
@@ -65,15 +66,18 @@ def senders(depth: int = 3) -> str:
 
 
 def install_counters(counting: dict, by_site: bool) -> tuple[collections.Counter, ...]:
-    """Count statements (and, ``by_site``, their senders) and hand-offs while
-    ``counting["on"]``; returns the three counters."""
+    """Count statements (and, ``by_site``, their senders), hand-offs and inline driver calls
+    while ``counting["on"]``; returns the four counters."""
     import aiosqlite.core
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    from storage.inline_sqlite import InlineConnection
+
     statements: collections.Counter = collections.Counter()
     sites: collections.Counter = collections.Counter()
     handoffs: collections.Counter = collections.Counter()
+    inline_calls: collections.Counter = collections.Counter()
 
     @event.listens_for(Engine, "before_cursor_execute")
     def _count(_conn, _cursor, statement, _params, _context, _many):
@@ -106,7 +110,15 @@ def install_counters(counting: dict, by_site: bool) -> tuple[collections.Counter
         self._tx = CountedQueue(self._tx)
 
     aiosqlite.core.Connection.__init__ = counted_init
-    return statements, sites, handoffs
+    run_inline = InlineConnection._execute
+
+    async def counted_inline(self, fn, *args, **kwargs):
+        if counting["on"]:
+            inline_calls[getattr(fn, "__name__", "other")] += 1
+        return await run_inline(self, fn, *args, **kwargs)
+
+    InlineConnection._execute = counted_inline
+    return statements, sites, handoffs, inline_calls
 
 
 def main() -> None:
@@ -116,7 +128,7 @@ def main() -> None:
     parser.add_argument("--by-site", action="store_true")
     args = parser.parse_args()
     counting = {"on": False}
-    statements, sites, handoffs = install_counters(counting, args.by_site)
+    statements, sites, handoffs, inline_calls = install_counters(counting, args.by_site)
 
     from skygate import batch
 
@@ -143,6 +155,9 @@ def main() -> None:
             print(f"    {count / n:5.1f}  {kind:<30} {where}")
     print(f"  hand-offs to aiosqlite's thread: {sum(handoffs.values()) / n:.1f}")
     for call, count in handoffs.most_common():
+        print(f"    {count / n:5.1f}  {call}")
+    print(f"  driver calls run inline (no hand-off): {sum(inline_calls.values()) / n:.1f}")
+    for call, count in inline_calls.most_common():
         print(f"    {count / n:5.1f}  {call}")
 
 

@@ -40,17 +40,19 @@ log = logging.getLogger("skygate.pipeline")
 
 
 async def aggregate(storage: Storage, settings: Settings, upload_id: int, manifest_key: str,
-                    raw_results: list) -> dict:
+                    raw_results: list, *, manifest: Manifest | None = None) -> dict:
     """Weighted verdict, heatmap, one SQL transaction, the document; safe to repeat.
 
     An upload deleted while it was in flight is abandoned cleanly: nothing is written, and
-    the blobs and the document this run made are removed again.
+    the blobs and the document this run made are removed again. ``manifest``: the embedded
+    runner's, from the prepare it just ran (not read back from the blob store).
     """
     try:
         upload = await repo.get_upload(storage.engine, upload_id)
         if upload is None:
             raise blobrefs.UploadGone(upload_id)
-        out = await _aggregate(storage, settings, upload, manifest_key, raw_results)
+        out = await _aggregate(storage, settings, upload, manifest_key, raw_results,
+                               manifest=manifest)
         if await blobrefs.upload_exists(storage, upload_id):
             return out
         raise blobrefs.UploadGone(upload_id)
@@ -115,11 +117,12 @@ async def _finished(storage: Storage, upload_id: int) -> dict | None:
 
 
 async def _aggregate(storage: Storage, settings: Settings, upload: dict, manifest_key: str,
-                     raw_results: list) -> dict:
+                     raw_results: list, *, manifest: Manifest | None) -> dict:
     upload_id = upload["upload_id"]
-    manifest, finished = await _manifest_or_outcome(storage, upload_id, manifest_key)
-    if finished is not None:
-        return finished
+    if manifest is None:
+        manifest, finished = await _manifest_or_outcome(storage, upload_id, manifest_key)
+        if finished is not None:
+            return finished
     if not canvas.same_upload(upload, manifest):
         # Deleted in flight and its id given to a newer upload: write nothing on it.
         log.info("upload %s was deleted during detection; its id names another upload now",

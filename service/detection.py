@@ -44,12 +44,22 @@ log = logging.getLogger("skygate.pipeline")
 startup_log = logging.getLogger("skygate.startup")
 
 
-async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
-                  may_count: bool = True, recovered: bool = False, share_pixels: bool = True
+async def prepare(storage: Storage, settings: Settings, upload_id: int, **options
                   ) -> tuple[str | None, list[str]]:
     """Decode once; cache the pixels the active methods read and a thumbnail (blob store).
 
-    Returns (manifest blob key, active method names), or (None, []) when the upload failed.
+    Returns (manifest blob key, active method names), or (None, []) when the upload failed;
+    the options are :func:`prepare_canvas`'s."""
+    manifest_key, methods, _ = await prepare_canvas(storage, settings, upload_id, **options)
+    return manifest_key, methods
+
+
+async def prepare_canvas(storage: Storage, settings: Settings, upload_id: int, *,
+                         may_count: bool = True, recovered: bool = False,
+                         share_pixels: bool = True
+                         ) -> tuple[str | None, list[str], Manifest | None]:
+    """:func:`prepare`, with the manifest it stored (as read back from its JSON), for the
+    embedded runner: its methods and aggregate then never read it from the blob store.
     ``may_count``: False for a retry or a recovery re-dispatch (no worker died on it).
     ``recovered``: sent by the recovery sweep; an upload finished meanwhile is left alone.
     ``share_pixels``: the methods may run in other processes of this host, which then read
@@ -62,17 +72,17 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
                                             only_unfinished=recovered)
     except LookupError:
         log.info("upload %s was deleted before it was prepared", upload_id)
-        return None, []
+        return None, [], None
     deliveries = upload.get("delivery_count", 0)
     if deliveries == 0:
         log.info("upload %s finished before its recovery ran: nothing to do", upload_id)
-        return None, []
+        return None, [], None
     if deliveries > settings.max_deliveries:
         # It was delivered again and again: the image most likely kills its worker.
         reason = (f"gave up after {deliveries - 1} deliveries: processing this image "
                   "repeatedly killed its worker (poison image)")
         await repo.mark_failed(storage.engine, upload_id, reason)
-        return None, []
+        return None, [], None
     try:
         # The pixel limit is checked on the header, before anything is allocated.
         views = decode_views(await storage.blobs.aget(upload["file_path"]),
@@ -83,16 +93,16 @@ async def prepare(storage: Storage, settings: Settings, upload_id: int, *,
         if await blobrefs.upload_exists(storage, upload_id):
             raise
         log.info("upload %s was deleted while it was prepared", upload_id)
-        return None, []
+        return None, [], None
     except InvalidImage as exc:
         await repo.mark_failed(storage.engine, upload_id, str(exc))
         log.warning("cannot decode", extra={"upload_id": upload_id, "reason": str(exc)})
-        return None, []
+        return None, [], None
 
 
 async def _prepare_decoded(storage: Storage, settings: Settings, upload_id: int,
                            upload: dict, views, *, share_pixels: bool
-                           ) -> tuple[str, list[str]]:
+                           ) -> tuple[str, list[str], Manifest]:
     active = await repo.active_methods(storage.engine)
     methods = list(active)
     needs = needs_of(methods)
@@ -128,11 +138,12 @@ async def _prepare_decoded(storage: Storage, settings: Settings, upload_id: int,
     manifest_json = manifest.to_json()
     manifest_key = storage.blobs.key_for_bytes(manifest_json, ".json")
     blobs.append((manifest_json, ".json", "manifest"))
-    await blobrefs.store_many(storage, upload_id, blobs)
-    await repo.set_thumbnail(storage.engine, upload_id, thumb_key, stage="detecting")
+    # The thumbnail recorded (and the stage touched) in the transaction of its reference.
+    await blobrefs.store_many(storage, upload_id, blobs, then=lambda conn: repo.set_thumbnail_in(
+        conn, upload_id, thumb_key, stage="detecting"))
     # The methods this process runs next read this decode, not the original again.
     canvas.remember(settings, manifest, views.crop, neutral)
-    return manifest_key, methods
+    return manifest_key, methods, Manifest.from_json(manifest_json)
 
 
 async def _active_configs(storage: Storage, methods) -> dict[str, dict]:
@@ -327,12 +338,12 @@ async def run_all(storage: Storage, settings: Settings, upload_id: int, *,
                   may_count: bool = True) -> None:
     """The whole canvas in one process, for the embedded default. A transient fault (the
     blob folder full for a moment, the database away) raises: the caller retries it."""
-    manifest_key, methods = await prepare(storage, settings, upload_id, share_pixels=False,
-                                          may_count=may_count)
+    manifest_key, methods, manifest = await prepare_canvas(
+        storage, settings, upload_id, share_pixels=False, may_count=may_count)
     if manifest_key is None:
         return
-    # Read once for every method (prepare read the upload row; see detect's ``manifest``).
-    manifest = Manifest.from_json(await storage.blobs.aget(manifest_key))
+    # Prepare's own manifest, for every method and aggregate (prepare read the upload row;
+    # see detect's ``manifest``): not read back from the blob store.
     results = []
     for method in methods:
         try:
@@ -342,7 +353,7 @@ async def run_all(storage: Storage, settings: Settings, upload_id: int, *,
             if faults.is_transient(exc):
                 raise  # not the method's fault: the canvas is run again
             results.append(error_result(method, exc).model_dump(mode="json"))
-    await aggregate(storage, settings, upload_id, manifest_key, results)
+    await aggregate(storage, settings, upload_id, manifest_key, results, manifest=manifest)
 
 
 # How often the embedded runner runs a canvas again after a transient fault (with backoff:

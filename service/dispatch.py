@@ -156,7 +156,7 @@ class Dispatcher:
             self._loop = asyncio.new_event_loop()
 
             async def build():
-                return build_storage(self.settings)
+                return build_storage(self.settings, one_job_at_a_time=True)  # one canvas at a time
 
             self._storage = self._loop.run_until_complete(build())
         self._loop.run_until_complete(

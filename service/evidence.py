@@ -37,7 +37,7 @@ from schemas.documents import DetectionMetadata
 from schemas.results import MethodResult
 from schemas.settings import Settings
 from service.method_results import picture_keys
-from storage import blobrefs
+from storage import blobrefs, method_rows
 from storage import repository as repo
 from storage.cache import forget_result
 from storage.context import Storage
@@ -67,7 +67,7 @@ async def _complete(storage: Storage, settings: Settings, upload_id: int) -> lis
     if upload is None or upload["status"] != "done" or stored is None:
         return []
     result_id = stored["result_id"]
-    rows = await repo.method_details(storage.engine, result_id)
+    rows = await method_rows.details(storage.engine, result_id)
     names = [n for n, row in rows.items() if n in REGISTRY and waiting(row["result_details"])]
     if not names:
         return []
@@ -87,7 +87,7 @@ async def _complete(storage: Storage, settings: Settings, upload_id: int) -> lis
         results[name] = finding.result
     forensic = await _forensic_heatmap(storage, upload, {n: findings[n].result for n in run},
                                        owner)
-    written = await repo.update_method_results(
+    written = await method_rows.replace(
         storage.engine, upload_id=upload_id, result_id=result_id, methods=[{
             "method_id": rows[n]["method_id"], "is_ai_generated": r.is_ai_generated,
             "confidence": r.confidence, "processing_time": r.processing_time,

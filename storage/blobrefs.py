@@ -23,8 +23,9 @@ writing transaction anyway.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,23 +48,39 @@ async def _lock_key(conn, key: str) -> None:
 
 
 def _insert_refs(conn, upload_id: int, refs: list[tuple[str, str]], owner: tuple | None):
-    """One INSERT of every (key, kind) ref of ``upload_id``; with ``owner`` (the upload's
-    ``file_path`` and ``user_id`` as the canvas knows them), only while the row still is
-    that upload (an id can be reused: service.canvas.our_upload), checked in the same
-    statement: it then returns a row for each ref, inserted or already there."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    """(statement, parameters): one INSERT of every (key, kind) ref of ``upload_id``; with
+    ``owner`` (the upload's ``file_path`` and ``user_id`` as the canvas knows them), only
+    while the row still is that upload (an id can be reused: service.canvas.our_upload),
+    checked in the same statement: it then returns a row for each ref, inserted or already
+    there. The statements are built once (per dialect and number of refs) and run with
+    their values as parameters: building one cost more than running it."""
     if owner is None:
-        return insert(blob_refs).values(
-            [{"upload_id": upload_id, "blob_key": k, "kind": kind} for k, kind in refs]
-        ).on_conflict_do_nothing()
-    file_path, user_id = owner
+        return (_plain_insert(conn.dialect.name),
+                [{"upload_id": upload_id, "blob_key": k, "kind": kind} for k, kind in refs])
+    params = {"upload_id": upload_id, "file_path": owner[0], "user_id": owner[1]}
+    for i, (k, kind) in enumerate(refs):
+        params[f"key_{i}"], params[f"kind_{i}"] = k, kind
+    return _owned_insert(conn.dialect.name, len(refs)), params
+
+
+@functools.cache
+def _plain_insert(dialect: str):
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(blob_refs).on_conflict_do_nothing()
+
+
+@functools.cache
+def _owned_insert(dialect: str, count: int):
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    upload_id = sa.bindparam("upload_id", type_=sa.Integer)
     ours = sa.exists().where(uploads.c.upload_id == upload_id,
-                             uploads.c.file_path == file_path,
-                             uploads.c.user_id.is_not_distinct_from(user_id))
-    wanted = sa.union_all(*(sa.select(sa.literal(k).label("blob_key"),
-                                      sa.literal(kind).label("kind")) for k, kind in refs)
-                          ).subquery()
-    rows = sa.select(sa.literal(upload_id), wanted.c.blob_key, wanted.c.kind).where(ours)
+                             uploads.c.file_path == sa.bindparam("file_path", type_=sa.String),
+                             uploads.c.user_id.is_not_distinct_from(
+                                 sa.bindparam("user_id", type_=sa.Integer)))
+    wanted = sa.union_all(*(sa.select(sa.bindparam(f"key_{i}", type_=sa.String).label("blob_key"),
+                                      sa.bindparam(f"kind_{i}", type_=sa.String).label("kind"))
+                            for i in range(count))).subquery()
+    rows = sa.select(upload_id, wanted.c.blob_key, wanted.c.kind).where(ours)
     stmt = insert(blob_refs).from_select(["upload_id", "blob_key", "kind"], rows)
     # A ref already there is "updated" to itself, so that it is returned too.
     return stmt.on_conflict_do_update(index_elements=[blob_refs.c.upload_id,
@@ -82,12 +99,13 @@ async def attach(storage, upload_id: int, key: str, kind: str, write: Callable[[
 
 
 async def _attach_all(storage, upload_id: int, refs: list[tuple[str, str]],
-                      write: Callable[[], object], *, owner: tuple | None) -> None:
+                      write: Callable[[], object], *, owner: tuple | None,
+                      then: Callable[[object], Awaitable[object]] | None = None) -> None:
     refs = list(dict(reversed(refs)).items())  # one ref a key (its first kind)
     try:
         async with storage.engine.begin() as conn:
             # The foreign key check fails if the upload is gone (SQLite: foreign_keys=ON).
-            inserted = await conn.execute(_insert_refs(conn, upload_id, refs, owner))
+            inserted = await conn.execute(*_insert_refs(conn, upload_id, refs, owner))
             if owner is not None and len(inserted.all()) < len(refs):
                 raise UploadGone(upload_id)  # rolled back: nothing referenced or written
             for key in sorted(k for k, _ in refs):  # one lock order: no deadlocks
@@ -95,6 +113,8 @@ async def _attach_all(storage, upload_id: int, refs: list[tuple[str, str]],
             # In a thread: with an object store, writing is a network round trip (or a 50 MB
             # upload) that must not stall the event loop (the API serves other requests).
             await asyncio.to_thread(write)
+            if then is not None:  # the caller's own statements, committed with the refs
+                await then(conn)
     except IntegrityError as exc:
         raise UploadGone(upload_id) from exc
 
@@ -108,9 +128,11 @@ async def store(storage, upload_id: int, data: bytes, *, suffix: str, kind: str,
 
 
 async def store_many(storage, upload_id: int, items: list[tuple[bytes, str, str]], *,
-                     owner: tuple | None = None) -> list[str]:
+                     owner: tuple | None = None,
+                     then: Callable[[object], Awaitable[object]] | None = None) -> list[str]:
     """:func:`store` of several ``(data, suffix, kind)`` in one transaction and one INSERT;
-    returns their keys, in order."""
+    returns their keys, in order. ``then(conn)``: more statements of the caller's, run in
+    the same transaction once the files are written (one commit instead of two)."""
     keys = [storage.blobs.key_for_bytes(data, suffix) for data, suffix, _ in items]
 
     def write():
@@ -118,7 +140,7 @@ async def store_many(storage, upload_id: int, items: list[tuple[bytes, str, str]
             storage.blobs.put(data, suffix=suffix)
 
     refs = [(key, kind) for key, (_, _, kind) in zip(keys, items, strict=True)]
-    await _attach_all(storage, upload_id, refs, write, owner=owner)
+    await _attach_all(storage, upload_id, refs, write, owner=owner, then=then)
     return keys
 
 
@@ -129,16 +151,14 @@ async def upload_exists(storage, upload_id: int) -> bool:
 
 
 async def _unreferenced(conn, key: str) -> bool:
-    refs = (await conn.execute(sa.select(sa.func.count()).select_from(blob_refs)
-                               .where(blob_refs.c.blob_key == key))).scalar_one()
-    if refs:
-        return False
-    # Rows written before reference counting: their original and thumbnail columns.
-    legacy = (await conn.execute(
-        sa.select(sa.func.count()).select_from(uploads)
-        .where(sa.or_(uploads.c.file_path == key, uploads.c.thumbnail_path == key)))
-    ).scalar_one()
-    return legacy == 0
+    """No ref row names ``key``, nor (rows written before reference counting) an upload's
+    original or thumbnail column: one statement."""
+    refs = (sa.select(sa.func.count()).select_from(blob_refs)
+            .where(blob_refs.c.blob_key == key).scalar_subquery())
+    legacy = (sa.select(sa.func.count()).select_from(uploads)
+              .where(sa.or_(uploads.c.file_path == key, uploads.c.thumbnail_path == key))
+              .scalar_subquery())
+    return (await conn.execute(sa.select(refs + legacy))).scalar_one() == 0
 
 
 async def release_in(conn, storage, keys: Iterable[str]) -> list[str]:

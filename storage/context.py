@@ -36,9 +36,14 @@ class Storage:
         await self.engine.dispose()
 
 
-def build_storage(settings: Settings) -> Storage:
-    """Build the storage objects; call inside the event loop that will use them."""
-    engine = create_engine(settings.sqlalchemy_url, **pool_options(settings))
+def build_storage(settings: Settings, *, one_job_at_a_time: bool = False) -> Storage:
+    """Build the storage objects; call inside the event loop that will use them.
+
+    ``one_job_at_a_time``: that loop only ever runs the job in front of it (a scan or worker
+    process: service.runtime.process_loop), so the embedded SQLite store's calls run on its
+    own thread (storage/inline_sqlite.py) instead of being handed to aiosqlite's."""
+    engine = create_engine(settings.sqlalchemy_url, inline=one_job_at_a_time,
+                           **pool_options(settings))
     return Storage(
         engine=engine,
         sessions=session_factory(engine),

@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.clock import utcnow
-from schemas.text import clean_file_name, clean_json, clean_text, without_paths
-from storage import deliveries, webhooks
+from schemas.text import clean_file_name, clean_text, without_paths
+from storage import deliveries, method_rows, webhooks
 from storage.db import autocommit, dialect_insert
 from storage.models import detection_methods, detection_results, method_results, uploads
 
@@ -149,15 +149,21 @@ async def set_thumbnail(engine: AsyncEngine, upload_id: int, thumbnail_path: str
                         stage: str | None = None) -> None:
     """Record the thumbnail; with ``stage``, also :func:`touch` it to that stage (in flight
     only) in the same statement."""
+    async with autocommit(engine) as conn:
+        await set_thumbnail_in(conn, upload_id, thumbnail_path, stage=stage)
+
+
+async def set_thumbnail_in(conn, upload_id: int, thumbnail_path: str, *,
+                           stage: str | None = None) -> None:
+    """:func:`set_thumbnail` inside the caller's transaction ``conn``."""
     values: dict = {"thumbnail_path": thumbnail_path}
     if stage is not None:
         in_flight = uploads.c.status.in_(("queued", "processing"))
         values.update(stage=sa.case((in_flight, stage), else_=uploads.c.stage),
                       stage_touched_at=sa.case((in_flight, utcnow()),
                                                else_=uploads.c.stage_touched_at))
-    async with autocommit(engine) as conn:
-        await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
-                           .values(**values))
+    await conn.execute(uploads.update().where(uploads.c.upload_id == upload_id)
+                       .values(**values))
 
 
 async def mark_failed(engine: AsyncEngine, upload_id: int, error: str, *,
@@ -245,6 +251,25 @@ def _dec(value: float, places: str) -> Decimal:
     return Decimal(str(value)).quantize(Decimal(places))
 
 
+_RESULT_COLUMNS = ("is_ai_generated", "confidence_score", "processing_time", "algorithm_version",
+                   "result_summary", "detection_date")
+_upserts: dict[str, sa.Insert] = {}
+
+
+def _result_upsert(engine: AsyncEngine) -> sa.Insert:
+    """The result row's upsert returning its id, built once per dialect and executed with
+    its values as parameters: building it for every verdict (values coerced, the
+    statement's cache key computed) cost more than running it (as method_rows')."""
+    name = engine.dialect.name
+    if name not in _upserts:
+        stmt = dialect_insert(engine, detection_results)
+        _upserts[name] = stmt.on_conflict_do_update(
+            index_elements=[detection_results.c.upload_id],
+            set_={k: stmt.excluded[k] for k in _RESULT_COLUMNS},
+        ).returning(detection_results.c.result_id)
+    return _upserts[name]
+
+
 async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: bool | None,
                        confidence: float, processing_time: float, algorithm_version: str,
                        summary: str, methods: list[dict]) -> int:
@@ -263,59 +288,9 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
         "detection_date": utcnow(),
     }
     async with engine.begin() as conn:
-        stmt = dialect_insert(engine, detection_results).values(**values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[detection_results.c.upload_id],
-            set_={k: stmt.excluded[k] for k in values if k != "upload_id"},
-        ).returning(detection_results.c.result_id)
-        result_id = (await conn.execute(stmt)).scalar_one()
-        await _upsert_method_rows(conn, engine, result_id, methods)
+        result_id = (await conn.execute(_result_upsert(engine), values)).scalar_one()
+        await method_rows.upsert(conn, engine, result_id, methods)
     return result_id
-
-
-async def _upsert_method_rows(conn, engine: AsyncEngine, result_id: int, methods: list[dict]
-                              ) -> None:
-    rows = [{
-        "result_id": result_id, "method_id": m["method_id"],
-        "is_ai_generated": m["is_ai_generated"],
-        "confidence_score": _dec(m["confidence"], "0.0001"),
-        "processing_time": _dec(m["processing_time"], "0.001"),
-        "result_details": clean_json(m["result_details"]),
-    } for m in methods]
-    if rows:  # every method's row in one statement (one multi-row upsert)
-        mstmt = dialect_insert(engine, method_results).values(rows)
-        mstmt = mstmt.on_conflict_do_update(
-            index_elements=[method_results.c.result_id, method_results.c.method_id],
-            set_={k: mstmt.excluded[k] for k in rows[0] if k not in ("result_id", "method_id")},
-        )
-        await conn.execute(mstmt)
-
-
-async def method_details(engine: AsyncEngine, result_id: int) -> dict[str, dict]:
-    """Each method row of a result by method name: its ``method_id`` and ``result_details``."""
-    async with autocommit(engine) as conn:
-        rows = await conn.execute(
-            sa.select(detection_methods.c.method_name, method_results.c.method_id,
-                      method_results.c.result_details)
-            .join(detection_methods, detection_methods.c.method_id == method_results.c.method_id)
-            .where(method_results.c.result_id == result_id))
-        return {r.method_name: {"method_id": r.method_id, "result_details": r.result_details or {}}
-                for r in rows}
-
-
-async def update_method_results(engine: AsyncEngine, *, upload_id: int, result_id: int,
-                                methods: list[dict]) -> bool:
-    """Replace these method rows of a stored result (items as :func:`save_results`'s), only
-    while ``result_id`` still is the upload's result: False (nothing written) otherwise."""
-    async with engine.begin() as conn:
-        still = (await conn.execute(
-            sa.select(detection_results.c.result_id)
-            .where(detection_results.c.result_id == result_id,
-                   detection_results.c.upload_id == upload_id))).first()
-        if still is None:
-            return False
-        await _upsert_method_rows(conn, engine, result_id, methods)
-    return True
 
 
 async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,

@@ -138,7 +138,7 @@ def detect_model(neutral: np.ndarray, parameters: dict, *,
     path, session = _session(parameters, "model_path")
     if min(neutral.shape[:2]) < MIN_SIDE:
         return _abstain(started, f"image smaller than {MIN_SIDE} px")
-    if float(neutral.std()) < FLAT_STD:
+    if _flat(neutral):
         return _abstain(started, "flat image: no content to judge")
     model_input = session.get_inputs()[0]
     importance: dict = {}
@@ -184,6 +184,26 @@ def detect_model(neutral: np.ndarray, parameters: dict, *,
         details={"model_name": name, "model_version": version, "raw_probability": round(p, 5),
                  "threshold": threshold, "feature_importance": importance, **details},
     )
+
+
+#: The sample :func:`_flat` tries first: every FLAT_SAMPLE_STEP-th row and column.
+FLAT_SAMPLE_STEP = 8
+
+
+def _flat(pixels: np.ndarray) -> bool:
+    """``float(pixels.std()) < FLAT_STD``, the same answer for a fraction of the work.
+
+    The squared deviations of a sample about its own mean never exceed their sum about the
+    whole image's mean, so a sample whose sum already reaches ``FLAT_STD² × pixels.size``
+    (with a margin far above rounding) proves the whole is not flat: 1/64 of the pixels
+    instead of a float copy of all of them (``np.std`` of a 1 MP view: 9 ms). Anything else
+    asks ``np.std`` itself."""
+    sample = pixels[::FLAT_SAMPLE_STEP, ::FLAT_SAMPLE_STEP].astype(np.float64)
+    sample -= sample.mean()
+    sample *= sample  # not np.vdot: BLAS would wake its thread pool for this
+    if float(sample.sum()) >= FLAT_STD * FLAT_STD * pixels.size * (1 + 1e-6):
+        return False
+    return float(pixels.std()) < FLAT_STD
 
 
 def _probe_probability(encoder, output: str, head, views: np.ndarray) -> float:

@@ -27,7 +27,7 @@ def _ensure() -> tuple[asyncio.AbstractEventLoop, Storage]:
         set_pixel_limit(settings.max_image_pixels)  # for methods that open images themselves
 
         async def build():
-            return build_storage(settings)
+            return build_storage(settings, one_job_at_a_time=True)
 
         _state.update(pid=os.getpid(), loop=loop, settings=settings,
                       storage=loop.run_until_complete(build()))

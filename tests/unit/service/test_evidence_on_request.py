@@ -14,11 +14,12 @@ VOLATILE = {"processing_time", "ela_image_path"}
 
 
 async def _stored(storage, upload_id: int) -> dict:
+    from storage import method_rows
     from storage import repository as repo
     from storage.models import blob_refs
 
     result = await repo.result_for_upload(storage.engine, upload_id)
-    rows = await repo.method_details(storage.engine, result["result_id"])
+    rows = await method_rows.details(storage.engine, result["result_id"])
     doc = await storage.documents.get_detection_metadata(result["result_id"])
     async with storage.engine.connect() as conn:
         kinds = {k for (k,) in await conn.execute(
