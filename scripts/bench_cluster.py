@@ -23,7 +23,8 @@ printed are the medians of many short rounds' ratios.
 Printed: wall time (the command, start-up included) and span (first upload row to last
 verdict, from the database: the pipeline's own time) of each, images/s over the span, the CPU
 the workers used per image (read from /proc for the worker and its pool processes), and the
-ratios on both. Targets (issue 13): one worker >= 0.9 x the in-process loop; 2 processes
+ratios on both; and how long the -c 1 worker spends between one task's end and the next one's
+start (from its log). Targets (issue 13): one worker >= 0.9 x the in-process loop; 2 processes
 >= 1.8 x 1 on 2 idle cores.
 Needs PostgreSQL (``SKYGATE_TEST_PG_URL``, default postgresql://postgres@127.0.0.1:5432/postgres)
 and Redis (``SKYGATE_TEST_REDIS_URL``, default redis://127.0.0.1:6379).
@@ -33,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -131,6 +134,27 @@ SPAN_SQL = ("SELECT extract(epoch FROM max(processing_completed_at) - min(upload
             "FROM uploads WHERE upload_id > $1")
 
 
+def handoffs(log_text: str) -> list[float]:
+    """Seconds from one task's end to the next one's start, in the order they ran, from a
+    worker's JSON log lines (a -c 1 worker runs one at a time): a task ends at its
+    "succeeded in" line and started that runtime earlier (the runtime includes storing its
+    result and the chord's step; the gap, the ack, the next message and its hand-off)."""
+    from datetime import datetime
+
+    spans = []
+    for line in log_text.splitlines():
+        try:
+            record = json.loads(line)
+            runtime = re.search(r"\] succeeded in ([0-9.e-]+)s", record["message"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if runtime:
+            end = datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
+            spans.append((end - float(runtime.group(1)), end))
+    spans.sort()
+    return [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+
+
 class ClusterWorker:
     """One worker of ``concurrency`` on a fresh PostgreSQL database and its own Redis DB,
     started once (and its pool loaded with the model) and timed over many submits: the
@@ -140,6 +164,7 @@ class ClusterWorker:
         import redis
 
         self.concurrency, self.tmp, self.worker = concurrency, tmp, None
+        self.log_path, self.gaps = tmp / f"worker{concurrency}.log", []  # gaps: handoffs()
         self.name = f"skygate_bench_cluster_{uuid.uuid4().hex[:8]}"
         # Claimed as the test sessions claim theirs (tests/conftest.py: claimed_redis_db), so
         # neither takes the other's tasks; then emptied (a killed run's stale messages).
@@ -158,7 +183,7 @@ class ClusterWorker:
         self.pg_url = self.env["SKYGATE_DATABASE_URL"]
         try:
             configure_grid(self.env, GRID["value"])  # skygate db upgrade, then the grid
-            log_path = tmp / f"worker{concurrency}.log"
+            log_path = self.log_path
             with open(log_path, "w") as log:
                 self.worker = subprocess.Popen(
                     [sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "info",
@@ -179,10 +204,13 @@ class ClusterWorker:
         """(wall seconds of ``skygate submit --wait``, span seconds, worker CPU seconds)."""
         before = asyncio.run(_pg_value(self.pg_url, "SELECT coalesce(max(upload_id), 0) "
                                                     "FROM uploads"))
-        cpu_before = cpu_seconds(self.worker.pid)
+        cpu_before, logged = cpu_seconds(self.worker.pid), self.log_path.stat().st_size
         wall = skygate(["submit", str(folder), "--wait", "--out",
                         str(self.tmp / f"cluster{self.concurrency}.jsonl")], self.env)
         cpu = cpu_seconds(self.worker.pid) - cpu_before
+        with open(self.log_path, "rb") as log:
+            log.seek(logged)
+            self.gaps += handoffs(log.read().decode(errors="replace"))
         return wall, float(asyncio.run(_pg_value(self.pg_url, SPAN_SQL, int(before)))), cpu
 
     def close(self) -> None:
@@ -264,6 +292,7 @@ def main() -> None:
             for concurrency, redis_db in ((1, args.redis_db), (2, args.redis_db + 1)):
                 workers.append(ClusterWorker(tmp, concurrency, redis_db))
                 warm_cpu.append(workers[-1].submit(warm_up)[2] / max(1, args.warm_up))
+                workers[-1].gaps.clear()
             for r in range(max(1, args.rounds)):
                 # New images each round (the workers' databases keep what they judged, and
                 # the same content would only be found again).
@@ -299,6 +328,12 @@ def main() -> None:
     print(f"  2 processes vs 1         : {show(ratios(1, 2, 1))} span, "
           f"{show(ratios(1, 2, 0))} wall (target >= 1.8 on 2 idle cores)")
     print("  (medians over the rounds, each round's ratio in brackets)")
+    gaps = workers[0].gaps
+    if gaps:
+        print(f"  -c 1 worker between tasks (its log: one task's end to the next one's start): "
+              f"median {1000 * statistics.median(gaps):.1f} ms, "
+              f"{1000 * sum(gaps) / (n * len(rounds)):.0f} ms an image "
+              f"({(len(gaps) + len(rounds)) / (n * len(rounds)):.0f} tasks an image)")
     print(f"  warm-up, untimed: {args.warm_up} images, worker CPU per image "
           + ", ".join(f"-c {c} {1000 * cpu:.0f} ms" for c, cpu in zip((1, 2), warm_cpu,
                                                                        strict=False))

@@ -82,6 +82,12 @@ class Reliable(Task):
 
 
 RELIABLE = {"base": Reliable, "acks_late": True, "reject_on_worker_lost": True}
+# A canvas's tasks keep no result of their own in the backend: a method's answer reaches
+# aggregate through the chord (the Redis backend collects each in the chord's own list) and
+# nobody reads aggregate's. Stored, each would cost its task a read and a write to Redis and
+# prepare a subscription per method; a failure is still stored, and the chord's error path
+# still runs.
+CANVAS = {**RELIABLE, "ignore_result": True}
 
 
 @worker_init.connect
@@ -215,13 +221,13 @@ def _make_detect_task(method: str):
 
     detect.__name__ = f"detect_{method}"
     detect.__qualname__ = detect.__name__
-    return app.task(name=f"skygate.detect.{method}", bind=True, **RELIABLE)(detect)
+    return app.task(name=f"skygate.detect.{method}", bind=True, **CANVAS)(detect)
 
 
 DETECT_TASKS = {m: _make_detect_task(m) for m in REGISTRY}
 
 
-@app.task(name="skygate.aggregate", bind=True, **RELIABLE)
+@app.task(name="skygate.aggregate", bind=True, **CANVAS)
 def aggregate(self, results: list, upload_id: int, manifest_key: str) -> dict:
     try:
         return process_loop.run(detection.aggregate_counted, upload_id, manifest_key, results,

@@ -92,3 +92,35 @@ def test_a_method_task_touches_its_upload_once_it_knows_it_is_its_own(settings):
 
     skipped = run(go())
     assert skipped.status == "skipped"
+
+
+def test_an_ended_delivery_counts_no_death_and_leaves_the_connection_as_it_was(settings):
+    """storage.deliveries.end skips the disk flush for its own statement only (PostgreSQL):
+    the delivery is marked ended, the next one counts no death, and the connection goes back
+    to the pool with the server's synchronous_commit."""
+    from service import deliveries, ingest
+    from storage.context import open_storage
+    from storage.db import autocommit
+    from storage.models import stage_deliveries
+
+    async def go():
+        async with open_storage(settings) as storage:
+            outcome = await ingest.ingest_bytes(
+                storage, settings, data=encode(noisy_photo(seed=32), fmt="JPEG"),
+                original_file_name="ended.jpg", user_id=None)
+            uid = outcome.upload_id
+            seen = []
+            for _ in range(3):
+                seen.append(await deliveries.begin(storage, settings, uid, "detect.exif"))
+                await deliveries.end(storage, uid, "detect.exif")
+            async with autocommit(storage.engine) as conn:
+                running = (await conn.execute(
+                    sa.select(stage_deliveries.c.running)
+                    .where(stage_deliveries.c.upload_id == uid))).scalar_one()
+                flush = (await conn.execute(sa.text("SHOW synchronous_commit"))).scalar_one() \
+                    if conn.dialect.name == "postgresql" else "on"
+            return seen, running, flush
+
+    seen, running, flush = run(go())
+    assert [(d.deaths, d.redelivered) for d in seen] == [(0, False)] * 3
+    assert running is False and flush == "on"

@@ -243,8 +243,10 @@ def test_pool_settings_reach_the_engine_and_the_mongo_client(settings):
     async def go():
         async with open_storage(sized) as storage:
             pool = storage.engine.sync_engine.pool
-            assert (pool.size(), pool._max_overflow, pool._timeout, pool._pre_ping) == (
-                3, 2, 7.0, True)
+            # db_pool_pre_ping: storage.db's ping of an idle connection (not SQLAlchemy's own,
+            # which pings every checkout).
+            assert (pool.size(), pool._max_overflow, pool._timeout, pool._pre_ping,
+                    bool(pool.dispatch.checkout)) == (3, 2, 7.0, False, True)
             opts = storage.documents._client.options.pool_options
             assert (opts.max_pool_size, opts.min_pool_size, opts.wait_queue_timeout) == (
                 9, 1, 1.234)

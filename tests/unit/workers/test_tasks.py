@@ -58,3 +58,13 @@ def test_a_method_task_asks_for_the_heartbeat(monkeypatch):
     assert out["status"] == "ok"
     assert calls == [("detect", (7, "exif", "manifest-key"),
                       {"heartbeat": True, "may_count": True})]
+
+
+def test_a_canvas_keeps_no_task_results_and_ingest_keeps_its_answer():
+    # The chord carries the methods' answers to aggregate (its own list in the backend);
+    # `skygate submit` reads ingest's (skygate.remote).
+    from workers import tasks
+
+    assert all(task.ignore_result for task in tasks.DETECT_TASKS.values())
+    assert tasks.aggregate.ignore_result
+    assert not tasks.ingest.ignore_result
