@@ -34,7 +34,7 @@ from testkit import faultrig as rig  # noqa: E402
 
 FAULTS = ["none", "worker_sigkill", "redis_restart", "pg_restart", "rabbit_worker_sigkill",
           "rabbit_restart", "poison1", "poison2"]
-# poisonN: the texture method SIGKILLs its worker process on N images (tests/poison_hook.py,
+# poisonN: the exif method SIGKILLs its worker process on N images (tests/poison_hook.py,
 # loaded by the worker with -I): no fault mid-batch, the poisons are in the batch.
 POISON_IMAGES = ["img_7_0025", "img_7_0060"]
 
@@ -75,7 +75,7 @@ def run_one(fault: str, images: int, args, mongo_url: str, workdir: Path) -> dic
     extra: tuple[str, ...] = ()
     if fault.startswith("poison"):
         env["FAULTRIG_POISON"] = ",".join(
-            f"texture:{name}" for name in POISON_IMAGES[:int(fault[len("poison"):])])
+            f"exif:{name}" for name in POISON_IMAGES[:int(fault[len("poison"):])])
         env["FAULTRIG_POISON_LOG"] = str(work / "kills.log")
         extra = ("-I", "tests.poison_hook")
     workers = []

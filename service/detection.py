@@ -217,6 +217,8 @@ async def detect(storage: Storage, settings: Settings, upload_id: int, method: s
     The upload is then not read again before the method: prepare read it, the only write a
     method makes (its pictures) checks in its own statement that the upload still is this
     canvas's, and aggregate checks again before it writes anything."""
+    if (later := _left_for_later_at_once(settings, method)) is not None:
+        return later
     stage = f"detect.{method}"
     ours = manifest is not None  # the embedded runner's: its prepare read the upload
     if manifest is None:
@@ -236,6 +238,17 @@ async def detect(storage: Storage, settings: Settings, upload_id: int, method: s
     finally:
         if delivery is not None:
             await deliveries.end(storage, upload_id, stage)
+
+
+def _left_for_later_at_once(settings: Settings, name: str) -> MethodResult | None:
+    """The result of a method that reads no configuration and can decide nothing (its
+    evidence waits for a request): known before the manifest, the delivery count or the
+    heartbeat, as it runs no image code that could kill a worker or take time."""
+    method = REGISTRY.get(name)
+    if (settings.evidence == "on_request" and method is not None
+            and method.config_type is None and evidence_only(method, None)):
+        return left_for_later(name)
+    return None
 
 
 async def _detect(storage: Storage, settings: Settings, upload_id: int, method: str,

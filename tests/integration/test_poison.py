@@ -20,8 +20,9 @@ from tests.conftest import worker_env
 pytestmark = pytest.mark.slow
 
 IMAGES = 24
-# Two poisons of two methods (one image each): the texture method on image 5, prnu on 12.
-POISON = {"texture": "img_7_0005", "prnu": "img_7_0012"}
+# Two poisons of two methods (one image each): exif on image 5, the model on 12 (the methods
+# that read the image in the canvas: the evidence-only ones wait for a request).
+POISON = {"exif": "img_7_0005", "model": "img_7_0012"}
 
 
 @pytest.fixture
