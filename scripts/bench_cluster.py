@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -152,7 +153,7 @@ def handoffs(log_text: str) -> list[float]:
             end = datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
             spans.append((end - float(runtime.group(1)), end))
     spans.sort()
-    return [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+    return [b[0] - a[1] for a, b in itertools.pairwise(spans)]
 
 
 class ClusterWorker:

@@ -70,7 +70,7 @@ def test_without_the_ping_a_lost_connection_is_a_transient_fault(pg_url, monkeyp
         try:
             first = await _backend_pid(engine)
             await _pg_admin(f"SELECT pg_terminate_backend({first})")
-            with pytest.raises(Exception) as caught:
+            with pytest.raises(sa.exc.DBAPIError) as caught:
                 await _backend_pid(engine)
             assert is_transient(caught.value), caught.value
             return first, await _backend_pid(engine)
