@@ -173,7 +173,8 @@ def _read_all(folder: Path) -> list[tuple[str, bytes]]:
 
 
 async def _populate(settings: Settings, folder: Path) -> None:
-    """The embedded pipeline, in this process, on the storage ``settings`` name."""
+    """The embedded pipeline, in this process, on the storage ``settings`` name; the
+    evidence pictures made in the canvas, so the store holds every kind of blob."""
     from service import detection, ingest
     from storage import migrate
     from storage.context import open_storage
@@ -183,6 +184,7 @@ async def _populate(settings: Settings, folder: Path) -> None:
         await migrate.upgrade(storage.engine)
         await storage.documents.ensure_indexes()
         await ensure_default_configuration(storage.documents)
+        settings = settings.model_copy(update={"evidence": "eager"})
         for name, data in _read_all(folder):
             outcome = await ingest.ingest_bytes(storage, settings, data=data,
                                                 original_file_name=name, user_id=None)
