@@ -155,6 +155,7 @@ def test_embedded_pipeline_reference_counts_and_delete_on_each_backend(settings)
     png = encode(smooth_scene(seed=21), text={"parameters": SD_PARAMETERS})
     # Same pixels, different bytes: the same pixel caches, thumbnail, ELA image and heatmap.
     png2 = encode(smooth_scene(seed=21), text={"parameters": SD_PARAMETERS + " "})
+    settings = settings.model_copy(update={"evidence": "eager"})  # the ELA image in the canvas
 
     async def go():
         async with open_storage(settings) as storage:
