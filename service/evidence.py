@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections import defaultdict
 
 import numpy as np
 from PIL import Image
@@ -46,19 +45,26 @@ log = logging.getLogger("skygate.pipeline")
 
 # One computation per upload in this process at a time: a second request waits and finds it
 # done (another process computing the same upload writes the same pictures and rows).
-_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+# Each entry: (its lock, how many callers hold or wait for it); dropped by the last one.
+_locks: dict[int, tuple[asyncio.Lock, int]] = {}
 
 
 async def complete(storage: Storage, settings: Settings, upload_id: int) -> list[str]:
     """Compute the evidence a finished upload's canvas left for later; returns the methods
     computed (none when nothing waits). Raises LookupError when the upload is gone or was
     judged again meanwhile; an image that cannot be decoded any more raises its error."""
-    async with _locks[upload_id]:
-        try:
+    lock, users = _locks.get(upload_id, (None, 0))
+    lock = lock or asyncio.Lock()
+    _locks[upload_id] = (lock, users + 1)
+    try:
+        async with lock:
             return await _complete(storage, settings, upload_id)
-        finally:
-            if not _locks[upload_id].locked():
-                _locks.pop(upload_id, None)
+    finally:
+        lock, users = _locks[upload_id]
+        if users == 1:
+            del _locks[upload_id]
+        else:
+            _locks[upload_id] = (lock, users - 1)
 
 
 async def _complete(storage: Storage, settings: Settings, upload_id: int) -> list[str]:

@@ -60,6 +60,7 @@ def _steady(details: dict) -> dict:
 
 def test_the_first_request_computes_what_the_canvas_would_have(embedded, tmp_path):
     from pipeline.document import waiting, waiting_in
+    from service import evidence
 
     data = camera_jpeg(rows=900, cols=1200)
     (before, after, again), computed, pictures = _judge(embedded, data, complete_after=2)
@@ -77,8 +78,9 @@ def test_the_first_request_computes_what_the_canvas_would_have(embedded, tmp_pat
     assert not {"ela", "forensic_heatmap"} & before["kinds"]
     assert not any(waiting(r) for r in full["rows"].values())
 
-    # The first request computes them once; the second finds nothing waiting.
-    assert computed == [EVIDENCE, []]
+    # The first request computes them once; the second finds nothing waiting (and no lock
+    # of the upload stays behind in the process).
+    assert computed == [EVIDENCE, []] and not evidence._locks
     assert not waiting_in(after["doc"]) and again["rows"] == after["rows"]
     assert {"ela", "forensic_heatmap"} <= after["kinds"]
     assert after["doc"].visual_anomalies.heatmap_source == "forensic"
@@ -96,3 +98,23 @@ def test_the_first_request_computes_what_the_canvas_would_have(embedded, tmp_pat
         assert state["rows"]["model"] == before["rows"]["model"]
         assert (state["doc"].aggregated_results.model_dump()
                 == before["doc"].aggregated_results.model_dump())
+
+
+def test_two_requests_at_once_compute_it_once(embedded):
+    import asyncio
+
+    from service import detection, evidence, ingest
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(embedded) as storage:
+            await migrated(storage)
+            upload_id = (await ingest.ingest_bytes(
+                storage, embedded, data=camera_jpeg(rows=600, cols=800, seed=9),
+                original_file_name="twice.jpg", user_id=None)).upload_id
+            await detection.run_all(storage, embedded, upload_id)
+            return await asyncio.gather(*(evidence.complete(storage, embedded, upload_id)
+                                          for _ in range(3)))
+
+    assert sorted(run(go())) == [[], [], EVIDENCE]
+    assert not evidence._locks
