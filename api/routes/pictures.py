@@ -9,7 +9,9 @@ from fastapi import APIRouter, Request, Response
 from api.auth import AUTH_ERRORS, Caller, CallerDep, needs
 from api.errors import ApiError
 from api.routes.common import NOT_FOUND, UploadId, finished_result
+from pipeline.decode import InvalidImage
 from pipeline.document import waiting_in
+from schemas.text import public_reason
 from service import evidence
 from storage.blobs import BlobNotFound
 
@@ -36,8 +38,11 @@ async def _picture(request: Request, who: Caller, upload_id: int, which: str) ->
         storage, settings = request.app.state.storage, request.app.state.settings
         try:
             await evidence.complete(storage, settings, upload_id)
-        except LookupError:
-            raise ApiError(404, "upload_not_found", f"upload {upload_id} is gone") from None
+        except (LookupError, InvalidImage) as exc:
+            # Deleted or judged again meanwhile, or its original gone or unreadable now.
+            raise ApiError(404, f"{which}_not_available",
+                           f"the {which} image of upload {upload_id} cannot be made: "
+                           f"{public_reason(exc)}") from None
         _, _, doc = await finished_result(request, who, upload_id, any_owner=True)
         key = _key(doc, which)
     if not key:
