@@ -281,8 +281,9 @@ def test_ctrl_c_stops_the_scan_and_a_rerun_finishes_only_what_is_missing(tmp_pat
     import signal
 
     # Enough files that the scan is still running when the signal comes, even when this
-    # process is kept off the CPU for a while between its poll and the signal.
-    files = 24
+    # process is kept off the CPU for a while between its poll and the signal (an image costs
+    # ≈ 0.1 s of CPU since the evidence waits for a request: 24 files could all finish first).
+    files = 64
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(files):
