@@ -41,9 +41,10 @@ async def begin(engine: AsyncEngine, upload_id: int, stage: str, *, may_count: b
     """Record that a delivery of ``stage`` started; returns the deaths so far and whether the
     previous delivery died, or None when the upload is gone. ``may_count``: False for a
     retry after a transient fault (its previous attempt ended by raising, nobody died).
-    ``touch``: the canvas's ``(file_path, user_id)``: in the same transaction, the upload's
-    heartbeat (:func:`touch_if_same`), unless the previous delivery died or the deaths
-    reached ``cap`` (a poison's redeliveries keep no upload alive)."""
+    ``touch``: the canvas's ``(file_path, user_id)``: at once, the upload's heartbeat
+    (:func:`touch_if_same`), unless the previous delivery died or the deaths reached ``cap``
+    (a poison's redeliveries keep no upload alive)."""
+    running = sa.and_(table.c.upload_id == upload_id, table.c.stage == stage, table.c.running)
     died = sa.and_(sa.literal(may_count), table.c.running)
     now = utcnow()
     insert = dialect_insert(engine, table).values(upload_id=upload_id, stage=stage, deaths=0,
@@ -55,25 +56,54 @@ async def begin(engine: AsyncEngine, upload_id: int, stage: str, *, may_count: b
               "started_at": now},
     ).returning(table.c.deaths)
     try:
-        async with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # A heartbeat is not worth a disk flush (2-3 ms a task): the commit is seen by
-                # every session at once; a server crash may lose the last fraction of a
-                # second of them, which at worst makes an upload look idle that much longer
-                # (the sweep waits minutes) or counts one death too few.
-                await conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
-            before = (await conn.execute(
-                sa.select(table.c.deaths).where(table.c.upload_id == upload_id,
-                                                table.c.stage == stage, table.c.running)
-            )).scalar_one_or_none() if may_count else None
-            deaths = (await conn.execute(upsert)).scalar_one()
-            touched = None
-            if touch is not None and before is None and (cap is None or deaths < cap):
-                touched = (await conn.execute(touch_if_same(upload_id, *touch))
-                           ).first() is not None
+        if engine.dialect.name == "postgresql":
+            deaths, died_before, touched = await _begin_in_one(
+                engine, upsert, running if may_count else None, upload_id, touch, cap)
+        else:
+            deaths, died_before, touched = await _begin_in_steps(
+                engine, upsert, running if may_count else None, upload_id, touch, cap)
     except IntegrityError:
         return None  # the foreign key: the upload was deleted
-    return Counted(deaths, before is not None, touched)
+    tried = touch is not None and not died_before and (cap is None or deaths < cap)
+    return Counted(deaths, died_before, touched if tried else None)
+
+
+async def _begin_in_one(engine, upsert, running, upload_id, touch, cap):
+    """PostgreSQL: one statement on an autocommit connection (one round trip, where a
+    transaction took six; three an image). Its CTEs all read the rows as they were before
+    it: ``prev`` is the previous delivery, not this one's upsert."""
+    up = upsert.cte("up")
+    no = sa.false()
+    prev = sa.select(table.c.deaths).where(running).cte("prev") if running is not None \
+        else None
+    died = sa.exists(sa.select(prev.c.deaths)) if prev is not None else no
+    touched = no
+    if touch is not None:
+        beat = touch_if_same(upload_id, *touch).where(~died)
+        if cap is not None:
+            beat = beat.where(sa.exists(sa.select(up.c.deaths).where(up.c.deaths < cap)))
+        touched = sa.exists(sa.select(beat.cte("touched").c.upload_id))
+    # Not worth a disk flush (2-3 ms a task): the commit is seen by every session at once; a
+    # server crash may lose the last fraction of a second of heartbeats, which at worst makes
+    # an upload look idle that much longer (the sweep waits minutes) or counts one death too
+    # few. set_config(..., true) holds for this statement's own transaction only (see end).
+    query = sa.select(up.c.deaths, died, touched).where(
+        sa.func.set_config("synchronous_commit", "off", True) == "off")
+    async with autocommit(engine) as conn:
+        return tuple((await conn.execute(query)).one())
+
+
+async def _begin_in_steps(engine, upsert, running, upload_id, touch, cap):
+    """SQLite (no data-modifying CTEs, no round trips to save): one transaction."""
+    async with engine.begin() as conn:
+        before = (await conn.execute(sa.select(table.c.deaths).where(running))
+                  ).scalar_one_or_none() if running is not None else None
+        deaths = (await conn.execute(upsert)).scalar_one()
+        touched = None
+        if touch is not None and before is None and (cap is None or deaths < cap):
+            touched = (await conn.execute(touch_if_same(upload_id, *touch))
+                       ).first() is not None
+    return deaths, before is not None, touched
 
 
 async def end(engine: AsyncEngine, upload_id: int, stage: str) -> None:

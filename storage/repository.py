@@ -127,7 +127,7 @@ async def unfinished_untouched(engine: AsyncEngine, *, before: datetime,
                        uploads.c.delivery_count, touched.label("touched"))
              .where(uploads.c.status.in_(("queued", "processing")), touched < before)
              .order_by(uploads.c.upload_id).limit(limit))
-    async with engine.connect() as conn:
+    async with autocommit(engine) as conn:
         return [dict(r) for r in (await conn.execute(query)).mappings()]
 
 
@@ -219,7 +219,7 @@ async def failed_upload_ids(engine: AsyncEngine, *, since: datetime | None = Non
     query = sa.select(uploads.c.upload_id).where(uploads.c.status == "failed")
     if since is not None:
         query = query.where(uploads.c.upload_date >= since)
-    async with engine.connect() as conn:
+    async with autocommit(engine) as conn:
         return list((await conn.execute(query.order_by(uploads.c.upload_id))).scalars())
 
 
@@ -230,7 +230,7 @@ async def judged_upload_ids(engine: AsyncEngine, *, algorithm_version: str | Non
              .where(uploads.c.status == "done"))
     if algorithm_version is not None:
         query = query.where(detection_results.c.algorithm_version == algorithm_version)
-    async with engine.connect() as conn:
+    async with autocommit(engine) as conn:
         return list((await conn.execute(query.order_by(uploads.c.upload_id))).scalars())
 
 
@@ -313,7 +313,10 @@ async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,
 
 async def result_for_upload(engine: AsyncEngine, upload_id: int) -> dict | None:
     """The stored verdict with its per-method rows, keyed by method name."""
-    async with engine.connect() as conn:
+    # Two statements, but a transaction bought them no common snapshot (READ COMMITTED: each
+    # statement its own): autocommit saves its BEGIN and ROLLBACK (aggregate reads it once
+    # an image, and mostly finds nothing: one statement).
+    async with autocommit(engine) as conn:
         result = (await conn.execute(
             sa.select(detection_results).where(detection_results.c.upload_id == upload_id)
         )).mappings().first()

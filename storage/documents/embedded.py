@@ -63,7 +63,8 @@ class SqlDocumentStore(DocumentStore):
         body = clean_json(model.model_dump(mode="json", exclude={"id"}))
         check_body(collection, body)
         try:
-            async with self._engine.begin() as conn:
+            # One statement, atomic by itself: no transaction around it (storage.db).
+            async with autocommit(self._engine) as conn:
                 await conn.execute(
                     embedded_documents.insert().values(
                         doc_id=doc_id, collection=collection, unique_key=key, body=body
@@ -86,7 +87,7 @@ class SqlDocumentStore(DocumentStore):
         )
         body = clean_json(model.model_dump(mode="json", exclude={"id"}))
         check_body(collection, body)
-        async with self._engine.begin() as conn:
+        async with autocommit(self._engine) as conn:
             await conn.execute(
                 embedded_documents.update()
                 .where(embedded_documents.c.doc_id == existing["id"])

@@ -124,3 +124,71 @@ def test_an_ended_delivery_counts_no_death_and_leaves_the_connection_as_it_was(s
     seen, running, flush = run(go())
     assert [(d.deaths, d.redelivered) for d in seen] == [(0, False)] * 3
     assert running is False and flush == "on"
+
+
+def test_a_delivery_begins_in_one_statement_on_postgresql(settings):
+    """storage.deliveries.begin counts a death, upserts the delivery and beats the heartbeat:
+    on PostgreSQL in one statement (one round trip) that skips the disk flush for itself only.
+    Who counts a death, who touches, and what a deleted upload answers."""
+    from sqlalchemy import event
+
+    from schemas.clock import aware, utcnow
+    from service import ingest
+    from storage import deliveries
+    from storage.context import open_storage
+    from storage.db import autocommit
+    from storage.deliveries import Counted
+    from storage.models import uploads
+
+    async def go():
+        async with open_storage(settings) as storage:
+            outcome = await ingest.ingest_bytes(
+                storage, settings, data=encode(noisy_photo(seed=33), fmt="JPEG"),
+                original_file_name="begin.jpg", user_id=None)
+            uid = outcome.upload_id
+            async with storage.engine.begin() as conn:
+                path = (await conn.execute(sa.select(uploads.c.file_path).where(
+                    uploads.c.upload_id == uid))).scalar_one()
+                await conn.execute(uploads.update().where(uploads.c.upload_id == uid)
+                                   .values(status="processing"))
+            ours = (path, None)
+            statements = []
+            event.listen(storage.engine.sync_engine, "before_cursor_execute",
+                         lambda *args: statements.append(args[2]))
+
+            async def begin(upload_id=uid, **kw):
+                await _age(storage, uid)
+                statements.clear()
+                counted = await deliveries.begin(storage.engine, upload_id, "detect.x", **kw)
+                sent = list(statements)
+                stale = utcnow() - timedelta(seconds=50)
+                beat = aware(await _touched_at(storage, uid)) > stale
+                return counted, sent, beat
+
+            seen = [
+                await begin(touch=ours, cap=3),  # the first: touched
+                await begin(touch=ours, cap=3),  # the first never ended: it died
+                await begin(touch=ours, cap=3, may_count=False),  # a retry: nobody died
+                await begin(touch=ours, cap=1, may_count=False),  # the cap reached
+                await begin(touch=("someone/else.jpg", None), may_count=False),  # not ours
+                await begin(may_count=False),  # no heartbeat asked
+                await begin(upload_id=uid + 1000, touch=ours),  # gone
+            ]
+            async with autocommit(storage.engine) as conn:
+                flush = (await conn.execute(sa.text("SHOW synchronous_commit"))).scalar_one() \
+                    if conn.dialect.name == "postgresql" else "on"
+            return seen, flush
+
+    seen, flush = run(go())
+    assert [(counted, beat) for counted, _, beat in seen] == [
+        (Counted(0, False, True), True),
+        (Counted(1, True, None), False),
+        (Counted(1, False, True), True),
+        (Counted(1, False, None), False),
+        (Counted(1, False, False), False),
+        (Counted(1, False, None), False),
+        (None, False),
+    ]
+    if settings.sqlalchemy_url.startswith("postgresql"):
+        assert [len(sent) for _, sent, _ in seen] == [1] * len(seen), seen
+    assert flush == "on"
