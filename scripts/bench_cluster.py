@@ -254,6 +254,17 @@ def run_round(folder: Path, tmp: Path, workers: list[ClusterWorker], *, reverse:
     return [results[i] for i in range(len(runs))]
 
 
+def round_images(tmp: Path, r: int, n: int, size: int) -> Path:
+    """Round ``r``'s ``n`` camera-like JPEGs, in a folder of their own: new images each round
+    (the workers' databases keep what they judged; the same content would only be found
+    again)."""
+    folder = tmp / f"images{r}"
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"img{i:03d}.jpg").write_bytes(camera_jpeg(size, size, seed=r * n + i))
+    return folder
+
+
 LABELS = ("skygate scan --workers 1", "1 worker, -c 1", "1 worker, -c 2")
 
 
@@ -295,13 +306,7 @@ def main() -> None:
                 warm_cpu.append(workers[-1].submit(warm_up)[2] / max(1, args.warm_up))
                 workers[-1].gaps.clear()
             for r in range(max(1, args.rounds)):
-                # New images each round (the workers' databases keep what they judged, and
-                # the same content would only be found again).
-                folder = tmp / f"images{r}"
-                folder.mkdir()
-                for i in range(n):
-                    (folder / f"img{i:03d}.jpg").write_bytes(
-                        camera_jpeg(args.size, args.size, seed=r * n + i))
+                folder = round_images(tmp, r, n, args.size)
                 rounds.append(run_round(folder, tmp, workers, reverse=r % 2 == 1))
         finally:
             for worker in workers:

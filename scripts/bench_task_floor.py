@@ -181,11 +181,7 @@ def main() -> None:
             worker = bench_cluster.ClusterWorker(tmp, 1, args.redis_db + 1)
             worker.submit(warm_up)
             for r in range(max(1, args.rounds)):
-                folder = tmp / f"images{r}"
-                folder.mkdir()
-                for i in range(n):
-                    (folder / f"img{i:03d}.jpg").write_bytes(
-                        camera_jpeg(args.size, args.size, seed=r * n + i))
+                folder = bench_cluster.round_images(tmp, r, n, args.size)
                 runs = [lambda f=folder: bench_cluster.run_scan(f, tmp)[1],
                         lambda f=folder: worker.submit(f)[1], lambda: floor.run(n)]
                 order = list(range(3))[::-1 if r % 2 else 1]

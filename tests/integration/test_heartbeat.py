@@ -40,18 +40,25 @@ async def _age(storage, upload_id, seconds: int = 100):
                            .values(stage_touched_at=utcnow() - timedelta(seconds=seconds)))
 
 
+async def _ingested(storage, settings, seed: int, name: str) -> int:
+    """A new upload of a generated JPEG photo; its id."""
+    from service import ingest
+
+    outcome = await ingest.ingest_bytes(
+        storage, settings, data=encode(noisy_photo(seed=seed), fmt="JPEG"),
+        original_file_name=name, user_id=None)
+    return outcome.upload_id
+
+
 def test_a_method_task_touches_its_upload_once_it_knows_it_is_its_own(settings):
     from schemas.clock import aware, utcnow
-    from service import canvas, detection, ingest
+    from service import canvas, detection
     from storage import repository as repo
     from storage.context import open_storage
 
     async def go():
         async with open_storage(settings) as storage:
-            outcome = await ingest.ingest_bytes(
-                storage, settings, data=encode(noisy_photo(seed=31), fmt="JPEG"),
-                original_file_name="beat.jpg", user_id=None)
-            uid = outcome.upload_id
+            uid = await _ingested(storage, settings, 31, "beat.jpg")
             manifest_key, _ = await detection.prepare(storage, settings, uid)
             manifest = await canvas.read_manifest(storage, manifest_key, uid)
             stale = utcnow() - timedelta(seconds=50)
@@ -98,17 +105,14 @@ def test_an_ended_delivery_counts_no_death_and_leaves_the_connection_as_it_was(s
     """storage.deliveries.end skips the disk flush for its own statement only (PostgreSQL):
     the delivery is marked ended, the next one counts no death, and the connection goes back
     to the pool with the server's synchronous_commit."""
-    from service import deliveries, ingest
+    from service import deliveries
     from storage.context import open_storage
     from storage.db import autocommit
     from storage.models import stage_deliveries
 
     async def go():
         async with open_storage(settings) as storage:
-            outcome = await ingest.ingest_bytes(
-                storage, settings, data=encode(noisy_photo(seed=32), fmt="JPEG"),
-                original_file_name="ended.jpg", user_id=None)
-            uid = outcome.upload_id
+            uid = await _ingested(storage, settings, 32, "ended.jpg")
             seen = []
             for _ in range(3):
                 seen.append(await deliveries.begin(storage, settings, uid, "detect.exif"))
@@ -133,7 +137,6 @@ def test_a_delivery_begins_in_one_statement_on_postgresql(settings):
     from sqlalchemy import event
 
     from schemas.clock import aware, utcnow
-    from service import ingest
     from storage import deliveries
     from storage.context import open_storage
     from storage.db import autocommit
@@ -142,10 +145,7 @@ def test_a_delivery_begins_in_one_statement_on_postgresql(settings):
 
     async def go():
         async with open_storage(settings) as storage:
-            outcome = await ingest.ingest_bytes(
-                storage, settings, data=encode(noisy_photo(seed=33), fmt="JPEG"),
-                original_file_name="begin.jpg", user_id=None)
-            uid = outcome.upload_id
+            uid = await _ingested(storage, settings, 33, "begin.jpg")
             async with storage.engine.begin() as conn:
                 path = (await conn.execute(sa.select(uploads.c.file_path).where(
                     uploads.c.upload_id == uid))).scalar_one()
