@@ -37,6 +37,9 @@ from pathlib import Path
 
 from celery import Celery, chord
 
+# Deferred imports: redis and the benchmark helpers load in the client that uses them, not in
+# the floor worker, which imports this module for its tasks.
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
