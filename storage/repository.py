@@ -90,7 +90,7 @@ async def start_preparing(engine: AsyncEngine, upload_id: int, *, may_count: boo
     where = [uploads.c.upload_id == upload_id]
     if only_unfinished:
         where.append(uploads.c.status.in_(("queued", "processing")))
-    async with engine.begin() as conn:
+    async with autocommit(engine) as conn:  # one statement: atomic by itself
         row = (await conn.execute(
             uploads.update().where(*where)
             .values(delivery_count=uploads.c.delivery_count + bump, status="processing",

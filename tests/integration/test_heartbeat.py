@@ -192,3 +192,43 @@ def test_a_delivery_begins_in_one_statement_on_postgresql(settings):
     if settings.sqlalchemy_url.startswith("postgresql"):
         assert [len(sent) for _, sent, _ in seen] == [1] * len(seen), seen
     assert flush == "on"
+
+
+def _spy(engine) -> list:
+    """The statements ``engine`` sends from now on: (SQL, parameter sets, autocommit)."""
+    from sqlalchemy import event
+
+    sent: list = []
+
+    def seen(conn, _cursor, statement, parameters, _context, executemany):
+        auto = getattr(conn.connection.dbapi_connection, "autocommit", None)
+        sent.append((statement, len(parameters) if executemany else 1, auto))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    return sent
+
+
+def test_prepare_claims_its_upload_in_one_autocommit_statement(settings):
+    """repository.start_preparing: one UPDATE ... RETURNING, on PostgreSQL with no
+    BEGIN/COMMIT round trips (autocommit); the row it returns and a missing upload."""
+    from storage import repository as repo
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(settings) as storage:
+            uid = await _ingested(storage, settings, 34, "prepare.jpg")
+            sent = _spy(storage.engine)
+            row = await repo.start_preparing(storage.engine, uid)
+            claimed = list(sent)
+            try:
+                await repo.start_preparing(storage.engine, uid + 1000)
+                gone = False
+            except LookupError:
+                gone = True
+            return row, claimed, gone
+
+    row, claimed, gone = run(go())
+    assert row["status"] == "processing" and row["stage"] == "preparing"
+    assert row["delivery_count"] == 1 and gone
+    if settings.sqlalchemy_url.startswith("postgresql"):
+        assert [(n, auto) for _, n, auto in claimed] == [(1, True)], claimed
