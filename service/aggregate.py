@@ -180,7 +180,8 @@ async def _aggregate(storage: Storage, settings: Settings, upload: dict, manifes
     }.items() if v}
     metadata_id = await _write_document(storage, doc, previous, started)
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
-                      metadata_id=metadata_id, event=_event(result_id, verdict))
+                      metadata_id=metadata_id, event=_event(result_id, verdict),
+                      anonymous=upload["user_id"] is None)
     await webhooks.announce(storage, settings, upload_id)  # after the verdict committed
     await forget_result(storage.cache, upload_id)  # a new result: drop the cached one
     await canvas.release(storage, upload_id, settings=settings, manifest=manifest)

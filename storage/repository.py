@@ -294,21 +294,51 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
 
 
 async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,
-                 metadata_id: str, event: dict | None = None) -> None:
+                 metadata_id: str, event: dict | None = None, anonymous: bool = False) -> None:
     """Mark the upload done; ``event`` (the verdict summary) becomes its ``upload.done``
-    webhook event in the same transaction (storage/webhooks.py)."""
+    webhook event in the same transaction (storage/webhooks.py). ``anonymous``: the caller
+    read the upload with no owner, so it has no event to write: on PostgreSQL one statement
+    is tried first (checking that in the statement), a round trip instead of four."""
+    if engine.dialect.name == "postgresql" and (anonymous or event is None):
+        async with autocommit(engine) as conn:
+            done = await conn.execute(_finish_in_one(upload_id, result_id, metadata_id,
+                                                     anonymous_only=event is not None))
+            if done.first() is not None or event is None:  # done, or the upload is gone
+                return
     async with engine.begin() as conn:
-        await conn.execute(detection_results.update()
-                           .where(detection_results.c.result_id == result_id)
-                           .values(metadata_id=metadata_id))
-        row = (await conn.execute(
-            uploads.update().where(uploads.c.upload_id == upload_id)
-            .values(status="done", is_processed=True, error=None, stage="done",
-                    stage_touched_at=utcnow(), processing_completed_at=utcnow())
-            .returning(*_EVENT_COLUMNS))).mappings().first()
+        if engine.dialect.name == "postgresql":  # both UPDATEs in one round trip
+            row = (await conn.execute(_finish_in_one(upload_id, result_id, metadata_id,
+                                                     anonymous_only=False))).mappings().first()
+        else:  # SQLite has no data-modifying CTEs
+            await conn.execute(detection_results.update()
+                               .where(detection_results.c.result_id == result_id)
+                               .values(metadata_id=metadata_id))
+            row = (await conn.execute(
+                uploads.update().where(uploads.c.upload_id == upload_id).values(**_done())
+                .returning(*_EVENT_COLUMNS))).mappings().first()
         if row is not None and event is not None:
             await webhooks.record_event(conn, "upload.done", dict(row),
                                         {"status": "done", **event})
+
+
+def _done() -> dict:
+    return {"status": "done", "is_processed": True, "error": None, "stage": "done",
+            "stage_touched_at": utcnow(), "processing_completed_at": utcnow()}
+
+
+def _finish_in_one(upload_id: int, result_id: int, metadata_id: str, *, anonymous_only: bool):
+    """PostgreSQL: :func:`finish`'s two UPDATEs as one statement (atomic, one round trip),
+    returning the upload's event columns; ``anonymous_only``: only an upload with no owner.
+    The result row is updated only with the upload (a deleted upload's is gone anyway)."""
+    where = [uploads.c.upload_id == upload_id]
+    if anonymous_only:
+        where.append(uploads.c.user_id.is_(None))
+    up = uploads.update().where(*where).values(**_done()).returning(*_EVENT_COLUMNS).cte("up")
+    result = (detection_results.update()
+              .where(detection_results.c.result_id == result_id,
+                     sa.exists(sa.select(up.c.upload_id)))
+              .values(metadata_id=metadata_id).cte("result"))
+    return sa.select(*up.c).add_cte(result)
 
 
 async def result_for_upload(engine: AsyncEngine, upload_id: int) -> dict | None:

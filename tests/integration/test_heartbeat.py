@@ -232,3 +232,35 @@ def test_prepare_claims_its_upload_in_one_autocommit_statement(settings):
     assert row["delivery_count"] == 1 and gone
     if settings.sqlalchemy_url.startswith("postgresql"):
         assert [(n, auto) for _, n, auto in claimed] == [(1, True)], claimed
+
+
+def test_an_anonymous_verdict_finishes_in_one_autocommit_statement(settings):
+    """repository.finish of an upload with no owner (no webhook event): the result's
+    document id and the upload's done state in one statement on PostgreSQL."""
+    from storage import repository as repo
+    from storage.context import open_storage
+    from storage.models import detection_results
+
+    async def go():
+        async with open_storage(settings) as storage:
+            uid = await _ingested(storage, settings, 35, "finish.jpg")
+            rid = await repo.save_results(
+                storage.engine, upload_id=uid, is_ai_generated=False, confidence=0.5,
+                processing_time=1.0, algorithm_version="t", summary="s", methods=[])
+            sent = _spy(storage.engine)
+            await repo.finish(storage.engine, upload_id=uid, result_id=rid, metadata_id="doc",
+                              event={"result_id": rid}, anonymous=True)
+            finished = list(sent)
+            await repo.finish(storage.engine, upload_id=uid + 1000, result_id=rid + 1000,
+                              metadata_id="x", event={}, anonymous=True)  # gone: no error
+            async with storage.engine.connect() as conn:
+                doc = (await conn.execute(sa.select(detection_results.c.metadata_id).where(
+                    detection_results.c.result_id == rid))).scalar_one()
+            return await repo.get_upload(storage.engine, uid), doc, finished
+
+    upload, doc, finished = run(go())
+    assert (upload["status"], upload["stage"], upload["is_processed"], doc) == (
+        "done", "done", True, "doc")
+    assert upload["processing_completed_at"] is not None
+    if settings.sqlalchemy_url.startswith("postgresql"):
+        assert [(n, auto) for _, n, auto in finished] == [(1, True)], finished
