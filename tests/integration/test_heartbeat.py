@@ -202,7 +202,9 @@ def _spy(engine) -> list:
 
     def seen(conn, _cursor, statement, parameters, _context, executemany):
         auto = getattr(conn.connection.dbapi_connection, "autocommit", None)
-        sent.append((statement, len(parameters) if executemany else 1, auto))
+        # An executemany's parameter sets (a multi-row statement's are one flat set).
+        many = executemany and parameters and isinstance(parameters[0], (list, tuple, dict))
+        sent.append((statement, len(parameters) if many else 1, auto))
 
     event.listen(engine.sync_engine, "before_cursor_execute", seen)
     return sent
@@ -264,3 +266,30 @@ def test_an_anonymous_verdict_finishes_in_one_autocommit_statement(settings):
     assert upload["processing_completed_at"] is not None
     if settings.sqlalchemy_url.startswith("postgresql"):
         assert [(n, auto) for _, n, auto in finished] == [(1, True)], finished
+
+
+def test_a_verdicts_method_rows_go_in_one_statement(settings):
+    """repository.save_results: the result row, then every method row in one multi-row
+    upsert (not one execute a row); a repeat updates the same rows."""
+    from storage import repository as repo
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(settings) as storage:
+            uid = await _ingested(storage, settings, 36, "rows.jpg")
+            methods = await repo.active_methods(storage.engine)
+            sent = _spy(storage.engine)
+            for confidence in (0.25, 0.75):
+                sent.clear()
+                rows = [{"method_id": m["method_id"], "is_ai_generated": True,
+                         "confidence": confidence, "processing_time": 0.5,
+                         "result_details": {"status": "ok"}} for m in methods.values()]
+                await repo.save_results(
+                    storage.engine, upload_id=uid, is_ai_generated=True, confidence=0.5,
+                    processing_time=1.0, algorithm_version="t", summary="s", methods=rows)
+            return methods, list(sent), await repo.result_for_upload(storage.engine, uid)
+
+    methods, sent, stored = run(go())
+    assert len(methods) > 1 and set(stored["methods"]) == set(methods)
+    assert {m["confidence"] for m in stored["methods"].values()} == {0.75}
+    assert [n for _, n, _ in sent] == [1, 1], sent
