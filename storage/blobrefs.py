@@ -101,22 +101,29 @@ async def attach(storage, upload_id: int, key: str, kind: str, write: Callable[[
 async def _attach_all(storage, upload_id: int, refs: list[tuple[str, str]],
                       write: Callable[[], object], *, owner: tuple | None,
                       then: Callable[[object], Awaitable[object]] | None = None) -> None:
-    refs = list(dict(reversed(refs)).items())  # one ref a key (its first kind)
     try:
         async with storage.engine.begin() as conn:
-            # The foreign key check fails if the upload is gone (SQLite: foreign_keys=ON).
-            inserted = await conn.execute(*_insert_refs(conn, upload_id, refs, owner))
-            if owner is not None and len(inserted.all()) < len(refs):
-                raise UploadGone(upload_id)  # rolled back: nothing referenced or written
-            for key in sorted(k for k, _ in refs):  # one lock order: no deadlocks
-                await _lock_key(conn, key)
-            # In a thread: with an object store, writing is a network round trip (or a 50 MB
-            # upload) that must not stall the event loop (the API serves other requests).
-            await asyncio.to_thread(write)
+            await attach_in(conn, upload_id, refs, write, owner=owner)
             if then is not None:  # the caller's own statements, committed with the refs
                 await then(conn)
     except IntegrityError as exc:
         raise UploadGone(upload_id) from exc
+
+
+async def attach_in(conn, upload_id: int, refs: list[tuple[str, str]],
+                    write: Callable[[], object], *, owner: tuple | None = None) -> None:
+    """:func:`attach` of several ``(key, kind)`` inside the caller's transaction ``conn``
+    (an upload gone raises IntegrityError, or UploadGone with ``owner``)."""
+    refs = list(dict(reversed(refs)).items())  # one ref a key (its first kind)
+    # The foreign key check fails if the upload is gone (SQLite: foreign_keys=ON).
+    inserted = await conn.execute(*_insert_refs(conn, upload_id, refs, owner))
+    if owner is not None and len(inserted.all()) < len(refs):
+        raise UploadGone(upload_id)  # rolled back: nothing referenced or written
+    for key in sorted(k for k, _ in refs):  # one lock order: no deadlocks
+        await _lock_key(conn, key)
+    # In a thread: with an object store, writing is a network round trip (or a 50 MB
+    # upload) that must not stall the event loop (the API serves other requests).
+    await asyncio.to_thread(write)
 
 
 async def store(storage, upload_id: int, data: bytes, *, suffix: str, kind: str,

@@ -7,6 +7,7 @@ both."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 
@@ -26,9 +27,12 @@ _EVENT_COLUMNS = [uploads.c[name] for name in webhooks.EVENT_COLUMNS]
 async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: str,
                         original_file_name: str, file_path: str, file_size: int,
                         file_type: str, mime_type: str, sha256: str,
-                        client_reference: str | None = None) -> tuple[int, bool]:
+                        client_reference: str | None = None,
+                        then: Callable[[object, int], Awaitable[object]] | None = None
+                        ) -> tuple[int, bool]:
     """Insert an upload (status queued); returns (upload_id, created). Same content for the
-    same owner returns the existing upload instead (uq_uploads_owner_sha256)."""
+    same owner returns the existing upload instead (uq_uploads_owner_sha256). ``then(conn,
+    upload_id)``: the caller's statements for a new upload, committed with it."""
     try:
         async with engine.begin() as conn:
             upload_id = (await conn.execute(
@@ -41,6 +45,8 @@ async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: 
                     client_reference=client_reference,
                 ).returning(uploads.c.upload_id)
             )).scalar_one()
+            if then is not None:
+                await then(conn, upload_id)
         return upload_id, True
     except IntegrityError:
         existing = await find_upload_by_sha(engine, sha256=sha256, user_id=user_id)

@@ -293,3 +293,39 @@ def test_a_verdicts_method_rows_go_in_one_statement(settings):
     assert len(methods) > 1 and set(stored["methods"]) == set(methods)
     assert {m["confidence"] for m in stored["methods"].values()} == {0.75}
     assert [n for _, n, _ in sent] == [1, 1], sent
+
+
+def test_an_upload_and_its_original_commit_together(settings):
+    """service.ingest: the upload row, its original's ref and the file in one transaction
+    (one commit, not one for the row and one for the ref); a duplicate writes nothing."""
+    from sqlalchemy import event
+
+    from service import ingest
+    from storage.context import open_storage
+    from storage.models import blob_refs
+
+    data = encode(noisy_photo(seed=37), fmt="JPEG")
+
+    async def go():
+        async with open_storage(settings) as storage:
+            commits = []
+            event.listen(storage.engine.sync_engine, "commit", lambda conn: commits.append(1))
+            seen = []
+            for _ in range(2):
+                commits.clear()
+                outcome = await ingest.ingest_bytes(storage, settings, data=data,
+                                                    original_file_name="together.jpg",
+                                                    user_id=None)
+                seen.append((outcome.status, len(commits)))
+            async with storage.engine.connect() as conn:
+                refs = (await conn.execute(sa.select(blob_refs.c.blob_key, blob_refs.c.kind)
+                                           .where(blob_refs.c.upload_id == outcome.upload_id)
+                                           )).all()
+            return seen, refs, [await storage.blobs.aexists(k) for k, _ in refs]
+
+    seen, refs, stored = run(go())
+    # The second resumes the first; its commits are the lookup's alone (SQLite's read is a
+    # plain transaction): a new upload commits once more than that.
+    assert [status for status, _ in seen] == ["queued", "queued"]
+    assert seen[0][1] - seen[1][1] == 1, seen
+    assert [kind for _, kind in refs] == ["original"] and stored == [True]
