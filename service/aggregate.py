@@ -40,15 +40,17 @@ log = logging.getLogger("skygate.pipeline")
 
 
 async def aggregate(storage: Storage, settings: Settings, upload_id: int, manifest_key: str,
-                    raw_results: list, *, manifest: Manifest | None = None) -> dict:
+                    raw_results: list, *, manifest: Manifest | None = None,
+                    upload: dict | None = None) -> dict:
     """Weighted verdict, heatmap, one SQL transaction, the document; safe to repeat.
 
     An upload deleted while it was in flight is abandoned cleanly: nothing is written, and
     the blobs and the document this run made are removed again. ``manifest``: the embedded
-    runner's, from the prepare it just ran (not read back from the blob store).
+    runner's, from the prepare it just ran (not read back from the blob store). ``upload``:
+    its row, as the caller just read it (else read here).
     """
     try:
-        upload = await repo.get_upload(storage.engine, upload_id)
+        upload = upload or await repo.get_upload(storage.engine, upload_id)
         if upload is None:
             raise blobrefs.UploadGone(upload_id)
         out = await _aggregate(storage, settings, upload, manifest_key, raw_results,
@@ -182,7 +184,8 @@ async def _aggregate(storage: Storage, settings: Settings, upload: dict, manifes
     await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
                       metadata_id=metadata_id, event=_event(result_id, verdict),
                       anonymous=upload["user_id"] is None)
-    await webhooks.announce(storage, settings, upload_id)  # after the verdict committed
+    if upload["user_id"] is not None:  # no owner, no webhook events (webhooks.record_event)
+        await webhooks.announce(storage, settings, upload_id)  # after the verdict committed
     await forget_result(storage.cache, upload_id)  # a new result: drop the cached one
     await canvas.release(storage, upload_id, settings=settings, manifest=manifest)
     return {"upload_id": upload_id, "result_id": result_id,

@@ -112,15 +112,21 @@ async def start_preparing(engine: AsyncEngine, upload_id: int, *, may_count: boo
     return dict(row)
 
 
-async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None) -> None:
-    """Record that a worker just worked on the upload (and, given, its new stage)."""
+async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None, *,
+                read: bool = False) -> dict | None:
+    """Record that a worker just worked on the upload (and, given, its new stage); ``read``:
+    then its row as :func:`get_upload` reads it, for one in flight in the same statement."""
     values = {"stage_touched_at": utcnow()}
     if stage is not None:
         values["stage"] = stage
+    stmt = uploads.update().where(uploads.c.upload_id == upload_id,
+                                  uploads.c.status.in_(("queued", "processing"))).values(**values)
     async with autocommit(engine) as conn:
-        await conn.execute(uploads.update().where(
-            uploads.c.upload_id == upload_id,
-            uploads.c.status.in_(("queued", "processing"))).values(**values))
+        done = await conn.execute(stmt.returning(*uploads.c) if read else stmt)
+        if not read:
+            return None
+        row = done.mappings().first()
+    return dict(row) if row else await get_upload(engine, upload_id)  # not in flight: as is
 
 
 async def unfinished_untouched(engine: AsyncEngine, *, before: datetime,

@@ -329,3 +329,28 @@ def test_an_upload_and_its_original_commit_together(settings):
     assert [status for status, _ in seen] == ["queued", "queued"]
     assert seen[0][1] - seen[1][1] == 1, seen
     assert [kind for _, kind in refs] == ["original"] and stored == [True]
+
+
+def test_aggregate_touches_and_reads_its_upload_in_one_statement(settings):
+    """repository.touch(read=True): aggregate's heartbeat and its read of the row in one
+    statement while the upload is in flight; a finished one is read as it is (untouched)."""
+    from storage import repository as repo
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(settings) as storage:
+            uid = await _ingested(storage, settings, 38, "touchread.jpg")
+            await repo.start_preparing(storage.engine, uid)
+            sent = _spy(storage.engine)
+            row = await repo.touch(storage.engine, uid, "aggregating", read=True)
+            touched = list(sent)
+            await repo.mark_failed(storage.engine, uid, "stop")
+            finished = await repo.touch(storage.engine, uid, "aggregating", read=True)
+            gone = await repo.touch(storage.engine, uid + 1000, "aggregating", read=True)
+            return row, touched, finished, gone
+
+    row, touched, finished, gone = run(go())
+    assert (row["stage"], row["status"]) == ("aggregating", "processing")
+    assert (finished["stage"], finished["status"], gone) == ("failed", "failed", None)
+    if settings.sqlalchemy_url.startswith("postgresql"):
+        assert [(n, auto) for _, n, auto in touched] == [(1, True)], touched
