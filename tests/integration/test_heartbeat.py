@@ -354,3 +354,39 @@ def test_aggregate_touches_and_reads_its_upload_in_one_statement(settings):
     assert (finished["stage"], finished["status"], gone) == ("failed", "failed", None)
     if settings.sqlalchemy_url.startswith("postgresql"):
         assert [(n, auto) for _, n, auto in touched] == [(1, True)], touched
+
+
+def test_blobs_stored_together_are_referenced_and_locked_in_two_statements(settings):
+    """blobrefs.store_many: every ref in one multi-row INSERT and, on PostgreSQL, every
+    key's lock in one statement (all held till the commit)."""
+    from storage import blobrefs
+    from storage.context import open_storage
+    from storage.models import blob_refs
+
+    held = []
+
+    async def locks(conn):
+        if conn.dialect.name == "postgresql":
+            held.append((await conn.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"))).scalar_one())
+
+    async def go():
+        async with open_storage(settings) as storage:
+            uid = await _ingested(storage, settings, 39, "many.jpg")
+            sent = _spy(storage.engine)
+            keys = await blobrefs.store_many(storage, uid, [
+                (f"blob {i}".encode(), ".bin", "manifest") for i in range(3)], then=locks)
+            stored = list(sent)
+            async with storage.engine.connect() as conn:
+                refs = set((await conn.execute(sa.select(blob_refs.c.blob_key).where(
+                    blob_refs.c.upload_id == uid, blob_refs.c.kind == "manifest"))).scalars())
+            return keys, refs, stored, [await storage.blobs.aexists(k) for k in keys]
+
+    keys, refs, stored, there = run(go())
+    assert refs == set(keys) and len(keys) == 3 and there == [True] * 3
+    mine = [n for sql, n, _ in stored if "pg_locks" not in sql]
+    if settings.sqlalchemy_url.startswith("postgresql"):
+        assert mine == [1, 1] and held == [3], (stored, held)
+    else:
+        assert mine == [1], stored
