@@ -306,17 +306,17 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
 
 
 async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,
-                 metadata_id: str, event: dict | None = None, anonymous: bool = False) -> None:
-    """Mark the upload done; ``event`` (the verdict summary) becomes its ``upload.done``
-    webhook event in the same transaction (storage/webhooks.py). ``anonymous``: the caller
-    read the upload with no owner, so it has no event to write: on PostgreSQL one statement
+                 metadata_id: str, event: dict | None = None, anonymous: bool = False) -> bool:
+    """Mark the upload done (False: it is gone); ``event`` (the verdict summary) becomes its
+    ``upload.done`` webhook event in the same transaction (storage/webhooks.py). ``anonymous``:
+    the caller read the upload with no owner (no event to write): on PostgreSQL one statement
     is tried first (checking that in the statement), a round trip instead of four."""
     if engine.dialect.name == "postgresql" and (anonymous or event is None):
         async with autocommit(engine) as conn:
             done = await conn.execute(_finish_in_one(upload_id, result_id, metadata_id,
                                                      anonymous_only=event is not None))
-            if done.first() is not None or event is None:  # done, or the upload is gone
-                return
+            if (found := done.first() is not None) or event is None:  # else: gone, or owned
+                return found
     async with engine.begin() as conn:
         if engine.dialect.name == "postgresql":  # both UPDATEs in one round trip
             row = (await conn.execute(_finish_in_one(upload_id, result_id, metadata_id,
@@ -331,6 +331,7 @@ async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,
         if row is not None and event is not None:
             await webhooks.record_event(conn, "upload.done", dict(row),
                                         {"status": "done", **event})
+    return row is not None
 
 
 def _done() -> dict:
@@ -339,9 +340,8 @@ def _done() -> dict:
 
 
 def _finish_in_one(upload_id: int, result_id: int, metadata_id: str, *, anonymous_only: bool):
-    """PostgreSQL: :func:`finish`'s two UPDATEs as one statement (atomic, one round trip),
-    returning the upload's event columns; ``anonymous_only``: only an upload with no owner.
-    The result row is updated only with the upload (a deleted upload's is gone anyway)."""
+    """PostgreSQL: :func:`finish`'s two UPDATEs in one statement (atomic), the result's only
+    with the upload's (a deleted upload's is gone); ``anonymous_only``: no owner only."""
     where = [uploads.c.upload_id == upload_id]
     if anonymous_only:
         where.append(uploads.c.user_id.is_(None))

@@ -250,11 +250,14 @@ def test_an_anonymous_verdict_finishes_in_one_autocommit_statement(settings):
                 storage.engine, upload_id=uid, is_ai_generated=False, confidence=0.5,
                 processing_time=1.0, algorithm_version="t", summary="s", methods=[])
             sent = _spy(storage.engine)
-            await repo.finish(storage.engine, upload_id=uid, result_id=rid, metadata_id="doc",
-                              event={"result_id": rid}, anonymous=True)
+            found = await repo.finish(storage.engine, upload_id=uid, result_id=rid,
+                                      metadata_id="doc", event={"result_id": rid},
+                                      anonymous=True)
             finished = list(sent)
-            await repo.finish(storage.engine, upload_id=uid + 1000, result_id=rid + 1000,
-                              metadata_id="x", event={}, anonymous=True)  # gone: no error
+            gone = await repo.finish(storage.engine, upload_id=uid + 1000,
+                                     result_id=rid + 1000, metadata_id="x", event={},
+                                     anonymous=True)
+            assert (found, gone) == (True, False)  # aggregate needs no look after it
             async with storage.engine.connect() as conn:
                 doc = (await conn.execute(sa.select(detection_results.c.metadata_id).where(
                     detection_results.c.result_id == rid))).scalar_one()
