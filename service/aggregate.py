@@ -40,20 +40,24 @@ log = logging.getLogger("skygate.pipeline")
 
 
 async def aggregate(storage: Storage, settings: Settings, upload_id: int, manifest_key: str,
-                    raw_results: list, *, manifest: Manifest | None = None) -> dict:
+                    raw_results: list, *, manifest: Manifest | None = None,
+                    upload: dict | None = None) -> dict:
     """Weighted verdict, heatmap, one SQL transaction, the document; safe to repeat.
 
     An upload deleted while it was in flight is abandoned cleanly: nothing is written, and
     the blobs and the document this run made are removed again. ``manifest``: the embedded
-    runner's, from the prepare it just ran (not read back from the blob store).
+    runner's, from the prepare it just ran (not read back from the blob store). ``upload``:
+    its row, as the caller just read it (else read here).
     """
     try:
-        upload = await repo.get_upload(storage.engine, upload_id)
+        upload = upload or await repo.get_upload(storage.engine, upload_id)
         if upload is None:
             raise blobrefs.UploadGone(upload_id)
-        out = await _aggregate(storage, settings, upload, manifest_key, raw_results,
-                               manifest=manifest)
-        if await blobrefs.upload_exists(storage, upload_id):
+        out, finished = await _aggregate(storage, settings, upload, manifest_key, raw_results,
+                                         manifest=manifest)
+        # finish found the upload once all was written: a delete from then on removes the
+        # document and the blobs itself (storage.removal), so no need to look again.
+        if finished or await blobrefs.upload_exists(storage, upload_id):
             return out
         raise blobrefs.UploadGone(upload_id)
     except Exception:
@@ -117,17 +121,18 @@ async def _finished(storage: Storage, upload_id: int) -> dict | None:
 
 
 async def _aggregate(storage: Storage, settings: Settings, upload: dict, manifest_key: str,
-                     raw_results: list, *, manifest: Manifest | None) -> dict:
+                     raw_results: list, *, manifest: Manifest | None) -> tuple[dict, bool]:
+    """(the outcome, whether this run's finish found the upload)."""
     upload_id = upload["upload_id"]
     if manifest is None:
         manifest, finished = await _manifest_or_outcome(storage, upload_id, manifest_key)
         if finished is not None:
-            return finished
+            return finished, False
     if not canvas.same_upload(upload, manifest):
         # Deleted in flight and its id given to a newer upload: write nothing on it.
         log.info("upload %s was deleted during detection; its id names another upload now",
                  upload_id, extra={"upload_id": upload_id})
-        return {"upload_id": upload_id, "status": "deleted"}
+        return {"upload_id": upload_id, "status": "deleted"}, False
     active = (manifest.methods if manifest.methods is not None
               else await repo.active_methods(storage.engine))
     by_method: dict[str, MethodResult] = {}
@@ -179,13 +184,15 @@ async def _aggregate(storage: Storage, settings: Settings, upload: dict, manifes
         **picture_keys({m: r.details for m, r in by_method.items()}),
     }.items() if v}
     metadata_id = await _write_document(storage, doc, previous, started)
-    await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
-                      metadata_id=metadata_id, event=_event(result_id, verdict))
-    await webhooks.announce(storage, settings, upload_id)  # after the verdict committed
+    found = await repo.finish(storage.engine, upload_id=upload_id, result_id=result_id,
+                      metadata_id=metadata_id, event=_event(result_id, verdict),
+                      anonymous=upload["user_id"] is None)
+    if upload["user_id"] is not None:  # no owner, no webhook events (webhooks.record_event)
+        await webhooks.announce(storage, settings, upload_id)  # after the verdict committed
     await forget_result(storage.cache, upload_id)  # a new result: drop the cached one
     await canvas.release(storage, upload_id, settings=settings, manifest=manifest)
     return {"upload_id": upload_id, "result_id": result_id,
-            "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}
+            "is_ai_generated": verdict.is_ai_generated, "confidence": verdict.confidence}, found
 
 
 async def _write_document(storage: Storage, doc, previous: dict | None, started) -> str:

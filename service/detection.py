@@ -296,9 +296,11 @@ async def aggregate_counted(storage: Storage, settings: Settings, upload_id: int
             await repo.mark_failed(storage.engine, upload_id, delivery.reason,
                                    only_unfinished=True)
             return {"upload_id": upload_id, "status": "failed", "error": delivery.reason}
-        if delivery is not None and not delivery.redelivered:
-            await repo.touch(storage.engine, upload_id, "aggregating")
-        return await aggregate(storage, settings, upload_id, manifest_key, raw_results)
+        upload = None
+        if delivery is not None and not delivery.redelivered:  # touched and read at once
+            upload = await repo.touch(storage.engine, upload_id, "aggregating", read=True)
+        return await aggregate(storage, settings, upload_id, manifest_key, raw_results,
+                               upload=upload)
     finally:
         if delivery is not None:
             await deliveries.end(storage, upload_id, "aggregate")

@@ -141,18 +141,21 @@ async def ingest_staged(storage: Storage, settings: Settings, *, staged: StagedB
             error, file_type, mime = str(exc), exc.file_type, exc.mime
         suffix = "" if file_type == "unknown" else f".{file_type}"
         key = storage.blobs.key_for(sha, suffix)
+
+        async def store_original(conn, new_id: int) -> None:
+            await blobrefs.attach_in(conn, new_id, [(key, "original")],
+                                     lambda: storage.blobs.commit(staged, key))
+
+        # The row, its original's ref and the file in one transaction (the row first, the
+        # file last): nobody sees, dedupes to or deletes an upload whose original is not
+        # stored yet, and a fault leaves no row without its file (the file of a failed
+        # commit is unreferenced: blobs gc). Oversized files are not kept: the row only.
         upload_id, created = await repo.create_upload(
             storage.engine, user_id=user_id, file_name=Path(key).name,
             original_file_name=name, file_path=key, file_size=staged.size,
             file_type=file_type, mime_type=mime, sha256=sha, client_reference=client_reference,
+            then=store_original if staged.size <= settings.max_upload_bytes else None,
         )
-        if created and staged.size <= settings.max_upload_bytes:
-            # Oversized files are not kept: the row records them, the blob store does not.
-            try:
-                await blobrefs.attach(storage, upload_id, key, "original",
-                                      lambda: storage.blobs.commit(staged, key))
-            except blobrefs.UploadGone:
-                return IngestOutcome(upload_id, sha, "failed", "deleted while it was stored")
     finally:
         staged.discard()  # a no-op once committed
     if error:

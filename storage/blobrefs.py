@@ -42,9 +42,18 @@ class UploadGone(LookupError):
 
 
 async def _lock_key(conn, key: str) -> None:
-    if conn.dialect.name == "postgresql":
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                           {"k": key})
+    await _lock_keys(conn, [key])
+
+
+async def _lock_keys(conn, keys: list[str]) -> None:
+    """Each key's lock, in the order given (sorted by callers: no deadlocks), in one
+    statement (unnest yields the array's elements in order)."""
+    if conn.dialect.name == "postgresql" and keys:
+        await conn.execute(_LOCKS, {"keys": keys})
+
+
+_LOCKS = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+                 "FROM unnest(CAST(:keys AS text[])) AS k")
 
 
 def _insert_refs(conn, upload_id: int, refs: list[tuple[str, str]], owner: tuple | None):
@@ -66,7 +75,8 @@ def _insert_refs(conn, upload_id: int, refs: list[tuple[str, str]], owner: tuple
 @functools.cache
 def _plain_insert(dialect: str):
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(blob_refs).on_conflict_do_nothing()
+    # RETURNING: SQLAlchemy sends the rows as one multi-row INSERT, not an execute a row.
+    return insert(blob_refs).on_conflict_do_nothing().returning(blob_refs.c.blob_key)
 
 
 @functools.cache
@@ -101,22 +111,28 @@ async def attach(storage, upload_id: int, key: str, kind: str, write: Callable[[
 async def _attach_all(storage, upload_id: int, refs: list[tuple[str, str]],
                       write: Callable[[], object], *, owner: tuple | None,
                       then: Callable[[object], Awaitable[object]] | None = None) -> None:
-    refs = list(dict(reversed(refs)).items())  # one ref a key (its first kind)
     try:
         async with storage.engine.begin() as conn:
-            # The foreign key check fails if the upload is gone (SQLite: foreign_keys=ON).
-            inserted = await conn.execute(*_insert_refs(conn, upload_id, refs, owner))
-            if owner is not None and len(inserted.all()) < len(refs):
-                raise UploadGone(upload_id)  # rolled back: nothing referenced or written
-            for key in sorted(k for k, _ in refs):  # one lock order: no deadlocks
-                await _lock_key(conn, key)
-            # In a thread: with an object store, writing is a network round trip (or a 50 MB
-            # upload) that must not stall the event loop (the API serves other requests).
-            await asyncio.to_thread(write)
+            await attach_in(conn, upload_id, refs, write, owner=owner)
             if then is not None:  # the caller's own statements, committed with the refs
                 await then(conn)
     except IntegrityError as exc:
         raise UploadGone(upload_id) from exc
+
+
+async def attach_in(conn, upload_id: int, refs: list[tuple[str, str]],
+                    write: Callable[[], object], *, owner: tuple | None = None) -> None:
+    """:func:`attach` of several ``(key, kind)`` inside the caller's transaction ``conn``
+    (an upload gone raises IntegrityError, or UploadGone with ``owner``)."""
+    refs = list(dict(reversed(refs)).items())  # one ref a key (its first kind)
+    # The foreign key check fails if the upload is gone (SQLite: foreign_keys=ON).
+    inserted = await conn.execute(*_insert_refs(conn, upload_id, refs, owner))
+    if owner is not None and len(inserted.all()) < len(refs):
+        raise UploadGone(upload_id)  # rolled back: nothing referenced or written
+    await _lock_keys(conn, sorted(k for k, _ in refs))  # one lock order: no deadlocks
+    # In a thread: with an object store, writing is a network round trip (or a 50 MB
+    # upload) that must not stall the event loop (the API serves other requests).
+    await asyncio.to_thread(write)
 
 
 async def store(storage, upload_id: int, data: bytes, *, suffix: str, kind: str,

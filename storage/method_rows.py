@@ -22,14 +22,16 @@ def _dec(value: float, places: str) -> Decimal:
 
 def _upsert(engine: AsyncEngine) -> sa.Insert:
     """The rows' upsert, built once per dialect and executed with the rows as parameters
-    (building it for every verdict cost more than running it)."""
+    (building it for every verdict cost more than running it). Its RETURNING makes
+    SQLAlchemy send the rows as one multi-row statement ("insertmanyvalues"), not one
+    execute a row (five an image on PostgreSQL)."""
     name = engine.dialect.name
     if name not in _upserts:
         stmt = dialect_insert(engine, method_results)
         _upserts[name] = stmt.on_conflict_do_update(
             index_elements=[method_results.c.result_id, method_results.c.method_id],
             set_={k: stmt.excluded[k] for k in _COLUMNS},
-        )
+        ).returning(method_results.c.method_id)
     return _upserts[name]
 
 
@@ -43,7 +45,10 @@ async def upsert(conn, engine: AsyncEngine, result_id: int, methods: list[dict])
         "processing_time": _dec(m["processing_time"], "0.001"),
         "result_details": clean_json(m["result_details"]),
     } for m in methods]
-    if rows:  # every method's row in one execute (executemany of one upsert)
+    # One row a method (the last, as one execute a row left it): a statement may not upsert
+    # the same row twice.
+    rows = list({row["method_id"]: row for row in rows}.values())
+    if rows:  # every method's row in one statement
         await conn.execute(_upsert(engine), rows)
 
 

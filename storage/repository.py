@@ -7,6 +7,7 @@ both."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 
@@ -26,9 +27,12 @@ _EVENT_COLUMNS = [uploads.c[name] for name in webhooks.EVENT_COLUMNS]
 async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: str,
                         original_file_name: str, file_path: str, file_size: int,
                         file_type: str, mime_type: str, sha256: str,
-                        client_reference: str | None = None) -> tuple[int, bool]:
+                        client_reference: str | None = None,
+                        then: Callable[[object, int], Awaitable[object]] | None = None
+                        ) -> tuple[int, bool]:
     """Insert an upload (status queued); returns (upload_id, created). Same content for the
-    same owner returns the existing upload instead (uq_uploads_owner_sha256)."""
+    same owner returns the existing upload instead (uq_uploads_owner_sha256). ``then(conn,
+    upload_id)``: the caller's statements for a new upload, committed with it."""
     try:
         async with engine.begin() as conn:
             upload_id = (await conn.execute(
@@ -41,6 +45,8 @@ async def create_upload(engine: AsyncEngine, *, user_id: int | None, file_name: 
                     client_reference=client_reference,
                 ).returning(uploads.c.upload_id)
             )).scalar_one()
+            if then is not None:
+                await then(conn, upload_id)
         return upload_id, True
     except IntegrityError:
         existing = await find_upload_by_sha(engine, sha256=sha256, user_id=user_id)
@@ -90,7 +96,7 @@ async def start_preparing(engine: AsyncEngine, upload_id: int, *, may_count: boo
     where = [uploads.c.upload_id == upload_id]
     if only_unfinished:
         where.append(uploads.c.status.in_(("queued", "processing")))
-    async with engine.begin() as conn:
+    async with autocommit(engine) as conn:  # one statement: atomic by itself
         row = (await conn.execute(
             uploads.update().where(*where)
             .values(delivery_count=uploads.c.delivery_count + bump, status="processing",
@@ -106,15 +112,21 @@ async def start_preparing(engine: AsyncEngine, upload_id: int, *, may_count: boo
     return dict(row)
 
 
-async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None) -> None:
-    """Record that a worker just worked on the upload (and, given, its new stage)."""
+async def touch(engine: AsyncEngine, upload_id: int, stage: str | None = None, *,
+                read: bool = False) -> dict | None:
+    """Record that a worker just worked on the upload (and, given, its new stage); ``read``:
+    then its row as :func:`get_upload` reads it, for one in flight in the same statement."""
     values = {"stage_touched_at": utcnow()}
     if stage is not None:
         values["stage"] = stage
+    stmt = uploads.update().where(uploads.c.upload_id == upload_id,
+                                  uploads.c.status.in_(("queued", "processing"))).values(**values)
     async with autocommit(engine) as conn:
-        await conn.execute(uploads.update().where(
-            uploads.c.upload_id == upload_id,
-            uploads.c.status.in_(("queued", "processing"))).values(**values))
+        done = await conn.execute(stmt.returning(*uploads.c) if read else stmt)
+        if not read:
+            return None
+        row = done.mappings().first()
+    return dict(row) if row else await get_upload(engine, upload_id)  # not in flight: as is
 
 
 async def unfinished_untouched(engine: AsyncEngine, *, before: datetime,
@@ -294,21 +306,51 @@ async def save_results(engine: AsyncEngine, *, upload_id: int, is_ai_generated: 
 
 
 async def finish(engine: AsyncEngine, *, upload_id: int, result_id: int,
-                 metadata_id: str, event: dict | None = None) -> None:
-    """Mark the upload done; ``event`` (the verdict summary) becomes its ``upload.done``
-    webhook event in the same transaction (storage/webhooks.py)."""
+                 metadata_id: str, event: dict | None = None, anonymous: bool = False) -> bool:
+    """Mark the upload done (False: it is gone); ``event`` (the verdict summary) becomes its
+    ``upload.done`` webhook event in the same transaction (storage/webhooks.py). ``anonymous``:
+    the caller read the upload with no owner (no event to write): on PostgreSQL one statement
+    is tried first (checking that in the statement), a round trip instead of four."""
+    if engine.dialect.name == "postgresql" and (anonymous or event is None):
+        async with autocommit(engine) as conn:
+            done = await conn.execute(_finish_in_one(upload_id, result_id, metadata_id,
+                                                     anonymous_only=event is not None))
+            if (found := done.first() is not None) or event is None:  # else: gone, or owned
+                return found
     async with engine.begin() as conn:
-        await conn.execute(detection_results.update()
-                           .where(detection_results.c.result_id == result_id)
-                           .values(metadata_id=metadata_id))
-        row = (await conn.execute(
-            uploads.update().where(uploads.c.upload_id == upload_id)
-            .values(status="done", is_processed=True, error=None, stage="done",
-                    stage_touched_at=utcnow(), processing_completed_at=utcnow())
-            .returning(*_EVENT_COLUMNS))).mappings().first()
+        if engine.dialect.name == "postgresql":  # both UPDATEs in one round trip
+            row = (await conn.execute(_finish_in_one(upload_id, result_id, metadata_id,
+                                                     anonymous_only=False))).mappings().first()
+        else:  # SQLite has no data-modifying CTEs
+            await conn.execute(detection_results.update()
+                               .where(detection_results.c.result_id == result_id)
+                               .values(metadata_id=metadata_id))
+            row = (await conn.execute(
+                uploads.update().where(uploads.c.upload_id == upload_id).values(**_done())
+                .returning(*_EVENT_COLUMNS))).mappings().first()
         if row is not None and event is not None:
             await webhooks.record_event(conn, "upload.done", dict(row),
                                         {"status": "done", **event})
+    return row is not None
+
+
+def _done() -> dict:
+    return {"status": "done", "is_processed": True, "error": None, "stage": "done",
+            "stage_touched_at": utcnow(), "processing_completed_at": utcnow()}
+
+
+def _finish_in_one(upload_id: int, result_id: int, metadata_id: str, *, anonymous_only: bool):
+    """PostgreSQL: :func:`finish`'s two UPDATEs in one statement (atomic), the result's only
+    with the upload's (a deleted upload's is gone); ``anonymous_only``: no owner only."""
+    where = [uploads.c.upload_id == upload_id]
+    if anonymous_only:
+        where.append(uploads.c.user_id.is_(None))
+    up = uploads.update().where(*where).values(**_done()).returning(*_EVENT_COLUMNS).cte("up")
+    result = (detection_results.update()
+              .where(detection_results.c.result_id == result_id,
+                     sa.exists(sa.select(up.c.upload_id)))
+              .values(metadata_id=metadata_id).cte("result"))
+    return sa.select(*up.c).add_cte(result)
 
 
 async def result_for_upload(engine: AsyncEngine, upload_id: int) -> dict | None:

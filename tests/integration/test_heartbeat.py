@@ -192,3 +192,204 @@ def test_a_delivery_begins_in_one_statement_on_postgresql(settings):
     if settings.sqlalchemy_url.startswith("postgresql"):
         assert [len(sent) for _, sent, _ in seen] == [1] * len(seen), seen
     assert flush == "on"
+
+
+def _spy(engine) -> list:
+    """The statements ``engine`` sends from now on: (SQL, parameter sets, autocommit)."""
+    from sqlalchemy import event
+
+    sent: list = []
+
+    def seen(conn, _cursor, statement, parameters, _context, executemany):
+        auto = getattr(conn.connection.dbapi_connection, "autocommit", None)
+        # An executemany's parameter sets (a multi-row statement's are one flat set).
+        many = executemany and parameters and isinstance(parameters[0], (list, tuple, dict))
+        sent.append((statement, len(parameters) if many else 1, auto))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", seen)
+    return sent
+
+
+def test_prepare_claims_its_upload_in_one_autocommit_statement(settings):
+    """repository.start_preparing: one UPDATE ... RETURNING, on PostgreSQL with no
+    BEGIN/COMMIT round trips (autocommit); the row it returns and a missing upload."""
+    from storage import repository as repo
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(settings) as storage:
+            uid = await _ingested(storage, settings, 34, "prepare.jpg")
+            sent = _spy(storage.engine)
+            row = await repo.start_preparing(storage.engine, uid)
+            claimed = list(sent)
+            try:
+                await repo.start_preparing(storage.engine, uid + 1000)
+                gone = False
+            except LookupError:
+                gone = True
+            return row, claimed, gone
+
+    row, claimed, gone = run(go())
+    assert row["status"] == "processing" and row["stage"] == "preparing"
+    assert row["delivery_count"] == 1 and gone
+    if settings.sqlalchemy_url.startswith("postgresql"):
+        assert [(n, auto) for _, n, auto in claimed] == [(1, True)], claimed
+
+
+def test_an_anonymous_verdict_finishes_in_one_autocommit_statement(settings):
+    """repository.finish of an upload with no owner (no webhook event): the result's
+    document id and the upload's done state in one statement on PostgreSQL."""
+    from storage import repository as repo
+    from storage.context import open_storage
+    from storage.models import detection_results
+
+    async def go():
+        async with open_storage(settings) as storage:
+            uid = await _ingested(storage, settings, 35, "finish.jpg")
+            rid = await repo.save_results(
+                storage.engine, upload_id=uid, is_ai_generated=False, confidence=0.5,
+                processing_time=1.0, algorithm_version="t", summary="s", methods=[])
+            sent = _spy(storage.engine)
+            found = await repo.finish(storage.engine, upload_id=uid, result_id=rid,
+                                      metadata_id="doc", event={"result_id": rid},
+                                      anonymous=True)
+            finished = list(sent)
+            gone = await repo.finish(storage.engine, upload_id=uid + 1000,
+                                     result_id=rid + 1000, metadata_id="x", event={},
+                                     anonymous=True)
+            assert (found, gone) == (True, False)  # aggregate needs no look after it
+            async with storage.engine.connect() as conn:
+                doc = (await conn.execute(sa.select(detection_results.c.metadata_id).where(
+                    detection_results.c.result_id == rid))).scalar_one()
+            return await repo.get_upload(storage.engine, uid), doc, finished
+
+    upload, doc, finished = run(go())
+    assert (upload["status"], upload["stage"], upload["is_processed"], doc) == (
+        "done", "done", True, "doc")
+    assert upload["processing_completed_at"] is not None
+    if settings.sqlalchemy_url.startswith("postgresql"):
+        assert [(n, auto) for _, n, auto in finished] == [(1, True)], finished
+
+
+def test_a_verdicts_method_rows_go_in_one_statement(settings):
+    """repository.save_results: the result row, then every method row in one multi-row
+    upsert (not one execute a row); a repeat updates the same rows."""
+    from storage import repository as repo
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(settings) as storage:
+            uid = await _ingested(storage, settings, 36, "rows.jpg")
+            methods = await repo.active_methods(storage.engine)
+            sent = _spy(storage.engine)
+            for confidence in (0.25, 0.75):
+                sent.clear()
+                rows = [{"method_id": m["method_id"], "is_ai_generated": True,
+                         "confidence": confidence, "processing_time": 0.5,
+                         "result_details": {"status": "ok"}} for m in methods.values()]
+                await repo.save_results(
+                    storage.engine, upload_id=uid, is_ai_generated=True, confidence=0.5,
+                    processing_time=1.0, algorithm_version="t", summary="s", methods=rows)
+            return methods, list(sent), await repo.result_for_upload(storage.engine, uid)
+
+    methods, sent, stored = run(go())
+    assert len(methods) > 1 and set(stored["methods"]) == set(methods)
+    assert {m["confidence"] for m in stored["methods"].values()} == {0.75}
+    assert [n for _, n, _ in sent] == [1, 1], sent
+
+
+def test_an_upload_and_its_original_commit_together(settings):
+    """service.ingest: the upload row, its original's ref and the file in one transaction
+    (one commit, not one for the row and one for the ref); a duplicate writes nothing."""
+    from sqlalchemy import event
+
+    from service import ingest
+    from storage.context import open_storage
+    from storage.models import blob_refs
+
+    data = encode(noisy_photo(seed=37), fmt="JPEG")
+
+    async def go():
+        async with open_storage(settings) as storage:
+            commits = []
+            event.listen(storage.engine.sync_engine, "commit", lambda conn: commits.append(1))
+            seen = []
+            for _ in range(2):
+                commits.clear()
+                outcome = await ingest.ingest_bytes(storage, settings, data=data,
+                                                    original_file_name="together.jpg",
+                                                    user_id=None)
+                seen.append((outcome.status, len(commits)))
+            async with storage.engine.connect() as conn:
+                refs = (await conn.execute(sa.select(blob_refs.c.blob_key, blob_refs.c.kind)
+                                           .where(blob_refs.c.upload_id == outcome.upload_id)
+                                           )).all()
+            return seen, refs, [await storage.blobs.aexists(k) for k, _ in refs]
+
+    seen, refs, stored = run(go())
+    # The second resumes the first; its commits are the lookup's alone (SQLite's read is a
+    # plain transaction): a new upload commits once more than that.
+    assert [status for status, _ in seen] == ["queued", "queued"]
+    assert seen[0][1] - seen[1][1] == 1, seen
+    assert [kind for _, kind in refs] == ["original"] and stored == [True]
+
+
+def test_aggregate_touches_and_reads_its_upload_in_one_statement(settings):
+    """repository.touch(read=True): aggregate's heartbeat and its read of the row in one
+    statement while the upload is in flight; a finished one is read as it is (untouched)."""
+    from storage import repository as repo
+    from storage.context import open_storage
+
+    async def go():
+        async with open_storage(settings) as storage:
+            uid = await _ingested(storage, settings, 38, "touchread.jpg")
+            await repo.start_preparing(storage.engine, uid)
+            sent = _spy(storage.engine)
+            row = await repo.touch(storage.engine, uid, "aggregating", read=True)
+            touched = list(sent)
+            await repo.mark_failed(storage.engine, uid, "stop")
+            finished = await repo.touch(storage.engine, uid, "aggregating", read=True)
+            gone = await repo.touch(storage.engine, uid + 1000, "aggregating", read=True)
+            return row, touched, finished, gone
+
+    row, touched, finished, gone = run(go())
+    assert (row["stage"], row["status"]) == ("aggregating", "processing")
+    assert (finished["stage"], finished["status"], gone) == ("failed", "failed", None)
+    if settings.sqlalchemy_url.startswith("postgresql"):
+        assert [(n, auto) for _, n, auto in touched] == [(1, True)], touched
+
+
+def test_blobs_stored_together_are_referenced_and_locked_in_two_statements(settings):
+    """blobrefs.store_many: every ref in one multi-row INSERT and, on PostgreSQL, every
+    key's lock in one statement (all held till the commit)."""
+    from storage import blobrefs
+    from storage.context import open_storage
+    from storage.models import blob_refs
+
+    held = []
+
+    async def locks(conn):
+        if conn.dialect.name == "postgresql":
+            held.append((await conn.execute(sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"))).scalar_one())
+
+    async def go():
+        async with open_storage(settings) as storage:
+            uid = await _ingested(storage, settings, 39, "many.jpg")
+            sent = _spy(storage.engine)
+            keys = await blobrefs.store_many(storage, uid, [
+                (f"blob {i}".encode(), ".bin", "manifest") for i in range(3)], then=locks)
+            stored = list(sent)
+            async with storage.engine.connect() as conn:
+                refs = set((await conn.execute(sa.select(blob_refs.c.blob_key).where(
+                    blob_refs.c.upload_id == uid, blob_refs.c.kind == "manifest"))).scalars())
+            return keys, refs, stored, [await storage.blobs.aexists(k) for k in keys]
+
+    keys, refs, stored, there = run(go())
+    assert refs == set(keys) and len(keys) == 3 and there == [True] * 3
+    mine = [n for sql, n, _ in stored if "pg_locks" not in sql]
+    if settings.sqlalchemy_url.startswith("postgresql"):
+        assert mine == [1, 1] and held == [3], (stored, held)
+    else:
+        assert mine == [1], stored
