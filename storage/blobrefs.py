@@ -47,13 +47,13 @@ async def _lock_key(conn, key: str) -> None:
 
 async def _lock_keys(conn, keys: list[str]) -> None:
     """Each key's lock, in the order given (sorted by callers: no deadlocks), in one
-    statement (unnest yields the array's elements in order)."""
+    statement (the lock, a volatile call, is evaluated after the ORDER BY)."""
     if conn.dialect.name == "postgresql" and keys:
         await conn.execute(_LOCKS, {"keys": keys})
 
 
 _LOCKS = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
-                 "FROM unnest(CAST(:keys AS text[])) AS k")
+                 "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n) ORDER BY n")
 
 
 def _insert_refs(conn, upload_id: int, refs: list[tuple[str, str]], owner: tuple | None):
