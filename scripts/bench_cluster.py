@@ -159,13 +159,17 @@ def handoffs(log_text: str) -> list[float]:
 class ClusterWorker:
     """One worker of ``concurrency`` on a fresh PostgreSQL database and its own Redis DB,
     started once (and its pool loaded with the model) and timed over many submits: the
-    runs of a round are then seconds apart, not a database and a worker start-up apart."""
+    runs of a round are then seconds apart, not a database and a worker start-up apart.
+    ``root``: the checkout whose code the worker runs (and whose migrations its database
+    gets): another one's, to measure two versions side by side (``python -m celery`` run in
+    a checkout imports that checkout's packages first)."""
 
-    def __init__(self, tmp: Path, concurrency: int, redis_db: int):
+    def __init__(self, tmp: Path, concurrency: int, redis_db: int, *, root: Path = ROOT):
         import redis
 
-        self.concurrency, self.tmp, self.worker = concurrency, tmp, None
-        self.log_path, self.gaps = tmp / f"worker{concurrency}.log", []  # gaps: handoffs()
+        self.concurrency, self.tmp, self.worker, self.root = concurrency, tmp, None, root
+        tag = f"{concurrency}" if root == ROOT else f"{concurrency}-{redis_db}"
+        self.log_path, self.gaps = tmp / f"worker{tag}.log", []  # gaps: handoffs()
         self.name = f"skygate_bench_cluster_{uuid.uuid4().hex[:8]}"
         # Claimed as the test sessions claim theirs (tests/conftest.py: claimed_redis_db), so
         # neither takes the other's tasks; then emptied (a killed run's stale messages).
@@ -180,10 +184,10 @@ class ClusterWorker:
         self.env = clean_env(SKYGATE_DATABASE_URL=PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.name,
                              SKYGATE_BROKER_URL=f"{REDIS_URL}/{redis_db}",
                              SKYGATE_RESULT_BACKEND=f"{REDIS_URL}/{redis_db}",
-                             SKYGATE_DATA_DIR=str(tmp / f"cluster{concurrency}"))
+                             SKYGATE_DATA_DIR=str(tmp / f"cluster{tag}"))
         self.pg_url = self.env["SKYGATE_DATABASE_URL"]
         try:
-            configure_grid(self.env, GRID["value"])  # skygate db upgrade, then the grid
+            configure_grid(self.env, GRID["value"], root=root)  # db upgrade, then the grid
             log_path = self.log_path
             with open(log_path, "w") as log:
                 self.worker = subprocess.Popen(
@@ -191,7 +195,7 @@ class ClusterWorker:
                      "-c", str(concurrency), "-Q", "ingest,detect,model,aggregate,webhooks",
                      "-n", f"bench{concurrency}-{uuid.uuid4().hex[:6]}@%h",
                      "--without-gossip", "--without-mingle"],
-                    env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                    env=self.env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
             deadline = time.monotonic() + 120
             while "ready." not in log_path.read_text():
                 if self.worker.poll() is not None or time.monotonic() > deadline:
@@ -207,7 +211,7 @@ class ClusterWorker:
                                                     "FROM uploads"))
         cpu_before, logged = cpu_seconds(self.worker.pid), self.log_path.stat().st_size
         wall = skygate(["submit", str(folder), "--wait", "--out",
-                        str(self.tmp / f"cluster{self.concurrency}.jsonl")], self.env)
+                        str(self.log_path.with_suffix(".jsonl"))], self.env)
         cpu = cpu_seconds(self.worker.pid) - cpu_before
         with open(self.log_path, "rb") as log:
             log.seek(logged)

@@ -89,12 +89,12 @@ asyncio.run(main())
 """
 
 
-def configure_grid(env: dict, grid: str) -> None:
-    """The database of ``env`` upgraded, its model configuration's ``attribution_grid`` set
-    (``default``: left as shipped)."""
+def configure_grid(env: dict, grid: str, *, root: Path = ROOT) -> None:
+    """The database of ``env`` upgraded by the code in ``root``, its model configuration's
+    ``attribution_grid`` set (``default``: left as shipped)."""
     for command in (["-m", "skygate.cli", "db", "upgrade"],
                     *([] if grid == "default" else [["-c", GRID_CODE, grid]])):
-        done = subprocess.run([sys.executable, *command], env=env, cwd=ROOT,
+        done = subprocess.run([sys.executable, *command], env=env, cwd=root,
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"configuring the database failed: {done.stderr[-2000:]}")

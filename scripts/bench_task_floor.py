@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_task_floor.py [--images 16] [--rounds 3] [--size 1024]
                                                  [--redis-db 9] [--grid 0]
+                                                 [--other-checkout PATH]
 
 The floor: tasks named and routed as SkyGate's (``skygate.ingest``, ``skygate.prepare``,
 ``skygate.detect.<method>`` for each method of the registry, ``skygate.aggregate``), with the
@@ -18,7 +19,9 @@ from the first upload row to the last verdict), then as many empty canvases on t
 worker (span from the first ingest's start to the last aggregate's end). Printed per image:
 scan's span S, the worker's W and the floor F, the worker against scan (S / W, issue 30's
 target >= 0.9) and the best a ``-c 1`` worker could reach if its tasks did exactly scan's
-work and Celery cost nothing more than the floor: S / (S + F).
+work and Celery cost nothing more than the floor: S / (S + F). ``--other-checkout``: one
+more ``-c 1`` worker, running the code of another checkout (``git worktree add /tmp/before
+<commit>``), in the same rounds: two versions of the worker side by side (W2 / W).
 Needs PostgreSQL and Redis (as scripts/bench_cluster.py).
 """
 
@@ -164,9 +167,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--warm-up", type=int, default=6)
     parser.add_argument("--redis-db", type=int, default=9,
-                        help="the floor worker's; the real worker takes the next one")
+                        help="the floor worker's; the real workers take the next ones")
     parser.add_argument("--grid", default="0", help="attribution_grid of scan and the worker "
                                                     "(0: no occlusion map; default: shipped)")
+    parser.add_argument("--other-checkout", type=Path,
+                        help="also a -c 1 worker running this checkout's code (e.g. a git "
+                             "worktree of an older commit), in the same rounds")
     args = parser.parse_args()
     bench_cluster.GRID["value"] = args.grid
     n, rows = args.images, []
@@ -177,39 +183,56 @@ def main() -> None:
         for i in range(args.warm_up):
             (warm_up / f"warm{i:03d}.jpg").write_bytes(
                 camera_jpeg(args.size, args.size, seed=10**6 + i))
-        floor = worker = None
+        workers: list = []
         try:
-            floor = FloorWorker(tmp, args.redis_db)
-            floor.run(4 * args.warm_up)
-            worker = bench_cluster.ClusterWorker(tmp, 1, args.redis_db + 1)
-            worker.submit(warm_up)
+            workers.append(FloorWorker(tmp, args.redis_db))
+            workers[0].run(4 * args.warm_up)
+            for i, root in enumerate(filter(None, [ROOT, args.other_checkout]), 1):
+                workers.append(bench_cluster.ClusterWorker(
+                    tmp, 1, args.redis_db + i, root=root.resolve()))
+                workers[-1].submit(warm_up)
+            floor, real = workers[0], workers[1:]
             for r in range(max(1, args.rounds)):
                 folder = bench_cluster.round_images(tmp, r, n, args.size)
                 runs = [lambda f=folder: bench_cluster.run_scan(f, tmp)[1],
-                        lambda f=folder: worker.submit(f)[1], lambda: floor.run(n)]
-                order = list(range(3))[::-1 if r % 2 else 1]
+                        *[lambda f=folder, w=w: w.submit(f)[1] for w in real],
+                        lambda: floor.run(n)]
+                order = list(range(len(runs)))[::-1 if r % 2 else 1]
                 spans = {i: runs[i]() for i in order}
-                rows.append([1000 * spans[i] / n for i in range(3)])
+                rows.append([1000 * spans[i] / n for i in range(len(runs))])
         finally:
-            for w in (worker, floor):
-                if w is not None:
-                    w.close()
+            for w in workers:
+                w.close()
+    report(rows, args, n)
+
+
+def report(rows: list[list[float]], args, n: int) -> None:
+    """Each round's spans per image and the ratios; the medians last."""
+    other = args.other_checkout is not None
     print(f"{n} camera-like JPEGs of {args.size}x{args.size} a round, attribution_grid "
           f"{args.grid}; {n} empty canvases of {2 + len(REGISTRY) + 1} tasks on the floor "
-          f"worker; load average {os.getloadavg()[0]:.1f}")
-    print(f"  {'round':<6} {'scan S':>9} {'worker W':>9} {'floor F':>9}   S/W   S/(S+F)")
-    for r, (s, w, f) in enumerate(rows, 1):
-        print(f"  {r:<6} {s:7.1f}ms {w:7.1f}ms {f:7.1f}ms  {s / w:5.2f}  {s / (s + f):5.2f}")
+          f"worker; load average {os.getloadavg()[0]:.1f}"
+          + (f"; W2: a worker on {args.other_checkout}" if other else ""))
+    heads = ["scan S", "worker W", *(["W2"] if other else []), "floor F"]
+    print(f"  {'round':<6} " + " ".join(f"{h:>9}" for h in heads) + "   S/W   S/(S+F)"
+          + ("   W2/W" if other else ""))
 
-    def median(values):
-        return statistics.median(values)
+    def line(label: str, row: list[float], ratios: list[float]) -> str:
+        return (f"  {label:<6} " + " ".join(f"{v:7.1f}ms" for v in row) + "  "
+                + "  ".join(f"{v:5.2f}" for v in ratios))
 
-    s, w, f = (median([row[i] for row in rows]) for i in range(3))
-    print(f"  median {s:7.1f}ms {w:7.1f}ms {f:7.1f}ms  "
-          f"{median([r[0] / r[1] for r in rows]):5.2f}  "
-          f"{median([r[0] / (r[0] + r[2]) for r in rows]):5.2f}")
+    def ratios(row: list[float]) -> list[float]:
+        s, w, f = row[0], row[1], row[-1]
+        return [s / w, s / (s + f), *([row[2] / w] if other else [])]
+
+    for r, row in enumerate(rows, 1):
+        print(line(str(r), row, ratios(row)))
+    medians = [statistics.median(column) for column in zip(*rows, strict=True)]
+    each = [statistics.median(column) for column in zip(*map(ratios, rows), strict=True)]
+    print(line("median", medians, each))
     print("  (per image, spans; S/W: one worker against in-process, target >= 0.9; S/(S+F): "
-          "the best a -c 1 worker can reach when its tasks do scan's work plus Celery's floor)")
+          "the best a -c 1 worker can reach when its tasks do scan's work plus Celery's floor"
+          + ("; W2/W: the other checkout's worker against this one's" if other else "") + ")")
 
 
 if __name__ == "__main__":
