@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 IMAGES = 30
 # Each fault lasts this long (the measurement used 60 s: FAULTRIG_BLOB_FAULT_SECONDS).
-FAULT_SECONDS = float(os.environ.get("FAULTRIG_BLOB_FAULT_SECONDS", "20"))
+FAULT_SECONDS = float(os.environ.get("FAULTRIG_BLOB_FAULT_SECONDS", "12"))
 
 
 def _mount(*args: str) -> subprocess.CompletedProcess:
