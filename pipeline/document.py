@@ -27,13 +27,17 @@ def waiting(details: dict | None) -> bool:
 
 def waiting_in(doc: DetectionMetadata | None) -> bool:
     """Whether some method of this document still waits for its evidence to be computed."""
-    def walk(node) -> bool:
-        if isinstance(node, dict):
-            return waiting(node.get("details")) or any(walk(v) for v in node.values())
-        if isinstance(node, list):
-            return any(walk(v) for v in node)
-        return False
-    return doc is not None and walk(doc.model_dump(mode="json", exclude={"blob_keys"}))
+    return doc is not None and waiting_in_dump(doc.model_dump(mode="json",
+                                                              exclude={"blob_keys"}))
+
+
+def waiting_in_dump(node) -> bool:
+    """:func:`waiting_in` of a document already dumped to JSON types (or any part of one)."""
+    if isinstance(node, dict):
+        return waiting(node.get("details")) or any(waiting_in_dump(v) for v in node.values())
+    if isinstance(node, list):
+        return any(waiting_in_dump(v) for v in node)
+    return False
 
 
 def merge_sections(into: dict, section: dict) -> dict:

@@ -28,7 +28,12 @@ from schemas.results import MethodResult
 from schemas.settings import Settings
 from service import canvas, webhooks
 from service.manifest import Manifest
-from service.method_results import picture_keys, unimplemented
+from service.method_results import (
+    heatmap_block_maps,
+    method_row,
+    picture_keys,
+    unimplemented,
+)
 from storage import blobrefs
 from storage import repository as repo
 from storage.blobs import BlobNotFound
@@ -157,16 +162,8 @@ async def _aggregate(storage: Storage, settings: Settings, upload: dict, manifes
     # A deletion from here on fails save_results (the row is gone) or the check after it.
     started = aware(upload["processing_started_at"]) or utcnow()
     elapsed = max(0.0, (utcnow() - started).total_seconds())
-    rows = []
-    for name, r in by_method.items():
-        if name not in active:
-            continue
-        rows.append({
-            "method_id": active[name]["method_id"], "is_ai_generated": r.is_ai_generated,
-            "confidence": r.confidence, "processing_time": r.processing_time,
-            "result_details": {"status": r.status, "error": r.error,
-                               "ai_probability": r.ai_probability, **r.details},
-        })
+    rows = [method_row(active[name]["method_id"], r)
+            for name, r in by_method.items() if name in active]
     previous = await repo.result_for_upload(storage.engine, upload_id)
     result_id = await repo.save_results(
         storage.engine, upload_id=upload_id, is_ai_generated=verdict.is_ai_generated,
@@ -243,8 +240,7 @@ async def _heatmaps(storage: Storage, upload_id: int, manifest: Manifest,
         out["heatmap"] = await blobrefs.store(storage, upload_id, png, suffix=".png",
                                               kind="heatmap", owner=owner)
         out["source"] = "model"
-    maps = {m: r.block_map for m, r in by_method.items()
-            if r.block_map and m in REGISTRY and REGISTRY[m].in_heatmap}
+    maps = heatmap_block_maps(by_method)
     combined = combine_block_maps(maps)
     if combined is not None:
         thumb = _thumbnail(storage, manifest) if thumb is None else thumb

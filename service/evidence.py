@@ -35,7 +35,7 @@ from pipeline.methods.registry import (
 from schemas.documents import DetectionMetadata
 from schemas.results import MethodResult
 from schemas.settings import Settings
-from service.method_results import picture_keys
+from service.method_results import heatmap_block_maps, method_row, picture_keys
 from storage import blobrefs, method_rows
 from storage import repository as repo
 from storage.cache import forget_result
@@ -94,12 +94,8 @@ async def _complete(storage: Storage, settings: Settings, upload_id: int) -> lis
     forensic = await _forensic_heatmap(storage, upload, {n: findings[n].result for n in run},
                                        owner)
     written = await method_rows.replace(
-        storage.engine, upload_id=upload_id, result_id=result_id, methods=[{
-            "method_id": rows[n]["method_id"], "is_ai_generated": r.is_ai_generated,
-            "confidence": r.confidence, "processing_time": r.processing_time,
-            "result_details": {"status": r.status, "error": r.error,
-                               "ai_probability": r.ai_probability, **r.details},
-        } for n, r in results.items()])
+        storage.engine, upload_id=upload_id, result_id=result_id,
+        methods=[method_row(rows[n]["method_id"], r) for n, r in results.items()])
     if not written:
         raise LookupError(f"upload {upload_id} was judged again or deleted meanwhile")
     doc = await storage.documents.get_detection_metadata(result_id)
@@ -125,8 +121,7 @@ def _run_methods(original: bytes, settings: Settings, names: list[str]) -> dict:
 
 async def _forensic_heatmap(storage: Storage, upload: dict, results: dict[str, MethodResult],
                             owner: tuple) -> str | None:
-    combined = combine_block_maps({n: r.block_map for n, r in results.items()
-                                   if r.block_map and REGISTRY[n].in_heatmap})
+    combined = combine_block_maps(heatmap_block_maps(results))
     thumbnail = upload.get("thumbnail_path")
     if combined is None or not thumbnail:
         return None

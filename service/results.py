@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from pipeline.document import waiting, waiting_in
+from pipeline.document import waiting, waiting_in_dump
 from pipeline.ensemble import ALGORITHM_VERSION
 from pipeline.explanation import explain
 from schemas.records import verdict_word
@@ -91,7 +91,8 @@ def result_body(upload_id: int, result: dict, doc) -> FinishedResult:
                                algorithm_version=result["algorithm_version"]),
         "metadata": doc.model_dump(mode="json", exclude={"blob_keys"}) if doc else None,
     }
-    later = waiting_in(doc)  # the forensic pictures are made when first asked for
+    # The forensic pictures are made when first asked for (read off the dump just made).
+    later = waiting_in_dump(body["metadata"])
     return FinishedResult(
         body=body,
         has_ela=bool(doc and (doc.pixel_analysis.ela_results.ela_image_path
